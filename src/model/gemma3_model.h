@@ -1,0 +1,53 @@
+// The Gemma 3 forward pass on CPU. See docs/architecture.md and shared/reference/gemma3.md.
+// Activations are f32; weights are read in their stored dtype (F32, BF16, F16) and widened
+// exactly inside the kernels. Norm weights are prepared once as f32 (1 + w).
+// Thread-safety: a Gemma3Model is immutable after construction and may be shared by threads,
+// each with its own KVCache and ForwardScratch.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "model/config.h"
+#include "model/kv_cache.h"
+#include "model/weights.h"
+#include "util/status.h"
+#include "util/thread_pool.h"
+
+namespace fgnet {
+
+enum class LogitsMode : std::uint8_t {
+  kNone,  // only fill the KV cache (e.g. a prefix)
+  kLast,  // logits of the last token only: [vocab]
+  kAll,   // logits of every token: [n_tokens, vocab]
+};
+
+class Gemma3Model {
+ public:
+  // `config` and `weights` must outlive the model (they view a Checkpoint).
+  static Result<Gemma3Model> Create(const Gemma3Config& config, const Gemma3Weights& weights);
+
+  Gemma3Model(Gemma3Model&&) noexcept;
+  Gemma3Model& operator=(Gemma3Model&&) noexcept;
+  ~Gemma3Model();
+
+  const Gemma3Config& config() const;
+
+  // A cache able to hold `max_tokens` positions (sliding layers keep only their window).
+  KVCache NewKVCache(std::int64_t max_tokens) const;
+
+  // Runs `tokens` at positions kv.length() .. kv.length() + n - 1, appends their keys and values
+  // to `kv`, and writes logits as `mode` asks into `logits` (resized). Errors: token id out of
+  // range, cache full.
+  Status Forward(std::span<const std::int32_t> tokens, KVCache& kv, ThreadPool& pool,
+                 LogitsMode mode, std::vector<float>* logits) const;
+
+ private:
+  struct Impl;
+  explicit Gemma3Model(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fgnet
