@@ -1,0 +1,3 @@
+fgnet_add_test(parity_test
+  SOURCES parity_test.cpp
+  LIBS fgnet_model fgnet_forward)
