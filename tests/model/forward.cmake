@@ -1,0 +1,3 @@
+fgnet_add_test(forward_test
+  SOURCES forward_test.cpp forward_reference.cpp
+  LIBS fgnet_forward)
