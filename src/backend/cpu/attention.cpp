@@ -6,14 +6,17 @@
 //   * a chunk of queries (prefill): one work item per (kv head, block of queries). Keys of the
 //     block's visible range are packed into panels and the GEMM micro-kernel computes the scores
 //     of all query heads sharing that kv head; rows are masked, softcapped and softmaxed; then
-//     the probabilities times the packed values are accumulated into the output. Blocks are
-//     small enough that the masked-out triangle near the diagonal costs little.
+//     the probabilities times the packed values are accumulated into the output. For each panel
+//     of keys only the rows (queries) that see one of its keys are computed, so the masked-out
+//     triangle near the diagonal and beyond the window costs little.
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "backend/cpu/attention.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 // Per-target code below.
+#include <utility>
+
 #include "backend/cpu/attention.h"
 #include "backend/cpu/gemm-inl.h"
 #include "backend/cpu/vec-inl.h"
@@ -25,10 +28,10 @@ namespace fgnet::cpu::HWY_NAMESPACE {
 // From this many queries on, the blocked GEMM regime is used.
 inline constexpr std::size_t kMinQueriesForGemm = 4;
 // Most queries per block, and the budget of score floats per thread that bounds it.
-inline constexpr std::size_t kMaxQueryBlock = 32;
+inline constexpr std::size_t kMaxQueryBlock = 64;
 inline constexpr std::size_t kScoreBudget = std::size_t{1} << 20;
 // Keys per packed value chunk in the P . V product.
-inline constexpr std::size_t kValueChunk = 256;
+inline constexpr std::size_t kValueChunk = 128;
 
 struct Geometry {
   const KVSpan* spans;
@@ -103,6 +106,20 @@ void AttendOne(const Geometry& g, const float* q, std::size_t t, std::size_t h, 
                 });
 }
 
+// The rows [first, second) of a block whose queries (row r at position pos0 + r) see at least one
+// key with position in [a, b].
+HWY_INLINE std::pair<std::size_t, std::size_t> RowsSeeing(const Geometry& g, std::int64_t pos0,
+                                                          std::size_t rows, std::int64_t a,
+                                                          std::int64_t b) {
+  // Causal: pos >= a. Window: pos - window + 1 <= b.
+  const std::int64_t r_lo = std::max<std::int64_t>(0, a - pos0);
+  std::int64_t r_hi = static_cast<std::int64_t>(rows);
+  if (g.p->window > 0) r_hi = std::min(r_hi, b + g.p->window - pos0);
+  r_hi = std::max(r_hi, r_lo);
+  return {static_cast<std::size_t>(std::min<std::int64_t>(r_lo, static_cast<std::int64_t>(rows))),
+          static_cast<std::size_t>(std::min<std::int64_t>(r_hi, static_cast<std::int64_t>(rows)))};
+}
+
 // Queries [t0, t1) of every query head of kv head `kvh`.
 void AttendBlock(const Geometry& g, const float* q, std::size_t t0, std::size_t t1, std::size_t kvh,
                  float* out, float* scores, float* panel) {
@@ -118,15 +135,18 @@ void AttendBlock(const Geometry& g, const float* q, std::size_t t0, std::size_t 
   const std::size_t h_first = kvh * g.group;
   // Scores of head h_first + hh, query t0 + r, key position lo + c at
   // scores[(hh * rows + r) * width + c].
-  ForEachKeyRun(g, lo, hi, nr,
-                [&](const KVSpan& span, std::size_t i0, std::size_t n, std::int64_t key_pos) {
-                  PackTransposed(span.keys + i0 * span.stride + kv_off, span.stride, n, hd, panel);
-                  for (std::size_t hh = 0; hh < g.group; ++hh) {
-                    const float* a = q + t0 * g.q_dim + (h_first + hh) * hd;
-                    float* c = scores + hh * rows * width + static_cast<std::size_t>(key_pos - lo);
-                    PanelGemm(a, g.q_dim, rows, panel, hd, c, width, n, /*accumulate=*/false);
-                  }
-                });
+  ForEachKeyRun(
+      g, lo, hi, nr, [&](const KVSpan& span, std::size_t i0, std::size_t n, std::int64_t key_pos) {
+        const auto [r0, r1] =
+            RowsSeeing(g, pos0, rows, key_pos, key_pos + static_cast<std::int64_t>(n) - 1);
+        if (r0 == r1) return;
+        PackTransposed(span.keys + i0 * span.stride + kv_off, span.stride, n, hd, panel);
+        for (std::size_t hh = 0; hh < g.group; ++hh) {
+          const float* a = q + (t0 + r0) * g.q_dim + (h_first + hh) * hd;
+          float* c = scores + (hh * rows + r0) * width + static_cast<std::size_t>(key_pos - lo);
+          PanelGemm(a, g.q_dim, r1 - r0, panel, hd, c, width, n, /*accumulate=*/false);
+        }
+      });
   for (std::size_t hh = 0; hh < g.group; ++hh) {
     for (std::size_t r = 0; r < rows; ++r) {
       float* s = scores + (hh * rows + r) * width;
@@ -138,20 +158,28 @@ void AttendBlock(const Geometry& g, const float* q, std::size_t t0, std::size_t 
       std::memset(s + c1, 0, (width - c1) * sizeof(float));
     }
   }
-  bool first_chunk = true;
+  // Rows that see none of a chunk's keys skip it, so the output starts at zero.
+  for (std::size_t hh = 0; hh < g.group; ++hh) {
+    for (std::size_t r = 0; r < rows; ++r) {
+      std::memset(out + (t0 + r) * g.q_dim + (h_first + hh) * hd, 0, hd * sizeof(float));
+    }
+  }
   ForEachKeyRun(
       g, lo, hi, kValueChunk,
       [&](const KVSpan& span, std::size_t i0, std::size_t n, std::int64_t key_pos) {
+        const auto [r0, r1] =
+            RowsSeeing(g, pos0, rows, key_pos, key_pos + static_cast<std::int64_t>(n) - 1);
+        if (r0 == r1) return;
         for (std::size_t j0 = 0; j0 < hd; j0 += nr) {
           const std::size_t ncols = std::min(nr, hd - j0);
           PackKN(span.values + i0 * span.stride + kv_off + j0, span.stride, ncols, n, panel);
           for (std::size_t hh = 0; hh < g.group; ++hh) {
-            const float* a = scores + hh * rows * width + static_cast<std::size_t>(key_pos - lo);
-            float* c = out + t0 * g.q_dim + (h_first + hh) * hd + j0;
-            PanelGemm(a, width, rows, panel, n, c, g.q_dim, ncols, /*accumulate=*/!first_chunk);
+            const float* a =
+                scores + (hh * rows + r0) * width + static_cast<std::size_t>(key_pos - lo);
+            float* c = out + (t0 + r0) * g.q_dim + (h_first + hh) * hd + j0;
+            PanelGemm(a, width, r1 - r0, panel, n, c, g.q_dim, ncols, /*accumulate=*/true);
           }
         }
-        first_chunk = false;
       });
 }
 
@@ -196,7 +224,8 @@ void AttentionImpl(const float* q, std::size_t n, std::int64_t first_pos, const 
                     [&](std::size_t begin, std::size_t end, std::size_t thread) {
                       float* buffer = ws->ForThread(thread, panel_floats + score_floats);
                       for (std::size_t item = begin; item < end; ++item) {
-                        const std::size_t b = item / p->kv_heads;
+                        // Later blocks see more keys: hand them out first.
+                        const std::size_t b = blocks - 1 - item / p->kv_heads;
                         const std::size_t kvh = item % p->kv_heads;
                         const std::size_t t0 = b * block;
                         const std::size_t t1 = std::min(n, t0 + block);
