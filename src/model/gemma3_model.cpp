@@ -318,6 +318,12 @@ void Gemma3Model::Impl::RunChunk(std::span<const std::int32_t> ids, KVCache& kv,
   ForwardScratch& scratch = kv.scratch();
   cpu::Workspace& ws = scratch.workspace;
   const Buffers b = Carve(scratch, c);
+  // Decode-regime attention takes one float per visible key and thread: size that once for the
+  // whole cache, so that decoding never grows it.
+  ws.Reserve(pool.num_threads());
+  for (std::size_t t = 0; t < pool.num_threads(); ++t) {
+    ws.ForThread(t, static_cast<std::size_t>(kv.capacity()));
+  }
   const std::size_t half = head_dim / 2;
 
   cpu::EmbedRows(embed, ids, embed_scale, b.x);

@@ -1,3 +1,3 @@
 fgnet_add_test(forward_test
-  SOURCES forward_test.cpp forward_reference.cpp
+  SOURCES forward_test.cpp forward_reference.cpp alloc_counter.cpp
   LIBS fgnet_forward)

@@ -4,10 +4,14 @@
 // and off), plus chunked prefill, logits modes, KV cache cloning / truncation and errors.
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <new>
 #include <string>
 #include <vector>
 
+#include "alloc_counter.h"
 #include "backend/cpu/ops.h"
 #include "forward_reference.h"
 #include "gtest/gtest.h"
@@ -294,6 +298,20 @@ TEST_F(CacheTest, BadTokenIdsAndOverflowAreErrorsThatLeaveTheCacheAlone) {
   EXPECT_EQ(kv.length(), 12);
   EXPECT_FALSE(
       model_->Forward(std::vector<std::int32_t>{1}, kv, pool_, LogitsMode::kNone, nullptr).ok());
+}
+
+TEST_F(CacheTest, DecodeStepsAllocateNothing) {
+  KVCache kv = model_->NewKVCache(64);
+  std::vector<float> logits;
+  ASSERT_TRUE(
+      model_->Forward(RandomTokens(12, 97, 10), kv, pool_, LogitsMode::kLast, &logits).ok());
+  const std::vector<std::int32_t> next = {42};
+  ASSERT_TRUE(model_->Forward(next, kv, pool_, LogitsMode::kLast, &logits).ok());
+  const long before = testing::AllocationCount();
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(model_->Forward(next, kv, pool_, LogitsMode::kLast, &logits).ok());
+  }
+  EXPECT_EQ(testing::AllocationCount() - before, 0);
 }
 
 TEST_F(CacheTest, CacheOfAnotherModelIsAnError) {

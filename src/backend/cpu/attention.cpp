@@ -183,10 +183,43 @@ void AttendBlock(const Geometry& g, const float* q, std::size_t t0, std::size_t 
       });
 }
 
+// One Attention call, shared by the work items.
+struct AttentionJob {
+  Geometry g;
+  const float* q;
+  std::size_t n;
+  float* out;
+  Workspace* ws;
+  std::size_t max_keys;  // widest visible key range of any query
+  // Chunk regime.
+  std::size_t block, blocks, panel_floats, score_floats;
+
+  // Decode regime: item = query * heads + head.
+  void RunOne(std::size_t begin, std::size_t end, std::size_t thread) const {
+    float* scores = ws->ForThread(thread, max_keys);
+    for (std::size_t item = begin; item < end; ++item) {
+      AttendOne(g, q, item / g.p->heads, item % g.p->heads, out, scores);
+    }
+  }
+  // Chunk regime: item = block-from-the-end * kv_heads + kv head.
+  void RunBlocks(std::size_t begin, std::size_t end, std::size_t thread) const {
+    float* buffer = ws->ForThread(thread, panel_floats + score_floats);
+    for (std::size_t item = begin; item < end; ++item) {
+      // Later blocks see more keys: hand them out first.
+      const std::size_t b = blocks - 1 - item / g.p->kv_heads;
+      const std::size_t kvh = item % g.p->kv_heads;
+      const std::size_t t0 = b * block;
+      const std::size_t t1 = std::min(n, t0 + block);
+      AttendBlock(g, q, t0, t1, kvh, out, buffer + panel_floats, buffer);
+    }
+  }
+};
+
 void AttentionImpl(const float* q, std::size_t n, std::int64_t first_pos, const KVSpan* spans,
                    std::size_t num_spans, const AttentionParams* p, float* out, ThreadPool* pool,
                    Workspace* ws) {
-  Geometry g;
+  AttentionJob job;
+  Geometry& g = job.g;
   g.spans = spans;
   g.num_spans = num_spans;
   g.kv_first = spans[0].first_pos;
@@ -194,43 +227,37 @@ void AttentionImpl(const float* q, std::size_t n, std::int64_t first_pos, const 
   g.p = p;
   g.group = p->heads / p->kv_heads;
   g.q_dim = p->heads * p->head_dim;
+  job.q = q;
+  job.n = n;
+  job.out = out;
+  job.ws = ws;
   ws->Reserve(pool->num_threads());
   const std::int64_t last_pos = first_pos + static_cast<std::int64_t>(n) - 1;
-  // Widest visible key range of any query.
-  const std::size_t max_keys = static_cast<std::size_t>(last_pos - g.VisibleFrom(first_pos) + 1);
+  job.max_keys = static_cast<std::size_t>(last_pos - g.VisibleFrom(first_pos) + 1);
 
+  // The closures hold one reference, so std::function stores them without allocating.
   if (n < kMinQueriesForGemm) {
-    const std::size_t items = n * p->heads;
-    pool->ParallelFor(items, 1, [&](std::size_t begin, std::size_t end, std::size_t thread) {
-      float* scores = ws->ForThread(thread, max_keys);
-      for (std::size_t item = begin; item < end; ++item) {
-        AttendOne(g, q, item / p->heads, item % p->heads, out, scores);
-      }
-    });
+    pool->ParallelFor(n * p->heads, 1,
+                      [&job](std::size_t begin, std::size_t end, std::size_t thread) {
+                        job.RunOne(begin, end, thread);
+                      });
     return;
   }
 
   // Widest score row of a block of `b` queries.
-  const auto max_width = [&](std::size_t b) {
-    if (p->window <= 0) return max_keys;
-    return std::min(max_keys, static_cast<std::size_t>(p->window) - 1 + b);
+  const auto max_width = [&job, p](std::size_t b) {
+    if (p->window <= 0) return job.max_keys;
+    return std::min(job.max_keys, static_cast<std::size_t>(p->window) - 1 + b);
   };
   std::size_t block = std::min<std::size_t>(kMaxQueryBlock, n);
   while (block > kMR && g.group * block * max_width(block) > kScoreBudget) block /= 2;
-  const std::size_t blocks = (n + block - 1) / block;
-  const std::size_t panel_floats = std::max(p->head_dim, kValueChunk) * PanelWidth();
-  const std::size_t score_floats = g.group * block * max_width(block);
-  pool->ParallelFor(blocks * p->kv_heads, 1,
-                    [&](std::size_t begin, std::size_t end, std::size_t thread) {
-                      float* buffer = ws->ForThread(thread, panel_floats + score_floats);
-                      for (std::size_t item = begin; item < end; ++item) {
-                        // Later blocks see more keys: hand them out first.
-                        const std::size_t b = blocks - 1 - item / p->kv_heads;
-                        const std::size_t kvh = item % p->kv_heads;
-                        const std::size_t t0 = b * block;
-                        const std::size_t t1 = std::min(n, t0 + block);
-                        AttendBlock(g, q, t0, t1, kvh, out, buffer + panel_floats, buffer);
-                      }
+  job.block = block;
+  job.blocks = (n + block - 1) / block;
+  job.panel_floats = std::max(p->head_dim, kValueChunk) * PanelWidth();
+  job.score_floats = g.group * block * max_width(block);
+  pool->ParallelFor(job.blocks * p->kv_heads, 1,
+                    [&job](std::size_t begin, std::size_t end, std::size_t thread) {
+                      job.RunBlocks(begin, end, thread);
                     });
 }
 

@@ -40,60 +40,70 @@ void PackedRows(const float* x, std::size_t n, std::size_t ldx, const T* w, std:
   PanelGemm(x, ldx, n, panel, K, y + j0, ldy, ncols, /*accumulate=*/false);
 }
 
+// One MatMulMany call: work items of all outputs numbered consecutively, output o owning items
+// [first[o], first[o + 1]).
+struct MatMulJob {
+  const float* x;
+  std::size_t n, ldx, K;
+  const MatMulOutput* outs;
+  bool packed;
+  std::size_t unit_rows;
+  std::size_t first[kMaxOutputs + 1];
+  Workspace* ws;
+
+  template <typename T>
+  void Item(const WeightMatrix& w, std::size_t r0, float* y, std::size_t ldy, float* panel) const {
+    const T* wt = static_cast<const T*>(w.data);
+    if (packed) {
+      PackedRows(x, n, ldx, wt, w.rows, K, r0, panel, y, ldy);
+    } else {
+      StreamRows(x, n, ldx, wt, K, r0, std::min(w.rows, r0 + unit_rows), y, ldy);
+    }
+  }
+
+  void Run(std::size_t begin, std::size_t end, std::size_t thread) const {
+    float* panel = packed ? ws->ForThread(thread, K * PanelWidth()) : nullptr;
+    std::size_t o = 0;
+    for (std::size_t item = begin; item < end; ++item) {
+      while (item >= first[o + 1]) ++o;
+      const WeightMatrix& w = *outs[o].w;
+      const std::size_t r0 = (item - first[o]) * unit_rows;
+      switch (w.dtype) {
+        case DType::kF32:
+          Item<float>(w, r0, outs[o].y, outs[o].ldy, panel);
+          break;
+        case DType::kBF16:
+          Item<hwy::bfloat16_t>(w, r0, outs[o].y, outs[o].ldy, panel);
+          break;
+        case DType::kF16:
+          Item<hwy::float16_t>(w, r0, outs[o].y, outs[o].ldy, panel);
+          break;
+      }
+    }
+  }
+};
+
 void MatMulManyImpl(const float* x, std::size_t n, std::size_t ldx, const MatMulOutput* outs,
                     std::size_t num_outs, ThreadPool* pool, Workspace* ws) {
   FGNET_CHECK_LE(num_outs, kMaxOutputs);
-  const bool packed = n >= kMinTokensForPacking;
-  const std::size_t unit_rows = packed ? PanelWidth() : kStreamRowsPerItem;
-  // Work items of all outputs, numbered consecutively: output o owns [first[o], first[o + 1]).
-  std::size_t first[kMaxOutputs + 1] = {0};
+  MatMulJob job;
+  job.x = x;
+  job.n = n;
+  job.ldx = ldx;
+  job.K = outs[0].w->cols;
+  job.outs = outs;
+  job.packed = n >= kMinTokensForPacking;
+  job.unit_rows = job.packed ? PanelWidth() : kStreamRowsPerItem;
+  job.first[0] = 0;
   for (std::size_t o = 0; o < num_outs; ++o) {
-    first[o + 1] = first[o] + (outs[o].w->rows + unit_rows - 1) / unit_rows;
+    job.first[o + 1] = job.first[o] + (outs[o].w->rows + job.unit_rows - 1) / job.unit_rows;
   }
-  const std::size_t K = outs[0].w->cols;
-  const std::size_t panel_floats = K * PanelWidth();
-  if (packed) ws->Reserve(pool->num_threads());
-  pool->ParallelFor(first[num_outs], 1,
-                    [&](std::size_t begin, std::size_t end, std::size_t thread) {
-                      float* panel = packed ? ws->ForThread(thread, panel_floats) : nullptr;
-                      std::size_t o = 0;
-                      for (std::size_t item = begin; item < end; ++item) {
-                        while (item >= first[o + 1]) ++o;
-                        const WeightMatrix& w = *outs[o].w;
-                        const std::size_t r0 = (item - first[o]) * unit_rows;
-                        const std::size_t r1 = std::min(w.rows, r0 + unit_rows);
-                        float* y = outs[o].y;
-                        const std::size_t ldy = outs[o].ldy;
-                        switch (w.dtype) {
-                          case DType::kF32: {
-                            const auto* wt = static_cast<const float*>(w.data);
-                            if (packed) {
-                              PackedRows(x, n, ldx, wt, w.rows, K, r0, panel, y, ldy);
-                            } else {
-                              StreamRows(x, n, ldx, wt, K, r0, r1, y, ldy);
-                            }
-                            break;
-                          }
-                          case DType::kBF16: {
-                            const auto* wt = static_cast<const hwy::bfloat16_t*>(w.data);
-                            if (packed) {
-                              PackedRows(x, n, ldx, wt, w.rows, K, r0, panel, y, ldy);
-                            } else {
-                              StreamRows(x, n, ldx, wt, K, r0, r1, y, ldy);
-                            }
-                            break;
-                          }
-                          case DType::kF16: {
-                            const auto* wt = static_cast<const hwy::float16_t*>(w.data);
-                            if (packed) {
-                              PackedRows(x, n, ldx, wt, w.rows, K, r0, panel, y, ldy);
-                            } else {
-                              StreamRows(x, n, ldx, wt, K, r0, r1, y, ldy);
-                            }
-                            break;
-                          }
-                        }
-                      }
+  job.ws = ws;
+  if (job.packed) ws->Reserve(pool->num_threads());
+  // The closure holds one reference, so std::function stores it without allocating.
+  pool->ParallelFor(job.first[num_outs], 1,
+                    [&job](std::size_t begin, std::size_t end, std::size_t thread) {
+                      job.Run(begin, end, thread);
                     });
 }
 
