@@ -18,6 +18,9 @@ namespace {
 // Tokens per internal pass of a long Forward call: bounds the scratch memory (about 36 KB of
 // activations per token for the 270M shapes) while keeping the matmuls large.
 constexpr std::size_t kMaxChunk = 512;
+// Positions whose RoPE cos/sin tables Create() precomputes (8 MB for head_dim 256); later
+// positions get theirs computed per call.
+constexpr std::int64_t kRopeTablePositions = 4096;
 // Row-wise work below this many rows runs on the calling thread only.
 constexpr std::size_t kMinRowsToParallelize = 16;
 
@@ -96,8 +99,11 @@ struct Gemma3Model::Impl {
   cpu::WeightMatrix embed, lm_head;
   std::vector<float> final_norm;
   std::vector<LayerParams> layers;
-  // RoPE inverse frequencies and attention parameters; index 0 sliding layers, 1 global layers.
+  // RoPE inverse frequencies, cos/sin tables [rope_positions, head_dim / 2] and attention
+  // parameters; index 0 sliding layers, 1 global layers.
   std::vector<float> inv_freq[2];
+  std::int64_t rope_positions = 0;
+  std::vector<float> rope_cos[2], rope_sin[2];
   cpu::AttentionParams attention[2];
 
   // Buffers of one pass over `c` tokens, carved from the cache's scratch.
@@ -229,6 +235,14 @@ Result<Gemma3Model> Gemma3Model::Create(const Gemma3Config& config, const Gemma3
   for (int r = 0; r < 2; ++r) {
     m.inv_freq[r].resize(m.head_dim / 2);
     cpu::RopeInvFreq(thetas[r], scalings[r], m.head_dim, m.inv_freq[r].data());
+    m.rope_positions =
+        std::min(kRopeTablePositions, std::max<std::int64_t>(c.max_position_embeddings, 0));
+    const std::size_t table = static_cast<std::size_t>(m.rope_positions) * (m.head_dim / 2);
+    m.rope_cos[r].resize(table);
+    m.rope_sin[r].resize(table);
+    cpu::RopeTable(m.inv_freq[r].data(), m.head_dim / 2, 0,
+                   static_cast<std::size_t>(m.rope_positions), m.rope_cos[r].data(),
+                   m.rope_sin[r].data());
     cpu::AttentionParams& a = m.attention[r];
     a.heads = m.heads;
     a.kv_heads = m.kv_heads;
@@ -327,8 +341,21 @@ void Gemma3Model::Impl::RunChunk(std::span<const std::int32_t> ids, KVCache& kv,
   const std::size_t half = head_dim / 2;
 
   cpu::EmbedRows(embed, ids, embed_scale, b.x);
+  // cos/sin of the chunk's positions: from the precomputed tables, or computed now.
+  const float* rope_c[2];
+  const float* rope_s[2];
   for (int r = 0; r < 2; ++r) {
-    cpu::RopeTable(inv_freq[r].data(), half, first_pos, c, b.cos[r], b.sin[r]);
+    if (first_pos + static_cast<std::int64_t>(c) <= rope_positions) {
+      rope_c[r] = rope_cos[r].data() + static_cast<std::size_t>(first_pos) * half;
+      rope_s[r] = rope_sin[r].data() + static_cast<std::size_t>(first_pos) * half;
+      continue;
+    }
+    ForRows(pool, c, [&](std::size_t t0, std::size_t t1) {
+      cpu::RopeTable(inv_freq[r].data(), half, first_pos + static_cast<std::int64_t>(t0), t1 - t0,
+                     b.cos[r] + t0 * half, b.sin[r] + t0 * half);
+    });
+    rope_c[r] = b.cos[r];
+    rope_s[r] = b.sin[r];
   }
 
   for (std::size_t l = 0; l < layers.size(); ++l) {
@@ -345,9 +372,9 @@ void Gemma3Model::Impl::RunChunk(std::span<const std::int32_t> ids, KVCache& kv,
       cpu::RMSNorm(b.q + t0 * q_dim, n * heads, head_dim, p.q_norm.data(), eps, b.q + t0 * q_dim);
       cpu::RMSNorm(b.k + t0 * kv_dim, n * kv_heads, head_dim, p.k_norm.data(), eps,
                    b.k + t0 * kv_dim);
-      cpu::RoPE(b.q + t0 * q_dim, n, heads, head_dim, b.cos[r] + t0 * half, b.sin[r] + t0 * half);
-      cpu::RoPE(b.k + t0 * kv_dim, n, kv_heads, head_dim, b.cos[r] + t0 * half,
-                b.sin[r] + t0 * half);
+      cpu::RoPE(b.q + t0 * q_dim, n, heads, head_dim, rope_c[r] + t0 * half, rope_s[r] + t0 * half);
+      cpu::RoPE(b.k + t0 * kv_dim, n, kv_heads, head_dim, rope_c[r] + t0 * half,
+                rope_s[r] + t0 * half);
     });
     cpu::KVSpan spans[3];
     std::size_t num_spans = CacheSpans(kv, l, first_pos, spans);

@@ -1,5 +1,5 @@
 // Replaces the global operator new (kept in its own file so that callers never see its body).
-// The default operator delete frees with std::free, which matches these.
+// The matching operator delete frees with std::free.
 #include "alloc_counter.h"
 
 #include <atomic>
@@ -28,4 +28,16 @@ void* operator new(std::size_t size, std::align_val_t align) {
 }
 void* operator new[](std::size_t size, std::align_val_t align) {
   return ::operator new(size, align);
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t /*size*/) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t /*size*/) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t /*align*/) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t /*align*/) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t /*size*/, std::align_val_t /*align*/) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::size_t /*size*/, std::align_val_t /*align*/) noexcept {
+  std::free(p);
 }

@@ -84,6 +84,8 @@ std::vector<ModelCase> Cases() {
     c.layer_types = {LayerType::kSliding, LayerType::kGlobal};
     c.sliding_window = 3;
     c.query_pre_attn_scalar = 16.0;
+    // Positions from 16 on get their RoPE tables computed per call rather than precomputed.
+    c.max_position_embeddings = 16;
     cases.push_back({"mha_f32", c, DType::kF32});
   }
   return cases;
@@ -157,6 +159,10 @@ TEST_P(ForwardTest, MatchesReferenceOnEveryTarget) {
   const std::vector<double> ref = ReferenceForward(mc.config, ckpt.weights(), tokens);
   const std::size_t V = static_cast<std::size_t>(mc.config.vocab_size);
   ThreadPool pool(2);
+  // Restores normal dispatch however the loop ends.
+  struct ResetTargets {
+    ~ResetTargets() { hwy::SetSupportedTargetsForTest(0); }
+  } reset;
   for (std::int64_t target : hwy::SupportedAndGeneratedTargets()) {
     hwy::SetSupportedTargetsForTest(target);
     ASSERT_EQ(cpu::ActiveTarget(), target);
@@ -167,7 +173,6 @@ TEST_P(ForwardTest, MatchesReferenceOnEveryTarget) {
     ExpectLogitsClose(RunChunked(*model, tokens, 1, pool), ref, V, 0, tokens.size(), kTol,
                       where + ", token by token");
   }
-  hwy::SetSupportedTargetsForTest(0);
 }
 
 TEST_P(ForwardTest, ChunkedPrefillIsExactForAnyChunkSize) {
