@@ -2,6 +2,8 @@
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "backend/cpu/matmul.cpp"
+#include <atomic>
+
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 // Per-target code below.
@@ -48,8 +50,11 @@ struct MatMulJob {
   const MatMulOutput* outs;
   bool packed;
   std::size_t unit_rows;
+  std::size_t num_outs;
   std::size_t first[kMaxOutputs + 1];
   Workspace* ws;
+  std::size_t threads;
+  std::atomic<std::size_t> next{0};
 
   template <typename T>
   void Item(const WeightMatrix& w, std::size_t r0, float* y, std::size_t ldy, float* panel) const {
@@ -61,24 +66,46 @@ struct MatMulJob {
     }
   }
 
-  void Run(std::size_t begin, std::size_t end, std::size_t thread) const {
+  // Claims the next run of items: large runs first (long sequential streams), single items at
+  // the end (so that no thread idles while another finishes a long run). Returns false when
+  // every item is taken.
+  bool Claim(std::size_t* begin, std::size_t* end) {
+    const std::size_t total = first[num_outs];
+    std::size_t cur = next.load(std::memory_order_relaxed);
+    std::size_t take = 0;
+    do {
+      if (cur >= total) return false;
+      take = std::max<std::size_t>(1, (total - cur) / (2 * threads));
+    } while (!next.compare_exchange_weak(cur, cur + take, std::memory_order_relaxed));
+    *begin = cur;
+    *end = cur + take;
+    return true;
+  }
+
+  void Run(std::size_t thread) {
     float* panel = packed ? ws->ForThread(thread, K * PanelWidth()) : nullptr;
+    std::size_t begin = 0, end = 0;
     std::size_t o = 0;
-    for (std::size_t item = begin; item < end; ++item) {
-      while (item >= first[o + 1]) ++o;
-      const WeightMatrix& w = *outs[o].w;
-      const std::size_t r0 = (item - first[o]) * unit_rows;
-      switch (w.dtype) {
-        case DType::kF32:
-          Item<float>(w, r0, outs[o].y, outs[o].ldy, panel);
-          break;
-        case DType::kBF16:
-          Item<hwy::bfloat16_t>(w, r0, outs[o].y, outs[o].ldy, panel);
-          break;
-        case DType::kF16:
-          Item<hwy::float16_t>(w, r0, outs[o].y, outs[o].ldy, panel);
-          break;
-      }
+    while (Claim(&begin, &end)) {
+      for (std::size_t item = begin; item < end; ++item) RunItem(item, panel, o);
+    }
+  }
+
+  // `o`: a hint for the output of the item (items come in increasing order per thread).
+  void RunItem(std::size_t item, float* panel, std::size_t& o) const {
+    while (item >= first[o + 1]) ++o;
+    const WeightMatrix& w = *outs[o].w;
+    const std::size_t r0 = (item - first[o]) * unit_rows;
+    switch (w.dtype) {
+      case DType::kF32:
+        Item<float>(w, r0, outs[o].y, outs[o].ldy, panel);
+        break;
+      case DType::kBF16:
+        Item<hwy::bfloat16_t>(w, r0, outs[o].y, outs[o].ldy, panel);
+        break;
+      case DType::kF16:
+        Item<hwy::float16_t>(w, r0, outs[o].y, outs[o].ldy, panel);
+        break;
     }
   }
 };
@@ -98,13 +125,15 @@ void MatMulManyImpl(const float* x, std::size_t n, std::size_t ldx, const MatMul
   for (std::size_t o = 0; o < num_outs; ++o) {
     job.first[o + 1] = job.first[o] + (outs[o].w->rows + job.unit_rows - 1) / job.unit_rows;
   }
+  job.num_outs = num_outs;
   job.ws = ws;
-  if (job.packed) ws->Reserve(pool->num_threads());
-  // The closure holds one reference, so std::function stores it without allocating.
-  pool->ParallelFor(job.first[num_outs], 1,
-                    [&job](std::size_t begin, std::size_t end, std::size_t thread) {
-                      job.Run(begin, end, thread);
-                    });
+  job.threads = pool->num_threads();
+  if (job.packed) ws->Reserve(job.threads);
+  // One pool item per thread; the job hands out the work itself (see Claim). The closure holds
+  // one reference, so std::function stores it without allocating.
+  pool->ParallelFor(
+      job.threads, 1,
+      [&job](std::size_t /*begin*/, std::size_t /*end*/, std::size_t thread) { job.Run(thread); });
 }
 
 void GemmF32Impl(const float* a, std::size_t lda, std::size_t M, const float* b, std::size_t ldb,
