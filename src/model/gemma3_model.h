@@ -1,8 +1,11 @@
 // The Gemma 3 forward pass on CPU. See docs/architecture.md and shared/reference/gemma3.md.
 // Activations are f32; weights are read in their stored dtype (F32, BF16, F16) and widened
 // exactly inside the kernels. Norm weights are prepared once as f32 (1 + w).
+// Forward processes a chunk of any size in passes of at most 512 tokens; each pass attends to the
+// cached positions plus its own fresh keys, so chunked prefill is exact. Working memory lives in
+// the KVCache (KVCache::scratch()) and is reused, so steady-state decoding allocates nothing.
 // Thread-safety: a Gemma3Model is immutable after construction and may be shared by threads,
-// each with its own KVCache and ForwardScratch.
+// each with its own KVCache (and ThreadPool).
 #pragma once
 
 #include <cstdint>
@@ -39,8 +42,10 @@ class Gemma3Model {
   KVCache NewKVCache(std::int64_t max_tokens) const;
 
   // Runs `tokens` at positions kv.length() .. kv.length() + n - 1, appends their keys and values
-  // to `kv`, and writes logits as `mode` asks into `logits` (resized). Errors: token id out of
-  // range, cache full.
+  // to `kv`, and writes logits as `mode` asks into `logits` (resized: [vocab] for kLast,
+  // [n, vocab] for kAll; cleared for kNone, where it may be null). Errors, which leave `kv`
+  // unchanged: token id out of range, cache full, a cache made for another configuration,
+  // kLast with no tokens.
   Status Forward(std::span<const std::int32_t> tokens, KVCache& kv, ThreadPool& pool,
                  LogitsMode mode, std::vector<float>* logits) const;
 

@@ -1,0 +1,214 @@
+// Per-target GEMM building blocks shared by matmul.cpp and attention.cpp: a register-blocked
+// f32 micro-kernel over packed panels, the packing routines, and weight-row loaders that widen
+// BF16 / F16 exactly to f32. Included once per Highway target (foreach_target.h), hence the
+// toggling include guard.
+
+#if defined(FGNET_BACKEND_CPU_GEMM_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef FGNET_BACKEND_CPU_GEMM_INL_H_
+#undef FGNET_BACKEND_CPU_GEMM_INL_H_
+#else
+#define FGNET_BACKEND_CPU_GEMM_INL_H_
+#endif
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "hwy/cache_control.h"
+#include "hwy/highway.h"
+#include "tensor/dtype.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace fgnet::cpu::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+
+// Micro-kernel shape: kMR rows of A (tokens) by kNV vectors of output columns. The accumulators
+// (kMR * kNV), the kNV panel vectors and one broadcast must fit the register file: 32 registers
+// with AVX-512, 16 otherwise.
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+inline constexpr std::size_t kMR = 6;
+inline constexpr std::size_t kNV = 4;
+#elif HWY_TARGET == HWY_SCALAR
+inline constexpr std::size_t kMR = 4;
+inline constexpr std::size_t kNV = 4;
+#else
+inline constexpr std::size_t kMR = 6;
+inline constexpr std::size_t kNV = 2;
+#endif
+
+// Columns of one packed panel.
+HWY_INLINE std::size_t PanelWidth() { return kNV * hn::Lanes(DF()); }
+
+// ---- Widening loads of weight rows ----
+// One f32 vector from Lanes(d) consecutive weights.
+HWY_INLINE VF LoadWidened(DF d, const float* HWY_RESTRICT p) { return hn::LoadU(d, p); }
+HWY_INLINE VF LoadWidened(DF d, const hwy::bfloat16_t* HWY_RESTRICT p) {
+  const hn::Rebind<hwy::bfloat16_t, DF> dbf;
+  return hn::PromoteTo(d, hn::LoadU(dbf, p));
+}
+HWY_INLINE VF LoadWidened(DF d, const hwy::float16_t* HWY_RESTRICT p) {
+  const hn::Rebind<hwy::float16_t, DF> dh;
+  return hn::PromoteTo(d, hn::LoadU(dh, p));
+}
+HWY_INLINE float WidenScalar(float v) { return v; }
+HWY_INLINE float WidenScalar(hwy::bfloat16_t v) { return BF16ToF32(v.bits); }
+HWY_INLINE float WidenScalar(hwy::float16_t v) { return F16ToF32(v.bits); }
+
+// dst[0, n) = f32(src[0, n)) * scale.
+template <typename T>
+HWY_INLINE void WidenRow(const T* HWY_RESTRICT src, std::size_t n, float scale,
+                         float* HWY_RESTRICT dst) {
+  const DF d;
+  const std::size_t L = hn::Lanes(d);
+  const VF vs = hn::Set(d, scale);
+  std::size_t i = 0;
+  for (; i + L <= n; i += L) hn::StoreU(hn::Mul(LoadWidened(d, src + i), vs), d, dst + i);
+  for (; i < n; ++i) dst[i] = WidenScalar(src[i]) * scale;
+}
+
+// ---- Packing ----
+// panel[k, r] = f32(rows[r * ld + k]) for r < nrows, k < K; zero for nrows <= r < PanelWidth().
+// (B given transposed: the rows of a weight matrix, or keys.)
+template <typename T>
+HWY_NOINLINE void PackTransposed(const T* HWY_RESTRICT rows, std::size_t ld, std::size_t nrows,
+                                 std::size_t K, float* HWY_RESTRICT panel) {
+  const std::size_t nr = PanelWidth();
+  constexpr std::size_t kTile = 64;  // k values per pass: the panel lines being written stay in L1
+  HWY_ALIGN float tmp[kTile];
+  for (std::size_t k0 = 0; k0 < K; k0 += kTile) {
+    const std::size_t kn = std::min(kTile, K - k0);
+    for (std::size_t r = 0; r < nrows; ++r) {
+      WidenRow(rows + r * ld + k0, kn, 1.0f, tmp);
+      float* HWY_RESTRICT dst = panel + k0 * nr + r;
+      for (std::size_t k = 0; k < kn; ++k) dst[k * nr] = tmp[k];
+    }
+    for (std::size_t r = nrows; r < nr; ++r) {
+      for (std::size_t k = 0; k < kn; ++k) panel[(k0 + k) * nr + r] = 0.0f;
+    }
+  }
+}
+
+// panel[k, j] = b[k * ldb + j] for j < ncols, k < K; zero for ncols <= j < PanelWidth().
+// (B given as a row-major [K, N] matrix, e.g. values.)
+HWY_INLINE void PackKN(const float* HWY_RESTRICT b, std::size_t ldb, std::size_t ncols,
+                       std::size_t K, float* HWY_RESTRICT panel) {
+  const std::size_t nr = PanelWidth();
+  for (std::size_t k = 0; k < K; ++k) {
+    std::memcpy(panel + k * nr, b + k * ldb, ncols * sizeof(float));
+    if (ncols < nr) std::memset(panel + k * nr + ncols, 0, (nr - ncols) * sizeof(float));
+  }
+}
+
+// ---- Micro-kernel ----
+// C[m, j] (+)= sum_k A[m, k] * panel[k, j] for m < MR, j < ncols (<= PanelWidth()).
+template <std::size_t MR>
+HWY_INLINE void MicroKernel(const float* HWY_RESTRICT a, std::size_t lda,
+                            const float* HWY_RESTRICT panel, std::size_t K, float* c,
+                            std::size_t ldc, std::size_t ncols, bool accumulate) {
+  const DF d;
+  const std::size_t L = hn::Lanes(d);
+  const std::size_t nr = kNV * L;
+  VF acc[MR][kNV];
+  for (std::size_t r = 0; r < MR; ++r) {
+    for (std::size_t v = 0; v < kNV; ++v) acc[r][v] = hn::Zero(d);
+  }
+  const float* HWY_RESTRICT arow[MR];
+  for (std::size_t r = 0; r < MR; ++r) arow[r] = a + r * lda;
+  for (std::size_t k = 0; k < K; ++k) {
+    const float* HWY_RESTRICT p = panel + k * nr;
+    VF b[kNV];
+    for (std::size_t v = 0; v < kNV; ++v) b[v] = hn::Load(d, p + v * L);
+    for (std::size_t r = 0; r < MR; ++r) {
+      const VF av = hn::Set(d, arow[r][k]);
+      for (std::size_t v = 0; v < kNV; ++v) acc[r][v] = hn::MulAdd(av, b[v], acc[r][v]);
+    }
+  }
+  if (ncols == nr) {
+    for (std::size_t r = 0; r < MR; ++r) {
+      for (std::size_t v = 0; v < kNV; ++v) {
+        float* cp = c + r * ldc + v * L;
+        VF sum = acc[r][v];
+        if (accumulate) sum = hn::Add(hn::LoadU(d, cp), sum);
+        hn::StoreU(sum, d, cp);
+      }
+    }
+    return;
+  }
+  HWY_ALIGN float tmp[kNV * hn::MaxLanes(DF())];
+  for (std::size_t r = 0; r < MR; ++r) {
+    for (std::size_t v = 0; v < kNV; ++v) hn::Store(acc[r][v], d, tmp + v * L);
+    float* cr = c + r * ldc;
+    for (std::size_t j = 0; j < ncols; ++j) cr[j] = accumulate ? cr[j] + tmp[j] : tmp[j];
+  }
+}
+
+template <std::size_t MR>
+HWY_INLINE void MicroKernelTail(std::size_t rows, const float* a, std::size_t lda,
+                                const float* panel, std::size_t K, float* c, std::size_t ldc,
+                                std::size_t ncols, bool accumulate) {
+  if constexpr (MR > 0) {
+    if (rows == MR) {
+      MicroKernel<MR>(a, lda, panel, K, c, ldc, ncols, accumulate);
+    } else {
+      MicroKernelTail<MR - 1>(rows, a, lda, panel, K, c, ldc, ncols, accumulate);
+    }
+  }
+}
+
+// C[m, j] (+)= sum_k A[m, k] * panel[k, j] for m < M, j < ncols (<= PanelWidth()).
+inline HWY_NOINLINE void PanelGemm(const float* a, std::size_t lda, std::size_t M,
+                                   const float* panel, std::size_t K, float* c, std::size_t ldc,
+                                   std::size_t ncols, bool accumulate) {
+  std::size_t m = 0;
+  for (; m + kMR <= M; m += kMR) {
+    MicroKernel<kMR>(a + m * lda, lda, panel, K, c + m * ldc, ldc, ncols, accumulate);
+  }
+  if (m < M) {
+    MicroKernelTail<kMR - 1>(M - m, a + m * lda, lda, panel, K, c + m * ldc, ldc, ncols,
+                             accumulate);
+  }
+}
+
+// ---- Dot products of weight rows (the decode regime) ----
+// out[r] = sum_k f32(w[r * ldw + k]) * x[k] for r < R: R weight rows streamed together.
+template <std::size_t R, typename T>
+HWY_INLINE void DotRows(const T* HWY_RESTRICT w, std::size_t ldw, const float* HWY_RESTRICT x,
+                        std::size_t K, float* HWY_RESTRICT out) {
+  const DF d;
+  const std::size_t L = hn::Lanes(d);
+  VF acc0[R];
+  VF acc1[R];
+  for (std::size_t r = 0; r < R; ++r) {
+    acc0[r] = hn::Zero(d);
+    acc1[r] = hn::Zero(d);
+  }
+  std::size_t k = 0;
+  for (; k + 2 * L <= K; k += 2 * L) {
+    const VF x0 = hn::LoadU(d, x + k);
+    const VF x1 = hn::LoadU(d, x + k + L);
+    for (std::size_t r = 0; r < R; ++r) {
+      acc0[r] = hn::MulAdd(LoadWidened(d, w + r * ldw + k), x0, acc0[r]);
+      acc1[r] = hn::MulAdd(LoadWidened(d, w + r * ldw + k + L), x1, acc1[r]);
+    }
+  }
+  for (; k + L <= K; k += L) {
+    const VF x0 = hn::LoadU(d, x + k);
+    for (std::size_t r = 0; r < R; ++r) {
+      acc0[r] = hn::MulAdd(LoadWidened(d, w + r * ldw + k), x0, acc0[r]);
+    }
+  }
+  for (std::size_t r = 0; r < R; ++r) {
+    float sum = hn::GetLane(hn::SumOfLanes(d, hn::Add(acc0[r], acc1[r])));
+    for (std::size_t kk = k; kk < K; ++kk) sum += WidenScalar(w[r * ldw + kk]) * x[kk];
+    out[r] = sum;
+  }
+}
+
+}  // namespace fgnet::cpu::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#endif  // FGNET_BACKEND_CPU_GEMM_INL_H_

@@ -1,0 +1,197 @@
+// SIMD matmul (see matmul.h). Compiled once per Highway target via foreach_target.h.
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "backend/cpu/matmul.cpp"
+#include <atomic>
+
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+// Per-target code below.
+#include "backend/cpu/gemm-inl.h"
+#include "backend/cpu/matmul.h"
+#include "util/status.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace fgnet::cpu::HWY_NAMESPACE {
+
+// Below this many tokens, weight rows are streamed and dotted with each token (decode regime);
+// from it on, weight panels are packed and the register-blocked micro-kernel runs.
+inline constexpr std::size_t kMinTokensForPacking = 8;
+// Weight rows per work item in the streaming regime.
+inline constexpr std::size_t kStreamRowsPerItem = 32;
+inline constexpr std::size_t kMaxOutputs = 8;
+
+// y[t, r] for rows [r0, r1) of w and every token t. Rows are read one after the other, so the
+// matrix is one sequential stream that the hardware prefetcher follows at full bandwidth
+// (interleaving several rows measured at half the bandwidth); further tokens reuse the row
+// from L1.
+template <typename T>
+void StreamRows(const float* x, std::size_t n, std::size_t ldx, const T* w, std::size_t K,
+                std::size_t r0, std::size_t r1, float* y, std::size_t ldy) {
+  for (std::size_t r = r0; r < r1; ++r) {
+    for (std::size_t t = 0; t < n; ++t) DotRows<1>(w + r * K, K, x + t * ldx, K, y + t * ldy + r);
+  }
+}
+
+template <typename T>
+void PackedRows(const float* x, std::size_t n, std::size_t ldx, const T* w, std::size_t rows,
+                std::size_t K, std::size_t j0, float* panel, float* y, std::size_t ldy) {
+  const std::size_t nr = PanelWidth();
+  const std::size_t ncols = std::min(nr, rows - j0);
+  PackTransposed(w + j0 * K, K, ncols, K, panel);
+  PanelGemm(x, ldx, n, panel, K, y + j0, ldy, ncols, /*accumulate=*/false);
+}
+
+// One MatMulMany call: work items of all outputs numbered consecutively, output o owning items
+// [first[o], first[o + 1]).
+struct MatMulJob {
+  const float* x;
+  std::size_t n, ldx, K;
+  const MatMulOutput* outs;
+  bool packed;
+  std::size_t unit_rows;
+  std::size_t num_outs;
+  std::size_t first[kMaxOutputs + 1];
+  Workspace* ws;
+  std::size_t threads;
+  std::atomic<std::size_t> next{0};
+
+  template <typename T>
+  void Item(const WeightMatrix& w, std::size_t r0, float* y, std::size_t ldy, float* panel) const {
+    const T* wt = static_cast<const T*>(w.data);
+    if (packed) {
+      PackedRows(x, n, ldx, wt, w.rows, K, r0, panel, y, ldy);
+    } else {
+      StreamRows(x, n, ldx, wt, K, r0, std::min(w.rows, r0 + unit_rows), y, ldy);
+    }
+  }
+
+  // Claims the next run of items: large runs first (long sequential streams), single items at
+  // the end (so that no thread idles while another finishes a long run). Returns false when
+  // every item is taken.
+  bool Claim(std::size_t* begin, std::size_t* end) {
+    const std::size_t total = first[num_outs];
+    std::size_t cur = next.load(std::memory_order_relaxed);
+    std::size_t take = 0;
+    do {
+      if (cur >= total) return false;
+      take = std::max<std::size_t>(1, (total - cur) / (2 * threads));
+    } while (!next.compare_exchange_weak(cur, cur + take, std::memory_order_relaxed));
+    *begin = cur;
+    *end = cur + take;
+    return true;
+  }
+
+  void Run(std::size_t thread) {
+    float* panel = packed ? ws->ForThread(thread, K * PanelWidth()) : nullptr;
+    std::size_t begin = 0, end = 0;
+    std::size_t o = 0;
+    while (Claim(&begin, &end)) {
+      for (std::size_t item = begin; item < end; ++item) RunItem(item, panel, o);
+    }
+  }
+
+  // `o`: a hint for the output of the item (items come in increasing order per thread).
+  void RunItem(std::size_t item, float* panel, std::size_t& o) const {
+    while (item >= first[o + 1]) ++o;
+    const WeightMatrix& w = *outs[o].w;
+    const std::size_t r0 = (item - first[o]) * unit_rows;
+    switch (w.dtype) {
+      case DType::kF32:
+        Item<float>(w, r0, outs[o].y, outs[o].ldy, panel);
+        break;
+      case DType::kBF16:
+        Item<hwy::bfloat16_t>(w, r0, outs[o].y, outs[o].ldy, panel);
+        break;
+      case DType::kF16:
+        Item<hwy::float16_t>(w, r0, outs[o].y, outs[o].ldy, panel);
+        break;
+    }
+  }
+};
+
+void MatMulManyImpl(const float* x, std::size_t n, std::size_t ldx, const MatMulOutput* outs,
+                    std::size_t num_outs, ThreadPool* pool, Workspace* ws) {
+  FGNET_CHECK_LE(num_outs, kMaxOutputs);
+  MatMulJob job;
+  job.x = x;
+  job.n = n;
+  job.ldx = ldx;
+  job.K = outs[0].w->cols;
+  job.outs = outs;
+  job.packed = n >= kMinTokensForPacking;
+  job.unit_rows = job.packed ? PanelWidth() : kStreamRowsPerItem;
+  job.first[0] = 0;
+  for (std::size_t o = 0; o < num_outs; ++o) {
+    job.first[o + 1] = job.first[o] + (outs[o].w->rows + job.unit_rows - 1) / job.unit_rows;
+  }
+  job.num_outs = num_outs;
+  job.ws = ws;
+  job.threads = pool->num_threads();
+  if (job.packed) ws->Reserve(job.threads);
+  // One pool item per thread; the job hands out the work itself (see Claim). The closure holds
+  // one reference, so std::function stores it without allocating.
+  pool->ParallelFor(
+      job.threads, 1,
+      [&job](std::size_t /*begin*/, std::size_t /*end*/, std::size_t thread) { job.Run(thread); });
+}
+
+void GemmF32Impl(const float* a, std::size_t lda, std::size_t M, const float* b, std::size_t ldb,
+                 bool b_is_kn, std::size_t K, std::size_t N, float* c, std::size_t ldc,
+                 bool accumulate, Workspace* ws) {
+  const std::size_t nr = PanelWidth();
+  ws->Reserve(1);
+  float* panel = ws->ForThread(0, K * nr);
+  for (std::size_t j0 = 0; j0 < N; j0 += nr) {
+    const std::size_t ncols = std::min(nr, N - j0);
+    if (b_is_kn) {
+      PackKN(b + j0, ldb, ncols, K, panel);
+    } else {
+      PackTransposed(b + j0 * ldb, ldb, ncols, K, panel);
+    }
+    PanelGemm(a, lda, M, panel, K, c + j0, ldc, ncols, accumulate);
+  }
+}
+
+}  // namespace fgnet::cpu::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace fgnet::cpu {
+
+HWY_EXPORT(MatMulManyImpl);
+HWY_EXPORT(GemmF32Impl);
+
+WeightMatrix WeightMatrix::FromTensor(const TensorView& t) {
+  FGNET_CHECK_EQ(t.rank(), 2);
+  return WeightMatrix{t.dtype, t.data, static_cast<std::size_t>(t.dim(0)),
+                      static_cast<std::size_t>(t.dim(1))};
+}
+
+void MatMulMany(const float* x, std::size_t n, std::size_t ldx, std::span<const MatMulOutput> outs,
+                ThreadPool& pool, Workspace& ws) {
+  if (n == 0 || outs.empty()) return;
+  for (const MatMulOutput& o : outs) {
+    FGNET_CHECK(o.w != nullptr && o.y != nullptr);
+    FGNET_CHECK_EQ(o.w->cols, outs[0].w->cols);
+    FGNET_CHECK_GE(ldx, o.w->cols);
+    FGNET_CHECK_GE(o.ldy, o.w->rows);
+  }
+  HWY_DYNAMIC_DISPATCH(MatMulManyImpl)(x, n, ldx, outs.data(), outs.size(), &pool, &ws);
+}
+
+void MatMul(const float* x, std::size_t n, std::size_t ldx, const WeightMatrix& w, float* y,
+            std::size_t ldy, ThreadPool& pool, Workspace& ws) {
+  const MatMulOutput out{&w, y, ldy};
+  MatMulMany(x, n, ldx, std::span<const MatMulOutput>(&out, 1), pool, ws);
+}
+
+void GemmF32(const float* a, std::size_t lda, std::size_t M, const float* b, std::size_t ldb,
+             bool b_is_kn, std::size_t K, std::size_t N, float* c, std::size_t ldc, bool accumulate,
+             Workspace& ws) {
+  if (M == 0 || N == 0) return;
+  HWY_DYNAMIC_DISPATCH(GemmF32Impl)(a, lda, M, b, ldb, b_is_kn, K, N, c, ldc, accumulate, &ws);
+}
+
+}  // namespace fgnet::cpu
+#endif  // HWY_ONCE

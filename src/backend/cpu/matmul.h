@@ -1,0 +1,64 @@
+// Matrix multiplication with a weight matrix: y[n, out] = x[n, in] . W^T, W [out, in] row-major
+// in F32, BF16 or F16. Weights are widened exactly to f32 in registers and products are
+// accumulated in f32 with FMA; activations stay f32.
+//
+// Two regimes, chosen by n:
+//   * small n (decode): each weight row is streamed once from memory and dotted with every token
+//     (several rows in flight, software prefetch), so the speed is the memory bandwidth;
+//   * larger n (prefill): panels of weight rows are converted and packed to f32 once per call and
+//     a register-blocked micro-kernel (several tokens x several output rows) reuses every loaded
+//     vector many times, so the speed is the FMA throughput.
+// Work is split over output rows with the ThreadPool; the SIMD code is dispatched at run time
+// (Highway) to the best instruction set the CPU supports.
+// Thread-safety: the functions are reentrant given distinct Workspaces and outputs.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "backend/cpu/workspace.h"
+#include "tensor/dtype.h"
+#include "tensor/tensor.h"
+#include "util/thread_pool.h"
+
+namespace fgnet::cpu {
+
+// A row-major weight matrix [rows = out_features, cols = in_features]; rows are `cols` apart.
+struct WeightMatrix {
+  DType dtype = DType::kF32;
+  const void* data = nullptr;
+  std::size_t rows = 0;
+  std::size_t cols = 0;
+
+  // Views a rank-2 TensorView (FGNET_CHECKs the rank).
+  static WeightMatrix FromTensor(const TensorView& t);
+  std::size_t num_bytes() const { return rows * cols * DTypeSize(dtype); }
+};
+
+// One product of a MatMulMany call: y [n, ldy] receives x . w^T in its first w->rows columns.
+struct MatMulOutput {
+  const WeightMatrix* w = nullptr;
+  float* y = nullptr;
+  std::size_t ldy = 0;
+};
+
+// y[t, j] = sum_k x[t, k] * W[j, k] for t < n, j < w.rows. x: [n, ldx] with ldx >= w.cols;
+// y: [n, ldy] with ldy >= w.rows. x and y must not overlap.
+void MatMul(const float* x, std::size_t n, std::size_t ldx, const WeightMatrix& w, float* y,
+            std::size_t ldy, ThreadPool& pool, Workspace& ws);
+
+// Several products of the same x (e.g. the q, k and v projections) in one parallel loop. All
+// weights must have w->cols == the same in_features.
+void MatMulMany(const float* x, std::size_t n, std::size_t ldx, std::span<const MatMulOutput> outs,
+                ThreadPool& pool, Workspace& ws);
+
+// Internal building block, exposed for the tests: C[m, j] (+)= sum_k A[m, k] * B[k, j] for
+// m < M, j < N, where B is given transposed as a row-major f32 matrix Bt [N, K] (rows `ldb`
+// apart), i.e. C = A . Bt^T, or with `b_is_kn` as a row-major f32 matrix B [K, N] (rows `ldb`
+// apart). Single-threaded; packs panels into ws.ForThread(0).
+void GemmF32(const float* a, std::size_t lda, std::size_t M, const float* b, std::size_t ldb,
+             bool b_is_kn, std::size_t K, std::size_t N, float* c, std::size_t ldc, bool accumulate,
+             Workspace& ws);
+
+}  // namespace fgnet::cpu

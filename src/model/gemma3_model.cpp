@@ -1,0 +1,473 @@
+#include "model/gemma3_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <initializer_list>
+#include <string>
+#include <utility>
+
+#include "backend/cpu/attention.h"
+#include "backend/cpu/matmul.h"
+#include "backend/cpu/ops.h"
+#include "tensor/dtype.h"
+
+namespace fgnet {
+namespace {
+
+// Tokens per internal pass of a long Forward call: bounds the scratch memory (about 36 KB of
+// activations per token for the 270M shapes) while keeping the matmuls large.
+constexpr std::size_t kMaxChunk = 512;
+// Positions whose RoPE cos/sin tables Create() precomputes (8 MB for head_dim 256); later
+// positions get theirs computed per call.
+constexpr std::int64_t kRopeTablePositions = 4096;
+// Row-wise work below this many rows runs on the calling thread only.
+constexpr std::size_t kMinRowsToParallelize = 16;
+
+std::string LayerTensorName(std::size_t layer, std::string_view suffix) {
+  return "model.layers." + std::to_string(layer) + "." + std::string(suffix) + ".weight";
+}
+
+Status CheckShape(const TensorView& t, const std::string& name,
+                  std::initializer_list<std::int64_t> expected) {
+  const std::vector<std::int64_t> want(expected);
+  if (t.empty()) return MakeError("tensor '", name, "' is missing");
+  if (t.shape != want) {
+    return MakeError("tensor '", name, "' has shape ", ShapeToString(t.shape),
+                     " but the config implies ", ShapeToString(want));
+  }
+  return Ok();
+}
+
+Result<cpu::WeightMatrix> Matrix(const TensorView& t, const std::string& name, std::int64_t rows,
+                                 std::int64_t cols) {
+  FGNET_TRY(CheckShape(t, name, {rows, cols}));
+  return cpu::WeightMatrix::FromTensor(t);
+}
+
+// The f32 factor (1 + w) of Gemma's RMSNorm, computed as transformers does: 1.0 + w.float().
+Result<std::vector<float>> NormScale(const TensorView& t, const std::string& name,
+                                     std::int64_t dim) {
+  FGNET_TRY(CheckShape(t, name, {dim}));
+  std::vector<float> scale(static_cast<std::size_t>(dim));
+  for (std::size_t i = 0; i < scale.size(); ++i) {
+    float w = 0.0f;
+    switch (t.dtype) {
+      case DType::kF32:
+        w = t.as<float>()[i];
+        break;
+      case DType::kBF16:
+        w = BF16ToF32(t.as<std::uint16_t>()[i]);
+        break;
+      case DType::kF16:
+        w = F16ToF32(t.as<std::uint16_t>()[i]);
+        break;
+    }
+    scale[i] = 1.0f + w;
+  }
+  return scale;
+}
+
+// Runs fn(begin, end) over [0, rows), in parallel when there are enough rows.
+template <class F>
+void ForRows(ThreadPool& pool, std::size_t rows, const F& fn) {
+  if (rows < kMinRowsToParallelize || pool.num_threads() == 1) {
+    fn(std::size_t{0}, rows);
+    return;
+  }
+  pool.ParallelFor(
+      rows, kMinRowsToParallelize / 2,
+      [&](std::size_t begin, std::size_t end, std::size_t /*thread*/) { fn(begin, end); });
+}
+
+struct LayerParams {
+  cpu::WeightMatrix q, k, v, o, gate, up, down;
+  std::vector<float> input_norm, post_attention_norm, pre_feedforward_norm, post_feedforward_norm;
+  std::vector<float> q_norm, k_norm;
+  bool sliding = false;
+};
+
+}  // namespace
+
+struct Gemma3Model::Impl {
+  Gemma3Config config;
+  std::size_t hidden = 0, intermediate = 0, heads = 0, kv_heads = 0, head_dim = 0;
+  std::size_t q_dim = 0, kv_dim = 0, vocab = 0;
+  float eps = 0.0f;
+  float embed_scale = 0.0f;
+  float final_softcap = 0.0f;  // 0: none
+  cpu::WeightMatrix embed, lm_head;
+  std::vector<float> final_norm;
+  std::vector<LayerParams> layers;
+  // RoPE inverse frequencies, cos/sin tables [rope_positions, head_dim / 2] and attention
+  // parameters; index 0 sliding layers, 1 global layers.
+  std::vector<float> inv_freq[2];
+  std::int64_t rope_positions = 0;
+  std::vector<float> rope_cos[2], rope_sin[2];
+  cpu::AttentionParams attention[2];
+
+  // Buffers of one pass over `c` tokens, carved from the cache's scratch.
+  struct Buffers {
+    float *x, *h, *q, *k, *v, *attn, *o, *gate, *up, *cos[2], *sin[2];
+  };
+  Buffers Carve(ForwardScratch& scratch, std::size_t c) const;
+  void RunChunk(std::span<const std::int32_t> ids, KVCache& kv, ThreadPool& pool, LogitsMode mode,
+                float* logits) const;
+  void WriteKV(KVCache& kv, std::size_t layer, std::int64_t first_pos, std::size_t c,
+               const float* k, const float* v) const;
+  std::size_t CacheSpans(const KVCache& kv, std::size_t layer, std::int64_t first_pos,
+                         cpu::KVSpan* spans) const;
+};
+
+Gemma3Model::Gemma3Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Gemma3Model::Gemma3Model(Gemma3Model&&) noexcept = default;
+Gemma3Model& Gemma3Model::operator=(Gemma3Model&&) noexcept = default;
+Gemma3Model::~Gemma3Model() = default;
+
+const Gemma3Config& Gemma3Model::config() const { return impl_->config; }
+
+Result<Gemma3Model> Gemma3Model::Create(const Gemma3Config& config, const Gemma3Weights& weights) {
+  const Gemma3Config& c = config;
+  if (c.hidden_size <= 0 || c.intermediate_size <= 0 || c.vocab_size <= 0 ||
+      c.num_hidden_layers <= 0 || c.num_attention_heads <= 0 || c.num_key_value_heads <= 0 ||
+      c.head_dim <= 0) {
+    return MakeError(
+        "config: hidden_size, intermediate_size, vocab_size, num_hidden_layers, "
+        "num_attention_heads, num_key_value_heads and head_dim must be positive");
+  }
+  if (c.num_attention_heads % c.num_key_value_heads != 0) {
+    return MakeError("config: num_attention_heads ", c.num_attention_heads,
+                     " is not a multiple of num_key_value_heads ", c.num_key_value_heads);
+  }
+  if (c.head_dim % 2 != 0)
+    return MakeError("config: head_dim ", c.head_dim, " must be even for RoPE");
+  if (static_cast<std::int64_t>(c.layer_types.size()) != c.num_hidden_layers) {
+    return MakeError("config: layer_types has ", c.layer_types.size(),
+                     " entries but num_hidden_layers is ", c.num_hidden_layers);
+  }
+  const bool any_sliding = std::find(c.layer_types.begin(), c.layer_types.end(),
+                                     LayerType::kSliding) != c.layer_types.end();
+  if (any_sliding && c.sliding_window <= 0) {
+    return MakeError("config: sliding_window must be positive, got ", c.sliding_window);
+  }
+  if (!(c.query_pre_attn_scalar > 0.0)) {
+    return MakeError("config: query_pre_attn_scalar must be positive, got ",
+                     c.query_pre_attn_scalar);
+  }
+  if (!(c.rms_norm_eps >= 0.0)) return MakeError("config: rms_norm_eps must not be negative");
+  if (c.hidden_activation != "gelu_pytorch_tanh" && c.hidden_activation != "gelu_tanh") {
+    return MakeError("config: hidden_activation '", c.hidden_activation,
+                     "' is not supported (expected gelu_pytorch_tanh)");
+  }
+  for (double theta : {c.rope_theta_local, c.rope_theta_global}) {
+    if (!(theta > 0.0)) return MakeError("config: RoPE theta must be positive, got ", theta);
+  }
+  for (double factor : {c.rope_scaling_local, c.rope_scaling_global}) {
+    if (!(factor > 0.0))
+      return MakeError("config: RoPE scaling factor must be positive, got ", factor);
+  }
+  if (c.final_logit_softcapping && !(*c.final_logit_softcapping > 0.0)) {
+    return MakeError("config: final_logit_softcapping must be positive when set");
+  }
+  if (c.attn_logit_softcapping && !(*c.attn_logit_softcapping > 0.0)) {
+    return MakeError("config: attn_logit_softcapping must be positive when set");
+  }
+  if (static_cast<std::int64_t>(weights.layers.size()) != c.num_hidden_layers) {
+    return MakeError("weights: ", weights.layers.size(), " layers but num_hidden_layers is ",
+                     c.num_hidden_layers);
+  }
+
+  auto impl = std::make_unique<Impl>();
+  Impl& m = *impl;
+  m.config = c;
+  m.hidden = static_cast<std::size_t>(c.hidden_size);
+  m.intermediate = static_cast<std::size_t>(c.intermediate_size);
+  m.heads = static_cast<std::size_t>(c.num_attention_heads);
+  m.kv_heads = static_cast<std::size_t>(c.num_key_value_heads);
+  m.head_dim = static_cast<std::size_t>(c.head_dim);
+  m.q_dim = m.heads * m.head_dim;
+  m.kv_dim = m.kv_heads * m.head_dim;
+  m.vocab = static_cast<std::size_t>(c.vocab_size);
+  m.eps = static_cast<float>(c.rms_norm_eps);
+  m.embed_scale = static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)));
+  m.final_softcap =
+      c.final_logit_softcapping ? static_cast<float>(*c.final_logit_softcapping) : 0.0f;
+
+  const std::int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  const std::int64_t QD = c.q_dim(), KVD = c.kv_dim(), HD = c.head_dim;
+  FGNET_ASSIGN_OR_RETURN(m.embed, Matrix(weights.embed_tokens, "model.embed_tokens.weight", V, H));
+  if (weights.lm_head.empty()) {
+    if (!c.tie_word_embeddings)
+      return MakeError("tensor 'lm_head.weight' is missing (embeddings are not tied)");
+    m.lm_head = m.embed;
+  } else {
+    FGNET_ASSIGN_OR_RETURN(m.lm_head, Matrix(weights.lm_head, "lm_head.weight", V, H));
+  }
+  FGNET_ASSIGN_OR_RETURN(m.final_norm, NormScale(weights.norm, "model.norm.weight", H));
+
+  m.layers.resize(weights.layers.size());
+  for (std::size_t l = 0; l < weights.layers.size(); ++l) {
+    const Gemma3LayerWeights& w = weights.layers[l];
+    LayerParams& p = m.layers[l];
+    const auto name = [l](std::string_view s) { return LayerTensorName(l, s); };
+    FGNET_ASSIGN_OR_RETURN(p.q, Matrix(w.q_proj, name("self_attn.q_proj"), QD, H));
+    FGNET_ASSIGN_OR_RETURN(p.k, Matrix(w.k_proj, name("self_attn.k_proj"), KVD, H));
+    FGNET_ASSIGN_OR_RETURN(p.v, Matrix(w.v_proj, name("self_attn.v_proj"), KVD, H));
+    FGNET_ASSIGN_OR_RETURN(p.o, Matrix(w.o_proj, name("self_attn.o_proj"), H, QD));
+    FGNET_ASSIGN_OR_RETURN(p.gate, Matrix(w.gate_proj, name("mlp.gate_proj"), I, H));
+    FGNET_ASSIGN_OR_RETURN(p.up, Matrix(w.up_proj, name("mlp.up_proj"), I, H));
+    FGNET_ASSIGN_OR_RETURN(p.down, Matrix(w.down_proj, name("mlp.down_proj"), H, I));
+    FGNET_ASSIGN_OR_RETURN(p.input_norm, NormScale(w.input_layernorm, name("input_layernorm"), H));
+    FGNET_ASSIGN_OR_RETURN(p.post_attention_norm, NormScale(w.post_attention_layernorm,
+                                                            name("post_attention_layernorm"), H));
+    FGNET_ASSIGN_OR_RETURN(p.pre_feedforward_norm, NormScale(w.pre_feedforward_layernorm,
+                                                             name("pre_feedforward_layernorm"), H));
+    FGNET_ASSIGN_OR_RETURN(
+        p.post_feedforward_norm,
+        NormScale(w.post_feedforward_layernorm, name("post_feedforward_layernorm"), H));
+    FGNET_ASSIGN_OR_RETURN(p.q_norm, NormScale(w.q_norm, name("self_attn.q_norm"), HD));
+    FGNET_ASSIGN_OR_RETURN(p.k_norm, NormScale(w.k_norm, name("self_attn.k_norm"), HD));
+    p.sliding = c.is_sliding(static_cast<std::int64_t>(l));
+  }
+
+  const double thetas[2] = {c.rope_theta_local, c.rope_theta_global};
+  const double scalings[2] = {c.rope_scaling_local, c.rope_scaling_global};
+  for (int r = 0; r < 2; ++r) {
+    m.inv_freq[r].resize(m.head_dim / 2);
+    cpu::RopeInvFreq(thetas[r], scalings[r], m.head_dim, m.inv_freq[r].data());
+    m.rope_positions =
+        std::min(kRopeTablePositions, std::max<std::int64_t>(c.max_position_embeddings, 0));
+    const std::size_t table = static_cast<std::size_t>(m.rope_positions) * (m.head_dim / 2);
+    m.rope_cos[r].resize(table);
+    m.rope_sin[r].resize(table);
+    cpu::RopeTable(m.inv_freq[r].data(), m.head_dim / 2, 0,
+                   static_cast<std::size_t>(m.rope_positions), m.rope_cos[r].data(),
+                   m.rope_sin[r].data());
+    cpu::AttentionParams& a = m.attention[r];
+    a.heads = m.heads;
+    a.kv_heads = m.kv_heads;
+    a.head_dim = m.head_dim;
+    a.scale = static_cast<float>(std::pow(c.query_pre_attn_scalar, -0.5));
+    a.softcap = c.attn_logit_softcapping ? static_cast<float>(*c.attn_logit_softcapping) : 0.0f;
+    a.window = r == 0 ? c.sliding_window : 0;
+  }
+  return Gemma3Model(std::move(impl));
+}
+
+KVCache Gemma3Model::NewKVCache(std::int64_t max_tokens) const {
+  return KVCache(impl_->config, max_tokens);
+}
+
+Gemma3Model::Impl::Buffers Gemma3Model::Impl::Carve(ForwardScratch& scratch, std::size_t c) const {
+  // Every buffer starts on a cache line.
+  const auto round = [](std::size_t floats) { return (floats + 15) / 16 * 16; };
+  const std::size_t half = head_dim / 2;
+  const std::size_t sizes[] = {
+      c * hidden,       c * hidden,       c * q_dim, c * kv_dim, c * kv_dim, c * q_dim, c * hidden,
+      c * intermediate, c * intermediate, c * half,  c * half,   c * half,   c * half};
+  std::size_t total = 0;
+  for (std::size_t s : sizes) total += round(s);
+  if (scratch.activations.size() < total) scratch.activations.resize(total);
+  float* p = scratch.activations.data();
+  float* ptrs[std::size(sizes)];
+  for (std::size_t i = 0; i < std::size(sizes); ++i) {
+    ptrs[i] = p;
+    p += round(sizes[i]);
+  }
+  return Buffers{ptrs[0],
+                 ptrs[1],
+                 ptrs[2],
+                 ptrs[3],
+                 ptrs[4],
+                 ptrs[5],
+                 ptrs[6],
+                 ptrs[7],
+                 ptrs[8],
+                 {ptrs[9], ptrs[10]},
+                 {ptrs[11], ptrs[12]}};
+}
+
+std::size_t Gemma3Model::Impl::CacheSpans(const KVCache& kv, std::size_t layer,
+                                          std::int64_t first_pos, cpu::KVSpan* spans) const {
+  const auto l = static_cast<std::int64_t>(layer);
+  const std::int64_t slots = kv.slots(l);
+  // Oldest position any query of the chunk sees: a sliding layer's first query sees window - 1
+  // earlier positions, all of which the ring still holds.
+  std::int64_t start = 0;
+  if (layers[layer].sliding)
+    start = std::max<std::int64_t>(0, first_pos - (config.sliding_window - 1));
+  FGNET_CHECK_GE(start, first_pos - slots);
+  const std::int64_t count = first_pos - start;
+  if (count <= 0) return 0;
+  const std::int64_t s0 = start % slots;
+  const std::int64_t len1 = std::min(count, slots - s0);
+  const float* keys = kv.keys(l);
+  const float* values = kv.values(l);
+  spans[0] = {keys + s0 * static_cast<std::int64_t>(kv_dim),
+              values + s0 * static_cast<std::int64_t>(kv_dim), kv_dim, start,
+              static_cast<std::size_t>(len1)};
+  if (len1 == count) return 1;
+  spans[1] = {keys, values, kv_dim, start + len1, static_cast<std::size_t>(count - len1)};
+  return 2;
+}
+
+void Gemma3Model::Impl::WriteKV(KVCache& kv, std::size_t layer, std::int64_t first_pos,
+                                std::size_t c, const float* k, const float* v) const {
+  const auto l = static_cast<std::int64_t>(layer);
+  const std::int64_t slots = kv.slots(l);
+  const std::int64_t end = first_pos + static_cast<std::int64_t>(c);
+  // Positions older than the ring would be overwritten within this chunk anyway.
+  for (std::int64_t pos = std::max(first_pos, end - slots); pos < end; ++pos) {
+    const std::size_t slot = static_cast<std::size_t>(kv.SlotOf(l, pos));
+    const std::size_t row = static_cast<std::size_t>(pos - first_pos);
+    std::memcpy(kv.keys(l) + slot * kv_dim, k + row * kv_dim, kv_dim * sizeof(float));
+    std::memcpy(kv.values(l) + slot * kv_dim, v + row * kv_dim, kv_dim * sizeof(float));
+  }
+}
+
+void Gemma3Model::Impl::RunChunk(std::span<const std::int32_t> ids, KVCache& kv, ThreadPool& pool,
+                                 LogitsMode mode, float* logits) const {
+  const std::size_t c = ids.size();
+  const std::int64_t first_pos = kv.length();
+  ForwardScratch& scratch = kv.scratch();
+  cpu::Workspace& ws = scratch.workspace;
+  const Buffers b = Carve(scratch, c);
+  // Decode-regime attention takes one float per visible key and thread: size that once for the
+  // whole cache, so that decoding never grows it.
+  ws.Reserve(pool.num_threads());
+  for (std::size_t t = 0; t < pool.num_threads(); ++t) {
+    ws.ForThread(t, static_cast<std::size_t>(kv.capacity()));
+  }
+  const std::size_t half = head_dim / 2;
+
+  cpu::EmbedRows(embed, ids, embed_scale, b.x);
+  // cos/sin of the chunk's positions: from the precomputed tables, or computed now.
+  const float* rope_c[2];
+  const float* rope_s[2];
+  for (int r = 0; r < 2; ++r) {
+    if (first_pos + static_cast<std::int64_t>(c) <= rope_positions) {
+      rope_c[r] = rope_cos[r].data() + static_cast<std::size_t>(first_pos) * half;
+      rope_s[r] = rope_sin[r].data() + static_cast<std::size_t>(first_pos) * half;
+      continue;
+    }
+    ForRows(pool, c, [&](std::size_t t0, std::size_t t1) {
+      cpu::RopeTable(inv_freq[r].data(), half, first_pos + static_cast<std::int64_t>(t0), t1 - t0,
+                     b.cos[r] + t0 * half, b.sin[r] + t0 * half);
+    });
+    rope_c[r] = b.cos[r];
+    rope_s[r] = b.sin[r];
+  }
+
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    const LayerParams& p = layers[l];
+    const int r = p.sliding ? 0 : 1;
+    // Attention block.
+    ForRows(pool, c, [&](std::size_t t0, std::size_t t1) {
+      cpu::RMSNorm(b.x + t0 * hidden, t1 - t0, hidden, p.input_norm.data(), eps, b.h + t0 * hidden);
+    });
+    const cpu::MatMulOutput qkv[] = {{&p.q, b.q, q_dim}, {&p.k, b.k, kv_dim}, {&p.v, b.v, kv_dim}};
+    cpu::MatMulMany(b.h, c, hidden, qkv, pool, ws);
+    ForRows(pool, c, [&](std::size_t t0, std::size_t t1) {
+      const std::size_t n = t1 - t0;
+      cpu::RMSNorm(b.q + t0 * q_dim, n * heads, head_dim, p.q_norm.data(), eps, b.q + t0 * q_dim);
+      cpu::RMSNorm(b.k + t0 * kv_dim, n * kv_heads, head_dim, p.k_norm.data(), eps,
+                   b.k + t0 * kv_dim);
+      cpu::RoPE(b.q + t0 * q_dim, n, heads, head_dim, rope_c[r] + t0 * half, rope_s[r] + t0 * half);
+      cpu::RoPE(b.k + t0 * kv_dim, n, kv_heads, head_dim, rope_c[r] + t0 * half,
+                rope_s[r] + t0 * half);
+    });
+    cpu::KVSpan spans[3];
+    std::size_t num_spans = CacheSpans(kv, l, first_pos, spans);
+    spans[num_spans++] = {b.k, b.v, kv_dim, first_pos, c};
+    cpu::Attention(b.q, c, first_pos, std::span<const cpu::KVSpan>(spans, num_spans), attention[r],
+                   b.attn, pool, ws);
+    WriteKV(kv, l, first_pos, c, b.k, b.v);
+    cpu::MatMul(b.attn, c, q_dim, p.o, b.o, hidden, pool, ws);
+    ForRows(pool, c, [&](std::size_t t0, std::size_t t1) {
+      cpu::RMSNormAddTo(b.o + t0 * hidden, t1 - t0, hidden, p.post_attention_norm.data(), eps,
+                        b.x + t0 * hidden);
+      cpu::RMSNorm(b.x + t0 * hidden, t1 - t0, hidden, p.pre_feedforward_norm.data(), eps,
+                   b.h + t0 * hidden);
+    });
+    // MLP block.
+    const cpu::MatMulOutput gate_up[] = {{&p.gate, b.gate, intermediate},
+                                         {&p.up, b.up, intermediate}};
+    cpu::MatMulMany(b.h, c, hidden, gate_up, pool, ws);
+    ForRows(pool, c, [&](std::size_t t0, std::size_t t1) {
+      cpu::GeluTanhMul(b.gate + t0 * intermediate, b.up + t0 * intermediate,
+                       (t1 - t0) * intermediate, b.gate + t0 * intermediate);
+    });
+    cpu::MatMul(b.gate, c, intermediate, p.down, b.o, hidden, pool, ws);
+    ForRows(pool, c, [&](std::size_t t0, std::size_t t1) {
+      cpu::RMSNormAddTo(b.o + t0 * hidden, t1 - t0, hidden, p.post_feedforward_norm.data(), eps,
+                        b.x + t0 * hidden);
+    });
+  }
+  kv.Advance(static_cast<std::int64_t>(c));
+
+  if (mode == LogitsMode::kNone) return;
+  // Logits of the last row only, or of every row.
+  const std::size_t rows = mode == LogitsMode::kLast ? 1 : c;
+  const float* x = b.x + (c - rows) * hidden;
+  ForRows(pool, rows, [&](std::size_t t0, std::size_t t1) {
+    cpu::RMSNorm(x + t0 * hidden, t1 - t0, hidden, final_norm.data(), eps, b.h + t0 * hidden);
+  });
+  cpu::MatMul(b.h, rows, hidden, lm_head, logits, vocab, pool, ws);
+  if (final_softcap > 0.0f) {
+    pool.ParallelFor(rows * vocab, 4096,
+                     [&](std::size_t begin, std::size_t end, std::size_t /*t*/) {
+                       cpu::Softcap(logits + begin, end - begin, final_softcap);
+                     });
+  }
+}
+
+Status Gemma3Model::Forward(std::span<const std::int32_t> tokens, KVCache& kv, ThreadPool& pool,
+                            LogitsMode mode, std::vector<float>* logits) const {
+  const Impl& m = *impl_;
+  const Gemma3Config& c = m.config;
+  // Validate everything before touching the cache.
+  bool same_model = kv.num_layers() == c.num_hidden_layers && kv.row_size() == c.kv_dim() &&
+                    kv.sliding_window() == c.sliding_window;
+  for (std::int64_t l = 0; same_model && l < c.num_hidden_layers; ++l) {
+    same_model = kv.is_sliding(l) == c.is_sliding(l);
+  }
+  if (!same_model)
+    return MakeError("Forward: the KV cache was made for a different model configuration");
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= c.vocab_size) {
+      return MakeError("Forward: token id ", tokens[i], " at index ", i, " is out of range [0, ",
+                       c.vocab_size, ")");
+    }
+  }
+  const auto n = static_cast<std::int64_t>(tokens.size());
+  if (n > kv.capacity() - kv.length()) {
+    return MakeError("Forward: KV cache full: ", kv.length(), " cached positions + ", n,
+                     " tokens exceed its capacity of ", kv.capacity());
+  }
+  if (mode == LogitsMode::kLast && n == 0)
+    return MakeError("Forward: no tokens to compute logits for");
+  if (mode != LogitsMode::kNone && logits == nullptr)
+    return MakeError("Forward: no logits buffer given");
+
+  float* out = nullptr;
+  if (mode == LogitsMode::kLast) {
+    logits->resize(m.vocab);
+    out = logits->data();
+  } else if (mode == LogitsMode::kAll) {
+    logits->resize(static_cast<std::size_t>(n) * m.vocab);
+    out = logits->data();
+  } else if (logits != nullptr) {
+    logits->clear();
+  }
+  for (std::size_t done = 0; done < tokens.size(); done += kMaxChunk) {
+    const std::size_t count = std::min(kMaxChunk, tokens.size() - done);
+    const bool last = done + count == tokens.size();
+    LogitsMode chunk_mode = mode;
+    if (mode == LogitsMode::kLast && !last) chunk_mode = LogitsMode::kNone;
+    float* chunk_logits = mode == LogitsMode::kAll ? out + done * m.vocab : out;
+    m.RunChunk(tokens.subspan(done, count), kv, pool, chunk_mode, chunk_logits);
+  }
+  return Ok();
+}
+
+}  // namespace fgnet
