@@ -139,6 +139,7 @@ Result<BpeModel> BpeModel::Build(const RawTokenizerJson& raw, const TokenizerSpe
   if (m.vocab_.size() == 0) return MakeError(source, ": model.vocab: empty");
 
   m.merges_.Reserve(raw.merges.size());
+  m.merge_sides_.assign(static_cast<std::size_t>(m.vocab_.id_bound()), 0);
   std::string joined;
   for (std::size_t i = 0; i < raw.merges.size(); ++i) {
     const std::string_view left = raw.Str(raw.merges[i].left);
@@ -153,6 +154,8 @@ Result<BpeModel> BpeModel::Build(const RawTokenizerJson& raw, const TokenizerSpe
                        "' is not in model.vocab");
     }
     m.merges_.Insert(a, b, static_cast<std::uint32_t>(i), merged);
+    m.merge_sides_[static_cast<std::size_t>(a)] |= kLeftSide;
+    m.merge_sides_[static_cast<std::size_t>(b)] |= kRightSide;
   }
 
   m.char_ids_.assign(kDirectChars, -1);
@@ -244,6 +247,7 @@ void BpeModel::EncodeWord(std::string_view word, std::vector<std::int32_t>* out,
     return x.rank != y.rank ? x.rank > y.rank : x.pos > y.pos;
   };
   auto consider = [&](std::uint32_t pos, std::int32_t left, std::int32_t right) {
+    if (!MayMerge(left, right)) return false;
     if (const MergeMap::Entry* e = merges_.Find(left, right)) {
       heap.push_back({e->rank, pos, left, right, e->merged});
       return true;

@@ -127,10 +127,21 @@ class BpeModel {
     return vocab_.Find(ch);
   }
 
+  // False when no merge has `left` on its left side or `right` on its right side: a cheap test
+  // (the table fits the cache) that skips most lookups of pairs that cannot merge, such as a word
+  // followed by "▁word" in Gemma 3.
+  bool MayMerge(std::int32_t left, std::int32_t right) const {
+    return (merge_sides_[static_cast<std::size_t>(left)] & kLeftSide) != 0 &&
+           (merge_sides_[static_cast<std::size_t>(right)] & kRightSide) != 0;
+  }
+
   static constexpr std::uint32_t kDirectChars = 0x10000;
+  static constexpr std::uint8_t kLeftSide = 1;
+  static constexpr std::uint8_t kRightSide = 2;
 
   Vocabulary vocab_;
   MergeMap merges_;
+  std::vector<std::uint8_t> merge_sides_;     // per id: kLeftSide | kRightSide
   std::vector<std::int32_t> char_ids_;        // ids of the one-character tokens below kDirectChars
   std::array<std::int32_t, 256> byte_ids_{};  // ids of <0x00>..<0xFF>, -1 when absent
   bool byte_fallback_ = false;
