@@ -139,7 +139,6 @@ Result<BpeModel> BpeModel::Build(const RawTokenizerJson& raw, const TokenizerSpe
   if (m.vocab_.size() == 0) return MakeError(source, ": model.vocab: empty");
 
   m.merges_.Reserve(raw.merges.size());
-  m.merge_sides_.assign(static_cast<std::size_t>(m.vocab_.id_bound()), 0);
   std::string joined;
   for (std::size_t i = 0; i < raw.merges.size(); ++i) {
     const std::string_view left = raw.Str(raw.merges[i].left);
@@ -154,8 +153,6 @@ Result<BpeModel> BpeModel::Build(const RawTokenizerJson& raw, const TokenizerSpe
                        "' is not in model.vocab");
     }
     m.merges_.Insert(a, b, static_cast<std::uint32_t>(i), merged);
-    m.merge_sides_[static_cast<std::size_t>(a)] |= kLeftSide;
-    m.merge_sides_[static_cast<std::size_t>(b)] |= kRightSide;
   }
 
   m.char_ids_.assign(kDirectChars, -1);
@@ -165,6 +162,40 @@ Result<BpeModel> BpeModel::Build(const RawTokenizerJson& raw, const TokenizerSpe
     if (!token.empty() && ValidCharLength(token, 0, &cp) == static_cast<int>(token.size()) &&
         cp < kDirectChars) {
       m.char_ids_[cp] = id;
+    }
+  }
+
+  // Word starts. The normaliser of Gemma 3 marks word starts with a character that is a token
+  // (' ' -> U+2581). The first merge that joins a character c to a following marker is a merge
+  // (c, t) with t starting with the marker: when every such c is a single character (Gemma 3:
+  // only '>', for ">▁</"), a piece can be cut before each marker that follows a character other
+  // than the marker and those c, and the parts merged separately with the same result (no merge
+  // acts across the cut, and merges keep their order within each part). This keeps the merge
+  // heaps small.
+  const std::string& marker = spec.normalizer_content;
+  if (spec.has_normalizer && !marker.empty() &&
+      ValidCharLength(marker, 0) == static_cast<int>(marker.size()) && m.vocab_.Find(marker) >= 0) {
+    bool usable = true;
+    for (const auto& merge : raw.merges) {
+      const std::string_view left = raw.Str(merge.left);
+      const std::string_view right = raw.Str(merge.right);
+      if (right.substr(0, marker.size()) != marker || left.empty() ||
+          (left.size() >= marker.size() && left.substr(left.size() - marker.size()) == marker)) {
+        continue;
+      }
+      if (ValidCharLength(left, 0) != static_cast<int>(left.size())) {
+        usable = false;
+        break;
+      }
+      if (std::find(m.joins_marker_.begin(), m.joins_marker_.end(), left) ==
+          m.joins_marker_.end()) {
+        m.joins_marker_.emplace_back(left);
+      }
+    }
+    if (usable) {
+      m.word_start_ = marker;
+    } else {
+      m.joins_marker_.clear();
     }
   }
 
@@ -194,6 +225,32 @@ Result<BpeModel> BpeModel::Build(const RawTokenizerJson& raw, const TokenizerSpe
 
 void BpeModel::EncodeWord(std::string_view word, std::vector<std::int32_t>* out,
                           Scratch* scratch) const {
+  if (word_start_.empty()) {
+    MergeWord(word, out, scratch);
+    return;
+  }
+  const std::string_view marker = word_start_;
+  std::size_t start = 0;
+  for (std::size_t hit = word.find(marker, 1); hit != std::string_view::npos;
+       hit = word.find(marker, hit + marker.size())) {
+    // The character before the marker (a stray byte when the text is not UTF-8).
+    std::size_t prev = hit - 1;
+    while (prev > 0 && hit - prev < 4 && (static_cast<unsigned char>(word[prev]) & 0xC0) == 0x80) {
+      --prev;
+    }
+    const std::string_view before = word.substr(prev, hit - prev);
+    const bool can_join = before == marker || std::find(joins_marker_.begin(), joins_marker_.end(),
+                                                        before) != joins_marker_.end();
+    if (!can_join && hit > start) {
+      MergeWord(word.substr(start, hit - start), out, scratch);
+      start = hit;
+    }
+  }
+  MergeWord(word.substr(start), out, scratch);
+}
+
+void BpeModel::MergeWord(std::string_view word, std::vector<std::int32_t>* out,
+                         Scratch* scratch) const {
   auto& symbols = scratch->symbols;
   auto& heap = scratch->heap;
   symbols.clear();
@@ -209,8 +266,8 @@ void BpeModel::EncodeWord(std::string_view word, std::vector<std::int32_t>* out,
   bool unk_pending = false;
   std::size_t i = 0;
   while (i < word.size()) {
-    std::uint32_t cp = 0;
-    const int valid = ValidCharLength(word, i, &cp);
+    std::uint32_t cp = static_cast<unsigned char>(word[i]);
+    const int valid = cp < 0x80 ? 1 : ValidCharLength(word, i, &cp);
     const std::size_t len = valid > 0 ? static_cast<std::size_t>(valid) : 1;
     const std::int32_t id = valid > 0 ? CharId(word.substr(i, len), cp) : -1;
     if (id >= 0) {
@@ -247,7 +304,6 @@ void BpeModel::EncodeWord(std::string_view word, std::vector<std::int32_t>* out,
     return x.rank != y.rank ? x.rank > y.rank : x.pos > y.pos;
   };
   auto consider = [&](std::uint32_t pos, std::int32_t left, std::int32_t right) {
-    if (!MayMerge(left, right)) return false;
     if (const MergeMap::Entry* e = merges_.Find(left, right)) {
       heap.push_back({e->rank, pos, left, right, e->merged});
       return true;

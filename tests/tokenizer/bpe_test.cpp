@@ -121,6 +121,25 @@ TEST(Bpe, SplitMergesEachDelimiterWithThePrecedingText) {
   EXPECT_EQ(tok.Encode("a c"), (Ids{kA, Byte(' '), kC}));  // no normaliser: ' ' by bytes
 }
 
+// Words are merged separately where that cannot change the result (bpe.h); a merge that joins a
+// character to a following U+2581 keeps them together.
+TEST(Bpe, MergesAcrossAWordStartAreKept) {
+  Json j = MiniTokenizerJson();
+  j["model"]["vocab"][">"] = 272;
+  j["model"]["vocab"][">\u2581"] = 273;
+  j["model"]["merges"].insert(j["model"]["merges"].begin(), Json::array({">", "\u2581"}));
+  const Tokenizer tok = Make(j);
+  EXPECT_EQ(tok.Encode("z> a"), (Ids{Byte('z'), 273, kA}));
+  EXPECT_EQ(tok.Encode("z>  a"), (Ids{Byte('z'), 273, kSpaceA}));
+  EXPECT_EQ(tok.Encode("b a> a"), (Ids{kB, kSpaceA, 273, kA}));
+
+  Json k = MiniTokenizerJson();
+  k["model"]["vocab"]["ab\u2581"] = 272;
+  k["model"]["merges"].insert(k["model"]["merges"].begin(), Json::array({"ab", "\u2581"}));
+  EXPECT_EQ(Make(k).Encode("ab c"), (Ids{272, kC}));
+  EXPECT_EQ(Make(k).Encode("c ab a"), (Ids{kC, kSpace, 272, kA}));
+}
+
 TEST(Bpe, LookupsAndSizes) {
   const Tokenizer tok = Make(MiniTokenizerJson());
   EXPECT_EQ(tok.vocab_size(), 272);

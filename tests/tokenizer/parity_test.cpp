@@ -96,11 +96,30 @@ void CheckDecodeCases(const Tokenizer& tok, const char* label) {
   EXPECT_EQ(checked, cases.size() * 2);
 }
 
+// Lines of a larger seeded random corpus with the ids of tokenizers (see the fixtures' README).
+void CheckStressSample(const Tokenizer& tok) {
+  const std::vector<Json> sample = ReadFixtureJsonl("stress_sample_gemma3.jsonl");
+  ASSERT_FALSE(sample.empty());
+  std::size_t exact = 0;
+  for (const Json& line : sample) {
+    const auto want = line["ids"].get<std::vector<std::int32_t>>();
+    const std::vector<std::int32_t> got = tok.Encode(line["text"].get<std::string>());
+    if (got == want) {
+      ++exact;
+    } else {
+      ADD_FAILURE() << "stress line " << line["line"] << ": " << DescribeMismatch(tok, got, want);
+    }
+  }
+  std::printf("gemma3: %zu of %zu stress sample lines encode exactly as tokenizers\n", exact,
+              sample.size());
+}
+
 TEST(TokenizerParity, Gemma3MatchesTokenizers) {
   const Tokenizer* tok = Gemma3Tokenizer();
   ASSERT_NE(tok, nullptr);
   CheckCorpus(*tok, "reference_gemma3.jsonl", "gemma3");
   CheckDecodeCases(*tok, "gemma3");
+  CheckStressSample(*tok);
 }
 
 TEST(TokenizerParity, FunctionGemmaMatchesTokenizers) {
