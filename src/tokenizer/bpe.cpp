@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstring>
 #include <limits>
 
 #include "tokenizer/utf8.h"
@@ -183,7 +182,9 @@ Result<BpeModel> BpeModel::Build(const RawTokenizerJson& raw, const TokenizerSpe
           (left.size() >= marker.size() && left.substr(left.size() - marker.size()) == marker)) {
         continue;
       }
-      if (ValidCharLength(left, 0) != static_cast<int>(left.size())) {
+      // A multi-character left side, or the unknown token (which stands for other characters),
+      // cannot be recognised from the one character before the marker.
+      if (ValidCharLength(left, 0) != static_cast<int>(left.size()) || left == spec.unk_token) {
         usable = false;
         break;
       }

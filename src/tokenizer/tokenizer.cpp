@@ -1,5 +1,6 @@
 #include "tokenizer/tokenizer.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <limits>
 #include <system_error>
@@ -172,6 +173,7 @@ Result<Tokenizer> Tokenizer::FromJson(std::string_view json_text, std::string_vi
 }
 
 std::vector<std::int32_t> Tokenizer::Encode(std::string_view text) const {
+  FGNET_CHECK_LT(text.size(), std::size_t{1} << 31);
   const Impl& m = *impl_;
   std::vector<std::int32_t> ids;
   ids.reserve(text.size() / 3 + 4);

@@ -38,7 +38,7 @@ class Tokenizer {
 
   // Token ids of `text`; no BOS or EOS is added (the chat template writes <bos> itself).
   // Bytes of `text` that are not valid UTF-8 are encoded like characters outside the vocabulary
-  // (byte-fallback tokens), so no input is lost.
+  // (byte-fallback tokens), so no input is lost. `text` must be shorter than 2 GiB (checked).
   std::vector<std::int32_t> Encode(std::string_view text) const;
 
   // Text of `ids`, as tokenizers' decode(ids, skip_special_tokens=skip_special). Ids without a

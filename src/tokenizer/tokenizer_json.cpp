@@ -271,6 +271,10 @@ Status AppendDump(const Json& value, std::string_view source, std::string* out) 
 }  // namespace
 
 Result<RawTokenizerJson> ParseTokenizerJson(std::string_view text, std::string_view source) {
+  // Offsets into the string arena are 32-bit; the arena never exceeds the text.
+  if (text.size() >= std::numeric_limits<std::uint32_t>::max() / 2) {
+    return MakeError(source, ": larger than 2 GiB");
+  }
   RawTokenizerJson raw;
   TokenizerSax sax(&raw);
   bool ok = false;
@@ -281,9 +285,6 @@ Result<RawTokenizerJson> ParseTokenizerJson(std::string_view text, std::string_v
   }
   if (!ok) {
     return MakeError(source, ": ", sax.error().empty() ? "invalid JSON" : sax.error());
-  }
-  if (raw.strings.size() > std::numeric_limits<std::uint32_t>::max()) {
-    return MakeError(source, ": vocabulary and merges exceed 4 GiB of text");
   }
   return raw;
 }
