@@ -222,39 +222,39 @@ TEST(FgnetCommandsTest, SynthChoices) {
             "fgnet synth: --dtype expects one of bf16, f32, got 'f16' (did you mean 'bf16'?)");
 }
 
-TEST(FgnetCommandsTest, UnbuiltCommandsFailCleanly) {
+TEST(FgnetCommandsTest, MissingInputsFailWithOneLineNamingThePath) {
   const std::vector<std::vector<std::string>> invocations = {
-      {"generate", "--model", "m", "--prompt", "p"},
-      {"logits", "--model", "m", "--ids", "1", "--out", "x.npy"},
-      {"tokenize", "--tokenizer", "t", "--jsonl", "-"},
-      {"inspect", "d"},
-      {"synth", "--like", "gemma-3-270m", "--out", "d"},
+      {"generate", "--model", "no-such-model", "--prompt", "p"},
+      {"logits", "--model", "no-such-model", "--ids", "1", "--out", "x.npy"},
+      {"tokenize", "--tokenizer", "no-such-tokenizer.json", "--jsonl", "-"},
+      {"inspect", "no-such-model"},
+      {"synth", "--like", "gemma-3-270m", "--out", "d", "--tokenizer", "no-such-tokenizer.json"},
   };
   for (const auto& args : invocations) {
     const Outcome r = RunApp(args);
     EXPECT_EQ(r.code, kExitFailure) << args[0];
-    EXPECT_THAT(r.err, StartsWith("fgnet " + args[0] + ": not built yet: ")) << r.err;
+    EXPECT_THAT(r.err, StartsWith("fgnet " + args[0] + ": no-such-")) << r.err;
     EXPECT_EQ(CountLines(r.err), 1) << r.err;
     EXPECT_EQ(r.out, "");
   }
 }
 
 TEST(FgnetCommandsTest, BenchModelOptions) {
-  const Outcome model = RunApp({"bench", "--model", "m"});
-  EXPECT_EQ(model.code, kExitFailure);
-  EXPECT_THAT(model.err, StartsWith("fgnet bench: --model: model benchmarks are not built yet"));
-  EXPECT_EQ(CountLines(model.err), 1);
-
-  const Outcome orphan = RunApp({"bench", "--prompt-tokens", "64"});
-  EXPECT_EQ(orphan.code, kExitUsage);
-  EXPECT_EQ(orphan.err, "fgnet bench: --prompt-tokens needs --model\n");
+  const Outcome both = RunApp({"bench", "--model", "m", "--skip-model"});
+  EXPECT_EQ(both.code, kExitUsage);
+  EXPECT_EQ(CountLines(both.err), 1);
+  const Outcome missing = RunApp({"bench", "--model", "no-such-model", "--skip-bandwidth"});
+  EXPECT_EQ(missing.code, kExitFailure);
+  EXPECT_THAT(missing.err, StartsWith("fgnet bench: no-such-model: "));
+  EXPECT_EQ(CountLines(missing.err), 1);
 }
 
 TEST(FgnetCommandsTest, BenchPrintsReportAndWritesJson) {
   TempDir dir;
   const std::string json_path = dir.File("bench.json");
   const Outcome r = RunApp(
-      {"bench", "--bandwidth-mib", "4", "--repeat", "2", "--threads", "2", "--json", json_path});
+      {"bench", "--skip-model", "--bandwidth-mib", "4", "--repeat", "2", "--threads", "2",
+       "--json", json_path});
   ASSERT_EQ(r.code, kExitOk) << r.err;
   EXPECT_THAT(r.out, HasSubstr("| Field | Value |"));
   EXPECT_THAT(r.out, HasSubstr("| memory read bandwidth | "));
@@ -270,12 +270,12 @@ TEST(FgnetCommandsTest, BenchPrintsReportAndWritesJson) {
   ASSERT_EQ((*json)["results"].size(), 2u);
   EXPECT_GT((*json)["results"][0]["value"].get<double>(), 0.0);
 
-  const Outcome skip = RunApp({"bench", "--skip-bandwidth"});
+  const Outcome skip = RunApp({"bench", "--skip-bandwidth", "--skip-model"});
   ASSERT_EQ(skip.code, kExitOk) << skip.err;
   EXPECT_THAT(skip.out, ::testing::Not(HasSubstr("memory read bandwidth")));
 
   const Outcome unwritable =
-      RunApp({"bench", "--skip-bandwidth", "--json", dir.File("no/such.json")});
+      RunApp({"bench", "--skip-bandwidth", "--skip-model", "--json", dir.File("no/such.json")});
   EXPECT_EQ(unwritable.code, kExitFailure);
   EXPECT_EQ(unwritable.err, "fgnet bench: " + dir.File("no/such.json") +
                                 ": cannot open for writing: No such file or directory\n");

@@ -1,23 +1,48 @@
-// `fgnet bench`: the machine report and memory bandwidth; model throughput once the model
-// library is part of the build.
+// `fgnet bench`: the machine report, its memory bandwidth, and the model's prefill and decode
+// throughput (on --model, or on a random checkpoint of the 270M shapes made for the run).
+#include <stdlib.h>
+
 #include <algorithm>
 #include <cstdint>
+#include <filesystem>
 
 #include "apps/fgnet/bench_report.h"
 #include "apps/fgnet/commands.h"
 #include "apps/fgnet/mem_bandwidth.h"
+#include "apps/fgnet/model_bench.h"
+#include "apps/fgnet/model_loading.h"
+#include "model/synth.h"
 #include "util/thread_pool.h"
 
 namespace fgnet::cli {
 namespace {
 
-Status RunBench(const ParsedArgs& args, CommandIo& io) {
-  if (args.Given("model")) {
-    return Error(
-        "--model: model benchmarks are not built yet (this build has no model library); run "
-        "without --model for the machine report");
+// A 270M-shaped random checkpoint in a temporary directory, removed when this goes away.
+class SynthesizedModel {
+ public:
+  ~SynthesizedModel() {
+    if (!dir_.empty()) {
+      std::error_code ec;
+      std::filesystem::remove_all(dir_, ec);
+    }
   }
+  Result<std::string> Create(std::ostream& log) {
+    std::string pattern = (std::filesystem::temp_directory_path() / "fgnet-bench-XXXXXX").string();
+    if (mkdtemp(pattern.data()) == nullptr) return Error("cannot create a temporary directory");
+    dir_ = pattern;
+    log << "synthesizing a random gemma-3-270m-shaped bf16 checkpoint in " << dir_ << "\n";
+    FGNET_TRY(WriteRandomCheckpoint(Gemma3_270MConfig(), SynthOptions{}, dir_));
+    return dir_;
+  }
+
+ private:
+  std::string dir_;
+};
+
+Status RunBench(const ParsedArgs& args, CommandIo& io) {
   BenchReport report = StartBenchReport();
+  // Fail on an unwritable --json before minutes of measuring, not after.
+  if (auto path = args.OptString("json")) FGNET_TRY(WriteBenchReportJson(report, *path));
   // By default one thread per CPU this process may run on (which may be fewer than the machine's).
   const auto threads = static_cast<std::size_t>(
       args.OptInt("threads").value_or(std::max(1, report.machine.available_cores)));
@@ -25,6 +50,7 @@ Status RunBench(const ParsedArgs& args, CommandIo& io) {
   const std::int64_t mib = args.Int("bandwidth-mib");
   ThreadPool pool(threads);
   report.settings = {{"threads", pool.num_threads()}, {"repeat", repeat}};
+  double read_gb_s = 0;
   if (!args.Switch("skip-bandwidth")) {
     report.settings["bandwidth_buffer_mib"] = mib;
     io.err << "measuring memory bandwidth: " << mib << " MiB buffer, " << pool.num_threads()
@@ -33,7 +59,34 @@ Status RunBench(const ParsedArgs& args, CommandIo& io) {
     options.buffer_bytes = static_cast<std::size_t>(mib) << 20;
     options.runs = static_cast<int>(repeat);
     FGNET_ASSIGN_OR_RETURN(const BandwidthResult bandwidth, MeasureMemoryBandwidth(pool, options));
+    read_gb_s = bandwidth.read_gb_per_s;
     for (Measurement& m : BandwidthMeasurements(bandwidth)) report.results.push_back(std::move(m));
+  }
+
+  if (!args.Switch("skip-model")) {
+    SynthesizedModel synthesized;
+    std::string dir;
+    if (auto model = args.OptString("model")) {
+      dir = *model;
+    } else {
+      FGNET_ASSIGN_OR_RETURN(dir, synthesized.Create(io.err));
+    }
+    FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(dir, {}));
+    ModelBenchOptions options;
+    options.prompt_tokens = args.Int("prompt-tokens");
+    options.decode_tokens = args.Int("decode-tokens");
+    options.repeat = static_cast<int>(std::min<std::int64_t>(repeat, 3));
+    report.settings["model"] = args.OptString("model").value_or("synthesized gemma-3-270m (bf16)");
+    report.settings["prompt_tokens"] = options.prompt_tokens;
+    report.settings["decode_tokens"] = options.decode_tokens;
+    io.err << "benchmarking the model: prefill " << options.prompt_tokens << " tokens, decode "
+           << options.decode_tokens << " tokens, " << pool.num_threads() << " threads\n";
+    FGNET_ASSIGN_OR_RETURN(
+        const ModelBenchResult result,
+        BenchModel(*loaded->model, loaded->checkpoint->weights(), pool, options));
+    for (Measurement& m : ModelMeasurements(result, options, read_gb_s)) {
+      report.results.push_back(std::move(m));
+    }
   }
 
   io.out << BenchReportToMarkdown(report);
@@ -50,7 +103,9 @@ void AddBenchCommand(App& app) {
       "Prints a markdown table with the machine (CPU, cores, SIMD, memory, OS), the commit and "
       "build, and the measurements: memory read and copy bandwidth, and with --model the prefill "
       "and decode throughput. --json writes the same report as JSON (schema fgnet-bench/1).");
-  c.AddString("model", "DIR", "Checkpoint to benchmark (prefill and decode throughput).");
+  c.AddString("model", "DIR", "Checkpoint to benchmark (prefill and decode throughput).")
+      .DefaultNote("a random checkpoint of the gemma-3-270m shapes, made for the run");
+  c.AddSwitch("skip-model", "Only report the machine and its memory bandwidth.");
   c.AddInt("threads", "N", "Worker threads.").IntRange(1, 1024).DefaultNote("all available cores");
   c.AddInt("prompt-tokens", "N", "Prompt length of the prefill measurement.")
       .IntRange(1)
@@ -67,14 +122,7 @@ void AddBenchCommand(App& app) {
       .IntRange(1, std::int64_t{1} << 20)
       .Default("1024");
   c.AddSwitch("skip-bandwidth", "Do not measure memory bandwidth.");
-  c.Validate([](const ParsedArgs& args) -> Status {
-    for (const char* name : {"prompt-tokens", "decode-tokens"}) {
-      if (args.Given(name) && !args.Given("model")) {
-        return MakeError("--", name, " needs --model");
-      }
-    }
-    return Ok();
-  });
+  c.AtMostOneOf({"model", "skip-model"});
   c.Example("--json bench.json");
   c.Example("--threads 1 --bandwidth-mib 256 --repeat 3");
 }

@@ -1,11 +1,11 @@
 // The fgnet program: its subcommands and their options.
 //
-//   generate   chat / function-calling generation         (not built yet)
-//   logits     forward pass over token ids -> .npy          (not built yet)
-//   tokenize   tokenizer.json encode / decode of JSON Lines (not built yet)
-//   inspect    describe a checkpoint                        (not built yet)
-//   synth      write a random checkpoint shaped like a real model (not built yet)
-//   bench      machine report and memory bandwidth (model throughput once the model is built)
+//   generate   chat / function-calling generation
+//   logits     forward pass over token ids -> .npy
+//   tokenize   tokenizer.json encode / decode of JSON Lines
+//   inspect    describe a checkpoint
+//   synth      write a random checkpoint shaped like a real model
+//   bench      machine report, memory bandwidth, prefill and decode throughput
 //
 // Each Add*Command declares one subcommand on `app`; MakeFgnetApp() adds them all.
 #pragma once
@@ -25,7 +25,9 @@ void AddInspectCommand(App& app);
 void AddSynthCommand(App& app);
 void AddBenchCommand(App& app);
 
-// The error returned by a subcommand whose libraries are not part of this build.
-Error NotBuiltYet(std::string_view what);
+inline constexpr std::int64_t kMaxThreads = 1024;
+
+// Declares the common --threads option.
+void AddThreadsOption(CommandSpec& c);
 
 }  // namespace fgnet::cli

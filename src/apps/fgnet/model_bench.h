@@ -1,0 +1,47 @@
+// Model throughput for `fgnet bench`: prefill tokens/s, batch-1 decode tokens/s with per-token
+// latency percentiles, and the weight bandwidth a decode step achieves.
+// Thread-safety: plain functions.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "apps/fgnet/bench_report.h"
+#include "model/gemma3_model.h"
+#include "model/weights.h"
+#include "util/status.h"
+#include "util/thread_pool.h"
+
+namespace fgnet::cli {
+
+struct ModelBenchOptions {
+  std::int64_t prompt_tokens = 512;  // prefill measurement
+  std::int64_t decode_prompt = 128;  // prompt before the decode measurement
+  std::int64_t decode_tokens = 128;
+  int repeat = 3;                    // best of
+  std::uint64_t seed = 0;            // of the random prompt ids
+};
+
+struct ModelBenchResult {
+  double prefill_tokens_per_s = 0;
+  double decode_tokens_per_s = 0;
+  double decode_ms_p50 = 0;
+  double decode_ms_p99 = 0;
+  std::uint64_t weight_bytes_per_token = 0;  // bytes of weights one decode step reads
+  double decode_weight_gb_per_s = 0;         // weight_bytes_per_token * decode tokens/s
+};
+
+// Bytes of weights a decode step reads: every matrix and norm once (a tied embedding once, as the
+// output projection), plus one embedding row.
+std::uint64_t DecodeWeightBytes(const Gemma3Config& config, const Gemma3Weights& weights);
+
+Result<ModelBenchResult> BenchModel(const Gemma3Model& model, const Gemma3Weights& weights,
+                                    ThreadPool& pool, const ModelBenchOptions& options);
+
+// Report rows for `result`; `read_bandwidth_gb_s` (0 when not measured) adds the decode
+// bandwidth as a fraction of the machine's.
+std::vector<Measurement> ModelMeasurements(const ModelBenchResult& result,
+                                           const ModelBenchOptions& options,
+                                           double read_bandwidth_gb_s);
+
+}  // namespace fgnet::cli
