@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# fgnet's main job, end to end on this machine: build, make a FunctionGemma-270M-shaped checkpoint
+# (random weights: no weights are downloaded), inspect it, run a function-calling generation with
+# it, and benchmark the CPU engine on it. With a real checkpoint, pass its directory as $1.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$repo/scripts/build.sh" release
+fgnet="$repo/build/bin/fgnet"
+
+model="${1:-}"
+if [ -z "$model" ]; then
+  model="$repo/build/demo/functiongemma-270m-random"
+  if [ ! -f "$model/model.safetensors" ]; then
+    "$fgnet" synth --like functiongemma-270m --out "$model" --seed 1
+  fi
+fi
+
+echo "== fgnet inspect $model"
+"$fgnet" inspect "$model" | head -n 14
+
+echo "== fgnet generate (FunctionGemma tool calling; random weights give random text)"
+"$fgnet" generate --model "$model" --messages "$repo/examples/weather_messages.json" \
+  --tools "$repo/examples/weather_tools.json" --max-tokens 32 --json
+
+echo "== fgnet bench"
+"$fgnet" bench --model "$model" --json "$repo/build/demo/bench.json"
+echo "bench report written to build/demo/bench.json"
