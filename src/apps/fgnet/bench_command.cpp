@@ -43,12 +43,9 @@ Status RunBench(const ParsedArgs& args, CommandIo& io) {
   BenchReport report = StartBenchReport();
   // Fail on an unwritable --json before minutes of measuring, not after.
   if (auto path = args.OptString("json")) FGNET_TRY(WriteBenchReportJson(report, *path));
-  // By default one thread per CPU this process may run on (which may be fewer than the machine's).
-  const auto threads = static_cast<std::size_t>(
-      args.OptInt("threads").value_or(std::max(1, report.machine.available_cores)));
   const std::int64_t repeat = args.Int("repeat");
   const std::int64_t mib = args.Int("bandwidth-mib");
-  ThreadPool pool(threads);
+  ThreadPool pool(ThreadsOption(args));
   report.settings = {{"threads", pool.num_threads()}, {"repeat", repeat}};
   double read_gb_s = 0;
   if (!args.Switch("skip-bandwidth")) {

@@ -114,8 +114,7 @@ Status RunGenerate(const ParsedArgs& args, CommandIo& io) {
   }
   const std::vector<std::int32_t> stops = StopIds(tokenizer, *loaded);
 
-  ThreadPool pool(static_cast<std::size_t>(
-      args.OptInt("threads").value_or(static_cast<std::int64_t>(DefaultThreads()))));
+  ThreadPool pool(ThreadsOption(args));
   ModelSession session(*loaded->model, pool,
                        static_cast<std::int64_t>(prompt.size()) + max_new);
   const bool json = args.Switch("json");

@@ -23,8 +23,7 @@ Status RunLogits(const ParsedArgs& args, CommandIo& io) {
     }
     ids.push_back(static_cast<std::int32_t>(ids64[i]));
   }
-  ThreadPool pool(static_cast<std::size_t>(args.OptInt("threads").value_or(
-      static_cast<std::int64_t>(DefaultThreads()))));
+  ThreadPool pool(ThreadsOption(args));
   KVCache cache = loaded->model->NewKVCache(static_cast<std::int64_t>(ids.size()));
   std::vector<float> logits;
   FGNET_TRY(loaded->model->Forward(ids, cache, pool, LogitsMode::kAll, &logits));

@@ -2,6 +2,11 @@
 // in bench_command.cpp).
 #include "apps/fgnet/commands.h"
 
+#include <sched.h>
+
+#include <algorithm>
+#include <thread>
+
 #include "apps/fgnet/build_info.h"
 
 namespace fgnet::cli {
@@ -10,6 +15,16 @@ void AddThreadsOption(CommandSpec& c) {
   c.AddInt("threads", "N", "Worker threads.")
       .IntRange(1, kMaxThreads)
       .DefaultNote("all available cores");
+}
+
+std::size_t ThreadsOption(const ParsedArgs& args) {
+  if (auto n = args.OptInt("threads")) return static_cast<std::size_t>(*n);
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    return static_cast<std::size_t>(std::max(1, CPU_COUNT(&set)));
+  }
+  return std::max(1u, std::thread::hardware_concurrency());
 }
 
 App MakeFgnetApp() {

@@ -29,5 +29,7 @@ inline constexpr std::int64_t kMaxThreads = 1024;
 
 // Declares the common --threads option.
 void AddThreadsOption(CommandSpec& c);
+// The value of --threads, or by default one thread per CPU this process may run on.
+std::size_t ThreadsOption(const ParsedArgs& args);
 
 }  // namespace fgnet::cli

@@ -1,9 +1,5 @@
 #include "apps/fgnet/model_loading.h"
 
-#include <sched.h>
-
-#include <algorithm>
-#include <thread>
 
 namespace fgnet::cli {
 
@@ -25,15 +21,6 @@ Result<std::unique_ptr<LoadedModel>> LoadModel(const std::string& dir, const Loa
     FGNET_ASSIGN_OR_RETURN(loaded->generation, LoadGenerationConfig(dir));
   }
   return loaded;
-}
-
-std::size_t DefaultThreads() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-    return static_cast<std::size_t>(std::max(1, CPU_COUNT(&set)));
-  }
-  return std::max(1u, std::thread::hardware_concurrency());
 }
 
 }  // namespace fgnet::cli

@@ -29,7 +29,4 @@ struct LoadOptions {
 
 Result<std::unique_ptr<LoadedModel>> LoadModel(const std::string& dir, const LoadOptions& options);
 
-// The default number of worker threads: the CPUs this process may run on.
-std::size_t DefaultThreads();
-
 }  // namespace fgnet::cli
