@@ -84,8 +84,7 @@ void AttendOne(const Geometry& g, const float* q, std::size_t t, std::size_t h, 
                 [&](const KVSpan& span, std::size_t i0, std::size_t n, std::int64_t key_pos) {
                   float* s = scores + (key_pos - lo);
                   const float* k = span.keys + i0 * span.stride + kv_off;
-                  for (std::size_t i = 0; i < n; ++i)
-                    DotRows<1>(k + i * span.stride, hd, qv, hd, s + i);
+                  for (std::size_t i = 0; i < n; ++i) s[i] = Dot1(k + i * span.stride, qv, hd);
                 });
   ScoresToProbs(scores, count, p.scale, p.softcap);
   float* o = out + t * g.q_dim + h * hd;
@@ -140,7 +139,8 @@ void AttendBlock(const Geometry& g, const float* q, std::size_t t0, std::size_t 
         const auto [r0, r1] =
             RowsSeeing(g, pos0, rows, key_pos, key_pos + static_cast<std::int64_t>(n) - 1);
         if (r0 == r1) return;
-        PackTransposed(span.keys + i0 * span.stride + kv_off, span.stride, n, hd, panel);
+        PackTransposed(span.keys + i0 * span.stride + kv_off, span.stride, n, hd, panel,
+                       /*scratch=*/nullptr);
         for (std::size_t hh = 0; hh < g.group; ++hh) {
           const float* a = q + (t0 + r0) * g.q_dim + (h_first + hh) * hd;
           float* c = scores + (hh * rows + r0) * width + static_cast<std::size_t>(key_pos - lo);

@@ -16,7 +16,7 @@
 
 #include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
-// DF, VF, DotRows.
+// DF, VF, Dot1.
 #include "backend/cpu/gemm-inl.h"
 
 HWY_BEFORE_NAMESPACE();
