@@ -3,8 +3,8 @@
 // window 512, layers 5/11/17 global, tied embeddings).
 //
 // Reports, for the given thread count:
-//   * the machine's read bandwidth (all threads streaming a buffer larger than the caches), the
-//     reference the decode figure is compared to;
+//   * the machine's read bandwidth (all threads streaming a 1 GiB buffer with the SIMD dot
+//     kernel, sampled before and after the model runs), the reference for the decode figure;
 //   * prefill: tokens/s of one Forward of --prefill tokens (default 512) on an empty cache,
 //     logits of the last token only;
 //   * decode: tokens/s of batch-1 steps after a --prompt token prompt (default 128), and the
@@ -160,35 +160,27 @@ class RandomWeights {
   Gemma3Weights weights_;
 };
 
-// Read bandwidth of all pool threads streaming `buffer` (median of `reps`), bytes/s.
-double ReadBandwidth(const cpu::AlignedVector<std::uint64_t>& buffer, ThreadPool& pool, int reps) {
-  std::vector<double> rates;
-  std::vector<std::uint64_t> sinks(pool.num_threads() * 8, 0);
+// Read bandwidth of all pool threads streaming `buffer` with the SIMD dot-product kernel, one
+// sample per run, bytes/s.
+void ReadBandwidth(const cpu::AlignedVector<float>& buffer, ThreadPool& pool, int reps,
+                   std::vector<double>* samples) {
+  const std::size_t threads = pool.num_threads();
+  const std::size_t per = buffer.size() / threads;
+  std::vector<float> sinks(threads * 16, 0.0f);
   for (int r = 0; r < reps; ++r) {
     const auto t0 = Clock::now();
-    const std::size_t threads = pool.num_threads();
-    const std::size_t per = buffer.size() / threads;
     pool.ParallelFor(threads, 1, [&](std::size_t begin, std::size_t end, std::size_t thread) {
       for (std::size_t part = begin; part < end; ++part) {
-        const std::uint64_t* p = buffer.data() + part * per;
-        std::uint64_t a = 0, b = 0, c = 0, d = 0;
-        for (std::size_t i = 0; i + 4 <= per; i += 4) {
-          a += p[i];
-          b ^= p[i + 1];
-          c += p[i + 2];
-          d ^= p[i + 3];
-        }
-        sinks[thread * 8] += a + b + c + d;
+        const float* p = buffer.data() + part * per;
+        sinks[thread * 16] += cpu::Dot(p, p, per);
       }
     });
     const double s = Seconds(t0, Clock::now());
-    rates.push_back(static_cast<double>(per * threads * 8) / s);
+    samples->push_back(static_cast<double>(per * threads * sizeof(float)) / s);
   }
-  std::uint64_t x = 0;
-  for (auto v : sinks) x += v;
-  if (x == 42) std::puts("");  // keeps the loads
-  std::sort(rates.begin(), rates.end());
-  return rates[rates.size() / 2];
+  float x = 0.0f;
+  for (float v : sinks) x += v;
+  if (x == 42.0f) std::puts("");  // keeps the loads
 }
 
 std::string CpuModel() {
@@ -320,10 +312,11 @@ int Main(int argc, char** argv) {
   }
   ThreadPool pool(threads);
 
-  cpu::AlignedVector<std::uint64_t> stream(std::size_t{1} << 27);  // 1 GiB
-  std::memset(stream.data(), 1, stream.size() * 8);
-  const double machine_bw = ReadBandwidth(stream, pool, 5);
-  stream = {};
+  // Machine read bandwidth: sampled before and after the model runs, median of all samples.
+  cpu::AlignedVector<float> stream(std::size_t{1} << 28);  // 1 GiB
+  std::fill(stream.begin(), stream.end(), 1.0f);
+  std::vector<double> bw_samples;
+  ReadBandwidth(stream, pool, 5, &bw_samples);
   if (kernels) KernelTable(config, rw.weights(), pool, reps);
 
   std::vector<std::int32_t> tokens(std::max(prefill, prompt + decode));
@@ -362,6 +355,9 @@ int Main(int argc, char** argv) {
     step_s.push_back(Seconds(t0, Clock::now()));
     if (!s.ok()) return 1;
   }
+  ReadBandwidth(stream, pool, 5, &bw_samples);
+  stream = {};
+  const double machine_bw = Median(bw_samples);
   const double step = Median(step_s);
   const double decode_tps = 1.0 / step;
   const double bytes = static_cast<double>(rw.DecodeBytesPerToken());

@@ -112,5 +112,19 @@ TEST_P(AttentionTest, LongContextUsesSmallerBlocks) {
   RunCase({4, 1, 8, 9000, 40, 0, 0.0f, 2}, pool, ws, rng);
 }
 
+TEST_P(AttentionTest, DecodeSplitsLongRangesIntoMergedSlices) {
+  // Decode-regime key ranges long enough to be cut into slices (for the threads, and to bound
+  // the scores), merged by their maxima and sums.
+  Philox rng(14);
+  Workspace ws;
+  for (std::size_t threads : {1, 2}) {
+    ThreadPool pool(threads);
+    RunCase({4, 1, 8, 600, 1, 0, 0.0f, 2}, pool, ws, rng);
+    RunCase({4, 2, 16, 9000, 2, 0, 5.0f, 2}, pool, ws, rng);
+    RunCase({4, 1, 8, 9000, 3, 700, 0.0f, 2}, pool, ws, rng);
+    RunCase({2, 2, 6, 300, 1, 0, 0.0f, 1}, pool, ws, rng);
+  }
+}
+
 }  // namespace
 }  // namespace fgnet::cpu

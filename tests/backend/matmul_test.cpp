@@ -40,7 +40,9 @@ TEST_P(MatMulTest, MatchesReferenceForEveryDtypeAndShape) {
   Philox rng(1234);
   ThreadPool pool(2);
   Workspace ws;
-  const std::size_t token_counts[] = {1, 2, 3, 5, 7, 8, 9, 13, 40};
+  // Both regimes (streaming below 12 tokens, packed from 12) with every remainder of the
+  // four-token groups of the streaming regime.
+  const std::size_t token_counts[] = {1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 40};
   const std::size_t shapes[][2] = {{1, 1},   {5, 3},    {4, 16},    {17, 33},
                                    {64, 64}, {67, 100}, {130, 257}, {3, 640}};
   for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {

@@ -1,8 +1,11 @@
 // SIMD attention (see attention.h). Compiled once per Highway target.
 //
 // Two regimes:
-//   * few queries (decode): one work item per (query, head); scores are dot products with each
-//     visible key, then softmax, then a weighted sum of the value rows;
+//   * few queries (decode): one work item per (query, kv head, slice of the visible keys), for
+//     all query heads sharing the kv head, so each key and value row is read once; scores are
+//     dot products, then exponentials relative to the slice's max, then a weighted sum of the
+//     value rows; the slices' partial results are merged with their maxima and sums (long
+//     contexts thus spread over all threads);
 //   * a chunk of queries (prefill): one work item per (kv head, block of queries). Keys of the
 //     block's visible range are packed into panels and the GEMM micro-kernel computes the scores
 //     of all query heads sharing that kv head; rows are masked, softcapped and softmaxed; then
@@ -15,6 +18,8 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 // Per-target code below.
+#include <algorithm>
+#include <cmath>
 #include <utility>
 
 #include "backend/cpu/attention.h"
@@ -27,6 +32,10 @@ namespace fgnet::cpu::HWY_NAMESPACE {
 
 // From this many queries on, the blocked GEMM regime is used.
 inline constexpr std::size_t kMinQueriesForGemm = 4;
+// Decode regime: a query's keys are cut into slices of at least kMinSliceKeys keys (so that
+// threads share long ranges) and at most kMaxSliceKeys (bounding the scores per thread).
+inline constexpr std::size_t kMinSliceKeys = 256;
+inline constexpr std::size_t kMaxSliceKeys = 4096;
 // Most queries per block, and the budget of score floats per thread that bounds it.
 inline constexpr std::size_t kMaxQueryBlock = 64;
 inline constexpr std::size_t kScoreBudget = std::size_t{1} << 20;
@@ -68,42 +77,74 @@ HWY_INLINE void ForEachKeyRun(const Geometry& g, std::int64_t lo, std::int64_t h
   }
 }
 
-// One query of one head against its visible keys.
-void AttendOne(const Geometry& g, const float* q, std::size_t t, std::size_t h, float* out,
-               float* scores) {
+// out[hh * ldo] = key . q[hh * hd] for hh < group: one key against the query heads of its group.
+HWY_INLINE void DotGroup(const float* key, const float* q, std::size_t group, std::size_t hd,
+                         float* out, std::size_t ldo) {
+  std::size_t hh = 0;
+  for (; hh + 4 <= group; hh += 4) DotTokens<4>(key, q + hh * hd, hd, hd, out + hh * ldo, ldo);
+  switch (group - hh) {
+    case 3:
+      DotTokens<3>(key, q + hh * hd, hd, hd, out + hh * ldo, ldo);
+      break;
+    case 2:
+      DotTokens<2>(key, q + hh * hd, hd, hd, out + hh * ldo, ldo);
+      break;
+    case 1:
+      DotTokens<1>(key, q + hh * hd, hd, hd, out + hh * ldo, ldo);
+      break;
+    default:
+      break;
+  }
+}
+
+// Floats of one partial result: the unnormalised output, its max and its sum.
+HWY_INLINE std::size_t PartialFloats(std::size_t head_dim) { return head_dim + 2; }
+
+// Decode regime: query t against the keys with positions [a, b] (a slice of its visible range),
+// for every query head of kv head `kvh` at once, so that each key and value row is read once
+// per group. Writes, per head hh of the group, a partial result at part + hh * PartialFloats:
+// o = sum_i exp(s_i - m) v_i, then m, then sum_i exp(s_i - m). `scores`: group * (b - a + 1).
+void AttendSlice(const Geometry& g, const float* q, std::size_t t, std::size_t kvh, std::int64_t a,
+                 std::int64_t b, float* part, float* scores) {
   const AttentionParams& p = *g.p;
   const DF d;
   const std::size_t L = hn::Lanes(d);
   const std::size_t hd = p.head_dim;
-  const std::size_t kv_off = (h / g.group) * hd;
-  const std::int64_t pos = g.first_pos + static_cast<std::int64_t>(t);
-  const std::int64_t lo = g.VisibleFrom(pos);
-  const float* qv = q + t * g.q_dim + h * hd;
-  const std::size_t count = static_cast<std::size_t>(pos - lo + 1);
-  ForEachKeyRun(g, lo, pos, count,
+  const std::size_t kv_off = kvh * hd;
+  const std::size_t count = static_cast<std::size_t>(b - a + 1);
+  const float* qg = q + t * g.q_dim + kvh * g.group * hd;
+  ForEachKeyRun(g, a, b, count,
                 [&](const KVSpan& span, std::size_t i0, std::size_t n, std::int64_t key_pos) {
-                  float* s = scores + (key_pos - lo);
                   const float* k = span.keys + i0 * span.stride + kv_off;
-                  for (std::size_t i = 0; i < n; ++i)
-                    DotRows<1>(k + i * span.stride, hd, qv, hd, s + i);
-                });
-  ScoresToProbs(scores, count, p.scale, p.softcap);
-  float* o = out + t * g.q_dim + h * hd;
-  std::memset(o, 0, hd * sizeof(float));
-  ForEachKeyRun(g, lo, pos, count,
-                [&](const KVSpan& span, std::size_t i0, std::size_t n, std::int64_t key_pos) {
-                  const float* s = scores + (key_pos - lo);
-                  const float* v = span.values + i0 * span.stride + kv_off;
+                  float* s = scores + (key_pos - a);
                   for (std::size_t i = 0; i < n; ++i) {
-                    const VF w = hn::Set(d, s[i]);
-                    const float* vr = v + i * span.stride;
-                    std::size_t j = 0;
-                    for (; j + L <= hd; j += L)
-                      hn::StoreU(hn::MulAdd(w, hn::LoadU(d, vr + j), hn::LoadU(d, o + j)), d,
-                                 o + j);
-                    for (; j < hd; ++j) o[j] += s[i] * vr[j];
+                    DotGroup(k + i * span.stride, qg, g.group, hd, s + i, count);
                   }
                 });
+  const std::size_t pf = PartialFloats(hd);
+  for (std::size_t hh = 0; hh < g.group; ++hh) {
+    float* o = part + hh * pf;
+    o[hd] = ScoresToExp(scores + hh * count, count, p.scale, p.softcap, &o[hd + 1]);
+    std::memset(o, 0, hd * sizeof(float));
+  }
+  ForEachKeyRun(
+      g, a, b, count, [&](const KVSpan& span, std::size_t i0, std::size_t n, std::int64_t key_pos) {
+        const float* v = span.values + i0 * span.stride + kv_off;
+        const std::size_t c0 = static_cast<std::size_t>(key_pos - a);
+        for (std::size_t i = 0; i < n; ++i) {
+          const float* vr = v + i * span.stride;
+          for (std::size_t hh = 0; hh < g.group; ++hh) {
+            const float e = scores[hh * count + c0 + i];
+            const VF w = hn::Set(d, e);
+            float* o = part + hh * pf;
+            std::size_t j = 0;
+            for (; j + L <= hd; j += L) {
+              hn::StoreU(hn::MulAdd(w, hn::LoadU(d, vr + j), hn::LoadU(d, o + j)), d, o + j);
+            }
+            for (; j < hd; ++j) o[j] += e * vr[j];
+          }
+        }
+      });
 }
 
 // The rows [first, second) of a block whose queries (row r at position pos0 + r) see at least one
@@ -140,7 +181,8 @@ void AttendBlock(const Geometry& g, const float* q, std::size_t t0, std::size_t 
         const auto [r0, r1] =
             RowsSeeing(g, pos0, rows, key_pos, key_pos + static_cast<std::int64_t>(n) - 1);
         if (r0 == r1) return;
-        PackTransposed(span.keys + i0 * span.stride + kv_off, span.stride, n, hd, panel);
+        PackTransposed(span.keys + i0 * span.stride + kv_off, span.stride, n, hd, panel,
+                       /*scratch=*/nullptr);
         for (std::size_t hh = 0; hh < g.group; ++hh) {
           const float* a = q + (t0 + r0) * g.q_dim + (h_first + hh) * hd;
           float* c = scores + (hh * rows + r0) * width + static_cast<std::size_t>(key_pos - lo);
@@ -194,11 +236,55 @@ struct AttentionJob {
   // Chunk regime.
   std::size_t block, blocks, panel_floats, score_floats;
 
-  // Decode regime: item = query * heads + head.
-  void RunOne(std::size_t begin, std::size_t end, std::size_t thread) const {
-    float* scores = ws->ForThread(thread, max_keys);
+  // Decode regime: item = (query * kv_heads + kv head) * slices + slice.
+  std::size_t slices;
+  float* partials;  // [items, group, PartialFloats]
+
+  // Slice s of the visible range of query t: positions [a, b].
+  std::pair<std::int64_t, std::int64_t> Slice(std::size_t t, std::size_t s) const {
+    const std::int64_t pos = g.first_pos + static_cast<std::int64_t>(t);
+    const std::int64_t lo = g.VisibleFrom(pos);
+    const std::int64_t count = pos - lo + 1;
+    const auto k = static_cast<std::int64_t>(slices);
+    const auto si = static_cast<std::int64_t>(s);
+    return {lo + count * si / k, lo + count * (si + 1) / k - 1};
+  }
+
+  void RunSlices(std::size_t begin, std::size_t end, std::size_t thread) const {
+    const std::size_t max_slice = (max_keys + slices - 1) / slices + 1;
+    float* scores = ws->ForThread(thread, g.group * max_slice);
     for (std::size_t item = begin; item < end; ++item) {
-      AttendOne(g, q, item / g.p->heads, item % g.p->heads, out, scores);
+      const std::size_t s = item % slices;
+      const std::size_t kvh = (item / slices) % g.p->kv_heads;
+      const std::size_t t = item / slices / g.p->kv_heads;
+      const auto [a, b] = Slice(t, s);
+      AttendSlice(g, q, t, kvh, a, b, partials + item * g.group * PartialFloats(g.p->head_dim),
+                  scores);
+    }
+  }
+
+  // Combines the slices' partial results into the output.
+  void MergeSlices() const {
+    const std::size_t hd = g.p->head_dim;
+    const std::size_t pf = PartialFloats(hd);
+    for (std::size_t tk = 0; tk < n * g.p->kv_heads; ++tk) {
+      const std::size_t t = tk / g.p->kv_heads;
+      const std::size_t kvh = tk % g.p->kv_heads;
+      for (std::size_t hh = 0; hh < g.group; ++hh) {
+        const auto part = [&](std::size_t s) {
+          return partials + ((tk * slices + s) * g.group + hh) * pf;
+        };
+        float m = part(0)[hd];
+        for (std::size_t s = 1; s < slices; ++s) m = std::max(m, part(s)[hd]);
+        float sum = 0.0f;
+        for (std::size_t s = 0; s < slices; ++s) sum += std::exp(part(s)[hd] - m) * part(s)[hd + 1];
+        float* o = out + t * g.q_dim + (kvh * g.group + hh) * hd;
+        for (std::size_t j = 0; j < hd; ++j) o[j] = 0.0f;
+        for (std::size_t s = 0; s < slices; ++s) {
+          const float w = std::exp(part(s)[hd] - m) / sum;
+          for (std::size_t j = 0; j < hd; ++j) o[j] += w * part(s)[j];
+        }
+      }
     }
   }
   // Chunk regime: item = block-from-the-end * kv_heads + kv head.
@@ -237,10 +323,21 @@ void AttentionImpl(const float* q, std::size_t n, std::int64_t first_pos, const 
 
   // The closures hold one reference, so std::function stores them without allocating.
   if (n < kMinQueriesForGemm) {
-    pool->ParallelFor(n * p->heads, 1,
-                      [&job](std::size_t begin, std::size_t end, std::size_t thread) {
-                        job.RunOne(begin, end, thread);
-                      });
+    // Enough slices of the key range to give every thread work, and slices short enough to keep
+    // the scores small; never more slices than the first query (the shortest range) has keys.
+    const std::size_t threads = pool->num_threads();
+    const std::size_t groups = n * p->kv_heads;
+    const std::size_t min_keys = static_cast<std::size_t>(first_pos - g.VisibleFrom(first_pos) + 1);
+    std::size_t slices = std::min((job.max_keys + kMinSliceKeys - 1) / kMinSliceKeys,
+                                  (threads + groups - 1) / groups);
+    slices = std::max(slices, (job.max_keys + kMaxSliceKeys - 1) / kMaxSliceKeys);
+    job.slices = std::clamp<std::size_t>(slices, 1, min_keys);
+    const std::size_t items = groups * job.slices;
+    job.partials = ws->Shared(items * g.group * PartialFloats(p->head_dim));
+    pool->ParallelFor(items, 1, [&job](std::size_t begin, std::size_t end, std::size_t thread) {
+      job.RunSlices(begin, end, thread);
+    });
+    job.MergeSlices();
     return;
   }
 

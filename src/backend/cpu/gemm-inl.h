@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "hwy/cache_control.h"
 #include "hwy/highway.h"
@@ -73,22 +74,56 @@ HWY_INLINE void WidenRow(const T* HWY_RESTRICT src, std::size_t n, float scale,
 // ---- Packing ----
 // panel[k, r] = f32(rows[r * ld + k]) for r < nrows, k < K; zero for nrows <= r < PanelWidth().
 // (B given transposed: the rows of a weight matrix, or keys.)
+// BF16 / F16 rows are first widened one after the other into `scratch` (PanelWidth() * K
+// floats): the panel's rows are adjacent in memory, so this reads one sequential stream, which
+// the hardware prefetcher follows at full bandwidth (reading the rows tile by tile, one stream
+// per row, ran at a fifth of it). F32 rows are read in place (scratch unused, may be null).
+// The transpose then works on 4 x 4 blocks of 128-bit vectors.
 template <typename T>
 HWY_NOINLINE void PackTransposed(const T* HWY_RESTRICT rows, std::size_t ld, std::size_t nrows,
-                                 std::size_t K, float* HWY_RESTRICT panel) {
+                                 std::size_t K, float* HWY_RESTRICT panel,
+                                 float* HWY_RESTRICT scratch) {
   const std::size_t nr = PanelWidth();
-  constexpr std::size_t kTile = 64;  // k values per pass: the panel lines being written stay in L1
-  HWY_ALIGN float tmp[kTile];
-  for (std::size_t k0 = 0; k0 < K; k0 += kTile) {
-    const std::size_t kn = std::min(kTile, K - k0);
-    for (std::size_t r = 0; r < nrows; ++r) {
-      WidenRow(rows + r * ld + k0, kn, 1.0f, tmp);
-      float* HWY_RESTRICT dst = panel + k0 * nr + r;
-      for (std::size_t k = 0; k < kn; ++k) dst[k * nr] = tmp[k];
+  const float* src;
+  std::size_t src_ld;
+  if constexpr (std::is_same_v<T, float>) {
+    src = rows;
+    src_ld = ld;
+  } else {
+    for (std::size_t r = 0; r < nrows; ++r) WidenRow(rows + r * ld, K, 1.0f, scratch + r * K);
+    src = scratch;
+    src_ld = K;
+  }
+  std::size_t k = 0;
+#if HWY_TARGET != HWY_SCALAR
+  const std::size_t full = nrows / 4 * 4;  // rows handled by whole 4 x 4 blocks
+  const hn::CappedTag<float, 4> d4;        // 128-bit vectors
+  for (; k + 4 <= K; k += 4) {
+    float* o = panel + k * nr;
+    for (std::size_t r = 0; r < full; r += 4) {
+      const float* t = src + r * src_ld + k;
+      const auto a = hn::LoadU(d4, t);
+      const auto b = hn::LoadU(d4, t + src_ld);
+      const auto c = hn::LoadU(d4, t + 2 * src_ld);
+      const auto e = hn::LoadU(d4, t + 3 * src_ld);
+      const auto ab_lo = hn::InterleaveLower(d4, a, b);  // a0 b0 a1 b1
+      const auto ce_lo = hn::InterleaveLower(d4, c, e);  // c0 e0 c1 e1
+      const auto ab_hi = hn::InterleaveUpper(d4, a, b);  // a2 b2 a3 b3
+      const auto ce_hi = hn::InterleaveUpper(d4, c, e);  // c2 e2 c3 e3
+      hn::StoreU(hn::ConcatLowerLower(d4, ce_lo, ab_lo), d4, o + r);
+      hn::StoreU(hn::ConcatUpperUpper(d4, ce_lo, ab_lo), d4, o + nr + r);
+      hn::StoreU(hn::ConcatLowerLower(d4, ce_hi, ab_hi), d4, o + 2 * nr + r);
+      hn::StoreU(hn::ConcatUpperUpper(d4, ce_hi, ab_hi), d4, o + 3 * nr + r);
     }
-    for (std::size_t r = nrows; r < nr; ++r) {
-      for (std::size_t k = 0; k < kn; ++k) panel[(k0 + k) * nr + r] = 0.0f;
+    for (std::size_t kk = k; kk < k + 4; ++kk) {
+      for (std::size_t r = full; r < nrows; ++r) panel[kk * nr + r] = src[r * src_ld + kk];
+      for (std::size_t r = nrows; r < nr; ++r) panel[kk * nr + r] = 0.0f;
     }
+  }
+#endif
+  for (; k < K; ++k) {
+    for (std::size_t r = 0; r < nrows; ++r) panel[k * nr + r] = src[r * src_ld + k];
+    for (std::size_t r = nrows; r < nr; ++r) panel[k * nr + r] = 0.0f;
   }
 }
 
@@ -173,39 +208,48 @@ inline HWY_NOINLINE void PanelGemm(const float* a, std::size_t lda, std::size_t 
   }
 }
 
-// ---- Dot products of weight rows (the decode regime) ----
-// out[r] = sum_k f32(w[r * ldw + k]) * x[k] for r < R: R weight rows streamed together.
-template <std::size_t R, typename T>
-HWY_INLINE void DotRows(const T* HWY_RESTRICT w, std::size_t ldw, const float* HWY_RESTRICT x,
-                        std::size_t K, float* HWY_RESTRICT out) {
+// ---- Dot products of a weight row (the decode regime) ----
+// out[g * ldo] = sum_k f32(w[k]) * x[g * ldx + k] for g < G: one row against G tokens, each
+// loaded weight vector used G times.
+template <std::size_t G, typename T>
+HWY_INLINE void DotTokens(const T* HWY_RESTRICT w, const float* HWY_RESTRICT x, std::size_t ldx,
+                          std::size_t K, float* HWY_RESTRICT out, std::size_t ldo) {
   const DF d;
   const std::size_t L = hn::Lanes(d);
-  VF acc0[R];
-  VF acc1[R];
-  for (std::size_t r = 0; r < R; ++r) {
-    acc0[r] = hn::Zero(d);
-    acc1[r] = hn::Zero(d);
+  VF acc0[G];
+  VF acc1[G];
+  for (std::size_t g = 0; g < G; ++g) {
+    acc0[g] = hn::Zero(d);
+    acc1[g] = hn::Zero(d);
   }
   std::size_t k = 0;
   for (; k + 2 * L <= K; k += 2 * L) {
-    const VF x0 = hn::LoadU(d, x + k);
-    const VF x1 = hn::LoadU(d, x + k + L);
-    for (std::size_t r = 0; r < R; ++r) {
-      acc0[r] = hn::MulAdd(LoadWidened(d, w + r * ldw + k), x0, acc0[r]);
-      acc1[r] = hn::MulAdd(LoadWidened(d, w + r * ldw + k + L), x1, acc1[r]);
+    const VF w0 = LoadWidened(d, w + k);
+    const VF w1 = LoadWidened(d, w + k + L);
+    for (std::size_t g = 0; g < G; ++g) {
+      acc0[g] = hn::MulAdd(w0, hn::LoadU(d, x + g * ldx + k), acc0[g]);
+      acc1[g] = hn::MulAdd(w1, hn::LoadU(d, x + g * ldx + k + L), acc1[g]);
     }
   }
   for (; k + L <= K; k += L) {
-    const VF x0 = hn::LoadU(d, x + k);
-    for (std::size_t r = 0; r < R; ++r) {
-      acc0[r] = hn::MulAdd(LoadWidened(d, w + r * ldw + k), x0, acc0[r]);
+    const VF w0 = LoadWidened(d, w + k);
+    for (std::size_t g = 0; g < G; ++g) {
+      acc0[g] = hn::MulAdd(w0, hn::LoadU(d, x + g * ldx + k), acc0[g]);
     }
   }
-  for (std::size_t r = 0; r < R; ++r) {
-    float sum = hn::GetLane(hn::SumOfLanes(d, hn::Add(acc0[r], acc1[r])));
-    for (std::size_t kk = k; kk < K; ++kk) sum += WidenScalar(w[r * ldw + kk]) * x[kk];
-    out[r] = sum;
+  for (std::size_t g = 0; g < G; ++g) {
+    float sum = hn::GetLane(hn::SumOfLanes(d, hn::Add(acc0[g], acc1[g])));
+    for (std::size_t kk = k; kk < K; ++kk) sum += WidenScalar(w[kk]) * x[g * ldx + kk];
+    out[g * ldo] = sum;
   }
+}
+
+// sum_k f32(w[k]) * x[k].
+template <typename T>
+HWY_INLINE float Dot1(const T* HWY_RESTRICT w, const float* HWY_RESTRICT x, std::size_t K) {
+  float out;
+  DotTokens<1>(w, x, 0, K, &out, 0);
+  return out;
 }
 
 }  // namespace fgnet::cpu::HWY_NAMESPACE

@@ -16,29 +16,47 @@ namespace fgnet::cpu::HWY_NAMESPACE {
 
 // Below this many tokens, weight rows are streamed and dotted with each token (decode regime);
 // from it on, weight panels are packed and the register-blocked micro-kernel runs.
-inline constexpr std::size_t kMinTokensForPacking = 8;
+inline constexpr std::size_t kMinTokensForPacking = 12;
 // Weight rows per work item in the streaming regime.
 inline constexpr std::size_t kStreamRowsPerItem = 32;
 inline constexpr std::size_t kMaxOutputs = 8;
 
 // y[t, r] for rows [r0, r1) of w and every token t. Rows are read one after the other, so the
 // matrix is one sequential stream that the hardware prefetcher follows at full bandwidth
-// (interleaving several rows measured at half the bandwidth); further tokens reuse the row
-// from L1.
+// (interleaving several rows measured at half the bandwidth); each row is dotted with up to
+// four tokens at a time, and further tokens reuse it from L1.
 template <typename T>
 void StreamRows(const float* x, std::size_t n, std::size_t ldx, const T* w, std::size_t K,
                 std::size_t r0, std::size_t r1, float* y, std::size_t ldy) {
   for (std::size_t r = r0; r < r1; ++r) {
-    for (std::size_t t = 0; t < n; ++t) DotRows<1>(w + r * K, K, x + t * ldx, K, y + t * ldy + r);
+    const T* row = w + r * K;
+    std::size_t t = 0;
+    for (; t + 4 <= n; t += 4) DotTokens<4>(row, x + t * ldx, ldx, K, y + t * ldy + r, ldy);
+    switch (n - t) {
+      case 3:
+        DotTokens<3>(row, x + t * ldx, ldx, K, y + t * ldy + r, ldy);
+        break;
+      case 2:
+        DotTokens<2>(row, x + t * ldx, ldx, K, y + t * ldy + r, ldy);
+        break;
+      case 1:
+        DotTokens<1>(row, x + t * ldx, ldx, K, y + t * ldy + r, ldy);
+        break;
+      default:
+        break;
+    }
   }
 }
 
+// y[t, j0 .. j0 + PanelWidth()) for every token t: packs the panel of rows starting at j0
+// (`panel` and `scratch`: K * PanelWidth() floats each), then runs the micro-kernel over x.
 template <typename T>
 void PackedRows(const float* x, std::size_t n, std::size_t ldx, const T* w, std::size_t rows,
-                std::size_t K, std::size_t j0, float* panel, float* y, std::size_t ldy) {
+                std::size_t K, std::size_t j0, float* panel, float* scratch, float* y,
+                std::size_t ldy) {
   const std::size_t nr = PanelWidth();
   const std::size_t ncols = std::min(nr, rows - j0);
-  PackTransposed(w + j0 * K, K, ncols, K, panel);
+  PackTransposed(w + j0 * K, K, ncols, K, panel, scratch);
   PanelGemm(x, ldx, n, panel, K, y + j0, ldy, ncols, /*accumulate=*/false);
 }
 
@@ -60,7 +78,7 @@ struct MatMulJob {
   void Item(const WeightMatrix& w, std::size_t r0, float* y, std::size_t ldy, float* panel) const {
     const T* wt = static_cast<const T*>(w.data);
     if (packed) {
-      PackedRows(x, n, ldx, wt, w.rows, K, r0, panel, y, ldy);
+      PackedRows(x, n, ldx, wt, w.rows, K, r0, panel, panel + K * PanelWidth(), y, ldy);
     } else {
       StreamRows(x, n, ldx, wt, K, r0, std::min(w.rows, r0 + unit_rows), y, ldy);
     }
@@ -83,7 +101,7 @@ struct MatMulJob {
   }
 
   void Run(std::size_t thread) {
-    float* panel = packed ? ws->ForThread(thread, K * PanelWidth()) : nullptr;
+    float* panel = packed ? ws->ForThread(thread, 2 * K * PanelWidth()) : nullptr;
     std::size_t begin = 0, end = 0;
     std::size_t o = 0;
     while (Claim(&begin, &end)) {
@@ -147,7 +165,7 @@ void GemmF32Impl(const float* a, std::size_t lda, std::size_t M, const float* b,
     if (b_is_kn) {
       PackKN(b + j0, ldb, ncols, K, panel);
     } else {
-      PackTransposed(b + j0 * ldb, ldb, ncols, K, panel);
+      PackTransposed(b + j0 * ldb, ldb, ncols, K, panel, /*scratch=*/nullptr);
     }
     PanelGemm(a, lda, M, panel, K, c + j0, ldc, ncols, accumulate);
   }

@@ -3,13 +3,15 @@
 // accumulated in f32 with FMA; activations stay f32.
 //
 // Two regimes, chosen by n:
-//   * small n (decode): each weight row is streamed once from memory and dotted with every token
-//     (several rows in flight, software prefetch), so the speed is the memory bandwidth;
-//   * larger n (prefill): panels of weight rows are converted and packed to f32 once per call and
-//     a register-blocked micro-kernel (several tokens x several output rows) reuses every loaded
-//     vector many times, so the speed is the FMA throughput.
-// Work is split over output rows with the ThreadPool; the SIMD code is dispatched at run time
-// (Highway) to the best instruction set the CPU supports.
+//   * n < 12 (decode, short chunks): the weight rows are read one after the other -- one
+//     sequential stream per thread, which the hardware prefetcher follows at full memory
+//     bandwidth -- and each row is dotted with up to four tokens at a time;
+//   * n >= 12 (prefill): panels of weight rows are widened and transposed to f32 once per call
+//     and a register-blocked micro-kernel (6 tokens x 64 output rows with AVX-512) reuses every
+//     loaded vector many times, so the speed is the FMA throughput.
+// Work is split over output rows with the ThreadPool (runs of rows claimed dynamically, long
+// runs first); the SIMD code is dispatched at run time (Highway) to the best instruction set the
+// CPU supports.
 // Thread-safety: the functions are reentrant given distinct Workspaces and outputs.
 #pragma once
 

@@ -139,11 +139,7 @@ void EmbedRowsImpl(const WeightMatrix* table, const std::int32_t* ids, std::size
 
 std::int64_t ActiveTargetImpl() { return HWY_TARGET; }
 
-float DotImpl(const float* a, const float* b, std::size_t n) {
-  float out;
-  DotRows<1>(a, n, b, n, &out);
-  return out;
-}
+float DotImpl(const float* a, const float* b, std::size_t n) { return Dot1(a, b, n); }
 
 }  // namespace fgnet::cpu::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();

@@ -16,7 +16,7 @@
 
 #include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
-// DF, VF, DotRows.
+// DF, VF, Dot1.
 #include "backend/cpu/gemm-inl.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -101,6 +101,22 @@ HWY_INLINE void ScoresToProbs(float* s, std::size_t n, float scale, float softca
     });
   }
   SoftmaxRow(s, n);
+}
+
+// s = exp(softcap(s * scale) - m) over s[0, n), where m is the largest transformed score;
+// softcap <= 0 means none. Returns m and writes the sum of the exponentials to *sum.
+HWY_INLINE float ScoresToExp(float* s, std::size_t n, float scale, float softcap, float* sum) {
+  TransformInPlace(s, n, 0.0f, [scale](DF d, VF v) { return hn::Mul(v, hn::Set(d, scale)); });
+  if (softcap > 0.0f) {
+    TransformInPlace(s, n, 0.0f, [softcap](DF d, VF v) {
+      const VF vc = hn::Set(d, softcap);
+      return hn::Mul(hn::Tanh(d, hn::Div(v, vc)), vc);
+    });
+  }
+  const float mx = MaxOf(s, n);
+  TransformInPlace(s, n, 0.0f, [mx](DF d, VF v) { return hn::Exp(d, hn::Sub(v, hn::Set(d, mx))); });
+  *sum = SumOf(s, n);
+  return mx;
 }
 
 HWY_INLINE VF GeluTanh(DF d, VF x) {
