@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -10,7 +12,7 @@ namespace fgnet {
 namespace {
 
 std::string TempPath(const std::string& name) {
-  return ::testing::TempDir() + "/" + name;
+  return ::testing::TempDir() + "/fgnet_npy_" + std::to_string(::getpid()) + "_" + name;
 }
 
 TEST(Npy, WriteThenReadFloat32) {
