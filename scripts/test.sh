@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Builds fgnet and runs the whole test suite twice: optimised, then under ASan + UBSan.
+# Checks formatting, builds fgnet and runs the whole test suite twice: optimised, then under
+# ASan + UBSan.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 jobs="${FGNET_JOBS:-$(nproc)}"
+
+"$repo/scripts/lint.sh"
 
 "$repo/scripts/build.sh" release
 (cd "$repo/build" && ctest --output-on-failure -j "$jobs")

@@ -105,8 +105,8 @@ Result<std::uint64_t> WriteRandomCheckpoint(const Gemma3Config& config, const Sy
   std::vector<OwnedTensor> tensors;
   std::uint64_t stream = 0;
   auto add = [&](std::string name, std::vector<std::int64_t> shape, float stddev) {
-    tensors.push_back(
-        MakeTensor(std::move(name), std::move(shape), options.dtype, stddev, options.seed, stream++));
+    tensors.push_back(MakeTensor(std::move(name), std::move(shape), options.dtype, stddev,
+                                 options.seed, stream++));
   };
   add("model.embed_tokens.weight", {config.vocab_size, h}, options.weight_stddev);
   add("model.norm.weight", {h}, options.norm_stddev);
@@ -137,7 +137,7 @@ Result<std::uint64_t> WriteRandomCheckpoint(const Gemma3Config& config, const Sy
     total += t.bytes.size();
   }
   Gemma3Config written = config;
-  written.torch_dtype = options.dtype == DType::kF32 ? "float32"
+  written.torch_dtype = options.dtype == DType::kF32    ? "float32"
                         : options.dtype == DType::kBF16 ? "bfloat16"
                                                         : "float16";
   const std::string config_path = dir + "/config.json";

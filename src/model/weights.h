@@ -10,19 +10,19 @@
 namespace fgnet {
 
 struct Gemma3LayerWeights {
-  TensorView input_layernorm;           // [hidden]
-  TensorView q_proj;                    // [heads * head_dim, hidden]
-  TensorView k_proj;                    // [kv_heads * head_dim, hidden]
-  TensorView v_proj;                    // [kv_heads * head_dim, hidden]
-  TensorView o_proj;                    // [hidden, heads * head_dim]
-  TensorView q_norm;                    // [head_dim]
-  TensorView k_norm;                    // [head_dim]
-  TensorView post_attention_layernorm;  // [hidden]
-  TensorView pre_feedforward_layernorm; // [hidden]
-  TensorView gate_proj;                 // [intermediate, hidden]
-  TensorView up_proj;                   // [intermediate, hidden]
-  TensorView down_proj;                 // [hidden, intermediate]
-  TensorView post_feedforward_layernorm;// [hidden]
+  TensorView input_layernorm;             // [hidden]
+  TensorView q_proj;                      // [heads * head_dim, hidden]
+  TensorView k_proj;                      // [kv_heads * head_dim, hidden]
+  TensorView v_proj;                      // [kv_heads * head_dim, hidden]
+  TensorView o_proj;                      // [hidden, heads * head_dim]
+  TensorView q_norm;                      // [head_dim]
+  TensorView k_norm;                      // [head_dim]
+  TensorView post_attention_layernorm;    // [hidden]
+  TensorView pre_feedforward_layernorm;   // [hidden]
+  TensorView gate_proj;                   // [intermediate, hidden]
+  TensorView up_proj;                     // [intermediate, hidden]
+  TensorView down_proj;                   // [hidden, intermediate]
+  TensorView post_feedforward_layernorm;  // [hidden]
 };
 
 struct Gemma3Weights {

@@ -22,7 +22,9 @@ struct TensorView {
     for (auto d : shape) n *= d;
     return n;
   }
-  std::size_t num_bytes() const { return static_cast<std::size_t>(num_elements()) * DTypeSize(dtype); }
+  std::size_t num_bytes() const {
+    return static_cast<std::size_t>(num_elements()) * DTypeSize(dtype);
+  }
   int rank() const { return static_cast<int>(shape.size()); }
   std::int64_t dim(int i) const { return shape[static_cast<std::size_t>(i)]; }
   bool empty() const { return data == nullptr; }

@@ -11,9 +11,9 @@
 namespace fgnet {
 
 struct NpyArray {
-  std::string dtype;                 // numpy descr, e.g. "<f4", "<i4", "<i8"
+  std::string dtype;  // numpy descr, e.g. "<f4", "<i4", "<i8"
   std::vector<std::int64_t> shape;
-  std::vector<std::uint8_t> data;    // raw little-endian bytes, C order
+  std::vector<std::uint8_t> data;  // raw little-endian bytes, C order
 
   std::int64_t num_elements() const;
   // Returns the data as float32 (from <f4 or <f8) or an error naming the dtype.

@@ -32,10 +32,9 @@ class Philox {
 
   // The raw block for (key, stream, counter): exposed for tests and for stateless use.
   std::array<std::uint32_t, 4> Block(std::uint64_t counter) const {
-    std::array<std::uint32_t, 4> c = {static_cast<std::uint32_t>(counter),
-                                      static_cast<std::uint32_t>(counter >> 32),
-                                      static_cast<std::uint32_t>(stream_),
-                                      static_cast<std::uint32_t>(stream_ >> 32)};
+    std::array<std::uint32_t, 4> c = {
+        static_cast<std::uint32_t>(counter), static_cast<std::uint32_t>(counter >> 32),
+        static_cast<std::uint32_t>(stream_), static_cast<std::uint32_t>(stream_ >> 32)};
     std::uint32_t k0 = static_cast<std::uint32_t>(key_);
     std::uint32_t k1 = static_cast<std::uint32_t>(key_ >> 32);
     for (int round = 0; round < 10; ++round) {

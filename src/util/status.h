@@ -103,9 +103,9 @@ std::string DescribeComparison(const char* expr, const A& a, const B& b) {
 #define FGNET_CONCAT(a, b) FGNET_CONCAT_INNER(a, b)
 
 // Returns the error of a Status/Result expression from the enclosing function.
-#define FGNET_TRY(expr)                                      \
-  do {                                                       \
-    auto&& fgnet_try_result_ = (expr);                       \
+#define FGNET_TRY(expr)                                            \
+  do {                                                             \
+    auto&& fgnet_try_result_ = (expr);                             \
     if (!fgnet_try_result_.ok()) return fgnet_try_result_.error(); \
   } while (0)
 
@@ -117,19 +117,19 @@ std::string DescribeComparison(const char* expr, const A& a, const B& b) {
   if (!tmp.ok()) return tmp.error();                \
   lhs = std::move(tmp).value()
 
-#define FGNET_CHECK(cond)                                                      \
-  do {                                                                         \
-    if (!(cond)) ::fgnet::detail::CheckFailed(__FILE__, __LINE__, #cond);      \
+#define FGNET_CHECK(cond)                                                 \
+  do {                                                                    \
+    if (!(cond)) ::fgnet::detail::CheckFailed(__FILE__, __LINE__, #cond); \
   } while (0)
 
-#define FGNET_CHECK_OP(op, a, b)                                                         \
-  do {                                                                                   \
-    const auto& fgnet_a_ = (a);                                                          \
-    const auto& fgnet_b_ = (b);                                                          \
-    if (!(fgnet_a_ op fgnet_b_))                                                         \
-      ::fgnet::detail::CheckFailed(                                                      \
-          __FILE__, __LINE__,                                                            \
-          ::fgnet::detail::DescribeComparison(#a " " #op " " #b, fgnet_a_, fgnet_b_));   \
+#define FGNET_CHECK_OP(op, a, b)                                                       \
+  do {                                                                                 \
+    const auto& fgnet_a_ = (a);                                                        \
+    const auto& fgnet_b_ = (b);                                                        \
+    if (!(fgnet_a_ op fgnet_b_))                                                       \
+      ::fgnet::detail::CheckFailed(                                                    \
+          __FILE__, __LINE__,                                                          \
+          ::fgnet::detail::DescribeComparison(#a " " #op " " #b, fgnet_a_, fgnet_b_)); \
   } while (0)
 
 #define FGNET_CHECK_EQ(a, b) FGNET_CHECK_OP(==, a, b)

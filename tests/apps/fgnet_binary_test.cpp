@@ -116,8 +116,8 @@ TEST(FgnetBinaryTest, RuntimeErrorIsOneLine) {
 TEST(FgnetBinaryTest, BenchWritesReport) {
   TempDir dir;
   const std::string json_path = dir.File("bench.json");
-  const Outcome r =
-      RunFgnet({"bench", "--skip-model", "--bandwidth-mib", "2", "--repeat", "1", "--json", json_path});
+  const Outcome r = RunFgnet(
+      {"bench", "--skip-model", "--bandwidth-mib", "2", "--repeat", "1", "--json", json_path});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("| memory read bandwidth |"));
   auto json = ReadJsonFile(json_path);

@@ -252,9 +252,8 @@ TEST(FgnetCommandsTest, BenchModelOptions) {
 TEST(FgnetCommandsTest, BenchPrintsReportAndWritesJson) {
   TempDir dir;
   const std::string json_path = dir.File("bench.json");
-  const Outcome r = RunApp(
-      {"bench", "--skip-model", "--bandwidth-mib", "4", "--repeat", "2", "--threads", "2",
-       "--json", json_path});
+  const Outcome r = RunApp({"bench", "--skip-model", "--bandwidth-mib", "4", "--repeat", "2",
+                            "--threads", "2", "--json", json_path});
   ASSERT_EQ(r.code, kExitOk) << r.err;
   EXPECT_THAT(r.out, HasSubstr("| Field | Value |"));
   EXPECT_THAT(r.out, HasSubstr("| memory read bandwidth | "));

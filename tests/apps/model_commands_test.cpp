@@ -59,8 +59,8 @@ TEST(ModelCommands, LogitsMatchTransformers) {
     ids << id.get<int>();
   }
   TempDir tmp;
-  const Outcome r =
-      RunApp({"logits", "--model", dir, "--ids", ids.str(), "--out", tmp.File("l.npy"), "--threads", "2"});
+  const Outcome r = RunApp(
+      {"logits", "--model", dir, "--ids", ids.str(), "--out", tmp.File("l.npy"), "--threads", "2"});
   ASSERT_EQ(r.code, 0) << r.err;
   auto got = ReadNpy(tmp.File("l.npy"));
   auto want = ReadNpy(dir + "/logits.npy");
@@ -76,8 +76,8 @@ TEST(ModelCommands, LogitsMatchTransformers) {
 
 TEST(ModelCommands, LogitsRejectsIdsOutsideTheVocabulary) {
   TempDir tmp;
-  const Outcome r = RunApp({"logits", "--model", kParity + "mqa_bf16_v4", "--ids", "1,256",
-                            "--out", tmp.File("l.npy")});
+  const Outcome r = RunApp(
+      {"logits", "--model", kParity + "mqa_bf16_v4", "--ids", "1,256", "--out", tmp.File("l.npy")});
   EXPECT_EQ(r.code, kExitFailure);
   EXPECT_EQ(r.err,
             "fgnet logits: --ids: id 256 at index 1 is outside the vocabulary (256 tokens)\n");
@@ -103,7 +103,8 @@ TEST(ModelCommands, InspectDescribesTheCheckpoint) {
 }
 
 TEST(ModelCommands, TokenizeMatchesTokenizersReference) {
-  ASSERT_TRUE(std::ifstream(kNpmTokenizer).good()) << kNpmTokenizer << " missing: run scripts/setup.sh";
+  ASSERT_TRUE(std::ifstream(kNpmTokenizer).good())
+      << kNpmTokenizer << " missing: run scripts/setup.sh";
   const std::string fixtures = std::string(FGNET_TEST_DATA_DIR) + "/tokenizer/";
   const auto texts = ReadLines(fixtures + "corpus.jsonl", 40);
   const auto reference = ReadLines(fixtures + "reference_gemma3.jsonl", 40);
@@ -113,7 +114,8 @@ TEST(ModelCommands, TokenizeMatchesTokenizersReference) {
     std::ofstream in(tmp.File("in.jsonl"));
     for (const auto& line : texts) in << line << "\n";
   }
-  const Outcome r = RunApp({"tokenize", "--tokenizer", kNpmTokenizer, "--jsonl", tmp.File("in.jsonl")});
+  const Outcome r =
+      RunApp({"tokenize", "--tokenizer", kNpmTokenizer, "--jsonl", tmp.File("in.jsonl")});
   ASSERT_EQ(r.code, 0) << r.err;
   std::istringstream out(r.out);
   std::size_t i = 0;
@@ -126,7 +128,8 @@ TEST(ModelCommands, TokenizeMatchesTokenizersReference) {
 }
 
 TEST(ModelCommands, TokenizeNamesTheBadLine) {
-  ASSERT_TRUE(std::ifstream(kNpmTokenizer).good()) << kNpmTokenizer << " missing: run scripts/setup.sh";
+  ASSERT_TRUE(std::ifstream(kNpmTokenizer).good())
+      << kNpmTokenizer << " missing: run scripts/setup.sh";
   TempDir tmp;
   {
     std::ofstream in(tmp.File("in.jsonl"));
@@ -135,15 +138,16 @@ TEST(ModelCommands, TokenizeNamesTheBadLine) {
   const Outcome r =
       RunApp({"tokenize", "--tokenizer", kNpmTokenizer, "--jsonl", tmp.File("in.jsonl")});
   EXPECT_EQ(r.code, kExitFailure);
-  EXPECT_EQ(r.err, "fgnet tokenize: " + tmp.File("in.jsonl") +
-                       ":2: expected {\"text\": \"...\"}\n");
+  EXPECT_EQ(r.err,
+            "fgnet tokenize: " + tmp.File("in.jsonl") + ":2: expected {\"text\": \"...\"}\n");
 }
 
 // A tiny random model with the full 262,144-token vocabulary and FunctionGemma's tokenizer.
 class GenerateTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(std::ifstream(kNpmTokenizer).good()) << kNpmTokenizer << " missing: run scripts/setup.sh";
+    ASSERT_TRUE(std::ifstream(kNpmTokenizer).good())
+        << kNpmTokenizer << " missing: run scripts/setup.sh";
     Gemma3Config c = Gemma3_270MConfig();
     c.hidden_size = 8;
     c.intermediate_size = 16;
@@ -201,8 +205,8 @@ TEST_F(GenerateTest, ToolsNeedFunctionGemmaTokens) {
   auto gemma = ReadFileToString(kNpmTokenizer);
   ASSERT_TRUE(gemma.ok());
   std::ofstream(dir_.File("tokenizer.json"), std::ios::trunc) << *gemma;
-  const Outcome r = RunApp({"generate", "--model", model(), "--prompt", "Weather?", "--tools",
-                            dir_.File("tools.json")});
+  const Outcome r = RunApp(
+      {"generate", "--model", model(), "--prompt", "Weather?", "--tools", dir_.File("tools.json")});
   EXPECT_EQ(r.code, kExitFailure);
   EXPECT_THAT(r.err, StartsWith("fgnet generate: function calling needs FunctionGemma's"));
 }

@@ -1,8 +1,7 @@
 // Load rejects what it does not implement, and malformed files, with one-line errors that name
 // the file and the JSON path.
-#include <unistd.h>
-
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -21,8 +20,8 @@ using testing::MiniTokenizerJson;
 std::string TempDir(const std::string& name) {
   // Per process: ctest runs tests of this binary concurrently, and rewriting a file another
   // process has mapped would pull it from under that process.
-  const std::string dir = ::testing::TempDir() + "/fgnet_tokenizer_" + std::to_string(::getpid()) +
-                          "_" + name;
+  const std::string dir =
+      ::testing::TempDir() + "/fgnet_tokenizer_" + std::to_string(::getpid()) + "_" + name;
   std::filesystem::create_directories(dir);
   return dir;
 }

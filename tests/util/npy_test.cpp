@@ -1,7 +1,6 @@
 #include "util/npy.h"
 
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <cstdio>

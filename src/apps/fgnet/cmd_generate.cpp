@@ -105,8 +105,9 @@ Status RunGenerate(const ParsedArgs& args, CommandIo& io) {
   FGNET_ASSIGN_OR_RETURN(const std::string prompt_text, RenderPrompt(args, tokenizer));
   const std::vector<std::int32_t> prompt = tokenizer.Encode(prompt_text);
   FGNET_ASSIGN_OR_RETURN(const SamplingParams params, Sampling(args, loaded->generation));
-  const std::int64_t max_new = args.OptInt("max-tokens").value_or(
-      loaded->generation.max_new_tokens.value_or(kDefaultMaxTokens));
+  const std::int64_t max_new =
+      args.OptInt("max-tokens")
+          .value_or(loaded->generation.max_new_tokens.value_or(kDefaultMaxTokens));
   const std::int64_t context = loaded->checkpoint->config().max_position_embeddings;
   if (static_cast<std::int64_t>(prompt.size()) + max_new > context) {
     return MakeError("the prompt (", prompt.size(), " tokens) plus --max-tokens ", max_new,
@@ -115,8 +116,7 @@ Status RunGenerate(const ParsedArgs& args, CommandIo& io) {
   const std::vector<std::int32_t> stops = StopIds(tokenizer, *loaded);
 
   ThreadPool pool(ThreadsOption(args));
-  ModelSession session(*loaded->model, pool,
-                       static_cast<std::int64_t>(prompt.size()) + max_new);
+  ModelSession session(*loaded->model, pool, static_cast<std::int64_t>(prompt.size()) + max_new);
   const bool json = args.Switch("json");
   StreamDecoder stream(tokenizer);
   std::string text;
@@ -150,8 +150,7 @@ Status RunGenerate(const ParsedArgs& args, CommandIo& io) {
                 {"function_calls", calls},
                 {"finish_reason", std::string(FinishReasonName(result.finish_reason))},
                 {"usage", {{"prompt_tokens", prompt.size()}, {"completion_tokens", generated}}},
-                {"timings",
-                 {{"prefill_seconds", prefill_s}, {"decode_seconds", decode_s}}}};
+                {"timings", {{"prefill_seconds", prefill_s}, {"decode_seconds", decode_s}}}};
     if (result.stop_id) out["stop_token"] = std::string(tokenizer.IdToToken(*result.stop_id));
     if (!parsed.ok()) out["function_call_error"] = parsed.error().message();
     io.out << out.dump(2) << "\n";

@@ -66,8 +66,8 @@ void PrintText(const Checkpoint& checkpoint, std::ostream& out) {
     return v ? std::to_string(*v) : std::string("none");
   };
   out << "checkpoint   " << checkpoint.dir() << "\n"
-      << "model        " << c.model_type << (c.multimodal ? " (text model of a multimodal gemma3)" : "")
-      << "\n"
+      << "model        " << c.model_type
+      << (c.multimodal ? " (text model of a multimodal gemma3)" : "") << "\n"
       << "layers       " << c.num_hidden_layers << " (" << c.num_hidden_layers - global
       << " sliding, window " << c.sliding_window << "; " << global << " global)\n"
       << "widths       hidden " << c.hidden_size << ", intermediate " << c.intermediate_size
@@ -76,8 +76,8 @@ void PrintText(const Checkpoint& checkpoint, std::ostream& out) {
       << "rope         global theta " << c.rope_theta_global << " (scale " << c.rope_scaling_global
       << "), sliding theta " << c.rope_theta_local << " (scale " << c.rope_scaling_local << ")\n"
       << "attention    query_pre_attn_scalar " << c.query_pre_attn_scalar << ", softcap "
-      << cap(c.attn_logit_softcapping) << "; final logit softcap "
-      << cap(c.final_logit_softcapping) << "\n"
+      << cap(c.attn_logit_softcapping) << "; final logit softcap " << cap(c.final_logit_softcapping)
+      << "\n"
       << "embeddings   " << (c.tie_word_embeddings ? "tied" : "untied") << "; max positions "
       << c.max_position_embeddings << "\n"
       << "parameters   " << checkpoint.num_model_parameters() << "\n"

@@ -48,12 +48,13 @@ Status RunSynth(const ParsedArgs& args, CommandIo& io) {
     FGNET_ASSIGN_OR_RETURN(tokenizer_json,
                            MakeFunctionGemmaTokenizerJson(tokenizer_json, tokenizer_path));
   }
-  FGNET_ASSIGN_OR_RETURN(const Tokenizer tokenizer, Tokenizer::FromJson(tokenizer_json, tokenizer_path));
+  FGNET_ASSIGN_OR_RETURN(const Tokenizer tokenizer,
+                         Tokenizer::FromJson(tokenizer_json, tokenizer_path));
   // Gemma 3's tokenizer has one token past the 270M's vocab_size (<image_soft_token>, used
   // only by the multimodal models); a smaller tokenizer cannot be this model's.
   if (tokenizer.vocab_size() < config->vocab_size) {
-    return MakeError(tokenizer_path, ": the tokenizer has ", tokenizer.vocab_size(),
-                     " tokens; ", like, " has ", config->vocab_size);
+    return MakeError(tokenizer_path, ": the tokenizer has ", tokenizer.vocab_size(), " tokens; ",
+                     like, " has ", config->vocab_size);
   }
 
   SynthOptions options;
@@ -66,9 +67,12 @@ Status RunSynth(const ParsedArgs& args, CommandIo& io) {
   FGNET_TRY(WriteText(dir + "/tokenizer.json", tokenizer_json));
   // The sampling defaults Gemma 3 270M and FunctionGemma publish; stops on <eos> and
   // <end_of_turn> (FunctionGemma also on <start_function_response>, added by the generator).
-  const Json generation = {{"bos_token_id", 2},   {"eos_token_id", {1, 106}},
-                           {"pad_token_id", 0},   {"do_sample", true},
-                           {"top_k", 64},         {"top_p", 0.95},
+  const Json generation = {{"bos_token_id", 2},
+                           {"eos_token_id", {1, 106}},
+                           {"pad_token_id", 0},
+                           {"do_sample", true},
+                           {"top_k", 64},
+                           {"top_p", 0.95},
                            {"cache_implementation", "hybrid"}};
   FGNET_TRY(WriteText(dir + "/generation_config.json", generation.dump(2) + "\n"));
   io.err << "wrote " << bytes / (1024 * 1024) << " MiB of weights, config.json, tokenizer.json ("

@@ -56,8 +56,7 @@ Status RunTokenize(const ParsedArgs& args, CommandIo& io) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
     FGNET_ASSIGN_OR_RETURN(
-        std::string out,
-        ProcessLine(tokenizer, line, decode, name + ":" + std::to_string(number)));
+        std::string out, ProcessLine(tokenizer, line, decode, name + ":" + std::to_string(number)));
     io.out << out << '\n';
   }
   if (in->bad()) return MakeError(name, ": read error");
@@ -67,8 +66,8 @@ Status RunTokenize(const ParsedArgs& args, CommandIo& io) {
 }  // namespace
 
 void AddTokenizeCommand(App& app) {
-  CommandSpec& c = app.AddCommand("tokenize", "Encode or decode JSON Lines with a tokenizer.json.",
-                                  RunTokenize);
+  CommandSpec& c =
+      app.AddCommand("tokenize", "Encode or decode JSON Lines with a tokenizer.json.", RunTokenize);
   c.Description(
       "Each input line is a JSON object {\"text\": \"...\"}; each output line is {\"ids\": "
       "[...]}, the token ids of the text with no BOS or EOS added. With --decode, input lines are "

@@ -112,8 +112,7 @@ Result<ModelBenchResult> BenchModel(const Gemma3Model& model, const Gemma3Weight
   return result;
 }
 
-std::vector<Measurement> ModelMeasurements(const ModelBenchResult& r,
-                                           const ModelBenchOptions& o,
+std::vector<Measurement> ModelMeasurements(const ModelBenchResult& r, const ModelBenchOptions& o,
                                            double read_bandwidth_gb_s) {
   const std::string best = "best of " + std::to_string(o.repeat);
   std::vector<Measurement> rows = {
@@ -130,10 +129,10 @@ std::vector<Measurement> ModelMeasurements(const ModelBenchResult& r,
        "weights read per token x decode tokens/s"},
   };
   if (read_bandwidth_gb_s > 0) {
-    rows.push_back({"decode bandwidth / memory read bandwidth",
-                    100.0 * r.decode_weight_gb_per_s / read_bandwidth_gb_s, "%",
-                    "memory read bandwidth measured in this run: " +
-                        Fmt("%.1f GB/s", read_bandwidth_gb_s)});
+    rows.push_back(
+        {"decode bandwidth / memory read bandwidth",
+         100.0 * r.decode_weight_gb_per_s / read_bandwidth_gb_s, "%",
+         "memory read bandwidth measured in this run: " + Fmt("%.1f GB/s", read_bandwidth_gb_s)});
   }
   return rows;
 }

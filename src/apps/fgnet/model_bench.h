@@ -18,8 +18,8 @@ struct ModelBenchOptions {
   std::int64_t prompt_tokens = 512;  // prefill measurement
   std::int64_t decode_prompt = 128;  // prompt before the decode measurement
   std::int64_t decode_tokens = 128;
-  int repeat = 3;                    // best of
-  std::uint64_t seed = 0;            // of the random prompt ids
+  int repeat = 3;          // best of
+  std::uint64_t seed = 0;  // of the random prompt ids
 };
 
 struct ModelBenchResult {
