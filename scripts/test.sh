@@ -13,4 +13,4 @@ jobs="${FGNET_JOBS:-$(nproc)}"
 "$repo/scripts/build.sh" asan
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-(cd "$repo/build-asan" && ctest --output-on-failure -j "$jobs" -LE slow)
+(cd "$repo/build-asan" && ctest --output-on-failure -j "$jobs")
