@@ -14,7 +14,9 @@
 // kernels alone (GEMV bandwidth, GEMM GFLOP/s, attention) on the same shapes.
 //
 // Usage: forward_bench [--threads N] [--prefill N] [--prompt N] [--decode N] [--reps N]
-//                      [--kernels 0|1]
+//                      [--kernels 0|1] [--no-avx512 1] [--no-avx2 1]
+// --no-avx512 / --no-avx2 keep the dispatcher off those instruction sets, to measure the
+// kernels a CPU without them would run.
 
 #include <algorithm>
 #include <chrono>
@@ -31,6 +33,7 @@
 #include "backend/cpu/attention.h"
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/ops.h"
+#include "hwy/targets.h"
 #include "model/gemma3_model.h"
 
 namespace fgnet {
@@ -304,6 +307,10 @@ int Main(int argc, char** argv) {
       reps = static_cast<int>(value);
     } else if (flag == "--kernels") {
       kernels = value != 0;
+    } else if (flag == "--no-avx512") {
+      if (value != 0) hwy::DisableTargets(HWY_AVX3 | HWY_AVX3_DL);
+    } else if (flag == "--no-avx2") {
+      if (value != 0) hwy::DisableTargets(HWY_AVX3 | HWY_AVX3_DL | HWY_AVX2);
     } else {
       std::fprintf(stderr, "forward_bench: unknown flag %s\n", flag.c_str());
       return 2;
