@@ -4,8 +4,8 @@
 //
 // Reports, for the given thread count:
 //   * the machine's read bandwidth (all threads streaming a fresh 1 GiB buffer, and the weights
-//     themselves; sampled before and after the model runs), the reference for the decode
-//     figure;
+//     themselves; sampled before and after the model runs, the weights also between decode
+//     steps), the reference for the decode figure;
 //   * prefill: tokens/s of one Forward of --prefill tokens (default 512) on an empty cache,
 //     logits of the last token only;
 //   * decode: tokens/s of batch-1 steps after a --prompt token prompt (default 128), and the
@@ -369,6 +369,12 @@ int Main(int argc, char** argv) {
   if (!model->Forward(std::span(tokens).first(prompt), kv, pool, LogitsMode::kLast, &logits).ok())
     return 1;
   for (std::size_t i = 0; i < decode; ++i) {
+    // The memory bandwidth of this kind of machine drifts within seconds: sample the weights'
+    // read bandwidth between the steps too.
+    if (i % 8 == 0) {
+      ReadBandwidth(reinterpret_cast<const std::uint64_t*>(rw.arena_data()), rw.arena_bytes() / 8,
+                    pool, 1, &weight_bw_samples);
+    }
     const auto t0 = Clock::now();
     const Status s = model->Forward(std::span(tokens).subspan(prompt + i, 1), kv, pool,
                                     LogitsMode::kLast, &logits);
