@@ -3,8 +3,9 @@
 // window 512, layers 5/11/17 global, tied embeddings).
 //
 // Reports, for the given thread count:
-//   * the machine's read bandwidth (all threads streaming a 1 GiB buffer with the SIMD dot
-//     kernel, sampled before and after the model runs), the reference for the decode figure;
+//   * the machine's read bandwidth (all threads streaming a fresh 1 GiB buffer, and the weights
+//     themselves; sampled before and after the model runs, the weights also between decode
+//     steps), the reference for the decode figure;
 //   * prefill: tokens/s of one Forward of --prefill tokens (default 512) on an empty cache,
 //     logits of the last token only;
 //   * decode: tokens/s of batch-1 steps after a --prompt token prompt (default 128), and the
@@ -13,7 +14,9 @@
 // kernels alone (GEMV bandwidth, GEMM GFLOP/s, attention) on the same shapes.
 //
 // Usage: forward_bench [--threads N] [--prefill N] [--prompt N] [--decode N] [--reps N]
-//                      [--kernels 0|1]
+//                      [--kernels 0|1] [--no-avx512 1] [--no-avx2 1]
+// --no-avx512 / --no-avx2 keep the dispatcher off those instruction sets, to measure the
+// kernels a CPU without them would run.
 
 #include <algorithm>
 #include <chrono>
@@ -30,6 +33,7 @@
 #include "backend/cpu/attention.h"
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/ops.h"
+#include "hwy/targets.h"
 #include "model/gemma3_model.h"
 
 namespace fgnet {
@@ -134,6 +138,8 @@ class RandomWeights {
     }
   }
   const Gemma3Weights& weights() const { return weights_; }
+  const void* arena_data() const { return arena_.data(); }
+  std::size_t arena_bytes() const { return arena_.size() * sizeof(std::uint16_t); }
 
   // Bytes of weights one decode step reads: every layer matrix plus the (tied) output matrix;
   // the embedding gather reads one row.
@@ -160,27 +166,31 @@ class RandomWeights {
   Gemma3Weights weights_;
 };
 
-// Read bandwidth of all pool threads streaming `buffer` with the SIMD dot-product kernel, one
-// sample per run, bytes/s.
-void ReadBandwidth(const cpu::AlignedVector<float>& buffer, ThreadPool& pool, int reps,
+// Read bandwidth of all pool threads streaming `words` 64-bit words at `data` (each thread a
+// contiguous part), one sample per run, bytes/s.
+void ReadBandwidth(const std::uint64_t* data, std::size_t words, ThreadPool& pool, int reps,
                    std::vector<double>* samples) {
   const std::size_t threads = pool.num_threads();
-  const std::size_t per = buffer.size() / threads;
-  std::vector<float> sinks(threads * 16, 0.0f);
+  const std::size_t per = words / threads / 8 * 8;
+  std::vector<std::uint64_t> sinks(threads * 8, 0);
   for (int r = 0; r < reps; ++r) {
     const auto t0 = Clock::now();
     pool.ParallelFor(threads, 1, [&](std::size_t begin, std::size_t end, std::size_t thread) {
       for (std::size_t part = begin; part < end; ++part) {
-        const float* p = buffer.data() + part * per;
-        sinks[thread * 16] += cpu::Dot(p, p, per);
+        const std::uint64_t* p = data + part * per;
+        std::uint64_t acc[8] = {};
+        for (std::size_t i = 0; i < per; i += 8) {
+          for (std::size_t j = 0; j < 8; ++j) acc[j] += p[i + j];
+        }
+        for (std::uint64_t a : acc) sinks[thread * 8] += a;
       }
     });
     const double s = Seconds(t0, Clock::now());
-    samples->push_back(static_cast<double>(per * threads * sizeof(float)) / s);
+    samples->push_back(static_cast<double>(per * threads * 8) / s);
   }
-  float x = 0.0f;
-  for (float v : sinks) x += v;
-  if (x == 42.0f) std::puts("");  // keeps the loads
+  std::uint64_t x = 0;
+  for (auto v : sinks) x += v;
+  if (x == 42) std::puts("");  // keeps the loads
 }
 
 std::string CpuModel() {
@@ -297,6 +307,10 @@ int Main(int argc, char** argv) {
       reps = static_cast<int>(value);
     } else if (flag == "--kernels") {
       kernels = value != 0;
+    } else if (flag == "--no-avx512") {
+      if (value != 0) hwy::DisableTargets(HWY_AVX3 | HWY_AVX3_DL);
+    } else if (flag == "--no-avx2") {
+      if (value != 0) hwy::DisableTargets(HWY_AVX3 | HWY_AVX3_DL | HWY_AVX2);
     } else {
       std::fprintf(stderr, "forward_bench: unknown flag %s\n", flag.c_str());
       return 2;
@@ -312,11 +326,17 @@ int Main(int argc, char** argv) {
   }
   ThreadPool pool(threads);
 
-  // Machine read bandwidth: sampled before and after the model runs, median of all samples.
-  cpu::AlignedVector<float> stream(std::size_t{1} << 28);  // 1 GiB
-  std::fill(stream.begin(), stream.end(), 1.0f);
-  std::vector<double> bw_samples;
-  ReadBandwidth(stream, pool, 5, &bw_samples);
+  // Machine read bandwidth, sampled before and after the model runs (median of all samples), on
+  // a fresh 1 GiB buffer and on the weights themselves (the memory a decode step reads).
+  cpu::AlignedVector<std::uint64_t> stream(std::size_t{1} << 27);  // 1 GiB
+  for (std::size_t i = 0; i < stream.size(); ++i) stream[i] = i * 0x9E3779B97F4A7C15ull;
+  std::vector<double> bw_samples, weight_bw_samples;
+  const auto probe = [&] {
+    ReadBandwidth(stream.data(), stream.size(), pool, 3, &bw_samples);
+    ReadBandwidth(reinterpret_cast<const std::uint64_t*>(rw.arena_data()), rw.arena_bytes() / 8,
+                  pool, 3, &weight_bw_samples);
+  };
+  probe();
   if (kernels) KernelTable(config, rw.weights(), pool, reps);
 
   std::vector<std::int32_t> tokens(std::max(prefill, prompt + decode));
@@ -349,15 +369,22 @@ int Main(int argc, char** argv) {
   if (!model->Forward(std::span(tokens).first(prompt), kv, pool, LogitsMode::kLast, &logits).ok())
     return 1;
   for (std::size_t i = 0; i < decode; ++i) {
+    // The memory bandwidth of this kind of machine drifts within seconds: sample the weights'
+    // read bandwidth between the steps too.
+    if (i % 8 == 0) {
+      ReadBandwidth(reinterpret_cast<const std::uint64_t*>(rw.arena_data()), rw.arena_bytes() / 8,
+                    pool, 1, &weight_bw_samples);
+    }
     const auto t0 = Clock::now();
     const Status s = model->Forward(std::span(tokens).subspan(prompt + i, 1), kv, pool,
                                     LogitsMode::kLast, &logits);
     step_s.push_back(Seconds(t0, Clock::now()));
     if (!s.ok()) return 1;
   }
-  ReadBandwidth(stream, pool, 5, &bw_samples);
+  probe();
   stream = {};
   const double machine_bw = Median(bw_samples);
+  const double weights_read_bw = Median(weight_bw_samples);
   const double step = Median(step_s);
   const double decode_tps = 1.0 / step;
   const double bytes = static_cast<double>(rw.DecodeBytesPerToken());
@@ -368,21 +395,26 @@ int Main(int argc, char** argv) {
   std::printf("| machine | %s, %zu threads, kernels %s |\n", cpu.c_str(), threads,
               cpu::ActiveTargetName());
   std::printf("| commit | %s |\n", FGNET_BENCH_COMMIT);
-  std::printf("| read bandwidth (all threads) | %.1f GB/s |\n", machine_bw / 1e9);
+  std::printf("| read bandwidth, all threads: fresh 1 GiB / the weights | %.1f / %.1f GB/s |\n",
+              machine_bw / 1e9, weights_read_bw / 1e9);
   std::printf("| prefill %zu tokens | %.1f tok/s (%.1f ms, median of %d after a warm-up) |\n",
               prefill, prefill_tps, Median(prefill_s) * 1e3, reps);
   std::printf("| decode after %zu-token prompt | %.1f tok/s (%.2f ms/token, median of %zu) |\n",
               prompt, decode_tps, step * 1e3, decode);
   std::printf("| weights read per token | %.1f MB |\n", bytes / 1e6);
-  std::printf("| decode weight bandwidth | %.1f GB/s = %.0f%% of read bandwidth |\n",
-              weight_bw / 1e9, 100.0 * weight_bw / machine_bw);
+  std::printf(
+      "| decode weight bandwidth | %.1f GB/s = %.0f%% of the weights' read bandwidth, %.0f%% of "
+      "the fresh buffer's |\n",
+      weight_bw / 1e9, 100.0 * weight_bw / weights_read_bw, 100.0 * weight_bw / machine_bw);
   std::printf(
       "{\"bench\":\"forward\",\"cpu\":\"%s\",\"threads\":%zu,\"target\":\"%s\",\"commit\":\"%s\","
-      "\"read_bw_gbs\":%.2f,\"prefill_tokens\":%zu,\"prefill_tps\":%.1f,\"prompt\":%zu,"
+      "\"read_bw_gbs\":%.2f,\"weights_read_bw_gbs\":%.2f,\"prefill_tokens\":%zu,\"prefill_tps\":%."
+      "1f,\"prompt\":%zu,"
       "\"decode_tps\":%.2f,\"decode_ms\":%.3f,\"weight_bytes_per_token\":%.0f,\"decode_bw_gbs\":%."
       "2f}\n",
-      cpu.c_str(), threads, cpu::ActiveTargetName(), FGNET_BENCH_COMMIT, machine_bw / 1e9, prefill,
-      prefill_tps, prompt, decode_tps, step * 1e3, bytes, weight_bw / 1e9);
+      cpu.c_str(), threads, cpu::ActiveTargetName(), FGNET_BENCH_COMMIT, machine_bw / 1e9,
+      weights_read_bw / 1e9, prefill, prefill_tps, prompt, decode_tps, step * 1e3, bytes,
+      weight_bw / 1e9);
   return 0;
 }
 

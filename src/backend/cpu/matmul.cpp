@@ -22,12 +22,24 @@ inline constexpr std::size_t kStreamRowsPerItem = 32;
 inline constexpr std::size_t kMaxOutputs = 8;
 
 // y[t, r] for rows [r0, r1) of w and every token t. Rows are read one after the other, so the
-// matrix is one sequential stream that the hardware prefetcher follows at full bandwidth
-// (interleaving several rows measured at half the bandwidth); each row is dotted with up to
-// four tokens at a time, and further tokens reuse it from L1.
+// matrix is a sequential stream that the hardware prefetcher follows at full bandwidth
+// (interleaving several adjacent rows measured at half the bandwidth); with one token, the two
+// halves of the run are read side by side as two streams; with more, each row is dotted with up
+// to four tokens at a time, and further tokens reuse it from L1.
 template <typename T>
 void StreamRows(const float* x, std::size_t n, std::size_t ldx, const T* w, std::size_t K,
                 std::size_t r0, std::size_t r1, float* y, std::size_t ldy) {
+  if (n == 1) {
+    // Decode: the two halves of the run as two sequential streams.
+    const std::size_t half = (r1 - r0) / 2;
+    for (std::size_t i = 0; i < half; ++i) {
+      const std::size_t ra = r0 + i;
+      const std::size_t rb = r0 + half + i;
+      DotRowPair(w + ra * K, w + rb * K, x, K, y + ra, y + rb);
+    }
+    if (r0 + 2 * half < r1) y[r1 - 1] = Dot1(w + (r1 - 1) * K, x, K);
+    return;
+  }
   for (std::size_t r = r0; r < r1; ++r) {
     const T* row = w + r * K;
     std::size_t t = 0;
