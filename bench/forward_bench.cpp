@@ -35,6 +35,7 @@
 #include "backend/cpu/ops.h"
 #include "hwy/targets.h"
 #include "model/gemma3_model.h"
+#include "model/synth.h"
 
 namespace fgnet {
 namespace {
@@ -43,27 +44,6 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
-}
-
-Gemma3Config Config270M() {
-  Gemma3Config c;
-  c.vocab_size = 262144;
-  c.hidden_size = 640;
-  c.intermediate_size = 2048;
-  c.num_hidden_layers = 18;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 1;
-  c.head_dim = 256;
-  c.max_position_embeddings = 32768;
-  c.sliding_window = 512;
-  for (int l = 0; l < 18; ++l) {
-    c.layer_types.push_back(l % 6 == 5 ? LayerType::kGlobal : LayerType::kSliding);
-  }
-  c.rope_theta_local = 10'000.0;
-  c.rope_theta_global = 1'000'000.0;
-  c.query_pre_attn_scalar = 256.0;
-  c.rms_norm_eps = 1e-6;
-  return c;
 }
 
 // Random BF16 tensors in one arena.
@@ -316,7 +296,7 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
-  const Gemma3Config config = Config270M();
+  const Gemma3Config config = Gemma3_270MConfig();
   std::fprintf(stderr, "forward_bench: making random BF16 weights of the 270M shapes...\n");
   const RandomWeights rw(config);
   auto model = Gemma3Model::Create(config, rw.weights());
