@@ -12,6 +12,13 @@
 namespace fgnet {
 namespace {
 constexpr int kSpinIterations = 1 << 14;
+// The claim word: loop number (32 bits) | chunk count (16 bits) | next chunk (16 bits). Keeping
+// the count in the word means a claim never reads a field the next loop may be rewriting.
+constexpr std::size_t kMaxChunks = 1u << 15;
+std::uint64_t ClaimWord(std::uint32_t loop, std::uint32_t chunks, std::uint32_t next) {
+  return (static_cast<std::uint64_t>(loop) << 32) | (static_cast<std::uint64_t>(chunks) << 16) |
+         next;
+}
 }  // namespace
 
 ThreadPool::ThreadPool(std::size_t num_threads) {
@@ -27,38 +34,50 @@ ThreadPool::ThreadPool(std::size_t num_threads) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    stop_.store(true, std::memory_order_release);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
+    stop_ = true;
+    loop_.fetch_add(1, std::memory_order_acq_rel);
   }
   wake_.notify_all();
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::RunChunks(std::size_t thread_index) {
+void ThreadPool::RunChunks(std::uint32_t loop, std::size_t thread_index) {
+  std::uint64_t claim = claim_.load(std::memory_order_acquire);
   for (;;) {
-    const std::size_t begin = next_.fetch_add(chunk_, std::memory_order_relaxed);
-    if (begin >= n_) break;
+    if (static_cast<std::uint32_t>(claim >> 32) != loop) return;  // a later loop has started
+    const auto chunks = static_cast<std::uint32_t>((claim >> 16) & 0xffff);
+    const auto chunk = static_cast<std::uint32_t>(claim & 0xffff);
+    if (chunk >= chunks) return;
+    if (!claim_.compare_exchange_weak(claim, claim + 1, std::memory_order_acq_rel,
+                                      std::memory_order_acquire)) {
+      continue;  // `claim` was reloaded
+    }
+    const std::size_t begin = static_cast<std::size_t>(chunk) * chunk_;
     (*fn_)(begin, std::min(n_, begin + chunk_), thread_index);
+    done_.fetch_add(1, std::memory_order_acq_rel);
+    claim = claim_.load(std::memory_order_acquire);
   }
 }
 
 void ThreadPool::WorkerLoop(std::size_t thread_index) {
-  std::uint64_t seen = 0;
+  std::uint32_t seen = 0;
   for (;;) {
     // Spin first: loops of a decode step follow each other within microseconds.
     int spins = 0;
-    while (generation_.load(std::memory_order_acquire) == seen && spins < kSpinIterations) {
+    while (loop_.load(std::memory_order_acquire) == seen && spins < kSpinIterations) {
       FGNET_CPU_RELAX();
       ++spins;
     }
-    if (generation_.load(std::memory_order_acquire) == seen) {
+    if (loop_.load(std::memory_order_acquire) == seen) {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+      wake_.wait(lock, [&] { return loop_.load(std::memory_order_acquire) != seen; });
     }
-    seen = generation_.load(std::memory_order_acquire);
-    if (stop_.load(std::memory_order_acquire)) return;
-    RunChunks(thread_index);
-    pending_workers_.fetch_sub(1, std::memory_order_acq_rel);
+    seen = loop_.load(std::memory_order_acquire);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (stop_) return;
+    }
+    RunChunks(seen, thread_index);
   }
 }
 
@@ -73,17 +92,22 @@ void ThreadPool::ParallelFor(std::size_t n, std::size_t grain, const RangeFn& fn
   // About four chunks per thread balances load without much scheduling traffic.
   const std::size_t target_chunks = threads * 4;
   chunk_ = std::max(grain, (n + target_chunks - 1) / target_chunks);
+  chunk_ = std::max(chunk_, (n + kMaxChunks - 1) / kMaxChunks);
   fn_ = &fn;
   n_ = n;
-  next_.store(0, std::memory_order_relaxed);
-  pending_workers_.store(workers_.size(), std::memory_order_relaxed);
+  num_chunks_ = static_cast<std::uint32_t>((n + chunk_ - 1) / chunk_);
+  done_.store(0, std::memory_order_relaxed);
+  std::uint32_t loop;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
+    loop = loop_.load(std::memory_order_relaxed) + 1;
+    claim_.store(ClaimWord(loop, num_chunks_, 0), std::memory_order_release);
+    loop_.store(loop, std::memory_order_release);
   }
   wake_.notify_all();
-  RunChunks(0);
-  while (pending_workers_.load(std::memory_order_acquire) != 0) {
+  RunChunks(loop, 0);
+  // Wait for chunks that workers claimed and are still running; unclaimed ones do not exist.
+  while (done_.load(std::memory_order_acquire) != num_chunks_) {
     FGNET_CPU_RELAX();
   }
   fn_ = nullptr;

@@ -1,7 +1,9 @@
 // A fixed pool of worker threads for data-parallel loops. Passed explicitly to whoever needs it
 // (no global pool). The calling thread takes part in every loop, so a pool of N threads has N-1
 // workers. Workers spin briefly before sleeping, which keeps the per-loop cost of the many small
-// loops of a decode step low.
+// loops of a decode step low. A loop waits only for the chunks that were claimed, never for a
+// worker that has not woken up: when other processes hold the cores, the caller simply runs
+// more of the chunks itself instead of stalling for a scheduler time slice.
 // Thread-safety: ParallelFor may be called from one thread at a time.
 #pragma once
 
@@ -33,20 +35,24 @@ class ThreadPool {
 
  private:
   void WorkerLoop(std::size_t thread_index);
-  void RunChunks(std::size_t thread_index);
+  // Claims and runs chunks of loop `loop` until none is left (or another loop has started).
+  void RunChunks(std::uint32_t loop, std::size_t thread_index);
 
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::atomic<std::uint64_t> generation_{0};
-  std::atomic<bool> stop_{false};
+  std::atomic<std::uint32_t> loop_{0};  // bumped to start a loop (and at shutdown)
+  bool stop_ = false;                   // guarded by mutex_
 
-  // The loop in flight.
+  // The loop in flight. Written before `claim_` publishes the loop; read only by a thread that
+  // has claimed one of its chunks, which the caller waits for before it writes them again.
   const RangeFn* fn_ = nullptr;
   std::size_t n_ = 0;
   std::size_t chunk_ = 1;
-  std::atomic<std::size_t> next_{0};
-  std::atomic<std::size_t> pending_workers_{0};
+  std::uint32_t num_chunks_ = 0;  // read by the caller only
+  // The loop number, its chunk count and the next chunk to claim (see thread_pool.cpp).
+  std::atomic<std::uint64_t> claim_{0};
+  std::atomic<std::uint32_t> done_{0};  // chunks of the current loop that have finished
 };
 
 }  // namespace fgnet
