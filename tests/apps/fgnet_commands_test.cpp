@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "apps/fgnet/commands.h"
+#include "run_app.h"
 #include "test_files.h"
 #include "util/json.h"
 
@@ -18,22 +19,11 @@ using testing::At;
 using testing::CountLines;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using testing::Outcome;
+using testing::RunApp;
 using ::testing::StartsWith;
 using testing::TempDir;
 using testing::WriteFile;
-
-struct Outcome {
-  int code;
-  std::string out;
-  std::string err;
-};
-
-Outcome RunApp(const std::vector<std::string>& args) {
-  const App app = MakeFgnetApp();
-  std::ostringstream out, err;
-  const int code = app.Run(args, out, err);
-  return {code, out.str(), err.str()};
-}
 
 Result<ParsedArgs> Parse(const std::string& command, const std::vector<std::string>& args) {
   const App app = MakeFgnetApp();

@@ -12,6 +12,7 @@
 
 #include "apps/fgnet/commands.h"
 #include "model/synth.h"
+#include "run_app.h"
 #include "test_files.h"
 #include "tokenizer/functiongemma_vocab.h"
 #include "util/json.h"
@@ -22,21 +23,10 @@ namespace fgnet::cli {
 namespace {
 
 using ::testing::HasSubstr;
+using testing::Outcome;
+using testing::RunApp;
 using ::testing::StartsWith;
 using testing::TempDir;
-
-struct Outcome {
-  int code;
-  std::string out;
-  std::string err;
-};
-
-Outcome RunApp(const std::vector<std::string>& args) {
-  const App app = MakeFgnetApp();
-  std::ostringstream out, err;
-  const int code = app.Run(args, out, err);
-  return {code, out.str(), err.str()};
-}
 
 const std::string kParity = std::string(FGNET_TEST_DATA_DIR) + "/parity/";
 const std::string kNpmTokenizer =
