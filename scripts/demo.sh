@@ -15,8 +15,10 @@ if [ -z "$model" ]; then
   fi
 fi
 
-echo "== fgnet inspect $model"
-"$fgnet" inspect "$model" | head -n 14
+echo "== fgnet inspect $model (first lines; the whole report is in build/demo/inspect.txt)"
+mkdir -p "$repo/build/demo"
+"$fgnet" inspect "$model" > "$repo/build/demo/inspect.txt"
+head -n 14 "$repo/build/demo/inspect.txt"
 
 echo "== fgnet generate (FunctionGemma tool calling; random weights give random text)"
 "$fgnet" generate --model "$model" --messages "$repo/examples/weather_messages.json" \

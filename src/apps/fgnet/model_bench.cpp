@@ -132,7 +132,7 @@ std::vector<Measurement> ModelMeasurements(const ModelBenchResult& r, const Mode
     rows.push_back(
         {"decode bandwidth / memory read bandwidth",
          100.0 * r.decode_weight_gb_per_s / read_bandwidth_gb_s, "%",
-         "memory read bandwidth measured in this run: " + Fmt("%.1f GB/s", read_bandwidth_gb_s)});
+         "the better memory read bandwidth of this run: " + Fmt("%.1f GB/s", read_bandwidth_gb_s)});
   }
   return rows;
 }
