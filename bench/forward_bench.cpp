@@ -25,10 +25,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <string>
 #include <vector>
 
+#include "apps/fgnet/machine_info.h"
+#include "apps/fgnet/mem_bandwidth.h"
 #include "backend/cpu/aligned.h"
 #include "backend/cpu/attention.h"
 #include "backend/cpu/matmul.h"
@@ -151,18 +152,13 @@ class RandomWeights {
 void ReadBandwidth(const std::uint64_t* data, std::size_t words, ThreadPool& pool, int reps,
                    std::vector<double>* samples) {
   const std::size_t threads = pool.num_threads();
-  const std::size_t per = words / threads / 8 * 8;
-  std::vector<std::uint64_t> sinks(threads * 8, 0);
+  const std::size_t per = words / threads;
+  std::vector<std::uint64_t> sinks(threads, 0);
   for (int r = 0; r < reps; ++r) {
     const auto t0 = Clock::now();
     pool.ParallelFor(threads, 1, [&](std::size_t begin, std::size_t end, std::size_t thread) {
       for (std::size_t part = begin; part < end; ++part) {
-        const std::uint64_t* p = data + part * per;
-        std::uint64_t acc[8] = {};
-        for (std::size_t i = 0; i < per; i += 8) {
-          for (std::size_t j = 0; j < 8; ++j) acc[j] += p[i + j];
-        }
-        for (std::uint64_t a : acc) sinks[thread * 8] += a;
+        sinks[thread] += cli::SumWords(data + part * per, per);
       }
     });
     const double s = Seconds(t0, Clock::now());
@@ -171,18 +167,6 @@ void ReadBandwidth(const std::uint64_t* data, std::size_t words, ThreadPool& poo
   std::uint64_t x = 0;
   for (auto v : sinks) x += v;
   if (x == 42) std::puts("");  // keeps the loads
-}
-
-std::string CpuModel() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      const auto colon = line.find(':');
-      return colon == std::string::npos ? line : line.substr(colon + 2);
-    }
-  }
-  return "unknown";
 }
 
 double Median(std::vector<double> v) {
@@ -370,7 +354,7 @@ int Main(int argc, char** argv) {
   const double bytes = static_cast<double>(rw.DecodeBytesPerToken());
   const double weight_bw = bytes / step;
 
-  const std::string cpu = CpuModel();
+  const std::string cpu = cli::DescribeMachine().cpu_model;
   std::printf("| metric | value |\n|---|---|\n");
   std::printf("| machine | %s, %zu threads, kernels %s |\n", cpu.c_str(), threads,
               cpu::ActiveTargetName());
