@@ -7,7 +7,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 packages=(
   build-essential cmake ninja-build pkg-config git
   libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libhwy-dev
+  nlohmann-json3-dev libhwy-dev libssl-dev
   clang-format clang-tidy
 )
 missing=()

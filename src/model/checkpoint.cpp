@@ -5,10 +5,13 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <mutex>
 #include <set>
 #include <utility>
 
 #include "model/io_util.h"
+#include "model/safetensors.h"
+#include "util/sha256.h"
 
 namespace fgnet {
 namespace {
@@ -29,7 +32,7 @@ std::string ShapeOf(const std::vector<Dim>& dims) {
 // Binds named tensors, checking each against the shape the config implies.
 class Binder {
  public:
-  Binder(const SafetensorsSet& set, const std::string& config_path, std::set<std::string>* used)
+  Binder(const TensorIndex& set, const std::string& config_path, std::set<std::string>* used)
       : set_(set), config_path_(config_path), used_(used) {}
 
   // `why` explains, for a missing tensor, which config value requires it.
@@ -62,7 +65,7 @@ class Binder {
   }
 
  private:
-  const SafetensorsSet& set_;
+  const TensorIndex& set_;
   const std::string& config_path_;
   std::set<std::string>* used_;
 };
@@ -72,7 +75,7 @@ struct Layout {
   std::string lm_head;  // the untied output matrix
 };
 
-Result<Layout> FindLayout(const SafetensorsSet& set) {
+Result<Layout> FindLayout(const TensorIndex& set) {
   const Layout candidates[] = {{"model.", "lm_head.weight"},
                                {"language_model.model.", "language_model.lm_head.weight"},
                                {"model.language_model.", "lm_head.weight"}};
@@ -94,7 +97,7 @@ Result<Layout> FindLayout(const SafetensorsSet& set) {
 }
 
 // Tensors of layers the config does not have mean the config and the weights disagree.
-Status CheckNoExtraLayers(const SafetensorsSet& set, const std::string& prefix,
+Status CheckNoExtraLayers(const TensorIndex& set, const std::string& prefix,
                           const Gemma3Config& c, const std::string& config_path) {
   const std::string layers = prefix + "layers.";
   for (auto it = set.all().lower_bound(layers); it != set.all().end(); ++it) {
@@ -108,7 +111,7 @@ Status CheckNoExtraLayers(const SafetensorsSet& set, const std::string& prefix,
     if (index >= c.num_hidden_layers) {
       return MakeError(config_path, ": num_hidden_layers ", c.num_hidden_layers,
                        " disagrees with tensor ", QuoteName(name), " of shape ",
-                       ShapeToString(it->second.shape), " in ", set.FileOf(name), " (layer ", index,
+                       ShapeToString(it->second.view.shape), " in ", it->second.file, " (layer ", index,
                        " is past the last layer ", c.num_hidden_layers - 1, ")");
     }
   }
@@ -119,22 +122,64 @@ std::uint64_t Elements(const TensorView& v) { return static_cast<std::uint64_t>(
 
 }  // namespace
 
+struct Checkpoint::HashCache {
+  std::once_flag once;
+  std::string value;
+};
+
+std::string_view CheckpointFormatName(CheckpointFormat f) {
+  switch (f) {
+    case CheckpointFormat::kHuggingFace:
+      return "huggingface";
+    case CheckpointFormat::kRdrr:
+      return "rdrr";
+    case CheckpointFormat::kGguf:
+      return "gguf";
+    case CheckpointFormat::kInMemory:
+      return "in-memory";
+  }
+  return "?";
+}
+
 Result<Checkpoint> Checkpoint::Open(const std::string& dir) {
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0) {
     return MakeError(dir, ": cannot open checkpoint directory: ", std::strerror(errno));
   }
   if (!S_ISDIR(st.st_mode)) return MakeError(dir, ": not a checkpoint directory");
-  Checkpoint ck;
-  ck.dir_ = dir;
-  ck.config_path_ = JoinPath(dir, "config.json");
-  if (!IsRegularFile(ck.config_path_)) {
-    return MakeError(ck.config_path_, ": missing (a checkpoint directory needs config.json)");
+  Parts parts;
+  parts.format = CheckpointFormat::kHuggingFace;
+  parts.path = dir;
+  parts.side_dir = dir;
+  parts.config_path = JoinPath(dir, "config.json");
+  if (!IsRegularFile(parts.config_path)) {
+    return MakeError(parts.config_path, ": missing (a checkpoint directory needs config.json)");
   }
-  FGNET_ASSIGN_OR_RETURN(ck.config_, LoadGemma3Config(ck.config_path_));
+  FGNET_ASSIGN_OR_RETURN(parts.config, LoadGemma3Config(parts.config_path));
   FGNET_ASSIGN_OR_RETURN(SafetensorsSet set, SafetensorsSet::OpenDirectory(dir));
-  ck.tensors_ = std::make_unique<SafetensorsSet>(std::move(set));
-  const SafetensorsSet& tensors = *ck.tensors_;
+  auto owned = std::make_shared<SafetensorsSet>(std::move(set));
+  parts.tensors = TensorIndex(owned->source());
+  for (const auto& [name, view] : owned->all()) parts.tensors.Add(name, view, owned->FileOf(name));
+  parts.storage = std::move(owned);
+  return FromTensors(std::move(parts));
+}
+
+Result<Checkpoint> Checkpoint::FromTensors(Parts parts) {
+  Checkpoint ck;
+  ck.format_ = parts.format;
+  ck.dir_ = std::move(parts.path);
+  ck.side_dir_ = std::move(parts.side_dir);
+  ck.config_path_ = std::move(parts.config_path);
+  ck.config_ = std::move(parts.config);
+  ck.tensors_ = std::move(parts.tensors);
+  ck.storage_ = std::move(parts.storage);
+  ck.weights_.norms_include_one = parts.norms_include_one;
+  ck.quantization_ = std::move(parts.quantization);
+  ck.hash_ = std::make_shared<HashCache>();
+  if (!parts.content_hash.empty()) {
+    std::call_once(ck.hash_->once, [&] { ck.hash_->value = std::move(parts.content_hash); });
+  }
+  const TensorIndex& tensors = ck.tensors_;
   const Gemma3Config& c = ck.config_;
 
   FGNET_ASSIGN_OR_RETURN(const Layout layout, FindLayout(tensors));
@@ -190,7 +235,7 @@ Result<Checkpoint> Checkpoint::Open(const std::string& dir) {
     FGNET_TRY(bind(&l.down_proj, "mlp.down_proj.weight", {hidden, inter}));
     FGNET_TRY(bind(&l.post_feedforward_layernorm, "post_feedforward_layernorm.weight", {hidden}));
   }
-  for (const auto& [name, view] : tensors.all()) {
+  for (const auto& [name, entry] : tensors.all()) {
     if (!used.contains(name)) ck.unused_.push_back(name);
   }
   return ck;
@@ -211,8 +256,46 @@ std::uint64_t Checkpoint::num_model_parameters() const {
   return total;
 }
 
+const std::string& Checkpoint::content_hash() const {
+  std::call_once(hash_->once, [this] {
+    Sha256 h;
+    h.Update("fgnet-model/1");
+    h.Update(Gemma3ConfigToJson(config_).dump());
+    const auto put = [&h](const std::string& name, const TensorView& t) {
+      h.Update(name);
+      h.Update(DTypeName(t.dtype));
+      h.Update(ShapeToString(t.shape));
+      h.Update(t.data, t.num_bytes());
+    };
+    const Gemma3Weights& w = weights_;
+    put("model.embed_tokens.weight", w.embed_tokens);
+    put("model.norm.weight", w.norm);
+    if (!config_.tie_word_embeddings) put("lm_head.weight", w.lm_head);
+    for (std::size_t i = 0; i < w.layers.size(); ++i) {
+      const Gemma3LayerWeights& l = w.layers[i];
+      const std::string p = "model.layers." + std::to_string(i) + ".";
+      put(p + "input_layernorm.weight", l.input_layernorm);
+      put(p + "self_attn.q_proj.weight", l.q_proj);
+      put(p + "self_attn.k_proj.weight", l.k_proj);
+      put(p + "self_attn.v_proj.weight", l.v_proj);
+      put(p + "self_attn.o_proj.weight", l.o_proj);
+      put(p + "self_attn.q_norm.weight", l.q_norm);
+      put(p + "self_attn.k_norm.weight", l.k_norm);
+      put(p + "post_attention_layernorm.weight", l.post_attention_layernorm);
+      put(p + "pre_feedforward_layernorm.weight", l.pre_feedforward_layernorm);
+      put(p + "mlp.gate_proj.weight", l.gate_proj);
+      put(p + "mlp.up_proj.weight", l.up_proj);
+      put(p + "mlp.down_proj.weight", l.down_proj);
+      put(p + "post_feedforward_layernorm.weight", l.post_feedforward_layernorm);
+    }
+    hash_->value = h.FinishHex();
+  });
+  return hash_->value;
+}
+
 std::string Checkpoint::SideFile(const char* name) const {
-  std::string path = JoinPath(dir_, name);
+  if (side_dir_.empty()) return {};
+  std::string path = JoinPath(side_dir_, name);
   return IsRegularFile(path) ? path : std::string();
 }
 

@@ -45,10 +45,14 @@ Result<cpu::WeightMatrix> Matrix(const TensorView& t, const std::string& name, s
   return cpu::WeightMatrix::FromTensor(t);
 }
 
-// The f32 factor (1 + w) of Gemma's RMSNorm, computed as transformers does: 1.0 + w.float().
-Result<std::vector<float>> NormScale(const TensorView& t, const std::string& name,
-                                     std::int64_t dim) {
+// The f32 factor (1 + w) of Gemma's RMSNorm, computed as transformers does: 1.0 + w.float(), or
+// read as it is where the file stores the factor.
+Result<std::vector<float>> NormScale(const TensorView& t, const std::string& name, std::int64_t dim,
+                                     bool includes_one) {
   FGNET_TRY(CheckShape(t, name, {dim}));
+  if (IsQuantized(t.dtype))
+    return MakeError("tensor '", name, "' is ", DTypeName(t.dtype), ": norms must be F32, BF16 or F16");
+  const float one = includes_one ? 0.0f : 1.0f;
   std::vector<float> scale(static_cast<std::size_t>(dim));
   for (std::size_t i = 0; i < scale.size(); ++i) {
     float w = 0.0f;
@@ -62,8 +66,10 @@ Result<std::vector<float>> NormScale(const TensorView& t, const std::string& nam
       case DType::kF16:
         w = F16ToF32(t.as<std::uint16_t>()[i]);
         break;
+      default:
+        break;
     }
-    scale[i] = 1.0f + w;
+    scale[i] = one + w;
   }
   return scale;
 }
@@ -203,7 +209,10 @@ Result<Gemma3Model> Gemma3Model::Create(const Gemma3Config& config, const Gemma3
   } else {
     FGNET_ASSIGN_OR_RETURN(m.lm_head, Matrix(weights.lm_head, "lm_head.weight", V, H));
   }
-  FGNET_ASSIGN_OR_RETURN(m.final_norm, NormScale(weights.norm, "model.norm.weight", H));
+  const auto norm = [&weights](const TensorView& t, const std::string& name, std::int64_t dim) {
+    return NormScale(t, name, dim, weights.norms_include_one);
+  };
+  FGNET_ASSIGN_OR_RETURN(m.final_norm, norm(weights.norm, "model.norm.weight", H));
 
   m.layers.resize(weights.layers.size());
   for (std::size_t l = 0; l < weights.layers.size(); ++l) {
@@ -217,16 +226,16 @@ Result<Gemma3Model> Gemma3Model::Create(const Gemma3Config& config, const Gemma3
     FGNET_ASSIGN_OR_RETURN(p.gate, Matrix(w.gate_proj, name("mlp.gate_proj"), I, H));
     FGNET_ASSIGN_OR_RETURN(p.up, Matrix(w.up_proj, name("mlp.up_proj"), I, H));
     FGNET_ASSIGN_OR_RETURN(p.down, Matrix(w.down_proj, name("mlp.down_proj"), H, I));
-    FGNET_ASSIGN_OR_RETURN(p.input_norm, NormScale(w.input_layernorm, name("input_layernorm"), H));
-    FGNET_ASSIGN_OR_RETURN(p.post_attention_norm, NormScale(w.post_attention_layernorm,
+    FGNET_ASSIGN_OR_RETURN(p.input_norm, norm(w.input_layernorm, name("input_layernorm"), H));
+    FGNET_ASSIGN_OR_RETURN(p.post_attention_norm, norm(w.post_attention_layernorm,
                                                             name("post_attention_layernorm"), H));
-    FGNET_ASSIGN_OR_RETURN(p.pre_feedforward_norm, NormScale(w.pre_feedforward_layernorm,
+    FGNET_ASSIGN_OR_RETURN(p.pre_feedforward_norm, norm(w.pre_feedforward_layernorm,
                                                              name("pre_feedforward_layernorm"), H));
     FGNET_ASSIGN_OR_RETURN(
         p.post_feedforward_norm,
-        NormScale(w.post_feedforward_layernorm, name("post_feedforward_layernorm"), H));
-    FGNET_ASSIGN_OR_RETURN(p.q_norm, NormScale(w.q_norm, name("self_attn.q_norm"), HD));
-    FGNET_ASSIGN_OR_RETURN(p.k_norm, NormScale(w.k_norm, name("self_attn.k_norm"), HD));
+        norm(w.post_feedforward_layernorm, name("post_feedforward_layernorm"), H));
+    FGNET_ASSIGN_OR_RETURN(p.q_norm, norm(w.q_norm, name("self_attn.q_norm"), HD));
+    FGNET_ASSIGN_OR_RETURN(p.k_norm, norm(w.k_norm, name("self_attn.k_norm"), HD));
     p.sliding = c.is_sliding(static_cast<std::int64_t>(l));
   }
 

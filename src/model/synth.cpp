@@ -8,6 +8,7 @@
 
 #include "model/safetensors.h"
 #include "util/rng.h"
+#include "util/status.h"
 
 namespace fgnet {
 namespace {
@@ -53,6 +54,8 @@ OwnedTensor MakeTensor(std::string name, std::vector<std::int64_t> shape, DType 
         std::memcpy(t.bytes.data() + index * 2, &h, 2);
         break;
       }
+      default:
+        FGNET_CHECK(false && "synth writes float tensors only");
     }
   }
   return t;

@@ -1,6 +1,8 @@
 // The tensors of a Gemma 3 text model, as views into mmapped checkpoint files.
-// Linear weights are [out_features, in_features], row-major, in F32, BF16 or F16.
-// Norm weights are the stored `w` of RMSNorm's (1 + w) factor, shape [dim].
+// Linear weights are [out_features, in_features], row-major, in F32, BF16, F16 or a quantized
+// type (rows of blocks, see tensor/dtype.h). Norm weights are float tensors of shape [dim]: the
+// stored `w` of RMSNorm's (1 + w) factor, or, where `norms_include_one` is set (GGUF files, which
+// store the factor itself), 1 + w.
 #pragma once
 
 #include <vector>
@@ -30,6 +32,7 @@ struct Gemma3Weights {
   TensorView norm;          // [hidden], the final norm
   TensorView lm_head;       // [vocab, hidden]; the same view as embed_tokens when tied
   std::vector<Gemma3LayerWeights> layers;
+  bool norms_include_one = false;
 };
 
 }  // namespace fgnet

@@ -10,8 +10,24 @@ std::string_view DTypeName(DType t) {
       return "F16";
     case DType::kBF16:
       return "BF16";
+    case DType::kQ8_0:
+      return "Q8_0";
+    case DType::kQ4_0:
+      return "Q4_0";
+    case DType::kQ4_K:
+      return "Q4_K";
+    case DType::kQ6_K:
+      return "Q6_K";
   }
   return "?";
+}
+
+std::optional<DType> ParseDTypeName(std::string_view name) {
+  for (DType t : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_0, DType::kQ4_K,
+                  DType::kQ6_K}) {
+    if (name == DTypeName(t)) return t;
+  }
+  return std::nullopt;
 }
 
 std::optional<DType> ParseSafetensorsDType(std::string_view name) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -22,8 +23,12 @@ struct TensorView {
     for (auto d : shape) n *= d;
     return n;
   }
+  // Quantized tensors are rows of blocks along the last dimension.
   std::size_t num_bytes() const {
-    return static_cast<std::size_t>(num_elements()) * DTypeSize(dtype);
+    if (shape.empty()) return DTypeRowBytes(dtype, 1);
+    const std::int64_t cols = shape.back();
+    return static_cast<std::size_t>(num_elements() / std::max<std::int64_t>(cols, 1)) *
+           DTypeRowBytes(dtype, static_cast<std::size_t>(cols));
   }
   int rank() const { return static_cast<int>(shape.size()); }
   std::int64_t dim(int i) const { return shape[static_cast<std::size_t>(i)]; }

@@ -6,6 +6,7 @@
 #include <numbers>
 
 #include "util/rng.h"
+#include "util/status.h"
 
 namespace fgnet::testing {
 
@@ -65,6 +66,8 @@ double RandomCheckpoint::At(const TensorView& t, std::size_t i) {
       return BF16ToF32(t.as<std::uint16_t>()[i]);
     case DType::kF16:
       return F16ToF32(t.as<std::uint16_t>()[i]);
+    default:
+      FGNET_CHECK(false && "quantized tensor in the float reference");
   }
   return 0.0;
 }

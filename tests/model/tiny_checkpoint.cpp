@@ -63,6 +63,8 @@ float ValueAt(const TensorView& view, std::int64_t i) {
       std::memcpy(&h, bytes + 2 * i, 2);
       return view.dtype == DType::kBF16 ? BF16ToF32(h) : F16ToF32(h);
     }
+    default:
+      FGNET_CHECK(false && "quantized tensor ");
   }
   return 0;
 }

@@ -24,12 +24,12 @@ Json Describe(const Checkpoint& checkpoint) {
   Json layer_types = Json::array();
   for (LayerType t : c.layer_types) layer_types.push_back(LayerTypeName(t));
   Json tensors = Json::array();
-  for (const auto& [name, view] : checkpoint.tensors().all()) {
+  for (const auto& [name, entry] : checkpoint.tensors().all()) {
     tensors.push_back({{"name", name},
-                       {"dtype", std::string(DTypeName(view.dtype))},
-                       {"shape", view.shape},
-                       {"bytes", view.num_bytes()},
-                       {"file", checkpoint.tensors().FileOf(name)}});
+                       {"dtype", std::string(DTypeName(entry.view.dtype))},
+                       {"shape", entry.view.shape},
+                       {"bytes", entry.view.num_bytes()},
+                       {"file", entry.file}});
   }
   Json bytes_by_dtype = Json::object();
   for (const auto& [dtype, bytes] : checkpoint.tensors().BytesByDType()) {
@@ -40,6 +40,7 @@ Json Describe(const Checkpoint& checkpoint) {
       {"config", config},
       {"layer_types", layer_types},
       {"parameters", checkpoint.num_model_parameters()},
+      {"format", std::string(CheckpointFormatName(checkpoint.format()))},
       {"tensor_count", checkpoint.tensors().all().size()},
       {"files", checkpoint.tensors().num_files()},
       {"weight_bytes", checkpoint.tensors().total_bytes()},
@@ -96,8 +97,9 @@ void PrintText(const Checkpoint& checkpoint, std::ostream& out) {
         << " tensors outside the text model (e.g. a vision tower)\n";
   }
   out << "tensors      " << checkpoint.tensors().all().size() << "\n";
-  for (const auto& [name, view] : checkpoint.tensors().all()) {
-    out << "  " << name << "  " << DTypeName(view.dtype) << " " << ShapeToString(view.shape)
+  for (const auto& [name, entry] : checkpoint.tensors().all()) {
+    out << "  " << name << "  " << DTypeName(entry.view.dtype) << " "
+        << ShapeToString(entry.view.shape)
         << "\n";
   }
 }

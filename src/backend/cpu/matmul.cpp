@@ -136,6 +136,8 @@ struct MatMulJob {
       case DType::kF16:
         Item<hwy::float16_t>(w, r0, outs[o].y, outs[o].ldy, panel);
         break;
+      default:
+        FGNET_CHECK(false && "quantized weights are not supported yet");
     }
   }
 };

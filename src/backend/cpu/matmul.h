@@ -35,7 +35,7 @@ struct WeightMatrix {
 
   // Views a rank-2 TensorView (FGNET_CHECKs the rank).
   static WeightMatrix FromTensor(const TensorView& t);
-  std::size_t num_bytes() const { return rows * cols * DTypeSize(dtype); }
+  std::size_t num_bytes() const { return rows * DTypeRowBytes(dtype, cols); }
 };
 
 // One product of a MatMulMany call: y [n, ldy] receives x . w^T in its first w->rows columns.

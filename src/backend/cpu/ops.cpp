@@ -133,6 +133,8 @@ void EmbedRowsImpl(const WeightMatrix* table, const std::int32_t* ids, std::size
       case DType::kF16:
         WidenRow(static_cast<const hwy::float16_t*>(table->data) + row, cols, scale, dst);
         break;
+      default:
+        FGNET_CHECK(false && "quantized embeddings are not supported yet");
     }
   }
 }

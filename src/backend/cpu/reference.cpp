@@ -18,6 +18,8 @@ float WeightAt(const WeightMatrix& w, std::size_t r, std::size_t c) {
       return BF16ToF32(static_cast<const std::uint16_t*>(w.data)[i]);
     case DType::kF16:
       return F16ToF32(static_cast<const std::uint16_t*>(w.data)[i]);
+    default:
+      FGNET_CHECK(false && "quantized weights are not supported by the reference yet");
   }
   return 0.0f;
 }
