@@ -97,8 +97,8 @@ Result<Layout> FindLayout(const TensorIndex& set) {
 }
 
 // Tensors of layers the config does not have mean the config and the weights disagree.
-Status CheckNoExtraLayers(const TensorIndex& set, const std::string& prefix,
-                          const Gemma3Config& c, const std::string& config_path) {
+Status CheckNoExtraLayers(const TensorIndex& set, const std::string& prefix, const Gemma3Config& c,
+                          const std::string& config_path) {
   const std::string layers = prefix + "layers.";
   for (auto it = set.all().lower_bound(layers); it != set.all().end(); ++it) {
     const std::string& name = it->first;
@@ -111,8 +111,8 @@ Status CheckNoExtraLayers(const TensorIndex& set, const std::string& prefix,
     if (index >= c.num_hidden_layers) {
       return MakeError(config_path, ": num_hidden_layers ", c.num_hidden_layers,
                        " disagrees with tensor ", QuoteName(name), " of shape ",
-                       ShapeToString(it->second.view.shape), " in ", it->second.file, " (layer ", index,
-                       " is past the last layer ", c.num_hidden_layers - 1, ")");
+                       ShapeToString(it->second.view.shape), " in ", it->second.file, " (layer ",
+                       index, " is past the last layer ", c.num_hidden_layers - 1, ")");
     }
   }
   return Ok();

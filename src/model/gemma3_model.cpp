@@ -51,7 +51,8 @@ Result<std::vector<float>> NormScale(const TensorView& t, const std::string& nam
                                      bool includes_one) {
   FGNET_TRY(CheckShape(t, name, {dim}));
   if (IsQuantized(t.dtype))
-    return MakeError("tensor '", name, "' is ", DTypeName(t.dtype), ": norms must be F32, BF16 or F16");
+    return MakeError("tensor '", name, "' is ", DTypeName(t.dtype),
+                     ": norms must be F32, BF16 or F16");
   const float one = includes_one ? 0.0f : 1.0f;
   std::vector<float> scale(static_cast<std::size_t>(dim));
   for (std::size_t i = 0; i < scale.size(); ++i) {
@@ -227,13 +228,12 @@ Result<Gemma3Model> Gemma3Model::Create(const Gemma3Config& config, const Gemma3
     FGNET_ASSIGN_OR_RETURN(p.up, Matrix(w.up_proj, name("mlp.up_proj"), I, H));
     FGNET_ASSIGN_OR_RETURN(p.down, Matrix(w.down_proj, name("mlp.down_proj"), H, I));
     FGNET_ASSIGN_OR_RETURN(p.input_norm, norm(w.input_layernorm, name("input_layernorm"), H));
-    FGNET_ASSIGN_OR_RETURN(p.post_attention_norm, norm(w.post_attention_layernorm,
-                                                            name("post_attention_layernorm"), H));
-    FGNET_ASSIGN_OR_RETURN(p.pre_feedforward_norm, norm(w.pre_feedforward_layernorm,
-                                                             name("pre_feedforward_layernorm"), H));
-    FGNET_ASSIGN_OR_RETURN(
-        p.post_feedforward_norm,
-        norm(w.post_feedforward_layernorm, name("post_feedforward_layernorm"), H));
+    FGNET_ASSIGN_OR_RETURN(p.post_attention_norm,
+                           norm(w.post_attention_layernorm, name("post_attention_layernorm"), H));
+    FGNET_ASSIGN_OR_RETURN(p.pre_feedforward_norm,
+                           norm(w.pre_feedforward_layernorm, name("pre_feedforward_layernorm"), H));
+    FGNET_ASSIGN_OR_RETURN(p.post_feedforward_norm, norm(w.post_feedforward_layernorm,
+                                                         name("post_feedforward_layernorm"), H));
     FGNET_ASSIGN_OR_RETURN(p.q_norm, norm(w.q_norm, name("self_attn.q_norm"), HD));
     FGNET_ASSIGN_OR_RETURN(p.k_norm, norm(w.k_norm, name("self_attn.k_norm"), HD));
     p.sliding = c.is_sliding(static_cast<std::int64_t>(l));

@@ -3,8 +3,8 @@
 // a Linear weight is [out_features, in_features].
 #pragma once
 
-#include <cstddef>
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>

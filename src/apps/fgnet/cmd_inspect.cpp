@@ -99,8 +99,7 @@ void PrintText(const Checkpoint& checkpoint, std::ostream& out) {
   out << "tensors      " << checkpoint.tensors().all().size() << "\n";
   for (const auto& [name, entry] : checkpoint.tensors().all()) {
     out << "  " << name << "  " << DTypeName(entry.view.dtype) << " "
-        << ShapeToString(entry.view.shape)
-        << "\n";
+        << ShapeToString(entry.view.shape) << "\n";
   }
 }
 
