@@ -113,13 +113,15 @@ struct Gemma3Model::Impl {
   std::vector<float> rope_cos[2], rope_sin[2];
   cpu::AttentionParams attention[2];
 
-  // Buffers of one pass over `c` tokens, carved from the cache's scratch.
+  // Buffers of one pass over `c` tokens, carved from the scratch.
   struct Buffers {
     float *x, *h, *q, *k, *v, *attn, *o, *gate, *up, *cos[2], *sin[2];
   };
+  using Segment = PassSegment;
   Buffers Carve(ForwardScratch& scratch, std::size_t c) const;
-  void RunChunk(std::span<const std::int32_t> ids, KVCache& kv, ThreadPool& pool, LogitsMode mode,
-                float* logits) const;
+  void RunPass(std::span<const Segment> segments, ThreadPool& pool, ForwardScratch& scratch) const;
+  void ApplyLora(LoraPlan& plan, std::size_t layer, std::initializer_list<LoraPlan::Site> sites,
+                 ThreadPool& pool, cpu::Workspace& ws) const;
   void WriteKV(KVCache& kv, std::size_t layer, std::int64_t first_pos, std::size_t c,
                const float* k, const float* v) const;
   std::size_t CacheSpans(const KVCache& kv, std::size_t layer, std::int64_t first_pos,
@@ -334,39 +336,57 @@ void Gemma3Model::Impl::WriteKV(KVCache& kv, std::size_t layer, std::int64_t fir
   }
 }
 
-void Gemma3Model::Impl::RunChunk(std::span<const std::int32_t> ids, KVCache& kv, ThreadPool& pool,
-                                 LogitsMode mode, float* logits) const {
-  const std::size_t c = ids.size();
-  const std::int64_t first_pos = kv.length();
-  ForwardScratch& scratch = kv.scratch();
+void Gemma3Model::Impl::ApplyLora(LoraPlan& plan, std::size_t layer,
+                                  std::initializer_list<LoraPlan::Site> sites, ThreadPool& pool,
+                                  cpu::Workspace& ws) const {
+  if (!plan.empty()) plan.Apply(layer, std::span<const LoraPlan::Site>(sites), pool, ws);
+}
+
+void Gemma3Model::Impl::RunPass(std::span<const Segment> segments, ThreadPool& pool,
+                                ForwardScratch& scratch) const {
+  const Segment& last = segments.back();
+  const std::size_t c = last.row + last.count;
   cpu::Workspace& ws = scratch.workspace;
   const Buffers b = Carve(scratch, c);
   // Decode-regime attention takes one float per visible key and thread: size that once for the
-  // whole cache, so that decoding never grows it.
+  // largest cache, so that decoding never grows it.
+  std::int64_t capacity = 0;
+  for (const Segment& seg : segments) capacity = std::max(capacity, seg.step->kv->capacity());
   ws.Reserve(pool.num_threads());
   for (std::size_t t = 0; t < pool.num_threads(); ++t) {
-    ws.ForThread(t, static_cast<std::size_t>(kv.capacity()));
+    ws.ForThread(t, static_cast<std::size_t>(capacity));
   }
   const std::size_t half = head_dim / 2;
 
-  cpu::EmbedRows(embed, ids, embed_scale, b.x);
-  // cos/sin of the chunk's positions: from the precomputed tables, or computed now.
-  const float* rope_c[2];
-  const float* rope_s[2];
-  for (int r = 0; r < 2; ++r) {
-    if (first_pos + static_cast<std::int64_t>(c) <= rope_positions) {
-      rope_c[r] = rope_cos[r].data() + static_cast<std::size_t>(first_pos) * half;
-      rope_s[r] = rope_sin[r].data() + static_cast<std::size_t>(first_pos) * half;
-      continue;
+  // Token ids, RoPE cos/sin of every row (from the precomputed tables, or computed now), and the
+  // rows each adapter applies to.
+  std::vector<std::int32_t>& ids = scratch.ids;
+  ids.resize(c);
+  LoraPlan& plan = scratch.lora;
+  plan.Clear();
+  for (const Segment& seg : segments) {
+    std::memcpy(ids.data() + seg.row, seg.step->tokens.data() + seg.offset,
+                seg.count * sizeof(std::int32_t));
+    for (int r = 0; r < 2; ++r) {
+      float* cos = b.cos[r] + seg.row * half;
+      float* sin = b.sin[r] + seg.row * half;
+      if (seg.first_pos + static_cast<std::int64_t>(seg.count) <= rope_positions) {
+        const std::size_t at = static_cast<std::size_t>(seg.first_pos) * half;
+        std::memcpy(cos, rope_cos[r].data() + at, seg.count * half * sizeof(float));
+        std::memcpy(sin, rope_sin[r].data() + at, seg.count * half * sizeof(float));
+      } else {
+        cpu::RopeTable(inv_freq[r].data(), half, seg.first_pos, seg.count, cos, sin);
+      }
     }
-    ForRows(pool, c, [&](std::size_t t0, std::size_t t1) {
-      cpu::RopeTable(inv_freq[r].data(), half, first_pos + static_cast<std::int64_t>(t0), t1 - t0,
-                     b.cos[r] + t0 * half, b.sin[r] + t0 * half);
-    });
-    rope_c[r] = b.cos[r];
-    rope_s[r] = b.sin[r];
+    for (const AdapterUse& use : seg.step->adapters) {
+      const std::int64_t skip = std::clamp<std::int64_t>(use.start - seg.first_pos, 0,
+                                                         static_cast<std::int64_t>(seg.count));
+      plan.Add(use.adapter, seg.row + static_cast<std::size_t>(skip), seg.row + seg.count,
+               use.scale);
+    }
   }
 
+  cpu::EmbedRows(embed, ids, embed_scale, b.x);
   for (std::size_t l = 0; l < layers.size(); ++l) {
     const LayerParams& p = layers[l];
     const int r = p.sliding ? 0 : 1;
@@ -376,22 +396,34 @@ void Gemma3Model::Impl::RunChunk(std::span<const std::int32_t> ids, KVCache& kv,
     });
     const cpu::MatMulOutput qkv[] = {{&p.q, b.q, q_dim}, {&p.k, b.k, kv_dim}, {&p.v, b.v, kv_dim}};
     cpu::MatMulMany(b.h, c, hidden, qkv, pool, ws);
+    ApplyLora(plan, l,
+              {{LoraModule::kQ, b.h, hidden, b.q, q_dim},
+               {LoraModule::kK, b.h, hidden, b.k, kv_dim},
+               {LoraModule::kV, b.h, hidden, b.v, kv_dim}},
+              pool, ws);
     ForRows(pool, c, [&](std::size_t t0, std::size_t t1) {
       const std::size_t n = t1 - t0;
       cpu::RMSNorm(b.q + t0 * q_dim, n * heads, head_dim, p.q_norm.data(), eps, b.q + t0 * q_dim);
       cpu::RMSNorm(b.k + t0 * kv_dim, n * kv_heads, head_dim, p.k_norm.data(), eps,
                    b.k + t0 * kv_dim);
-      cpu::RoPE(b.q + t0 * q_dim, n, heads, head_dim, rope_c[r] + t0 * half, rope_s[r] + t0 * half);
-      cpu::RoPE(b.k + t0 * kv_dim, n, kv_heads, head_dim, rope_c[r] + t0 * half,
-                rope_s[r] + t0 * half);
+      cpu::RoPE(b.q + t0 * q_dim, n, heads, head_dim, b.cos[r] + t0 * half, b.sin[r] + t0 * half);
+      cpu::RoPE(b.k + t0 * kv_dim, n, kv_heads, head_dim, b.cos[r] + t0 * half,
+                b.sin[r] + t0 * half);
     });
-    cpu::KVSpan spans[3];
-    std::size_t num_spans = CacheSpans(kv, l, first_pos, spans);
-    spans[num_spans++] = {b.k, b.v, kv_dim, first_pos, c};
-    cpu::Attention(b.q, c, first_pos, std::span<const cpu::KVSpan>(spans, num_spans), attention[r],
-                   b.attn, pool, ws);
-    WriteKV(kv, l, first_pos, c, b.k, b.v);
+    for (const Segment& seg : segments) {
+      KVCache& kv = *seg.step->kv;
+      float* k = b.k + seg.row * kv_dim;
+      float* v = b.v + seg.row * kv_dim;
+      cpu::KVSpan spans[3];
+      std::size_t num_spans = CacheSpans(kv, l, seg.first_pos, spans);
+      spans[num_spans++] = {k, v, kv_dim, seg.first_pos, seg.count};
+      cpu::Attention(b.q + seg.row * q_dim, seg.count, seg.first_pos,
+                     std::span<const cpu::KVSpan>(spans, num_spans), attention[r],
+                     b.attn + seg.row * q_dim, pool, ws);
+      WriteKV(kv, l, seg.first_pos, seg.count, k, v);
+    }
     cpu::MatMul(b.attn, c, q_dim, p.o, b.o, hidden, pool, ws);
+    ApplyLora(plan, l, {{LoraModule::kO, b.attn, q_dim, b.o, hidden}}, pool, ws);
     ForRows(pool, c, [&](std::size_t t0, std::size_t t1) {
       cpu::RMSNormAddTo(b.o + t0 * hidden, t1 - t0, hidden, p.post_attention_norm.data(), eps,
                         b.x + t0 * hidden);
@@ -402,79 +434,169 @@ void Gemma3Model::Impl::RunChunk(std::span<const std::int32_t> ids, KVCache& kv,
     const cpu::MatMulOutput gate_up[] = {{&p.gate, b.gate, intermediate},
                                          {&p.up, b.up, intermediate}};
     cpu::MatMulMany(b.h, c, hidden, gate_up, pool, ws);
+    ApplyLora(plan, l,
+              {{LoraModule::kGate, b.h, hidden, b.gate, intermediate},
+               {LoraModule::kUp, b.h, hidden, b.up, intermediate}},
+              pool, ws);
     ForRows(pool, c, [&](std::size_t t0, std::size_t t1) {
       cpu::GeluTanhMul(b.gate + t0 * intermediate, b.up + t0 * intermediate,
                        (t1 - t0) * intermediate, b.gate + t0 * intermediate);
     });
     cpu::MatMul(b.gate, c, intermediate, p.down, b.o, hidden, pool, ws);
+    ApplyLora(plan, l, {{LoraModule::kDown, b.gate, intermediate, b.o, hidden}}, pool, ws);
     ForRows(pool, c, [&](std::size_t t0, std::size_t t1) {
       cpu::RMSNormAddTo(b.o + t0 * hidden, t1 - t0, hidden, p.post_feedforward_norm.data(), eps,
                         b.x + t0 * hidden);
     });
   }
-  kv.Advance(static_cast<std::int64_t>(c));
+  for (const Segment& seg : segments) seg.step->kv->Advance(static_cast<std::int64_t>(seg.count));
 
-  if (mode == LogitsMode::kNone) return;
-  // Logits of the last row only, or of every row.
-  const std::size_t rows = mode == LogitsMode::kLast ? 1 : c;
-  const float* x = b.x + (c - rows) * hidden;
+  // Logits: the final norm of the rows that need them, gathered into b.h, then the output matmul
+  // straight into the destination when there is one, else into the scratch and copied out.
+  std::size_t rows = 0;
+  const Segment* only = nullptr;
+  std::size_t with_logits = 0;
+  for (const Segment& seg : segments) {
+    if (seg.logits == nullptr) continue;
+    const std::size_t n = seg.count - seg.logits_begin;
+    std::memcpy(b.o + rows * hidden, b.x + (seg.row + seg.logits_begin) * hidden,
+                n * hidden * sizeof(float));
+    rows += n;
+    only = &seg;
+    ++with_logits;
+  }
+  if (rows == 0) return;
   ForRows(pool, rows, [&](std::size_t t0, std::size_t t1) {
-    cpu::RMSNorm(x + t0 * hidden, t1 - t0, hidden, final_norm.data(), eps, b.h + t0 * hidden);
+    cpu::RMSNorm(b.o + t0 * hidden, t1 - t0, hidden, final_norm.data(), eps, b.h + t0 * hidden);
   });
-  cpu::MatMul(b.h, rows, hidden, lm_head, logits, vocab, pool, ws);
+  float* out = only->logits;
+  if (with_logits > 1) {
+    scratch.logits.resize(rows * vocab);
+    out = scratch.logits.data();
+  }
+  cpu::MatMul(b.h, rows, hidden, lm_head, out, vocab, pool, ws);
   if (final_softcap > 0.0f) {
     pool.ParallelFor(rows * vocab, 4096,
                      [&](std::size_t begin, std::size_t end, std::size_t /*t*/) {
-                       cpu::Softcap(logits + begin, end - begin, final_softcap);
+                       cpu::Softcap(out + begin, end - begin, final_softcap);
                      });
+  }
+  if (with_logits == 1) return;
+  std::size_t row = 0;
+  for (const Segment& seg : segments) {
+    if (seg.logits == nullptr) continue;
+    const std::size_t n = seg.count - seg.logits_begin;
+    std::memcpy(seg.logits, out + row * vocab, n * vocab * sizeof(float));
+    row += n;
   }
 }
 
-Status Gemma3Model::Forward(std::span<const std::int32_t> tokens, KVCache& kv, ThreadPool& pool,
-                            LogitsMode mode, std::vector<float>* logits) const {
+Status Gemma3Model::Validate(const SequenceStep& step, std::size_t index) const {
   const Impl& m = *impl_;
   const Gemma3Config& c = m.config;
-  // Validate everything before touching the cache.
+  const std::string where =
+      index == 0 ? "Forward: " : "Forward: sequence " + std::to_string(index) + ": ";
+  if (step.kv == nullptr) return MakeError(where, "no KV cache given");
+  const KVCache& kv = *step.kv;
   bool same_model = kv.num_layers() == c.num_hidden_layers && kv.row_size() == c.kv_dim() &&
                     kv.sliding_window() == c.sliding_window;
   for (std::int64_t l = 0; same_model && l < c.num_hidden_layers; ++l) {
     same_model = kv.is_sliding(l) == c.is_sliding(l);
   }
   if (!same_model)
-    return MakeError("Forward: the KV cache was made for a different model configuration");
-  for (std::size_t i = 0; i < tokens.size(); ++i) {
-    if (tokens[i] < 0 || tokens[i] >= c.vocab_size) {
-      return MakeError("Forward: token id ", tokens[i], " at index ", i, " is out of range [0, ",
+    return MakeError(where, "the KV cache was made for a different model configuration");
+  for (std::size_t i = 0; i < step.tokens.size(); ++i) {
+    if (step.tokens[i] < 0 || step.tokens[i] >= c.vocab_size) {
+      return MakeError(where, "token id ", step.tokens[i], " at index ", i, " is out of range [0, ",
                        c.vocab_size, ")");
     }
   }
-  const auto n = static_cast<std::int64_t>(tokens.size());
+  const auto n = static_cast<std::int64_t>(step.tokens.size());
   if (n > kv.capacity() - kv.length()) {
-    return MakeError("Forward: KV cache full: ", kv.length(), " cached positions + ", n,
+    return MakeError(where, "KV cache full: ", kv.length(), " cached positions + ", n,
                      " tokens exceed its capacity of ", kv.capacity());
   }
-  if (mode == LogitsMode::kLast && n == 0)
-    return MakeError("Forward: no tokens to compute logits for");
-  if (mode != LogitsMode::kNone && logits == nullptr)
-    return MakeError("Forward: no logits buffer given");
-
-  float* out = nullptr;
-  if (mode == LogitsMode::kLast) {
-    logits->resize(m.vocab);
-    out = logits->data();
-  } else if (mode == LogitsMode::kAll) {
-    logits->resize(static_cast<std::size_t>(n) * m.vocab);
-    out = logits->data();
-  } else if (logits != nullptr) {
-    logits->clear();
+  if (step.mode == LogitsMode::kLast && n == 0)
+    return MakeError(where, "no tokens to compute logits for");
+  if (step.mode != LogitsMode::kNone && step.logits == nullptr)
+    return MakeError(where, "no logits buffer given");
+  for (std::size_t i = 0; i < step.adapters.size(); ++i) {
+    const AdapterUse& use = step.adapters[i];
+    if (use.adapter == nullptr) return MakeError(where, "adapter ", i, " is null");
+    if (static_cast<std::int64_t>(use.adapter->layers.size()) != c.num_hidden_layers) {
+      return MakeError(where, "adapter '", use.adapter->name, "' has ", use.adapter->layers.size(),
+                       " layers but the model has ", c.num_hidden_layers);
+    }
+    if (!std::isfinite(use.scale))
+      return MakeError(where, "adapter '", use.adapter->name, "' has a non-finite scale");
+    if (use.start < 0)
+      return MakeError(where, "adapter '", use.adapter->name, "' starts at a negative position");
   }
-  for (std::size_t done = 0; done < tokens.size(); done += kMaxChunk) {
-    const std::size_t count = std::min(kMaxChunk, tokens.size() - done);
-    const bool last = done + count == tokens.size();
-    LogitsMode chunk_mode = mode;
-    if (mode == LogitsMode::kLast && !last) chunk_mode = LogitsMode::kNone;
-    float* chunk_logits = mode == LogitsMode::kAll ? out + done * m.vocab : out;
-    m.RunChunk(tokens.subspan(done, count), kv, pool, chunk_mode, chunk_logits);
+  return Ok();
+}
+
+Status Gemma3Model::Forward(std::span<const std::int32_t> tokens, KVCache& kv, ThreadPool& pool,
+                            LogitsMode mode, std::vector<float>* logits,
+                            std::span<const AdapterUse> adapters) const {
+  const SequenceStep step{tokens, &kv, mode, logits, adapters};
+  return ForwardBatch(std::span<const SequenceStep>(&step, 1), pool, kv.scratch());
+}
+
+Status Gemma3Model::ForwardBatch(std::span<const SequenceStep> steps, ThreadPool& pool,
+                                 ForwardScratch& scratch) const {
+  const Impl& m = *impl_;
+  // Validate everything before touching any cache.
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    FGNET_TRY(Validate(steps[i], steps.size() == 1 ? 0 : i));
+    for (std::size_t j = 0; j < i; ++j) {
+      if (steps[j].kv == steps[i].kv)
+        return MakeError("Forward: sequences ", j, " and ", i, " share one KV cache");
+    }
+  }
+  // Size the outputs; the first token of each step whose logits are wanted.
+  std::vector<std::size_t>& logits_from = scratch.logits_from;
+  logits_from.assign(steps.size(), 0);
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    const SequenceStep& step = steps[i];
+    const std::size_t n = step.tokens.size();
+    if (step.mode == LogitsMode::kLast) {
+      step.logits->resize(m.vocab);
+      logits_from[i] = n - 1;
+    } else if (step.mode == LogitsMode::kAll) {
+      step.logits->resize(n * m.vocab);
+    } else {
+      if (step.logits != nullptr) step.logits->clear();
+      logits_from[i] = n;
+    }
+  }
+  // Passes of at most kMaxChunk rows, filled with the steps' tokens in order; a step may span
+  // several passes.
+  std::vector<Impl::Segment>& segments = scratch.segments;
+  std::size_t step = 0, done = 0;  // the next token to place: steps[step].tokens[done]
+  while (step < steps.size()) {
+    segments.clear();
+    std::size_t rows = 0;
+    while (step < steps.size() && rows < kMaxChunk) {
+      const SequenceStep& s = steps[step];
+      const std::size_t count = std::min(kMaxChunk - rows, s.tokens.size() - done);
+      if (count > 0) {
+        Impl::Segment seg{&s, done, count, rows, s.kv->length(), count, nullptr};
+        const std::size_t first_logit = std::max(logits_from[step], done);
+        if (first_logit < done + count) {
+          seg.logits_begin = first_logit - done;
+          seg.logits = s.logits->data() +
+                       (s.mode == LogitsMode::kAll ? first_logit * m.vocab : std::size_t{0});
+        }
+        segments.push_back(seg);
+        rows += count;
+        done += count;
+      }
+      if (done == s.tokens.size()) {
+        ++step;
+        done = 0;
+      }
+    }
+    if (!segments.empty()) m.RunPass(segments, pool, scratch);
   }
   return Ok();
 }

@@ -4,6 +4,11 @@
 // Forward processes a chunk of any size in passes of at most 512 tokens; each pass attends to the
 // cached positions plus its own fresh keys, so chunked prefill is exact. Working memory lives in
 // the KVCache (KVCache::scratch()) and is reused, so steady-state decoding allocates nothing.
+//
+// Adapters: each sequence of a forward carries its own adapter set (AdapterUse: none, one, or a
+// weighted mix of LoRA adapters), applied unmerged as y = W x + sum_i s_i * B_i (A_i x) at every
+// adapted projection; ForwardBatch runs several sequences, with different adapter sets, in one
+// pass whose matmuls they share (see model/lora_apply.h for how rows are grouped by adapter).
 // Thread-safety: a Gemma3Model is immutable after construction and may be shared by threads,
 // each with its own KVCache (and ThreadPool).
 #pragma once
@@ -15,6 +20,7 @@
 
 #include "model/config.h"
 #include "model/kv_cache.h"
+#include "model/lora.h"
 #include "model/weights.h"
 #include "util/status.h"
 #include "util/thread_pool.h"
@@ -25,6 +31,24 @@ enum class LogitsMode : std::uint8_t {
   kNone,  // only fill the KV cache (e.g. a prefix)
   kLast,  // logits of the last token only: [vocab]
   kAll,   // logits of every token: [n_tokens, vocab]
+};
+
+// One adapter of a sequence's adapter set.
+struct AdapterUse {
+  const LoraAdapter* adapter = nullptr;  // must outlive the call
+  float scale = 1.0f;                    // multiplies the adapter's own per-module scales
+  // First position (counted from the start of the sequence) the adapter applies to: 0 for a
+  // plain LoRA, the invocation's start for an activated LoRA (see AloraStart).
+  std::int64_t start = 0;
+};
+
+// One sequence's share of a ForwardBatch: like the arguments of Forward.
+struct SequenceStep {
+  std::span<const std::int32_t> tokens;
+  KVCache* kv = nullptr;
+  LogitsMode mode = LogitsMode::kLast;
+  std::vector<float>* logits = nullptr;
+  std::span<const AdapterUse> adapters;
 };
 
 class Gemma3Model {
@@ -46,12 +70,23 @@ class Gemma3Model {
   // [n, vocab] for kAll; cleared for kNone, where it may be null). Errors, which leave `kv`
   // unchanged: token id out of range, cache full, a cache made for another configuration,
   // kLast with no tokens.
+  // kLast with no tokens. `adapters`: the sequence's adapter set (errors: a null adapter, one
+  // made for another layer count, a non-finite scale, a negative start).
   Status Forward(std::span<const std::int32_t> tokens, KVCache& kv, ThreadPool& pool,
-                 LogitsMode mode, std::vector<float>* logits) const;
+                 LogitsMode mode, std::vector<float>* logits,
+                 std::span<const AdapterUse> adapters = {}) const;
+
+  // Several sequences in one forward: every step behaves exactly as Forward on its own, but the
+  // rows of all steps share each matmul (passes of at most 512 rows). Each step needs its own
+  // KVCache. `scratch` holds the working memory (e.g. one kept by the caller across steps). On
+  // error no cache is changed.
+  Status ForwardBatch(std::span<const SequenceStep> steps, ThreadPool& pool,
+                      ForwardScratch& scratch) const;
 
  private:
   struct Impl;
   explicit Gemma3Model(std::unique_ptr<Impl> impl);
+  Status Validate(const SequenceStep& step, std::size_t index) const;
   std::unique_ptr<Impl> impl_;
 };
 

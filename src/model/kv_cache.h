@@ -11,6 +11,7 @@
 // Thread-safety: none; one cache per sequence. Copying is explicit (Clone()).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -18,14 +19,34 @@
 #include "backend/cpu/aligned.h"
 #include "backend/cpu/workspace.h"
 #include "model/config.h"
+#include "model/lora_apply.h"
 
 namespace fgnet {
+
+struct SequenceStep;
+
+// One sequence's rows in a pass of Gemma3Model::ForwardBatch.
+struct PassSegment {
+  const SequenceStep* step;
+  std::size_t offset;      // of the segment's first token in step->tokens
+  std::size_t count;       // tokens
+  std::size_t row;         // first row in the pass
+  std::int64_t first_pos;  // position of the first token
+  // Rows [logits_begin, count) of the segment get logits, written from `logits` on.
+  std::size_t logits_begin;
+  float* logits;
+};
 
 // Activation buffers and kernel workspace of Gemma3Model::Forward. Not part of a cache's state:
 // contents never outlive one Forward call and Clone() does not copy them. Buffers only grow.
 struct ForwardScratch {
   cpu::AlignedVector<float> activations;
   cpu::Workspace workspace;
+  std::vector<std::int32_t> ids;  // the token ids of a pass
+  LoraPlan lora;
+  std::vector<float> logits;  // logits of a pass when they go to several destinations
+  std::vector<PassSegment> segments;
+  std::vector<std::size_t> logits_from;
 };
 
 class KVCache {

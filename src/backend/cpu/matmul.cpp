@@ -168,12 +168,12 @@ void MatMulManyImpl(const float* x, std::size_t n, std::size_t ldx, const MatMul
       [&job](std::size_t /*begin*/, std::size_t /*end*/, std::size_t thread) { job.Run(thread); });
 }
 
+std::size_t GemmPanelFloatsImpl(std::size_t K) { return K * PanelWidth(); }
+
 void GemmF32Impl(const float* a, std::size_t lda, std::size_t M, const float* b, std::size_t ldb,
                  bool b_is_kn, std::size_t K, std::size_t N, float* c, std::size_t ldc,
-                 bool accumulate, Workspace* ws) {
+                 bool accumulate, float* panel) {
   const std::size_t nr = PanelWidth();
-  ws->Reserve(1);
-  float* panel = ws->ForThread(0, K * nr);
   for (std::size_t j0 = 0; j0 < N; j0 += nr) {
     const std::size_t ncols = std::min(nr, N - j0);
     if (b_is_kn) {
@@ -193,6 +193,7 @@ namespace fgnet::cpu {
 
 HWY_EXPORT(MatMulManyImpl);
 HWY_EXPORT(GemmF32Impl);
+HWY_EXPORT(GemmPanelFloatsImpl);
 
 WeightMatrix WeightMatrix::FromTensor(const TensorView& t) {
   FGNET_CHECK_EQ(t.rank(), 2);
@@ -222,7 +223,18 @@ void GemmF32(const float* a, std::size_t lda, std::size_t M, const float* b, std
              bool b_is_kn, std::size_t K, std::size_t N, float* c, std::size_t ldc, bool accumulate,
              Workspace& ws) {
   if (M == 0 || N == 0) return;
-  HWY_DYNAMIC_DISPATCH(GemmF32Impl)(a, lda, M, b, ldb, b_is_kn, K, N, c, ldc, accumulate, &ws);
+  ws.Reserve(1);
+  float* panel = ws.ForThread(0, GemmPanelFloats(K));
+  HWY_DYNAMIC_DISPATCH(GemmF32Impl)(a, lda, M, b, ldb, b_is_kn, K, N, c, ldc, accumulate, panel);
+}
+
+std::size_t GemmPanelFloats(std::size_t K) { return HWY_DYNAMIC_DISPATCH(GemmPanelFloatsImpl)(K); }
+
+void GemmF32WithPanel(const float* a, std::size_t lda, std::size_t M, const float* b,
+                      std::size_t ldb, bool b_is_kn, std::size_t K, std::size_t N, float* c,
+                      std::size_t ldc, bool accumulate, float* panel) {
+  if (M == 0 || N == 0) return;
+  HWY_DYNAMIC_DISPATCH(GemmF32Impl)(a, lda, M, b, ldb, b_is_kn, K, N, c, ldc, accumulate, panel);
 }
 
 }  // namespace fgnet::cpu

@@ -63,4 +63,11 @@ void GemmF32(const float* a, std::size_t lda, std::size_t M, const float* b, std
              bool b_is_kn, std::size_t K, std::size_t N, float* c, std::size_t ldc, bool accumulate,
              Workspace& ws);
 
+// GemmF32 packing into caller-provided space of GemmPanelFloats(K) floats, so that several
+// threads of a parallel loop can each run one (e.g. with Workspace::ForThread).
+std::size_t GemmPanelFloats(std::size_t K);
+void GemmF32WithPanel(const float* a, std::size_t lda, std::size_t M, const float* b,
+                      std::size_t ldb, bool b_is_kn, std::size_t K, std::size_t N, float* c,
+                      std::size_t ldc, bool accumulate, float* panel);
+
 }  // namespace fgnet::cpu
