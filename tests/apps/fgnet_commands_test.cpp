@@ -272,3 +272,50 @@ TEST(FgnetCommandsTest, BenchPrintsReportAndWritesJson) {
 
 }  // namespace
 }  // namespace fgnet::cli
+
+namespace fgnet::cli {
+namespace {
+
+TEST(AdapterArgTest, ParsesNamePathAndScale) {
+  auto plain = ParseAdapterArg("experts/math");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->name, "");
+  EXPECT_EQ(plain->path, "experts/math");
+  EXPECT_EQ(plain->scale, 1.0f);
+  EXPECT_FALSE(plain->scale_given);
+
+  auto full = ParseAdapterArg("math=experts/math:0.5");
+  ASSERT_TRUE(full.ok());
+  EXPECT_EQ(full->name, "math");
+  EXPECT_EQ(full->path, "experts/math");
+  EXPECT_EQ(full->scale, 0.5f);
+  EXPECT_TRUE(full->scale_given);
+
+  auto negative = ParseAdapterArg("a.gguf:-1.25e0");
+  ASSERT_TRUE(negative.ok());
+  EXPECT_EQ(negative->scale, -1.25f);
+  // A ':' or '=' that is part of the path stays in the path.
+  auto colon = ParseAdapterArg("/data/run:3b/adapter");
+  ASSERT_TRUE(colon.ok());
+  EXPECT_EQ(colon->path, "/data/run:3b/adapter");
+  EXPECT_FALSE(colon->scale_given);
+  auto eq = ParseAdapterArg("/data/lr=1e-4/adapter:2");
+  ASSERT_TRUE(eq.ok());
+  EXPECT_EQ(eq->name, "");
+  EXPECT_EQ(eq->path, "/data/lr=1e-4/adapter");
+  EXPECT_EQ(eq->scale, 2.0f);
+}
+
+TEST(AdapterArgTest, RejectsEmptyPartsAndNonFiniteScales) {
+  const auto message = [](std::string_view text) {
+    auto r = ParseAdapterArg(text);
+    return r.ok() ? std::string("ok") : r.error().message();
+  };
+  EXPECT_EQ(message("=x"), "--adapter '=x': the name before '=' is empty");
+  EXPECT_EQ(message("math=:0.5"), "--adapter 'math=:0.5': no adapter path");
+  EXPECT_EQ(message("a:inf"), "--adapter 'a:inf': the scale inf is not a finite number");
+  EXPECT_EQ(message(":2"), "--adapter ':2': no adapter path");
+}
+
+}  // namespace
+}  // namespace fgnet::cli

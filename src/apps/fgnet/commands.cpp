@@ -5,11 +5,62 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <thread>
 
 #include "apps/fgnet/build_info.h"
 
 namespace fgnet::cli {
+
+Result<AdapterArg> ParseAdapterArg(std::string_view text) {
+  AdapterArg arg;
+  std::string_view rest = text;
+  // NAME= only when '=' comes before any '/' (a path may hold '=' in a directory name).
+  const std::size_t eq = rest.find('=');
+  if (eq != std::string_view::npos && rest.substr(0, eq).find('/') == std::string_view::npos) {
+    arg.name = std::string(rest.substr(0, eq));
+    rest.remove_prefix(eq + 1);
+    if (arg.name.empty()) return MakeError("--adapter '", text, "': the name before '=' is empty");
+  }
+  // :SCALE only when what follows the last ':' is a number (a path may hold ':').
+  const std::size_t colon = rest.rfind(':');
+  if (colon != std::string_view::npos) {
+    const std::string number(rest.substr(colon + 1));
+    char* end = nullptr;
+    const float scale = std::strtof(number.c_str(), &end);
+    if (!number.empty() && end == number.c_str() + number.size()) {
+      if (!std::isfinite(scale)) {
+        return MakeError("--adapter '", text, "': the scale ", number, " is not a finite number");
+      }
+      arg.scale = scale;
+      arg.scale_given = true;
+      rest = rest.substr(0, colon);
+    }
+  }
+  if (rest.empty()) return MakeError("--adapter '", text, "': no adapter path");
+  arg.path = std::string(rest);
+  return arg;
+}
+
+void AddAdapterOption(CommandSpec& c) {
+  c.AddString("adapter", "[NAME=]PATH[:SCALE]",
+              "A LoRA adapter applied at run time (unmerged): a PEFT adapter directory "
+              "(adapter_config.json + adapter_model.safetensors), an RDRR adapter package or a "
+              "GGUF LoRA file; SCALE multiplies its scaling (default 1). Repeat to mix several "
+              "adapters with their scales. Activated LoRA adapters (alora_invocation_tokens) "
+              "apply from the last occurrence of their invocation in the prompt on.")
+      .Repeatable();
+}
+
+Result<std::vector<AdapterArg>> AdapterArgs(const ParsedArgs& args) {
+  std::vector<AdapterArg> out;
+  for (const std::string& text : args.Strings("adapter")) {
+    FGNET_ASSIGN_OR_RETURN(AdapterArg arg, ParseAdapterArg(text));
+    out.push_back(std::move(arg));
+  }
+  return out;
+}
 
 void AddThreadsOption(CommandSpec& c) {
   c.AddInt("threads", "N", "Worker threads.")

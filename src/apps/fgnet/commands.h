@@ -10,7 +10,12 @@
 // Each Add*Command declares one subcommand on `app`; MakeFgnetApp() adds them all.
 #pragma once
 
+#include <string>
+#include <string_view>
+#include <vector>
+
 #include "apps/fgnet/cli_app.h"
+#include "util/status.h"
 
 namespace fgnet::cli {
 
@@ -26,6 +31,23 @@ void AddSynthCommand(App& app);
 void AddBenchCommand(App& app);
 
 inline constexpr std::int64_t kMaxThreads = 1024;
+
+// One --adapter value: [NAME=]PATH[:SCALE]. PATH is a PEFT adapter directory, an RDRR adapter
+// package or a GGUF LoRA file; SCALE (default 1) multiplies the adapter's own scaling; NAME
+// (default: the adapter's own name) is how requests and reports refer to it.
+struct AdapterArg {
+  std::string name;
+  std::string path;
+  float scale = 1.0f;
+  bool scale_given = false;
+};
+// Errors name the argument: an empty path or name, a SCALE that is not a finite number.
+Result<AdapterArg> ParseAdapterArg(std::string_view text);
+
+// Declares the repeatable --adapter option of model commands.
+void AddAdapterOption(CommandSpec& c);
+// Every --adapter value, parsed.
+Result<std::vector<AdapterArg>> AdapterArgs(const ParsedArgs& args);
 
 // Declares the common --threads option.
 void AddThreadsOption(CommandSpec& c);
