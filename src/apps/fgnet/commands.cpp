@@ -38,6 +38,7 @@ App MakeFgnetApp() {
   AddTokenizeCommand(app);
   AddInspectCommand(app);
   AddSynthCommand(app);
+  AddMergeCommand(app);
   AddBenchCommand(app);
   return app;
 }
