@@ -89,6 +89,7 @@ App MakeFgnetApp() {
   AddTokenizeCommand(app);
   AddInspectCommand(app);
   AddSynthCommand(app);
+  AddMergeCommand(app);
   AddBenchCommand(app);
   return app;
 }

@@ -5,6 +5,7 @@
 //   tokenize   tokenizer.json encode / decode of JSON Lines
 //   inspect    describe a checkpoint
 //   synth      write a random checkpoint shaped like a real model
+//   merge      merge LoRA adapters into a checkpoint, or concatenate them into one adapter
 //   bench      machine report, memory bandwidth, prefill and decode throughput
 //
 // Each Add*Command declares one subcommand on `app`; MakeFgnetApp() adds them all.
@@ -28,6 +29,7 @@ void AddLogitsCommand(App& app);
 void AddTokenizeCommand(App& app);
 void AddInspectCommand(App& app);
 void AddSynthCommand(App& app);
+void AddMergeCommand(App& app);
 void AddBenchCommand(App& app);
 
 inline constexpr std::int64_t kMaxThreads = 1024;
