@@ -58,8 +58,8 @@ TEST(FgnetCommandsTest, EveryCommandDeclaresItsOptions) {
        {"--like gemma-3-270m|functiongemma-270m", "--out DIR", "--seed N", "--dtype bf16|f32",
         "--tokenizer PATH"}},
       {"bench",
-       {"--model DIR", "--threads N", "--prompt-tokens N", "--decode-tokens N", "--json FILE",
-        "--repeat N", "--bandwidth-mib N", "--skip-bandwidth"}},
+       {"--model DIR", "--quant q8_0|q4_0|q4_k", "--threads N", "--prompt-tokens N",
+        "--decode-tokens N", "--json FILE", "--repeat N", "--bandwidth-mib N", "--skip-bandwidth"}},
   };
   for (const auto& [command, synopses] : expected) {
     const Outcome r = RunApp({command, "--help"});

@@ -92,6 +92,45 @@ TEST(ModelCommands, InspectDescribesTheCheckpoint) {
   EXPECT_EQ((*parsed)["config"]["vocab_size"], 320);
 }
 
+TEST(ModelCommands, BenchQuantizesTheModelInMemory) {
+  TempDir tmp;
+  std::uint64_t bytes[2] = {0, 0};
+  const char* schemes[2] = {"none", "q8_0"};
+  for (int i = 0; i < 2; ++i) {
+    std::vector<std::string> args = {"bench",
+                                     "--model",
+                                     kParity + "untied_f16",
+                                     "--skip-bandwidth",
+                                     "--prompt-tokens",
+                                     "4",
+                                     "--decode-tokens",
+                                     "2",
+                                     "--repeat",
+                                     "1",
+                                     "--threads",
+                                     "1",
+                                     "--json",
+                                     tmp.File("b.json")};
+    if (i == 1) {
+      args.push_back("--quant");
+      args.push_back(schemes[i]);
+    }
+    const Outcome r = RunApp(args);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_THAT(r.out, HasSubstr(std::string("quantization=") + schemes[i]));
+    auto json = ReadJsonFile(tmp.File("b.json"));
+    ASSERT_TRUE(json.ok()) << json.error().message();
+    EXPECT_EQ((*json)["settings"]["quantization"], schemes[i]);
+    bytes[i] = (*json)["settings"]["weight_bytes"].get<std::uint64_t>();
+  }
+  // F16 -> Q8_0 (8.5 bits) for every matrix whose rows fit 32-blocks: fewer bytes.
+  EXPECT_GT(bytes[0], 0u);
+  EXPECT_LT(bytes[1], bytes[0]);
+  const Outcome bad = RunApp({"bench", "--quant", "q5_k"});
+  EXPECT_EQ(bad.code, kExitUsage);
+  EXPECT_THAT(bad.err, HasSubstr("q8_0"));
+}
+
 TEST(ModelCommands, TokenizeMatchesTokenizersReference) {
   ASSERT_TRUE(std::ifstream(kNpmTokenizer).good())
       << kNpmTokenizer << " missing: run scripts/setup.sh";
