@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 
+#include "backend/cpu/quant.h"
 #include "model/gguf.h"
 #include "model/io_util.h"
 
@@ -72,23 +73,17 @@ double F32ToDecimal(float f) {
   return d;
 }
 
-Result<std::vector<float>> ToF32(const std::string& path, const GgufTensorInfo& t) {
-  const auto n = static_cast<std::size_t>(t.view.num_elements());
-  std::vector<float> out(n);
-  switch (t.view.dtype) {
-    case DType::kF32:
-      for (std::size_t i = 0; i < n; ++i) out[i] = t.view.as<float>()[i];
-      return out;
-    case DType::kF16:
-      for (std::size_t i = 0; i < n; ++i) out[i] = F16ToF32(t.view.as<std::uint16_t>()[i]);
-      return out;
-    case DType::kBF16:
-      for (std::size_t i = 0; i < n; ++i) out[i] = BF16ToF32(t.view.as<std::uint16_t>()[i]);
-      return out;
-    default:
-      return MakeError(path, ": tensor ", QuoteName(t.name), " is ", DTypeName(t.view.dtype),
-                       "; adapter tensors must be F32, F16 or BF16");
+// The tensor's values as f32 (float types widened exactly, quantized blocks dequantized).
+std::vector<float> ToF32(const GgufTensorInfo& t) {
+  const auto cols = static_cast<std::size_t>(t.shape.back());
+  const std::size_t rows = static_cast<std::size_t>(t.view.num_elements()) / cols;
+  const std::size_t row_bytes = DTypeRowBytes(t.view.dtype, cols);
+  std::vector<float> out(rows * cols);
+  for (std::size_t r = 0; r < rows; ++r) {
+    cpu::DequantizeRow(t.view.dtype, t.view.as<std::uint8_t>() + r * row_bytes, cols,
+                       out.data() + r * cols);
   }
+  return out;
 }
 
 Result<std::optional<std::string>> StringKey(const GgufFile& file, const char* key) {
@@ -214,12 +209,6 @@ Result<LoraAdapter> LoadGgufAdapter(const std::string& path, const Gemma3Config&
       return MakeError(path, ": tensor ", QuoteName(pair.a->name), " adapts layer ", layer,
                        " but the base model has ", base.num_hidden_layers, " layers");
     }
-    for (const GgufTensorInfo* t : {pair.a, pair.b}) {
-      if (IsQuantized(t->view.dtype)) {
-        return MakeError(path, ": tensor ", QuoteName(t->name), " is ", DTypeName(t->view.dtype),
-                         "; adapter tensors must be F32, F16 or BF16");
-      }
-    }
     const auto [out, in] = LoraModuleShape(base, module);
     const std::vector<std::int64_t>& as = pair.a->shape;
     const std::vector<std::int64_t>& bs = pair.b->shape;
@@ -238,8 +227,8 @@ Result<LoraAdapter> LoadGgufAdapter(const std::string& path, const Gemma3Config&
     LoraLayer& l = adapter.layers[layer][static_cast<std::size_t>(module)];
     l.rank = static_cast<std::size_t>(rank);
     l.scale = ScaleOf(alpha, l.rank);
-    FGNET_ASSIGN_OR_RETURN(l.a, ToF32(path, *pair.a));
-    FGNET_ASSIGN_OR_RETURN(l.b, ToF32(path, *pair.b));
+    l.a = ToF32(*pair.a);
+    l.b = ToF32(*pair.b);
     max_rank = std::max(max_rank, l.rank);
   }
   adapter.config.r = static_cast<std::int64_t>(max_rank);

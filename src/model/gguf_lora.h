@@ -11,12 +11,13 @@
 //       ggml dims [in, rank] -> A [rank, in] (outermost first)
 //   blk.N.<...>.weight.lora_b
 //       ggml dims [rank, out] -> B [out, rank]
-// so that delta(x) = alpha / rank * B (A x), as PEFT computes it. Tensors may be F32, F16 or
-// BF16 (read as f32). Tensors ending in "_norm.weight" are skipped, as llama.cpp does; any other
-// tensor, or one adapting something other than the seven linear projections of a layer
-// (token_embd, output), is an error.
-// fgnet also writes and reads fgnet.lora.base_model_hash (the base's content hash, when known).
-// Thread-safety: pure functions.
+// so that delta(x) = alpha / rank * B (A x), as PEFT computes it. Tensors may be of any type
+// GgufFile reads (F32, F16, BF16, and Q8_0 as convert_lora_to_gguf.py --outtype q8_0 writes, or
+// another quantized type), and are held as f32 (quantized blocks dequantized). Tensors ending in
+// "_norm.weight" are skipped, as llama.cpp does; any other tensor, or one adapting something other
+// than the seven linear projections of a layer (token_embd, output), is an error. fgnet also writes
+// and reads fgnet.lora.base_model_hash (the base's content hash, when known). Thread-safety: pure
+// functions.
 #pragma once
 
 #include <string>
@@ -32,7 +33,7 @@ namespace fgnet {
 // the adapted modules and the invocation tokens. Errors (naming the file, and the tensor or key):
 // not an adapter, another architecture or adapter type, an unpaired lora_a or lora_b, an
 // unexpected tensor, ranks or shapes that disagree with each other or with the base, a layer
-// past the base's last, unsupported tensor types, and ValidateLoraAdapter's.
+// past the base's last, and ValidateLoraAdapter's.
 Result<LoraAdapter> LoadGgufAdapter(const std::string& path, const Gemma3Config& base);
 
 // Writes `adapter` as llama.cpp reads it, with f32 tensors. GGUF holds a single alpha, from which

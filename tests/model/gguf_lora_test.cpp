@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/quant.h"
 #include "fails_with.h"
 #include "model/gguf.h"
 #include "tiny_checkpoint.h"
@@ -275,14 +276,34 @@ TEST_F(GgufLoraTest, RejectsUnpairedAndUnexpectedTensors) {
                     {"token_embd.weight.lora_b", TensorView{DType::kF32, {8, 2}, b_.data()}}}),
           base_),
       {"raw.gguf", "adapts 'token_embd.weight'", "cannot apply"}));
-  std::vector<std::uint8_t> q8(34 * 2);
-  EXPECT_TRUE(FailsWith(
-      LoadGgufAdapter(
-          WriteRaw(metadata,
-                   {{"blk.0.attn_q.weight.lora_a", TensorView{DType::kQ8_0, {2, 32}, q8.data()}},
-                    {"blk.0.attn_q.weight.lora_b", TensorView{DType::kF32, {8, 2}, b_.data()}}}),
-          base_),
-      {"raw.gguf", "'blk.0.attn_q.weight.lora_a' is Q8_0"}));
+}
+
+TEST_F(GgufLoraTest, QuantizedTensorsAreDequantized) {
+  // convert_lora_to_gguf.py --outtype q8_0 writes Q8_0 tensors; A [2, 32] on a base with
+  // hidden 32 is one Q8_0 block per row.
+  Gemma3Config base = base_;
+  base.hidden_size = 32;
+  base.head_dim = 16;
+  std::vector<float> a(64), b(64);
+  for (std::size_t i = 0; i < 64; ++i) {
+    a[i] = std::sin(static_cast<float>(i));
+    b[i] = std::cos(static_cast<float>(i));
+  }
+  std::vector<std::uint8_t> q8(2 * 34);
+  cpu::QuantizeRow(DType::kQ8_0, a.data(), 32, q8.data());
+  cpu::QuantizeRow(DType::kQ8_0, a.data() + 32, 32, q8.data() + 34);
+  std::vector<float> want(64);
+  cpu::DequantizeRow(DType::kQ8_0, q8.data(), 64, want.data());
+  auto loaded = LoadGgufAdapter(
+      WriteRaw(AdapterMetadata(),
+               {{"blk.2.attn_q.weight.lora_a", TensorView{DType::kQ8_0, {2, 32}, q8.data()}},
+                {"blk.2.attn_q.weight.lora_b", TensorView{DType::kF32, {32, 2}, b.data()}}}),
+      base);
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message();
+  EXPECT_EQ(loaded->at(2, LoraModule::kQ).a, want);
+  EXPECT_NE(want, a);  // really quantized
+  EXPECT_EQ(loaded->at(2, LoraModule::kQ).b, b);
+  EXPECT_EQ(loaded->at(2, LoraModule::kQ).scale, 4.0f);  // alpha 8 / rank 2
 }
 
 TEST_F(GgufLoraTest, RejectsShapeMismatchWithTheBase) {
