@@ -737,7 +737,7 @@ Status GgufWriter::Write(const std::string& path) const {
     offsets.push_back(offset);
     offset = AlignUp(offset + view.num_bytes(), alignment_);
   }
-  if (!tensors_.empty()) head.resize(AlignUp(head.size(), alignment_), '\0');
+  head.resize(AlignUp(head.size(), alignment_), '\0');
 
   const std::string tmp = path + ".tmp";
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
@@ -755,6 +755,12 @@ Status GgufWriter::Write(const std::string& path) const {
     const std::size_t bytes = view.num_bytes();
     ok = ok && std::fwrite(view.data, 1, bytes, f) == bytes;
     written += bytes;
+  }
+  // Like ggml and gguf-py, pad the last tensor too: the data section is a whole number of
+  // alignment units.
+  if (ok && AlignUp(written, alignment_) > written) {
+    const std::size_t pad = static_cast<std::size_t>(AlignUp(written, alignment_) - written);
+    ok = std::fwrite(zeros.data(), 1, pad, f) == pad;
   }
   if (std::fclose(f) != 0) ok = false;
   if (!ok) {

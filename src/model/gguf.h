@@ -176,8 +176,9 @@ class GgufFile {
   std::map<std::string, std::size_t, std::less<>> tensor_index_;
 };
 
-// Builds a GGUF file (version 3) in memory order: metadata in the order first set, then tensors
-// in the order added, each at the next multiple of the alignment (zero padding). The views'
+// Builds a GGUF file (version 3) as ggml and gguf-py lay it out: metadata in the order first
+// set, tensor infos in the order added, zero padding to the alignment, then each tensor's data
+// padded with zeros to the next multiple of the alignment (the last one too). The views'
 // data must stay valid until Write() returns. general.alignment is written when the alignment is
 // not the default 32 and must not be set by hand.
 class GgufWriter {

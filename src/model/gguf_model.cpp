@@ -686,14 +686,23 @@ Status WriteGemma3Gguf(const Checkpoint& ck, const std::string& path,
   if (c.eos_token_ids.size() != 1) {
     std::vector<GgufValue> ids;
     for (const std::int64_t id : c.eos_token_ids) {
-      FGNET_ASSIGN_OR_RETURN(GgufValue v, U32(path, "eos token id", id));
-      ids.push_back(GgufValue::I32(static_cast<std::int32_t>(*v.AsInt())));
+      if (id < 0 || id > std::numeric_limits<std::int32_t>::max()) {
+        return MakeError(path, ": eos token id ", id, " does not fit an i32");
+      }
+      ids.push_back(GgufValue::I32(static_cast<std::int32_t>(id)));
     }
     writer.Set("fgnet.eos_token_ids", GgufValue::Array(GgufType::kInt32, std::move(ids)));
   }
   if (c.pad_token_id >= 0) FGNET_TRY(set_u32("tokenizer.ggml.padding_token_id", c.pad_token_id));
   writer.Set("fgnet.content_hash", GgufValue::String(ck.content_hash()));
-  for (const auto& [key, value] : options.extra_metadata) writer.Set(key, value);
+  for (const auto& [key, value] : options.extra_metadata) {
+    if (key == "general.alignment") {
+      return MakeError(path,
+                       ": general.alignment is set by GgufWriteOptions::alignment, not as "
+                       "extra metadata");
+    }
+    writer.Set(key, value);
+  }
 
   for (const auto& [name, t] : tensors) writer.AddTensor(name, t);
   return writer.Write(path);

@@ -412,6 +412,9 @@ TEST_F(GgufModelTest, ExtraMetadataAndFloatDtype) {
   EXPECT_EQ(file->Find("general.file_type")->AsInt(), 32);  // MOSTLY_BF16
   EXPECT_EQ(file->FindTensor("blk.0.ffn_up.weight")->view.dtype, DType::kBF16);
   EXPECT_EQ(file->FindTensor("blk.0.ffn_norm.weight")->view.dtype, DType::kF32);
+  options.extra_metadata = {{"general.alignment", GgufValue::U32(64)}};
+  EXPECT_TRUE(FailsWith(WriteGemma3Gguf(*hf_, path, options), {"general.alignment"}));
+  options.extra_metadata.clear();
   options.float_dtype = DType::kQ8_0;
   EXPECT_TRUE(FailsWith(WriteGemma3Gguf(*hf_, path, options), {"float_dtype", "Q8_0"}));
 }

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <optional>
 #include <string>
@@ -156,6 +157,7 @@ TEST_F(GgufTest, MetadataOfEveryTypeRoundTrips) {
     EXPECT_EQ(file->metadata()[i].second.type(), kvs[i].second.type()) << kvs[i].first;
   }
   EXPECT_TRUE(file->tensors().empty());
+  EXPECT_EQ(std::filesystem::file_size(path) % 32, 0u);  // the header is padded even so
   // Typed accessors.
   EXPECT_EQ(file->Find("a.u32")->AsInt(), 4294967295);
   EXPECT_EQ(file->Find("a.u64")->AsInt(), std::nullopt);
@@ -198,6 +200,10 @@ TEST_F(GgufTest, TensorsOfEveryTypeRoundTripWithAlignment) {
 
   auto file = GgufFile::Open(path);
   ASSERT_TRUE(file.ok()) << file.error().message();
+  // As ggml and gguf-py write it: every tensor, the last one included, padded to the alignment.
+  const GgufTensorInfo& last = file->tensors().back();
+  const std::uint64_t padded_end = (last.offset + last.size + 63) / 64 * 64;
+  EXPECT_EQ(std::filesystem::file_size(path), file->data_offset() + padded_end);
   EXPECT_EQ(file->alignment(), 64u);
   EXPECT_EQ(file->Find("general.alignment")->AsInt(), 64);
   ASSERT_EQ(file->tensors().size(), cases.size());
