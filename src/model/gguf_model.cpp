@@ -19,6 +19,8 @@ constexpr std::int64_t kSlidingPeriod = 6;
 constexpr double kLocalRopeTheta = 10000.0;
 constexpr double kDefaultRopeTheta = 10000.0;
 constexpr std::int64_t kLayersOf27B = 62;
+// Sizes and ids past this are rejected (no model comes near; it keeps products in range).
+constexpr std::int64_t kMaxSize = std::numeric_limits<std::int32_t>::max();
 // ggml's quantization version of the block formats fgnet writes (GGML_QNT_VERSION).
 constexpr std::uint32_t kQuantizationVersion = 2;
 
@@ -134,6 +136,10 @@ class Meta {
     if (v < min) {
       return MakeError(file_.path(), ": metadata ", QuoteName(key), " is ", v,
                        ", expected at least ", min);
+    }
+    if (v > kMaxSize) {
+      return MakeError(file_.path(), ": metadata ", QuoteName(key), " is ", v,
+                       ", more than fgnet supports (", kMaxSize, ")");
     }
     return v;
   }
@@ -329,6 +335,10 @@ Result<Gemma3Config> Gemma3ConfigFromGguf(const GgufFile& file) {
   c.model_type = "gemma3_text";
   c.architectures = {"Gemma3ForCausalLM"};
   FGNET_ASSIGN_OR_RETURN(c.num_hidden_layers, meta.Required(Key("block_count")));
+  if (static_cast<std::uint64_t>(c.num_hidden_layers) > file.tensors().size()) {
+    return MakeError(path, ": ", Key("block_count "), c.num_hidden_layers, " but the file holds ",
+                     file.tensors().size(), " tensors");
+  }
   FGNET_ASSIGN_OR_RETURN(c.hidden_size, meta.Required(Key("embedding_length")));
   FGNET_ASSIGN_OR_RETURN(c.intermediate_size, meta.Required(Key("feed_forward_length")));
   FGNET_ASSIGN_OR_RETURN(c.max_position_embeddings, meta.Required(Key("context_length")));
@@ -342,6 +352,11 @@ Result<Gemma3Config> Gemma3ConfigFromGguf(const GgufFile& file) {
   }
   FGNET_ASSIGN_OR_RETURN(c.head_dim, meta.Optional(Key("attention.key_length"),
                                                    c.hidden_size / c.num_attention_heads));
+  if (c.head_dim < 1) {
+    return MakeError(path, ": ", Key("attention.key_length"), " is absent and ",
+                     Key("embedding_length "), c.hidden_size, " / ", Key("attention.head_count "),
+                     c.num_attention_heads, " is 0");
+  }
   FGNET_ASSIGN_OR_RETURN(const std::int64_t value_length,
                          meta.Optional(Key("attention.value_length"), c.head_dim));
   if (value_length != c.head_dim) {

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <ostream>
@@ -477,6 +478,20 @@ TEST_F(GgufModelTest, RejectsBadMetadata) {
   EXPECT_TRUE(
       FailsWith(OpenEdited([](Metadata& m, Tensors&) { EraseKey(m, "gemma3.block_count"); }),
                 {"edited.gguf", "missing metadata 'gemma3.block_count'"}));
+  EXPECT_TRUE(FailsWith(
+      OpenEdited([](Metadata& m, Tensors&) {
+        SetKey(m, "gemma3.block_count", GgufValue::U64(1ull << 40));
+      }),
+      {"edited.gguf", "'gemma3.block_count' is 1099511627776", "more than fgnet supports"}));
+  EXPECT_TRUE(FailsWith(OpenEdited([](Metadata& m, Tensors&) {
+                          SetKey(m, "gemma3.block_count", GgufValue::U32(1000));
+                        }),
+                        {"edited.gguf", "gemma3.block_count 1000 but the file holds 67 tensors"}));
+  EXPECT_TRUE(
+      FailsWith(OpenEdited([](Metadata& m, Tensors&) {
+                  SetKey(m, "gemma3.attention.head_count", GgufValue::I32(0));
+                }),
+                {"edited.gguf", "'gemma3.attention.head_count' is 0, expected at least 1"}));
   EXPECT_TRUE(FailsWith(OpenEdited([](Metadata& m, Tensors&) {
                           SetKey(m, "gemma3.embedding_length", GgufValue::String("40"));
                         }),
@@ -507,6 +522,50 @@ TEST_F(GgufModelTest, RejectsBadMetadata) {
                           SetKey(m, "fgnet.content_hash", GgufValue::String("abc"));
                         }),
                         {"edited.gguf", "fgnet.content_hash 'abc'"}));
+}
+
+// Every truncation, and every byte of the header flipped, is either rejected with a one-line
+// error or (for bytes that only change values) read; nothing crashes or reads out of bounds
+// (the sanitizer build checks the latter).
+TEST(GgufRobustnessTest, CorruptedFilesAreRejectedOrReadNeverCrash) {
+  TempDir dir;
+  ASSERT_TRUE(testing::WriteTinyCheckpoint(dir.path(), testing::TinyConfig()).ok());
+  auto hf = Checkpoint::Open(dir.path());
+  ASSERT_TRUE(hf.ok());
+  const std::string good = dir.File("tiny.gguf");
+  ASSERT_TRUE(WriteGemma3Gguf(*hf, good).ok());
+  const std::string bytes = testing::ReadFile(good);
+  auto file = GgufFile::Open(good);
+  ASSERT_TRUE(file.ok());
+  const auto header = static_cast<std::size_t>(file->data_offset());
+  const std::string bad = dir.File("bad.gguf");
+  for (std::size_t n = 0; n < bytes.size(); n += (n < header ? 7 : 499)) {
+    testing::WriteFile(bad, bytes.substr(0, n));
+    EXPECT_TRUE(FailsWith(OpenGgufCheckpoint(bad), {"bad.gguf"})) << "truncated to " << n;
+  }
+  // Flip bytes in place (rewriting one byte, not the file, keeps this fast on any disk).
+  testing::WriteFile(bad, bytes);
+  std::fstream io(bad, std::ios::in | std::ios::out | std::ios::binary);
+  ASSERT_TRUE(io.good());
+  const auto put = [&](std::size_t i, char c) {
+    io.seekp(static_cast<std::streamoff>(i));
+    io.put(c);
+    io.flush();
+  };
+  std::size_t rejected = 0;
+  for (std::size_t i = 0; i < header; ++i) {
+    for (const unsigned char x : {0xffu, 0x01u, 0x80u}) {
+      put(i, static_cast<char>(static_cast<unsigned char>(bytes[i]) ^ x));
+      auto ck = OpenGgufCheckpoint(bad);
+      if (!ck.ok()) {
+        ++rejected;
+        EXPECT_EQ(ck.error().message().find('\n'), std::string::npos);
+        EXPECT_EQ(ck.error().message().rfind(bad, 0), 0u) << ck.error().message();
+      }
+    }
+    put(i, bytes[i]);
+  }
+  EXPECT_GT(rejected, header);  // most header bytes matter
 }
 
 }  // namespace
