@@ -554,18 +554,18 @@ TEST(GgufRobustnessTest, CorruptedFilesAreRejectedOrReadNeverCrash) {
   };
   std::size_t rejected = 0;
   for (std::size_t i = 0; i < header; ++i) {
-    for (const unsigned char x : {0xffu, 0x01u, 0x80u}) {
-      put(i, static_cast<char>(static_cast<unsigned char>(bytes[i]) ^ x));
-      auto ck = OpenGgufCheckpoint(bad);
-      if (!ck.ok()) {
-        ++rejected;
-        EXPECT_EQ(ck.error().message().find('\n'), std::string::npos);
-        EXPECT_EQ(ck.error().message().rfind(bad, 0), 0u) << ck.error().message();
-      }
+    // All bits of even bytes, the lowest bit of odd ones.
+    const unsigned char x = i % 2 == 0 ? 0xffu : 0x01u;
+    put(i, static_cast<char>(static_cast<unsigned char>(bytes[i]) ^ x));
+    auto ck = OpenGgufCheckpoint(bad);
+    if (!ck.ok()) {
+      ++rejected;
+      EXPECT_EQ(ck.error().message().find('\n'), std::string::npos);
+      EXPECT_EQ(ck.error().message().rfind(bad, 0), 0u) << ck.error().message();
     }
     put(i, bytes[i]);
   }
-  EXPECT_GT(rejected, header);  // most header bytes matter
+  EXPECT_GT(rejected, header / 2);  // most header bytes matter
 }
 
 }  // namespace

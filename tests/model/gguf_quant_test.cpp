@@ -252,9 +252,11 @@ INSTANTIATE_TEST_SUITE_P(Types, GgufQuantFixtureTest,
 // the down projections and the embeddings, Q4_K elsewhere).
 TEST(GgufQuantTest, KQuantMixRoundTrips) {
   Gemma3Config c = testing::TinyConfig();
-  c.vocab_size = 64;
+  c.vocab_size = 32;
   c.hidden_size = 256;
-  c.intermediate_size = 512;
+  c.intermediate_size = 256;
+  c.num_hidden_layers = 2;
+  c.layer_types = {LayerType::kSliding, LayerType::kGlobal};
   c.head_dim = 128;
   c.query_pre_attn_scalar = 128;
   TempDir dir;
@@ -276,6 +278,7 @@ TEST(GgufQuantTest, KQuantMixRoundTrips) {
   ASSERT_TRUE(file.ok()) << file.error().message();
   EXPECT_EQ(file->Find("general.file_type")->AsInt(), 15);  // MOSTLY_Q4_K_M
   EXPECT_EQ(file->FindTensor("blk.1.ffn_down.weight")->view.dtype, DType::kQ6_K);
+  EXPECT_EQ(file->FindTensor("token_embd.weight")->view.dtype, DType::kQ6_K);
   EXPECT_EQ(file->FindTensor("blk.1.ffn_up.weight")->view.dtype, DType::kQ4_K);
   auto ck = OpenGgufCheckpoint(path);
   ASSERT_TRUE(ck.ok()) << ck.error().message();
