@@ -29,20 +29,24 @@
 namespace fgnet {
 
 // Loads a GGUF LoRA adapter for `base`: format "gguf", path, name = the file name without its
-// extension, content_hash = LoraContentHash; its config records r (the largest rank), lora_alpha,
-// the adapted modules and the invocation tokens. Errors (naming the file, and the tensor or key):
+// extension, content_hash = LoraContentHash; its config records r (the largest rank), lora_alpha
+// (GGUF's alpha; use_rslora stays false, GGUF having no such flag: the scales say it all), the
+// adapted modules and the invocation tokens. Errors (naming the file, and the tensor or key):
 // not an adapter, another architecture or adapter type, an unpaired lora_a or lora_b, an
 // unexpected tensor, ranks or shapes that disagree with each other or with the base, a layer
 // past the base's last, and ValidateLoraAdapter's.
 Result<LoraAdapter> LoadGgufAdapter(const std::string& path, const Gemma3Config& base);
 
-// Writes `adapter` as llama.cpp reads it, with f32 tensors. GGUF holds a single alpha, from which
-// each module's scale is alpha / rank: alpha is chosen to give as many modules as possible their
-// exact scale, and for every other module (rsLoRA adapters with several ranks, per-module scales)
-// the ratio of its scale to alpha / rank is folded into B, so that scale * B is kept (to f32
-// rounding) though B itself changes. An adapter whose modules all share scale * rank (plain LoRA,
-// or rsLoRA with one rank) round-trips bit for bit. Errors: invocation tokens outside u32, an
-// alpha that would be 0 or not finite, I/O (naming `path`).
+// Writes `adapter` as llama.cpp reads it, with f32 tensors (and general.name = adapter.name).
+// GGUF holds a single alpha, from which llama.cpp derives each module's scale as alpha / rank:
+// alpha is chosen to give as many modules as possible exactly their scale, and for every other
+// module (rsLoRA adapters with several ranks, per-module scales) the ratio of its scale to
+// alpha / rank is folded into B, so that scale * B is kept to f32 rounding though B itself
+// changes. An adapter whose modules all share one scale * rank (plain LoRA, or rsLoRA with one
+// rank) round-trips bit for bit, content hash included, whenever an f32 alpha gives
+// alpha / rank == scale exactly (as it does for the usual alphas and ranks). Errors: negative
+// invocation tokens, non-finite scales, a scale that folding would overflow, I/O (naming
+// `path`).
 Status WriteGgufAdapter(const LoraAdapter& adapter, const std::string& path);
 
 }  // namespace fgnet
