@@ -68,6 +68,8 @@ class Checkpoint {
   // The directory or file the checkpoint was opened from.
   const std::string& dir() const { return dir_; }
   const std::string& config_path() const { return config_path_; }
+  // Where the side files (tokenizer.json, ...) are looked for; empty: nowhere.
+  const std::string& side_dir() const { return side_dir_; }
   const Gemma3Config& config() const { return config_; }
   const Gemma3Weights& weights() const { return weights_; }
   // Every stored tensor, for `fgnet inspect` and the writers.

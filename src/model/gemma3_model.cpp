@@ -42,6 +42,10 @@ Status CheckShape(const TensorView& t, const std::string& name,
 Result<cpu::WeightMatrix> Matrix(const TensorView& t, const std::string& name, std::int64_t rows,
                                  std::int64_t cols) {
   FGNET_TRY(CheckShape(t, name, {rows, cols}));
+  if (static_cast<std::size_t>(cols) % DTypeBlockElements(t.dtype) != 0) {
+    return MakeError("tensor '", name, "' is ", DTypeName(t.dtype), " but its rows of ", cols,
+                     " are not a whole number of blocks of ", DTypeBlockElements(t.dtype));
+  }
   return cpu::WeightMatrix::FromTensor(t);
 }
 

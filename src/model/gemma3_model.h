@@ -1,6 +1,7 @@
 // The Gemma 3 forward pass on CPU. See docs/architecture.md and shared/reference/gemma3.md.
-// Activations are f32; weights are read in their stored dtype (F32, BF16, F16) and widened
-// exactly inside the kernels. Norm weights are prepared once as f32 (1 + w).
+// Activations are f32; weights are read in their stored dtype (F32, BF16, F16, or a quantized
+// type: Q8_0, Q4_0, Q4_K, Q6_K) and widened exactly inside the kernels (quantized blocks
+// decoded in registers, never a whole matrix). Norm weights are prepared once as f32 (1 + w).
 // Forward processes a chunk of any size in passes of at most 512 tokens; each pass attends to the
 // cached positions plus its own fresh keys, so chunked prefill is exact. Working memory lives in
 // the KVCache (KVCache::scratch()) and is reused, so steady-state decoding allocates nothing.

@@ -3,6 +3,7 @@
 #include "backend/cpu/matmul.h"
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "backend/cpu/reference.h"
@@ -19,16 +20,17 @@ class MatMulTest : public testing::PerTarget {};
 FGNET_INSTANTIATE_PER_TARGET(MatMulTest);
 
 // |y - ref| <= tol * sum_k |x_k w_k|: f32 accumulation of K terms loses a few ulps of the
-// magnitude of the terms, whatever the dtype of the weights (they are widened exactly).
+// magnitude of the terms, whatever the dtype of the weights (they are widened exactly, and
+// quantized blocks decoded exactly to the values of DequantizeRow).
 void ExpectMatMulClose(const float* x, std::size_t n, std::size_t ldx, const WeightMatrix& w,
                        const float* y, std::size_t ldy, const float* ref, const char* what) {
   const double tol = 2e-6 * std::sqrt(static_cast<double>(w.cols) + 1.0);
-  for (std::size_t t = 0; t < n; ++t) {
-    for (std::size_t j = 0; j < w.rows; ++j) {
+  std::vector<float> row(w.cols);
+  for (std::size_t j = 0; j < w.rows; ++j) {
+    reference::RowAt(w, j, row.data());
+    for (std::size_t t = 0; t < n; ++t) {
       double abs_sum = 0.0;
-      for (std::size_t k = 0; k < w.cols; ++k) {
-        abs_sum += std::fabs(x[t * ldx + k] * reference::WeightAt(w, j, k));
-      }
+      for (std::size_t k = 0; k < w.cols; ++k) abs_sum += std::fabs(x[t * ldx + k] * row[k]);
       ASSERT_LE(std::fabs(y[t * ldy + j] - ref[t * ldy + j]), tol * abs_sum + 1e-30)
           << what << " token " << t << " row " << j << " of [" << w.rows << ", " << w.cols
           << "], n = " << n;
@@ -64,6 +66,70 @@ TEST_P(MatMulTest, MatchesReferenceForEveryDtypeAndShape) {
         }
       }
     }
+  }
+}
+
+TEST_P(MatMulTest, QuantizedMatchesReference) {
+  Philox rng(4321);
+  ThreadPool pool(2);
+  Workspace ws;
+  // Both regimes, the token-group remainders and odd row counts (the two-stream split of the
+  // decode regime leaves one row over; packed panels are partly filled).
+  const std::size_t token_counts[] = {1, 2, 5, 12, 37};
+  const std::size_t rows[] = {1, 5, 67};
+  for (DType dtype : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ6_K}) {
+    const std::size_t block = DTypeBlockElements(dtype);
+    for (std::size_t blocks : {1, 3}) {
+      for (std::size_t r : rows) {
+        const std::size_t cols = blocks * block;
+        const OwnedMatrix m = RandomMatrix(rng, dtype, r, cols, 0.5f);
+        const WeightMatrix w = m.view();
+        for (std::size_t n : token_counts) {
+          const std::size_t ldx = cols + 3;
+          const std::size_t ldy = r + 2;
+          const std::vector<float> x = RandomVector(rng, n * ldx);
+          std::vector<float> y(n * ldy, -7.0f);
+          std::vector<float> ref(n * ldy, -7.0f);
+          MatMul(x.data(), n, ldx, w, y.data(), ldy, pool, ws);
+          reference::MatMul(x.data(), n, ldx, w, ref.data(), ldy);
+          const std::string what = std::string(DTypeName(dtype)) + " [" + std::to_string(r) + ", " +
+                                   std::to_string(cols) + "] n " + std::to_string(n);
+          ExpectMatMulClose(x.data(), n, ldx, w, y.data(), ldy, ref.data(), what.c_str());
+          for (std::size_t t = 0; t < n; ++t) {
+            for (std::size_t j = r; j < ldy; ++j) ASSERT_EQ(y[t * ldy + j], -7.0f) << what;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_P(MatMulTest, QuantizedOutputsMixedWithFloatOnes) {
+  // q, k and v projections of different dtypes in one MatMulMany call, both regimes.
+  Philox rng(77);
+  ThreadPool pool(3);
+  Workspace ws;
+  const std::size_t K = 512;
+  const OwnedMatrix a = RandomMatrix(rng, DType::kQ4_K, 33, K);
+  const OwnedMatrix b = RandomMatrix(rng, DType::kBF16, 9, K);
+  const OwnedMatrix c = RandomMatrix(rng, DType::kQ8_0, 70, K);
+  const OwnedMatrix e = RandomMatrix(rng, DType::kQ6_K, 3, K);
+  const WeightMatrix wa = a.view(), wb = b.view(), wc = c.view(), we = e.view();
+  for (std::size_t n : {1, 3, 13}) {
+    const std::vector<float> x = RandomVector(rng, n * K);
+    std::vector<float> ya(n * 33), yb(n * 9), yc(n * 70), ye(n * 3);
+    const MatMulOutput outs[] = {
+        {&wa, ya.data(), 33}, {&wb, yb.data(), 9}, {&wc, yc.data(), 70}, {&we, ye.data(), 3}};
+    MatMulMany(x.data(), n, K, outs, pool, ws);
+    std::vector<float> ra(n * 33), rb(n * 9), rc(n * 70), re(n * 3);
+    reference::MatMul(x.data(), n, K, wa, ra.data(), 33);
+    reference::MatMul(x.data(), n, K, wb, rb.data(), 9);
+    reference::MatMul(x.data(), n, K, wc, rc.data(), 70);
+    reference::MatMul(x.data(), n, K, we, re.data(), 3);
+    ExpectMatMulClose(x.data(), n, K, wa, ya.data(), 33, ra.data(), "Q4_K");
+    ExpectMatMulClose(x.data(), n, K, wb, yb.data(), 9, rb.data(), "BF16");
+    ExpectMatMulClose(x.data(), n, K, wc, yc.data(), 70, rc.data(), "Q8_0");
+    ExpectMatMulClose(x.data(), n, K, we, ye.data(), 3, re.data(), "Q6_K");
   }
 }
 

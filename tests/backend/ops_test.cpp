@@ -176,6 +176,30 @@ TEST_P(OpsTest, EmbedRowsIsExactForEveryDtype) {
   }
 }
 
+TEST_P(OpsTest, EmbedRowsDecodesQuantizedRowsExactly) {
+  Philox rng(17);
+  for (DType dtype : {DType::kQ8_0, DType::kQ4_0, DType::kQ4_K, DType::kQ6_K}) {
+    for (std::size_t blocks : {1, 3}) {
+      const std::size_t cols = blocks * DTypeBlockElements(dtype);
+      const auto table = RandomMatrix(rng, dtype, 41, cols, 2.0f);
+      const std::vector<std::int32_t> ids = {0, 40, 7, 7, 13};
+      for (float scale : {1.0f, std::sqrt(static_cast<float>(cols))}) {
+        std::vector<float> y(ids.size() * cols), ref(ids.size() * cols);
+        EmbedRows(table.view(), ids, scale, y.data());
+        reference::EmbedRows(table.view(), ids, scale, ref.data());
+        ExpectRelClose(y, ref, 0.0, 0.0, DTypeName(dtype).data());
+        // The same values DequantizeRow gives.
+        if (scale == 1.0f) {
+          std::vector<float> row(cols);
+          DequantizeRow(dtype, table.blocks.data() + 13 * DTypeRowBytes(dtype, cols), cols,
+                        row.data());
+          for (std::size_t i = 0; i < cols; ++i) ASSERT_EQ(y[4 * cols + i], row[i]) << i;
+        }
+      }
+    }
+  }
+}
+
 TEST_P(OpsTest, DotMatchesReference) {
   Philox rng(8);
   for (std::size_t n : kLengths) {

@@ -9,6 +9,7 @@
 
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/ops.h"
+#include "backend/cpu/quant.h"
 #include "gtest/gtest.h"
 #include "hwy/targets.h"
 #include "tensor/dtype.h"
@@ -30,12 +31,13 @@ struct OwnedMatrix {
   std::size_t cols = 0;
   std::vector<float> f32;
   std::vector<std::uint16_t> half;
+  std::vector<std::uint8_t> blocks;  // quantized types
 
   WeightMatrix view() const {
-    return WeightMatrix{dtype,
-                        dtype == DType::kF32 ? static_cast<const void*>(f32.data())
-                                             : static_cast<const void*>(half.data()),
-                        rows, cols};
+    const void* data = dtype == DType::kF32 ? static_cast<const void*>(f32.data())
+                       : IsQuantized(dtype) ? static_cast<const void*>(blocks.data())
+                                            : static_cast<const void*>(half.data());
+    return WeightMatrix{dtype, data, rows, cols};
   }
 };
 
@@ -48,6 +50,12 @@ inline OwnedMatrix RandomMatrix(Philox& rng, DType dtype, std::size_t rows, std:
   const std::vector<float> v = RandomVector(rng, rows * cols, -scale, scale);
   if (dtype == DType::kF32) {
     m.f32 = v;
+  } else if (IsQuantized(dtype)) {
+    const std::size_t row_bytes = DTypeRowBytes(dtype, cols);
+    m.blocks.resize(rows * row_bytes);
+    for (std::size_t r = 0; r < rows; ++r) {
+      QuantizeRow(dtype, v.data() + r * cols, cols, m.blocks.data() + r * row_bytes);
+    }
   } else {
     m.half.resize(v.size());
     for (std::size_t i = 0; i < v.size(); ++i) {

@@ -3,14 +3,18 @@
 #include <stdlib.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
+#include <optional>
 
 #include "apps/fgnet/bench_report.h"
 #include "apps/fgnet/commands.h"
 #include "apps/fgnet/mem_bandwidth.h"
 #include "apps/fgnet/model_bench.h"
 #include "apps/fgnet/model_loading.h"
+#include "model/quantize.h"
 #include "model/synth.h"
 #include "util/thread_pool.h"
 
@@ -71,6 +75,27 @@ Status RunBench(const ParsedArgs& args, CommandIo& io) {
       FGNET_ASSIGN_OR_RETURN(dir, synthesized.Create(io.err));
     }
     FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(dir, {}));
+    const Checkpoint* checkpoint = loaded->checkpoint.get();
+    const Gemma3Model* model = &*loaded->model;
+    // With --quant, the weights are quantized in memory and the quantized model is measured.
+    std::unique_ptr<Checkpoint> quantized;
+    std::optional<Gemma3Model> quantized_model;
+    if (auto name = args.OptString("quant")) {
+      FGNET_ASSIGN_OR_RETURN(const QuantScheme scheme, ParseQuantScheme(*name));
+      io.err << "quantizing the weights to " << QuantSchemeName(scheme) << "\n";
+      const auto t0 = std::chrono::steady_clock::now();
+      FGNET_ASSIGN_OR_RETURN(Checkpoint q, QuantizeCheckpoint(*checkpoint, scheme, pool));
+      report.settings["quantize_seconds"] =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      quantized = std::make_unique<Checkpoint>(std::move(q));
+      FGNET_ASSIGN_OR_RETURN(Gemma3Model m,
+                             Gemma3Model::Create(quantized->config(), quantized->weights()));
+      quantized_model.emplace(std::move(m));
+      checkpoint = quantized.get();
+      model = &*quantized_model;
+    }
+    report.settings["quantization"] = checkpoint->quantization();
+    report.settings["weight_bytes"] = ModelWeightBytes(checkpoint->config(), checkpoint->weights());
     ModelBenchOptions options;
     options.prompt_tokens = args.Int("prompt-tokens");
     options.decode_tokens = args.Int("decode-tokens");
@@ -80,9 +105,8 @@ Status RunBench(const ParsedArgs& args, CommandIo& io) {
     report.settings["decode_tokens"] = options.decode_tokens;
     io.err << "benchmarking the model: prefill " << options.prompt_tokens << " tokens, decode "
            << options.decode_tokens << " tokens, " << pool.num_threads() << " threads\n";
-    FGNET_ASSIGN_OR_RETURN(
-        const ModelBenchResult result,
-        BenchModel(*loaded->model, loaded->checkpoint->weights(), pool, options));
+    FGNET_ASSIGN_OR_RETURN(const ModelBenchResult result,
+                           BenchModel(*model, checkpoint->weights(), pool, options));
     if (bandwidth) {
       // A cloud VM's memory bandwidth drifts over minutes: measure again after the model and
       // compare the decode against the better of the two, so the ratio is not flattered.
@@ -113,6 +137,11 @@ void AddBenchCommand(App& app) {
       "and decode throughput. --json writes the same report as JSON (schema fgnet-bench/1).");
   c.AddString("model", "DIR", "Checkpoint to benchmark (prefill and decode throughput).")
       .DefaultNote("a random checkpoint of the gemma-3-270m shapes, made for the run");
+  c.AddString("quant", "SCHEME",
+              "Quantize the model's weights in memory before measuring: q8_0, q4_0 or q4_k (see "
+              "model/quantize.h for the type each tensor gets).")
+      .Choices({"q8_0", "q4_0", "q4_k"})
+      .DefaultNote("the weights as stored");
   c.AddSwitch("skip-model", "Only report the machine and its memory bandwidth.");
   c.AddInt("threads", "N", "Worker threads.").IntRange(1, 1024).DefaultNote("all available cores");
   c.AddInt("prompt-tokens", "N", "Prompt length of the prefill measurement.")
@@ -131,8 +160,10 @@ void AddBenchCommand(App& app) {
       .Default("1024");
   c.AddSwitch("skip-bandwidth", "Do not measure memory bandwidth.");
   c.AtMostOneOf({"model", "skip-model"});
+  c.AtMostOneOf({"quant", "skip-model"});
   c.Example("--json bench.json");
   c.Example("--threads 1 --bandwidth-mib 256 --repeat 3");
+  c.Example("--quant q4_k --skip-bandwidth --repeat 2");
 }
 
 }  // namespace fgnet::cli

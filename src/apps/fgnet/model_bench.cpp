@@ -59,6 +59,15 @@ std::uint64_t DecodeWeightBytes(const Gemma3Config& config, const Gemma3Weights&
   return bytes;
 }
 
+std::uint64_t ModelWeightBytes(const Gemma3Config& config, const Gemma3Weights& weights) {
+  std::uint64_t bytes = DecodeWeightBytes(config, weights);
+  if (!config.tie_word_embeddings) {
+    bytes += weights.embed_tokens.num_bytes() -
+             weights.embed_tokens.num_bytes() / static_cast<std::uint64_t>(config.vocab_size);
+  }
+  return bytes;
+}
+
 Result<ModelBenchResult> BenchModel(const Gemma3Model& model, const Gemma3Weights& weights,
                                     ThreadPool& pool, const ModelBenchOptions& options) {
   const Gemma3Config& config = model.config();

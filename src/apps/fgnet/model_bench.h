@@ -35,6 +35,9 @@ struct ModelBenchResult {
 // output projection), plus one embedding row.
 std::uint64_t DecodeWeightBytes(const Gemma3Config& config, const Gemma3Weights& weights);
 
+// Bytes of the model's weights as held in memory (a tied embedding counted once).
+std::uint64_t ModelWeightBytes(const Gemma3Config& config, const Gemma3Weights& weights);
+
 Result<ModelBenchResult> BenchModel(const Gemma3Model& model, const Gemma3Weights& weights,
                                     ThreadPool& pool, const ModelBenchOptions& options);
 

@@ -9,6 +9,7 @@
 // Per-target code below.
 #include "backend/cpu/gemm-inl.h"
 #include "backend/cpu/matmul.h"
+#include "backend/cpu/quant-inl.h"
 #include "util/status.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -72,6 +73,62 @@ void PackedRows(const float* x, std::size_t n, std::size_t ldx, const T* w, std:
   PanelGemm(x, ldx, n, panel, K, y + j0, ldy, ncols, /*accumulate=*/false);
 }
 
+// StreamRows for quantized rows (`row_bytes` apart): the same two-stream / token-group scheme,
+// each block decoded in registers. `xsums`: the tokens' SubBlockSums.
+template <class Q>
+void StreamQuantRows(const float* x, std::size_t n, std::size_t ldx, const float* xsums,
+                     const std::uint8_t* w, std::size_t row_bytes, std::size_t K, std::size_t r0,
+                     std::size_t r1, float* y, std::size_t ldy) {
+  if (n == 1) {
+    const std::size_t half = (r1 - r0) / 2;
+    for (std::size_t i = 0; i < half; ++i) {
+      const std::size_t ra = r0 + i;
+      const std::size_t rb = r0 + half + i;
+      QuantDotRowPair<Q>(w + ra * row_bytes, w + rb * row_bytes, x, xsums, K, y + ra, y + rb);
+    }
+    if (r0 + 2 * half < r1) {
+      QuantDotTokens<1, Q>(w + (r1 - 1) * row_bytes, x, 0, xsums, K, y + r1 - 1, 0);
+    }
+    return;
+  }
+  const std::size_t lds = K / 32;
+  for (std::size_t r = r0; r < r1; ++r) {
+    const std::uint8_t* row = w + r * row_bytes;
+    std::size_t t = 0;
+    for (; t + 4 <= n; t += 4) {
+      QuantDotTokens<4, Q>(row, x + t * ldx, ldx, xsums + t * lds, K, y + t * ldy + r, ldy);
+    }
+    switch (n - t) {
+      case 3:
+        QuantDotTokens<3, Q>(row, x + t * ldx, ldx, xsums + t * lds, K, y + t * ldy + r, ldy);
+        break;
+      case 2:
+        QuantDotTokens<2, Q>(row, x + t * ldx, ldx, xsums + t * lds, K, y + t * ldy + r, ldy);
+        break;
+      case 1:
+        QuantDotTokens<1, Q>(row, x + t * ldx, ldx, xsums + t * lds, K, y + t * ldy + r, ldy);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+// PackedRows for quantized rows: the panel's rows are dequantized one after the other into
+// `scratch` (one sequential stream, as BF16 rows are widened), then packed from there.
+template <class Q>
+void PackedQuantRows(const float* x, std::size_t n, std::size_t ldx, const std::uint8_t* w,
+                     std::size_t row_bytes, std::size_t rows, std::size_t K, std::size_t j0,
+                     float* panel, float* scratch, float* y, std::size_t ldy) {
+  const std::size_t nr = PanelWidth();
+  const std::size_t ncols = std::min(nr, rows - j0);
+  for (std::size_t r = 0; r < ncols; ++r) {
+    DequantRowScaled<Q>(w + (j0 + r) * row_bytes, K, 1.0f, scratch + r * K);
+  }
+  PackTransposed(scratch, K, ncols, K, panel, /*scratch=*/nullptr);
+  PanelGemm(x, ldx, n, panel, K, y + j0, ldy, ncols, /*accumulate=*/false);
+}
+
 // One MatMulMany call: work items of all outputs numbered consecutively, output o owning items
 // [first[o], first[o + 1]).
 struct MatMulJob {
@@ -79,6 +136,7 @@ struct MatMulJob {
   std::size_t n, ldx, K;
   const MatMulOutput* outs;
   bool packed;
+  bool needs_xsums;  // streaming regime with a quantized output (see SubBlockSums)
   std::size_t unit_rows;
   std::size_t num_outs;
   std::size_t first[kMaxOutputs + 1];
@@ -93,6 +151,20 @@ struct MatMulJob {
       PackedRows(x, n, ldx, wt, w.rows, K, r0, panel, panel + K * PanelWidth(), y, ldy);
     } else {
       StreamRows(x, n, ldx, wt, K, r0, std::min(w.rows, r0 + unit_rows), y, ldy);
+    }
+  }
+
+  template <class Q>
+  void QuantItem(const WeightMatrix& w, std::size_t r0, float* y, std::size_t ldy, float* panel,
+                 const float* xsums) const {
+    const auto* wt = static_cast<const std::uint8_t*>(w.data);
+    const std::size_t row_bytes = DTypeRowBytes(Q::kType, K);
+    if (packed) {
+      PackedQuantRows<Q>(x, n, ldx, wt, row_bytes, w.rows, K, r0, panel, panel + K * PanelWidth(),
+                         y, ldy);
+    } else {
+      StreamQuantRows<Q>(x, n, ldx, xsums, wt, row_bytes, K, r0, std::min(w.rows, r0 + unit_rows),
+                         y, ldy);
     }
   }
 
@@ -114,15 +186,21 @@ struct MatMulJob {
 
   void Run(std::size_t thread) {
     float* panel = packed ? ws->ForThread(thread, 2 * K * PanelWidth()) : nullptr;
+    float* xsums = nullptr;
     std::size_t begin = 0, end = 0;
     std::size_t o = 0;
     while (Claim(&begin, &end)) {
-      for (std::size_t item = begin; item < end; ++item) RunItem(item, panel, o);
+      if (needs_xsums && xsums == nullptr) {
+        // Once per thread that takes part (cheap: n * K additions).
+        xsums = ws->ForThread(thread, n * (K / 32));
+        SubBlockSums(x, n, ldx, K, xsums);
+      }
+      for (std::size_t item = begin; item < end; ++item) RunItem(item, panel, xsums, o);
     }
   }
 
   // `o`: a hint for the output of the item (items come in increasing order per thread).
-  void RunItem(std::size_t item, float* panel, std::size_t& o) const {
+  void RunItem(std::size_t item, float* panel, const float* xsums, std::size_t& o) const {
     while (item >= first[o + 1]) ++o;
     const WeightMatrix& w = *outs[o].w;
     const std::size_t r0 = (item - first[o]) * unit_rows;
@@ -136,8 +214,18 @@ struct MatMulJob {
       case DType::kF16:
         Item<hwy::float16_t>(w, r0, outs[o].y, outs[o].ldy, panel);
         break;
-      default:
-        FGNET_CHECK(false && "quantized weights are not supported yet");
+      case DType::kQ8_0:
+        QuantItem<Q8_0Decoder>(w, r0, outs[o].y, outs[o].ldy, panel, xsums);
+        break;
+      case DType::kQ4_0:
+        QuantItem<Q4_0Decoder>(w, r0, outs[o].y, outs[o].ldy, panel, xsums);
+        break;
+      case DType::kQ4_K:
+        QuantItem<Q4_KDecoder>(w, r0, outs[o].y, outs[o].ldy, panel, xsums);
+        break;
+      case DType::kQ6_K:
+        QuantItem<Q6_KDecoder>(w, r0, outs[o].y, outs[o].ldy, panel, xsums);
+        break;
     }
   }
 };
@@ -152,6 +240,12 @@ void MatMulManyImpl(const float* x, std::size_t n, std::size_t ldx, const MatMul
   job.K = outs[0].w->cols;
   job.outs = outs;
   job.packed = n >= kMinTokensForPacking;
+  // Only Q4_0 and Q4_K use the sums, but every quantized kernel gets a valid pointer; they cost
+  // n * K additions per thread, next to rows * K multiply-adds.
+  job.needs_xsums = false;
+  for (std::size_t o = 0; o < num_outs && !job.packed; ++o) {
+    job.needs_xsums = job.needs_xsums || IsQuantized(outs[o].w->dtype);
+  }
   job.unit_rows = job.packed ? PanelWidth() : kStreamRowsPerItem;
   job.first[0] = 0;
   for (std::size_t o = 0; o < num_outs; ++o) {
@@ -160,7 +254,7 @@ void MatMulManyImpl(const float* x, std::size_t n, std::size_t ldx, const MatMul
   job.num_outs = num_outs;
   job.ws = ws;
   job.threads = pool->num_threads();
-  if (job.packed) ws->Reserve(job.threads);
+  if (job.packed || job.needs_xsums) ws->Reserve(job.threads);
   // One pool item per thread; the job hands out the work itself (see Claim). The closure holds
   // one reference, so std::function stores it without allocating.
   pool->ParallelFor(
@@ -208,6 +302,7 @@ void MatMulMany(const float* x, std::size_t n, std::size_t ldx, std::span<const 
     FGNET_CHECK_EQ(o.w->cols, outs[0].w->cols);
     FGNET_CHECK_GE(ldx, o.w->cols);
     FGNET_CHECK_GE(o.ldy, o.w->rows);
+    FGNET_CHECK_EQ(o.w->cols % DTypeBlockElements(o.w->dtype), 0u);
   }
   HWY_DYNAMIC_DISPATCH(MatMulManyImpl)(x, n, ldx, outs.data(), outs.size(), &pool, &ws);
 }

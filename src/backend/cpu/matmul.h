@@ -1,6 +1,10 @@
 // Matrix multiplication with a weight matrix: y[n, out] = x[n, in] . W^T, W [out, in] row-major
-// in F32, BF16 or F16. Weights are widened exactly to f32 in registers and products are
-// accumulated in f32 with FMA; activations stay f32.
+// in F32, BF16 or F16, or block-quantized (Q8_0, Q4_0, Q4_K, Q6_K: rows of blocks, in a multiple
+// of the block size; layouts in quant.h). Weights are widened exactly to f32 in registers and
+// products are accumulated in f32 with FMA; activations stay f32. A quantized matrix is never
+// dequantized as a whole: the decode regime decodes each block in registers, the prefill regime
+// only the rows of the panel it packs. The activations are not quantized (no int8 dot
+// products): the only error is the weights' own, for more arithmetic per byte of weights.
 //
 // Two regimes, chosen by n:
 //   * n < 12 (decode, short chunks): the weight rows are read one after the other -- one

@@ -9,6 +9,7 @@
 // Per-target code below.
 #include "backend/cpu/gemm-inl.h"
 #include "backend/cpu/ops.h"
+#include "backend/cpu/quant-inl.h"
 #include "backend/cpu/vec-inl.h"
 #include "util/status.h"
 
@@ -123,6 +124,13 @@ void EmbedRowsImpl(const WeightMatrix* table, const std::int32_t* ids, std::size
   for (std::size_t t = 0; t < n; ++t) {
     const std::size_t row = static_cast<std::size_t>(ids[t]) * cols;
     float* dst = out + t * cols;
+    if (IsQuantized(table->dtype)) {
+      // Only this row is decoded.
+      const auto* base = static_cast<const std::uint8_t*>(table->data) +
+                         static_cast<std::size_t>(ids[t]) * DTypeRowBytes(table->dtype, cols);
+      WithDecoder(table->dtype, [&]<class Q>() { DequantRowScaled<Q>(base, cols, scale, dst); });
+      continue;
+    }
     switch (table->dtype) {
       case DType::kF32:
         WidenRow(static_cast<const float*>(table->data) + row, cols, scale, dst);
@@ -134,7 +142,7 @@ void EmbedRowsImpl(const WeightMatrix* table, const std::int32_t* ids, std::size
         WidenRow(static_cast<const hwy::float16_t*>(table->data) + row, cols, scale, dst);
         break;
       default:
-        FGNET_CHECK(false && "quantized embeddings are not supported yet");
+        break;
     }
   }
 }
@@ -213,6 +221,7 @@ void Softcap(float* x, std::size_t n, float cap) {
 
 void EmbedRows(const WeightMatrix& table, std::span<const std::int32_t> ids, float scale,
                float* out) {
+  FGNET_CHECK_EQ(table.cols % DTypeBlockElements(table.dtype), 0u);
   HWY_DYNAMIC_DISPATCH(EmbedRowsImpl)(&table, ids.data(), ids.size(), scale, out);
 }
 

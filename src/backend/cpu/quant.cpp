@@ -17,12 +17,15 @@ float RoundTripHalf(float f) { return HalfToFloat(ToHalf(f)); }
 
 void StoreHalf(std::uint8_t* p, std::uint16_t h) { std::memcpy(p, &h, 2); }
 
-// round(v) clamped to [lo, hi]; NaN gives lo (never an out-of-range float-to-int conversion).
+// round(v) (halves away from zero) clamped to [lo, hi]; NaN gives lo (never an out-of-range
+// float-to-int conversion). Rounds via truncation, which is exact here, rather than std::round,
+// a library call on the baseline instruction set.
 int ClampRound(float v, int lo, int hi) {
-  const float r = std::round(v);
-  if (!(r >= static_cast<float>(lo))) return lo;
-  if (r > static_cast<float>(hi)) return hi;
-  return static_cast<int>(r);
+  if (!(v >= static_cast<float>(lo))) return lo;
+  if (v > static_cast<float>(hi)) return hi;
+  const int i = static_cast<int>(v);
+  const float frac = v - static_cast<float>(i);  // exact: |v| is small
+  return i + static_cast<int>(frac >= 0.5f) - static_cast<int>(frac <= -0.5f);  // branch-free
 }
 
 // ---- Dequantization ----
@@ -107,8 +110,9 @@ void QuantQ4_0(const float* x, std::uint8_t* b) {
   StoreHalf(b + q4_0::kD, ToHalf(d));
   std::uint8_t* qs = b + q4_0::kQs;
   const auto nibble = [&](float v) {
-    const float t = v * id + 8.5f;  // >= 0.5 up to rounding: floor == truncation
-    return static_cast<std::uint8_t>(ClampRound(std::floor(t), 0, 15));
+    const float t = v * id + 8.5f;  // >= 0.5 up to rounding: floor is truncation
+    if (!(t >= 0.0f)) return std::uint8_t{0};
+    return static_cast<std::uint8_t>(t >= 15.0f ? 15 : static_cast<int>(t));
   };
   for (int i = 0; i < 16; ++i) {
     qs[i] = static_cast<std::uint8_t>(nibble(x[i]) | nibble(x[i + 16]) << 4);
@@ -177,8 +181,8 @@ void FitSubBlockQ4K(const float* x, float* best_s, float* best_m) {
   double best = std::numeric_limits<double>::infinity();
   // Candidate steps: the full range over 15 levels, and slightly wider and narrower ones (a
   // narrower step clips the extremes but resolves the bulk better).
-  for (int t = -4; t <= 6; ++t) {
-    float s = (hi - lo) / (15.0f + 0.25f * static_cast<float>(t));
+  for (int t = -2; t <= 3; ++t) {
+    float s = (hi - lo) / (15.0f + 0.4f * static_cast<float>(t));
     float m = -lo;
     for (int iter = 0; iter < 2; ++iter) {
       const double err = AffineRound(x, n, s, m, q);

@@ -5,11 +5,20 @@
 #include <numbers>
 #include <vector>
 
+#include "backend/cpu/quant.h"
 #include "util/status.h"
 
 namespace fgnet::cpu::reference {
 
 float WeightAt(const WeightMatrix& w, std::size_t r, std::size_t c) {
+  if (IsQuantized(w.dtype)) {
+    // Decode the block holding the element.
+    const std::size_t block = DTypeBlockElements(w.dtype);
+    const auto* row = static_cast<const std::uint8_t*>(w.data) + r * DTypeRowBytes(w.dtype, w.cols);
+    float values[256];
+    DequantizeRow(w.dtype, row + c / block * DTypeBlockBytes(w.dtype), block, values);
+    return values[c % block];
+  }
   const std::size_t i = r * w.cols + c;
   switch (w.dtype) {
     case DType::kF32:
@@ -19,18 +28,26 @@ float WeightAt(const WeightMatrix& w, std::size_t r, std::size_t c) {
     case DType::kF16:
       return F16ToF32(static_cast<const std::uint16_t*>(w.data)[i]);
     default:
-      FGNET_CHECK(false && "quantized weights are not supported by the reference yet");
+      break;
   }
   return 0.0f;
 }
 
+void RowAt(const WeightMatrix& w, std::size_t r, float* out) {
+  const std::size_t row_bytes = DTypeRowBytes(w.dtype, w.cols);
+  FGNET_CHECK(row_bytes > 0 || w.cols == 0);
+  DequantizeRow(w.dtype, static_cast<const std::uint8_t*>(w.data) + r * row_bytes, w.cols, out);
+}
+
 void MatMul(const float* x, std::size_t n, std::size_t ldx, const WeightMatrix& w, float* y,
             std::size_t ldy) {
-  for (std::size_t t = 0; t < n; ++t) {
-    for (std::size_t j = 0; j < w.rows; ++j) {
+  std::vector<float> row(w.cols);
+  for (std::size_t j = 0; j < w.rows; ++j) {
+    RowAt(w, j, row.data());
+    for (std::size_t t = 0; t < n; ++t) {
       double sum = 0.0;
       for (std::size_t k = 0; k < w.cols; ++k) {
-        sum += static_cast<double>(x[t * ldx + k]) * WeightAt(w, j, k);
+        sum += static_cast<double>(x[t * ldx + k]) * row[k];
       }
       y[t * ldy + j] = static_cast<float>(sum);
     }
@@ -130,10 +147,10 @@ void Softcap(float* x, std::size_t n, float cap) {
 
 void EmbedRows(const WeightMatrix& table, std::span<const std::int32_t> ids, float scale,
                float* out) {
+  std::vector<float> row(table.cols);
   for (std::size_t t = 0; t < ids.size(); ++t) {
-    for (std::size_t i = 0; i < table.cols; ++i) {
-      out[t * table.cols + i] = WeightAt(table, static_cast<std::size_t>(ids[t]), i) * scale;
-    }
+    RowAt(table, static_cast<std::size_t>(ids[t]), row.data());
+    for (std::size_t i = 0; i < table.cols; ++i) out[t * table.cols + i] = row[i] * scale;
   }
 }
 

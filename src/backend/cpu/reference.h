@@ -13,8 +13,10 @@
 
 namespace fgnet::cpu::reference {
 
-// W[r, c] widened to f32.
+// W[r, c] widened to f32 (a quantized element decoded by DequantizeRow, see quant.h).
 float WeightAt(const WeightMatrix& w, std::size_t r, std::size_t c);
+// out[0, w.cols) = row r of W in f32.
+void RowAt(const WeightMatrix& w, std::size_t r, float* out);
 
 void MatMul(const float* x, std::size_t n, std::size_t ldx, const WeightMatrix& w, float* y,
             std::size_t ldy);
