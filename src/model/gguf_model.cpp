@@ -294,13 +294,40 @@ std::string Lowercase(std::string_view s) {
   return out;
 }
 
-// "none", or the quantized type holding most of the file's bytes ("q8_0", "q4_k", ...).
-std::string QuantizationOf(const GgufFile& file) {
+// "none" for a file without quantized tensors; else fgnet.quantization where fgnet recorded the
+// scheme, or the scheme llama.cpp's general.file_type names, or the quantized type holding most
+// of the layers' bytes ("q8_0", "q4_k", ...).
+Result<std::string> QuantizationOf(const GgufFile& file) {
   std::map<DType, std::uint64_t> bytes;
+  bool any = false;
   for (const GgufTensorInfo& t : file.tensors()) {
-    if (IsQuantized(t.view.dtype)) bytes[t.view.dtype] += t.size;
+    if (!IsQuantized(t.view.dtype)) continue;
+    any = true;
+    if (ParseLayerName(t.name)) bytes[t.view.dtype] += t.size;
   }
-  if (bytes.empty()) return "none";
+  if (!any) return std::string("none");
+  const Meta meta(file);
+  FGNET_ASSIGN_OR_RETURN(const std::optional<std::string> recorded,
+                         meta.String("fgnet.quantization"));
+  if (recorded && !recorded->empty()) return *recorded;
+  FGNET_ASSIGN_OR_RETURN(const std::optional<std::int64_t> file_type,
+                         meta.Int("general.file_type"));
+  if (file_type) {
+    switch (*file_type) {
+      case 2:
+        return std::string("q4_0");
+      case 7:
+        return std::string("q8_0");
+      case 14:  // MOSTLY_Q4_K_S
+      case 15:  // MOSTLY_Q4_K_M
+        return std::string("q4_k");
+      case 18:
+        return std::string("q6_k");
+      default:
+        break;
+    }
+  }
+  if (bytes.empty()) return std::string("none");
   auto best = bytes.begin();
   for (auto it = bytes.begin(); it != bytes.end(); ++it) {
     if (it->second > best->second) best = it;
@@ -481,7 +508,7 @@ Result<Checkpoint> OpenGgufCheckpoint(const std::string& path) {
   parts.config = std::move(config);
   parts.side_dir = DirectoryOf(path);
   parts.norms_include_one = true;
-  parts.quantization = QuantizationOf(*file);
+  FGNET_ASSIGN_OR_RETURN(parts.quantization, QuantizationOf(*file));
   FGNET_ASSIGN_OR_RETURN(const std::optional<std::string> hash,
                          Meta(*file).String("fgnet.content_hash"));
   if (hash) {
@@ -556,8 +583,13 @@ class Buffers {
   std::vector<std::unique_ptr<std::vector<std::uint8_t>>> buffers_;
 };
 
-// llama.cpp's general.file_type (LLAMA_FTYPE_*) of a model whose matrices hold these bytes.
-std::uint32_t FileType(const std::map<DType, std::uint64_t>& bytes) {
+// llama.cpp's general.file_type (LLAMA_FTYPE_*): that of the quantization scheme the checkpoint
+// was made with, else that of the type holding most of the layers' matrix bytes.
+std::uint32_t FileType(const std::string& quantization,
+                       const std::map<DType, std::uint64_t>& bytes) {
+  if (quantization == "q8_0") return 7;   // MOSTLY_Q8_0
+  if (quantization == "q4_0") return 2;   // MOSTLY_Q4_0
+  if (quantization == "q4_k") return 15;  // MOSTLY_Q4_K_M: Q4_K with Q6_K and others mixed in
   DType major = DType::kF32;
   std::uint64_t most = 0;
   for (const auto& [dtype, n] : bytes) {
@@ -604,10 +636,10 @@ Status WriteGemma3Gguf(const Checkpoint& ck, const std::string& path,
   const Gemma3Weights& w = ck.weights();
   Buffers buffers;
   std::vector<std::pair<std::string, TensorView>> tensors;
-  std::map<DType, std::uint64_t> matrix_bytes;
-  const auto matrix = [&](const std::string& name, const TensorView& t) {
+  std::map<DType, std::uint64_t> layer_bytes;
+  const auto matrix = [&](const std::string& name, const TensorView& t, bool in_layer) {
     const TensorView stored = buffers.Convert(t, options.float_dtype);
-    matrix_bytes[stored.dtype] += stored.num_bytes();
+    if (in_layer) layer_bytes[stored.dtype] += stored.num_bytes();
     tensors.emplace_back(name, stored);
   };
   const auto norm = [&](const std::string& name, const TensorView& t) -> Status {
@@ -616,7 +648,7 @@ Status WriteGemma3Gguf(const Checkpoint& ck, const std::string& path,
     tensors.emplace_back(name, *stored);
     return Ok();
   };
-  matrix("token_embd.weight", w.embed_tokens);
+  matrix("token_embd.weight", w.embed_tokens, false);
   for (std::size_t l = 0; l < w.layers.size(); ++l) {
     for (const LayerTensor& lt : kLayerTensors) {
       const std::string name = LayerName(static_cast<std::int64_t>(l), lt.gguf);
@@ -624,12 +656,12 @@ Status WriteGemma3Gguf(const Checkpoint& ck, const std::string& path,
       if (lt.norm) {
         FGNET_TRY(norm(name, t));
       } else {
-        matrix(name, t);
+        matrix(name, t, true);
       }
     }
   }
   FGNET_TRY(norm("output_norm.weight", w.norm));
-  if (!c.tie_word_embeddings) matrix("output.weight", w.lm_head);
+  if (!c.tie_word_embeddings) matrix("output.weight", w.lm_head, false);
 
   GgufWriter writer(options.alignment);
   const auto set_u32 = [&](const std::string& key, std::int64_t v) -> Status {
@@ -644,9 +676,10 @@ Status WriteGemma3Gguf(const Checkpoint& ck, const std::string& path,
   writer.Set("general.type", GgufValue::String("model"));
   writer.Set("general.name",
              GgufValue::String(options.name.empty() ? StemOf(ck.dir()) : options.name));
-  writer.Set("general.file_type", GgufValue::U32(FileType(matrix_bytes)));
   bool quantized = false;
   for (const auto& [name, t] : tensors) quantized = quantized || IsQuantized(t.dtype);
+  const std::string quantization = quantized ? ck.quantization() : std::string("none");
+  writer.Set("general.file_type", GgufValue::U32(FileType(quantization, layer_bytes)));
   if (quantized) writer.Set("general.quantization_version", GgufValue::U32(kQuantizationVersion));
 
   FGNET_TRY(set_u32(Key("context_length"), c.max_position_embeddings));
@@ -710,6 +743,9 @@ Status WriteGemma3Gguf(const Checkpoint& ck, const std::string& path,
   }
   if (c.pad_token_id >= 0) FGNET_TRY(set_u32("tokenizer.ggml.padding_token_id", c.pad_token_id));
   writer.Set("fgnet.content_hash", GgufValue::String(ck.content_hash()));
+  if (quantized && quantization != "none") {
+    writer.Set("fgnet.quantization", GgufValue::String(quantization));
+  }
   for (const auto& [key, value] : options.extra_metadata) {
     if (key == "general.alignment") {
       return MakeError(path,

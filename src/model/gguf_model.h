@@ -42,7 +42,11 @@
 // is checked for presence and shape against the metadata before binding, with errors naming
 // the GGUF tensor and keys. Side files (tokenizer.json, ...) are looked for in the file's
 // directory. fgnet.content_hash, when present, is the content hash of the model the file was
-// written from (see Checkpoint::content_hash()).
+// written from (see Checkpoint::content_hash()). quantization() is "none" without quantized
+// tensors, else fgnet.quantization (the scheme fgnet recorded: "q8_0", "q4_0", "q4_k"), else the
+// scheme llama.cpp's general.file_type names (MOSTLY_Q4_0 "q4_0", MOSTLY_Q8_0 "q8_0",
+// MOSTLY_Q4_K_S/M "q4_k", MOSTLY_Q6_K "q6_k"), else the quantized type of most of the layers'
+// bytes.
 #pragma once
 
 #include <cstdint>
@@ -75,8 +79,10 @@ struct GgufWriteOptions {
 };
 
 // Writes `ck` as a gemma3 GGUF file the way llama.cpp's converter would: its metadata keys and
-// types (u32 sizes, f32 floats), general.name, general.file_type (from the matrices' types) and
-// general.quantization_version 2 when a tensor is quantized, the tensors under llama.cpp's names
+// types (u32 sizes, f32 floats), general.name, general.file_type (that of ck.quantization()'s
+// scheme: q8_0 MOSTLY_Q8_0, q4_0 MOSTLY_Q4_0, q4_k MOSTLY_Q4_K_M; else from the type of most of
+// the layers' matrix bytes) and, when a tensor is quantized, general.quantization_version 2 and
+// fgnet.quantization = ck.quantization(), the tensors under llama.cpp's names
 // in their stored type (see float_dtype), norms as f32 1 + w, output.weight only when the
 // embeddings are untied; plus the extra keys above where the config departs from llama.cpp's
 // assumptions, and fgnet.content_hash = ck.content_hash(). Tensors outside the text model are
