@@ -18,6 +18,15 @@
 
 namespace fgnet {
 
+// The adapter set of a sequence whose first tokens are `prompt` (starting at position
+// `first_position`): activated adapters get their start from the last occurrence of their
+// invocation in the prompt; those whose invocation the prompt lacks are left out and appended to
+// `inactive` (when given). Other adapters are kept as they are.
+std::vector<AdapterUse> ResolveAdapterSet(std::span<const AdapterUse> adapters,
+                                          std::span<const std::int32_t> prompt,
+                                          std::int64_t first_position = 0,
+                                          std::vector<const LoraAdapter*>* inactive = nullptr);
+
 class ModelSession final : public LogitsSource {
  public:
   // A session that can hold `max_tokens` positions (prompt plus generated tokens).

@@ -153,4 +153,35 @@ Result<std::uint64_t> WriteRandomCheckpoint(const Gemma3Config& config, const Sy
   return total;
 }
 
+LoraAdapter RandomLoraAdapter(const Gemma3Config& config, std::size_t rank, std::uint64_t seed,
+                              std::string name, float stddev) {
+  LoraAdapter adapter;
+  adapter.name = std::move(name);
+  adapter.path = adapter.name;
+  adapter.format = "in-memory";
+  adapter.config.r = static_cast<std::int64_t>(rank);
+  adapter.config.lora_alpha = static_cast<double>(rank);
+  adapter.layers.resize(static_cast<std::size_t>(config.num_hidden_layers));
+  std::uint64_t stream = 0;
+  for (auto& layer : adapter.layers) {
+    for (LoraModule m : kAllLoraModules) {
+      const auto [out, in] = LoraModuleShape(config, m);
+      LoraLayer& l = layer[static_cast<std::size_t>(m)];
+      l.rank = rank;
+      l.scale = 1.0f;
+      const OwnedTensor a = MakeTensor("a", {static_cast<std::int64_t>(rank), in}, DType::kF32,
+                                       stddev, seed, stream++);
+      const OwnedTensor b = MakeTensor("b", {out, static_cast<std::int64_t>(rank)}, DType::kF32,
+                                       stddev, seed, stream++);
+      l.a.resize(a.bytes.size() / sizeof(float));
+      l.b.resize(b.bytes.size() / sizeof(float));
+      std::memcpy(l.a.data(), a.bytes.data(), a.bytes.size());
+      std::memcpy(l.b.data(), b.bytes.data(), b.bytes.size());
+    }
+  }
+  adapter.config.target_modules = adapter.adapted_modules();
+  adapter.content_hash = LoraContentHash(adapter);
+  return adapter;
+}
+
 }  // namespace fgnet

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "model/config.h"
+#include "model/lora.h"
 #include "tensor/dtype.h"
 #include "util/status.h"
 
@@ -35,5 +36,10 @@ struct SynthOptions {
 // needed). The same options give the same bytes. Returns the number of bytes of weights written.
 Result<std::uint64_t> WriteRandomCheckpoint(const Gemma3Config& config, const SynthOptions& options,
                                             const std::string& dir);
+
+// A random LoRA adapter of rank `rank` on all seven projections of every layer (A and B drawn
+// with `stddev`, scale 1), named `name`: for benchmarks of run-time adapters.
+LoraAdapter RandomLoraAdapter(const Gemma3Config& config, std::size_t rank, std::uint64_t seed,
+                              std::string name, float stddev = 0.02f);
 
 }  // namespace fgnet

@@ -73,7 +73,7 @@ TEST(FgnetBinaryTest, Help) {
 
   const Outcome command_help = RunFgnet({"logits", "--help"});
   ASSERT_EQ(command_help.code, 0) << command_help.err;
-  EXPECT_THAT(command_help.out, StartsWith("Usage: fgnet logits --model DIR"));
+  EXPECT_THAT(command_help.out, StartsWith("Usage: fgnet logits --model PATH"));
 }
 
 TEST(FgnetBinaryTest, NoCommand) {

@@ -48,18 +48,22 @@ TEST(FgnetCommandsTest, ProgramHelpListsEveryCommand) {
 TEST(FgnetCommandsTest, EveryCommandDeclaresItsOptions) {
   const std::map<std::string, std::vector<std::string>> expected = {
       {"generate",
-       {"--model DIR", "--prompt TEXT|@FILE", "--messages FILE.json", "--tools FILE.json",
-        "--max-tokens N", "--temperature X", "--top-k K", "--top-p P", "--min-p P",
-        "--repetition-penalty X", "--seed N", "--threads N", "--raw", "--json"}},
-      {"logits", {"--model DIR", "--ids IDS|@FILE", "--out FILE.npy", "--threads N"}},
+       {"--model PATH", "--adapter [NAME=]PATH[:SCALE]", "--prompt TEXT|@FILE",
+        "--messages FILE.json", "--tools FILE.json", "--max-tokens N", "--temperature X",
+        "--top-k K", "--top-p P", "--min-p P", "--repetition-penalty X", "--seed N", "--threads N",
+        "--raw", "--json"}},
+      {"logits",
+       {"--model PATH", "--adapter [NAME=]PATH[:SCALE]", "--ids IDS|@FILE", "--out FILE.npy",
+        "--threads N"}},
       {"tokenize", {"--tokenizer PATH", "--jsonl FILE", "--decode"}},
       {"inspect", {"DIR", "--json"}},
       {"synth",
        {"--like gemma-3-270m|functiongemma-270m", "--out DIR", "--seed N", "--dtype bf16|f32",
         "--tokenizer PATH"}},
       {"bench",
-       {"--model DIR", "--quant q8_0|q4_0|q4_k", "--threads N", "--prompt-tokens N",
-        "--decode-tokens N", "--json FILE", "--repeat N", "--bandwidth-mib N", "--skip-bandwidth"}},
+       {"--model PATH", "--adapter [NAME=]PATH[:SCALE]", "--lora-rank R", "--quant q8_0|q4_0|q4_k",
+        "--threads N", "--prompt-tokens N", "--decode-tokens N", "--json FILE", "--repeat N",
+        "--bandwidth-mib N", "--skip-bandwidth"}},
   };
   for (const auto& [command, synopses] : expected) {
     const Outcome r = RunApp({command, "--help"});
@@ -76,10 +80,10 @@ TEST(FgnetCommandsTest, EveryCommandDeclaresItsOptions) {
 
 TEST(FgnetCommandsTest, UsageLinesAndDefaults) {
   EXPECT_THAT(RunApp({"generate", "--help"}).out,
-              StartsWith("Usage: fgnet generate --model DIR (--prompt TEXT|@FILE | --messages "
+              StartsWith("Usage: fgnet generate --model PATH (--prompt TEXT|@FILE | --messages "
                          "FILE.json) [options]\n"));
   EXPECT_THAT(RunApp({"logits", "--help"}).out,
-              StartsWith("Usage: fgnet logits --model DIR --ids IDS|@FILE --out FILE.npy "
+              StartsWith("Usage: fgnet logits --model PATH --ids IDS|@FILE --out FILE.npy "
                          "[options]\n"));
   EXPECT_THAT(RunApp({"inspect", "--help"}).out,
               StartsWith("Usage: fgnet inspect DIR [options]\n"));

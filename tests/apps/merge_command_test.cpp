@@ -121,10 +121,8 @@ TEST(MergeCommand, FailuresAreOneLine) {
   };
   const Case cases[] = {
       {{"--adapter", kLora + "alora"}, kExitFailure, {"fgnet merge: ", "aLoRA", "every position"}},
-      {{"--adapter", kLora + "missing:0.5"},
-       kExitFailure,
-       {"lora/missing", "not an adapter directory"}},
-      {{"--adapter", kLora + "attn_qkvo:inf"}, kExitFailure, {"weight inf", "not a finite number"}},
+      {{"--adapter", kLora + "missing:0.5"}, kExitFailure, {"lora/missing", "cannot open adapter"}},
+      {{"--adapter", kLora + "attn_qkvo:inf"}, kExitFailure, {"scale inf", "not a finite number"}},
       {{"--adapter", kLora + "mlp_layers"},
        kExitFailure,
        {"mlp_layers", "adapter_model.safetensors"}},

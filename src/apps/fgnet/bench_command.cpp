@@ -74,7 +74,8 @@ Status RunBench(const ParsedArgs& args, CommandIo& io) {
     } else {
       FGNET_ASSIGN_OR_RETURN(dir, synthesized.Create(io.err));
     }
-    FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(dir, {}));
+    FGNET_ASSIGN_OR_RETURN(const std::vector<AdapterArg> adapters, AdapterArgs(args));
+    FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(dir, {.adapters = adapters}));
     const Checkpoint* checkpoint = loaded->checkpoint.get();
     const Gemma3Model* model = &*loaded->model;
     // With --quant, the weights are quantized in memory and the quantized model is measured.
@@ -97,6 +98,23 @@ Status RunBench(const ParsedArgs& args, CommandIo& io) {
     report.settings["quantization"] = checkpoint->quantization();
     report.settings["weight_bytes"] = ModelWeightBytes(checkpoint->config(), checkpoint->weights());
     ModelBenchOptions options;
+    options.adapters = loaded->adapter_set;
+    if (auto rank = args.OptInt("lora-rank")) {
+      FGNET_ASSIGN_OR_RETURN(
+          auto synthetic, loaded->registry->Add(RandomLoraAdapter(
+                              checkpoint->config(), static_cast<std::size_t>(*rank), 1, "random")));
+      options.adapters.push_back({synthetic.get(), 1.0f, 0});
+    }
+    if (!options.adapters.empty()) {
+      Json list = Json::array();
+      for (const AdapterUse& use : options.adapters) {
+        list.push_back({{"name", use.adapter->name},
+                        {"content_hash", use.adapter->content_hash},
+                        {"scale", use.scale},
+                        {"bytes", use.adapter->num_bytes()}});
+      }
+      report.settings["adapters"] = list;
+    }
     options.prompt_tokens = args.Int("prompt-tokens");
     options.decode_tokens = args.Int("decode-tokens");
     options.repeat = static_cast<int>(std::min<std::int64_t>(repeat, 3));
@@ -135,13 +153,18 @@ void AddBenchCommand(App& app) {
       "Prints a markdown table with the machine (CPU, cores, SIMD, memory, OS), the commit and "
       "build, and the measurements: memory read and copy bandwidth, and with --model the prefill "
       "and decode throughput. --json writes the same report as JSON (schema fgnet-bench/1).");
-  c.AddString("model", "DIR", "Checkpoint to benchmark (prefill and decode throughput).")
+  AddModelOption(c, "The model to benchmark (prefill and decode throughput).")
       .DefaultNote("a random checkpoint of the gemma-3-270m shapes, made for the run");
   c.AddString("quant", "SCHEME",
               "Quantize the model's weights in memory before measuring: q8_0, q4_0 or q4_k (see "
               "model/quantize.h for the type each tensor gets).")
       .Choices({"q8_0", "q4_0", "q4_k"})
       .DefaultNote("the weights as stored");
+  AddAdapterOption(c);
+  c.AddInt("lora-rank", "R",
+           "Also apply a random run-time LoRA adapter of rank R on all seven projections of "
+           "every layer, to measure the cost of unmerged adapters.")
+      .IntRange(1, 1024);
   c.AddSwitch("skip-model", "Only report the machine and its memory bandwidth.");
   c.AddInt("threads", "N", "Worker threads.").IntRange(1, 1024).DefaultNote("all available cores");
   c.AddInt("prompt-tokens", "N", "Prompt length of the prefill measurement.")

@@ -100,7 +100,9 @@ std::vector<std::int32_t> StopIds(const Tokenizer& tokenizer, const LoadedModel&
 }
 
 Status RunGenerate(const ParsedArgs& args, CommandIo& io) {
-  FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(args.String("model"), {.tokenizer = true}));
+  FGNET_ASSIGN_OR_RETURN(const std::vector<AdapterArg> adapters, AdapterArgs(args));
+  FGNET_ASSIGN_OR_RETURN(
+      auto loaded, LoadModel(args.String("model"), {.tokenizer = true, .adapters = adapters}));
   const Tokenizer& tokenizer = *loaded->tokenizer;
   FGNET_ASSIGN_OR_RETURN(const std::string prompt_text, RenderPrompt(args, tokenizer));
   const std::vector<std::int32_t> prompt = tokenizer.Encode(prompt_text);
@@ -116,7 +118,8 @@ Status RunGenerate(const ParsedArgs& args, CommandIo& io) {
   const std::vector<std::int32_t> stops = StopIds(tokenizer, *loaded);
 
   ThreadPool pool(ThreadsOption(args));
-  ModelSession session(*loaded->model, pool, static_cast<std::int64_t>(prompt.size()) + max_new);
+  ModelSession session(*loaded->model, pool, static_cast<std::int64_t>(prompt.size()) + max_new,
+                       loaded->adapter_set);
   const bool json = args.Switch("json");
   StreamDecoder stream(tokenizer);
   std::string text;
@@ -136,6 +139,7 @@ Status RunGenerate(const ParsedArgs& args, CommandIo& io) {
     return true;
   };
   FGNET_ASSIGN_OR_RETURN(const GenerationResult result, Generate(session, request));
+  WarnInactiveAdapters(session.inactive_adapters(), io.err);
   const Clock::time_point end = Clock::now();
   const std::string rest = stream.Flush();
   text += rest;
@@ -181,10 +185,11 @@ void AddGenerateCommand(App& app) {
       "<start_function_response> (where the application would run the function). Function "
       "calls in the reply are printed as JSON. Sampling settings that are not given come from "
       "the checkpoint's generation_config.json.");
-  c.AddString("model", "DIR",
-              "Checkpoint directory: config.json, model.safetensors, tokenizer.json and "
-              "optionally generation_config.json.")
+  AddModelOption(c,
+                 "The model; tokenizer.json (and optionally generation_config.json) are read "
+                 "from its directory.")
       .Required();
+  AddAdapterOption(c);
   c.AddString("prompt", "TEXT", "The user message (or, with --raw, the text to continue).")
       .AllowFile();
   c.AddString("messages", "FILE.json",

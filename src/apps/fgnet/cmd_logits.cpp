@@ -3,6 +3,7 @@
 
 #include "apps/fgnet/commands.h"
 #include "apps/fgnet/model_loading.h"
+#include "engine/model_session.h"
 #include "util/npy.h"
 #include "util/thread_pool.h"
 
@@ -12,7 +13,8 @@ namespace {
 Status RunLogits(const ParsedArgs& args, CommandIo& io) {
   const std::vector<std::int64_t> ids64 = args.IntList("ids");
   if (ids64.empty()) return Error("--ids: no token ids given");
-  FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(args.String("model"), {}));
+  FGNET_ASSIGN_OR_RETURN(const std::vector<AdapterArg> adapters, AdapterArgs(args));
+  FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(args.String("model"), {.adapters = adapters}));
   const std::int64_t vocab = loaded->checkpoint->config().vocab_size;
   std::vector<std::int32_t> ids;
   ids.reserve(ids64.size());
@@ -26,7 +28,10 @@ Status RunLogits(const ParsedArgs& args, CommandIo& io) {
   ThreadPool pool(ThreadsOption(args));
   KVCache cache = loaded->model->NewKVCache(static_cast<std::int64_t>(ids.size()));
   std::vector<float> logits;
-  FGNET_TRY(loaded->model->Forward(ids, cache, pool, LogitsMode::kAll, &logits));
+  std::vector<const LoraAdapter*> inactive;
+  const std::vector<AdapterUse> set = ResolveAdapterSet(loaded->adapter_set, ids, 0, &inactive);
+  WarnInactiveAdapters(inactive, io.err);
+  FGNET_TRY(loaded->model->Forward(ids, cache, pool, LogitsMode::kAll, &logits, set));
   const std::string& out = args.String("out");
   FGNET_TRY(WriteNpyFloat32(out, {static_cast<std::int64_t>(ids.size()), vocab}, logits.data()));
   io.err << "wrote " << out << ": float32 [" << ids.size() << ", " << vocab << "]\n";
@@ -42,8 +47,8 @@ void AddLogitsCommand(App& app) {
   c.Description(
       "No chat template and no BOS token are added: the ids are fed as given. The output is a "
       "float32 .npy array of shape [number of ids, vocab_size].");
-  c.AddString("model", "DIR", "Checkpoint directory: config.json and model.safetensors.")
-      .Required();
+  AddModelOption(c, "The model.").Required();
+  AddAdapterOption(c);
   c.AddIntList("ids", "IDS",
                "Token ids, comma-separated (2,105,2364), or @FILE holding a JSON array or ids "
                "separated by commas or whitespace.")

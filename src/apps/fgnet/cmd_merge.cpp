@@ -9,60 +9,27 @@
 #include "apps/fgnet/commands.h"
 #include "apps/fgnet/model_loading.h"
 #include "model/merge.h"
+#include "model/model_files.h"
 #include "model/peft.h"
 
 namespace fgnet::cli {
 namespace {
 
-struct AdapterArg {
-  std::string path;
-  float weight = 1.0f;
-};
-
-// "PATH" or "PATH:WEIGHT": the text after the last ':' is the weight when it is a number.
-Result<AdapterArg> ParseAdapterArg(const std::string& text) {
-  AdapterArg arg{text, 1.0f};
-  const std::size_t colon = text.rfind(':');
-  if (colon == std::string::npos || colon + 1 == text.size()) return arg;
-  double weight = 0.0;
-  const char* begin = text.data() + colon + 1;
-  const char* end = text.data() + text.size();
-  const auto [ptr, ec] = std::from_chars(begin, end, weight);
-  if (ec != std::errc() || ptr != end) return arg;  // not a number: part of the path
-  if (!std::isfinite(weight)) {
-    return MakeError("--adapter ", text, ": the weight ", std::string(begin, end),
-                     " is not a finite number");
-  }
-  arg.path = text.substr(0, colon);
-  arg.weight = static_cast<float>(weight);
-  return arg;
-}
-
-// Reads one adapter for a base of config `base`. Every adapter format fgnet reads is told apart
-// here and nowhere else.
-Result<LoraAdapter> LoadAdapter(const std::string& path, const Gemma3Config& base) {
-  return LoadPeftAdapter(path, base);
-}
-
 Status RunMerge(const ParsedArgs& args, CommandIo& io) {
   const std::optional<MergeOptions::Method> method = ParseMergeMethod(args.String("method"));
   FGNET_CHECK(method.has_value());  // restricted by Choices()
-  std::vector<AdapterArg> specs;
-  for (const std::string& text : args.Strings("adapter")) {
-    FGNET_ASSIGN_OR_RETURN(AdapterArg arg, ParseAdapterArg(text));
-    specs.push_back(std::move(arg));
-  }
+  FGNET_ASSIGN_OR_RETURN(const std::vector<AdapterArg> specs, AdapterArgs(args));
   FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(args.String("model"), {}));
   const Gemma3Config& config = loaded->checkpoint->config();
   std::vector<LoraAdapter> adapters;
   adapters.reserve(specs.size());
   for (const AdapterArg& spec : specs) {
-    FGNET_ASSIGN_OR_RETURN(LoraAdapter adapter, LoadAdapter(spec.path, config));
+    FGNET_ASSIGN_OR_RETURN(LoraAdapter adapter, LoadAdapter(spec.path, *loaded->checkpoint));
     adapters.push_back(std::move(adapter));
   }
   std::vector<std::pair<const LoraAdapter*, float>> weighted;
   for (std::size_t i = 0; i < adapters.size(); ++i) {
-    weighted.emplace_back(&adapters[i], specs[i].weight);
+    weighted.emplace_back(&adapters[i], specs[i].scale);
   }
   const std::string& out = args.String("out");
   if (*method == MergeOptions::Method::kConcat) {
@@ -124,12 +91,13 @@ void AddMergeCommand(App& app) {
       "Hugging Face checkpoint directory: model.safetensors, config.json and the base's "
       "tokenizer and generation files. --method concat instead writes one exact PEFT adapter "
       "directory (adapter_config.json, adapter_model.safetensors) whose rank is the sum of the "
-      "ranks, with each weight folded in; it is not a checkpoint. Adapters are PEFT directories; "
-      "activated LoRA (aLoRA) adapters are refused, since merged they would apply at every "
-      "position.");
-  c.AddString("model", "DIR", "The base checkpoint directory (not quantized).").Required();
+      "ranks, with each weight folded in; it is not a checkpoint. "
+      "Activated LoRA (aLoRA) adapters are refused, since merged they would apply at every "
+      "position. Adapters may be PEFT directories, RDRR adapter packages or GGUF LoRA files.");
+  AddModelOption(c, "The base model (not quantized).").Required();
   c.AddString("adapter", "PATH[:WEIGHT]",
-              "An adapter directory, optionally with its weight (default 1); repeat for several.")
+              "An adapter (PEFT directory, RDRR package or GGUF LoRA file), optionally with its "
+              "weight (default 1); repeat for several.")
       .Repeatable()
       .Required();
   c.AddString("out", "DIR",

@@ -43,6 +43,10 @@ Result<AdapterArg> ParseAdapterArg(std::string_view text) {
   return arg;
 }
 
+OptionSpec& AddModelOption(CommandSpec& c, std::string_view help) {
+  return c.AddString("model", "PATH", std::string(help) + " The model is " + kModelFormats + ".");
+}
+
 void AddAdapterOption(CommandSpec& c) {
   c.AddString("adapter", "[NAME=]PATH[:SCALE]",
               "A LoRA adapter applied at run time (unmerged): a PEFT adapter directory "

@@ -46,6 +46,12 @@ struct AdapterArg {
 // Errors name the argument: an empty path or name, a SCALE that is not a finite number.
 Result<AdapterArg> ParseAdapterArg(std::string_view text);
 
+// Declares the --model option (value name PATH): `help` followed by the formats it accepts.
+OptionSpec& AddModelOption(CommandSpec& c, std::string_view help);
+inline constexpr const char* kModelFormats =
+    "a Hugging Face checkpoint directory (config.json + model.safetensors), an RDRR package "
+    "(manifest.json + shards) or a GGUF file";
+
 // Declares the repeatable --adapter option of model commands.
 void AddAdapterOption(CommandSpec& c);
 // Every --adapter value, parsed.

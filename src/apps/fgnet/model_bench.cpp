@@ -82,7 +82,8 @@ Result<ModelBenchResult> BenchModel(const Gemma3Model& model, const Gemma3Weight
   for (int r = 0; r < options.repeat + 1; ++r) {  // the first run warms caches and pages
     prefill_cache.Clear();
     const auto t0 = Clock::now();
-    FGNET_TRY(model.Forward(prompt, prefill_cache, pool, LogitsMode::kLast, &logits));
+    FGNET_TRY(
+        model.Forward(prompt, prefill_cache, pool, LogitsMode::kLast, &logits, options.adapters));
     const double s = Seconds(t0, Clock::now());
     if (r > 0) best_prefill = std::max(best_prefill, static_cast<double>(prompt.size()) / s);
   }
@@ -95,14 +96,16 @@ Result<ModelBenchResult> BenchModel(const Gemma3Model& model, const Gemma3Weight
   std::vector<double> best_steps;
   for (int r = 0; r < options.repeat; ++r) {
     cache.Clear();
-    FGNET_TRY(model.Forward(decode_prompt, cache, pool, LogitsMode::kLast, &logits));
+    FGNET_TRY(
+        model.Forward(decode_prompt, cache, pool, LogitsMode::kLast, &logits, options.adapters));
     std::vector<double> steps;
     steps.reserve(static_cast<std::size_t>(options.decode_tokens));
     std::int32_t next = ArgMax(logits);
     const auto start = Clock::now();
     for (std::int64_t i = 0; i < options.decode_tokens; ++i) {
       const auto t0 = Clock::now();
-      FGNET_TRY(model.Forward({&next, 1}, cache, pool, LogitsMode::kLast, &logits));
+      FGNET_TRY(
+          model.Forward({&next, 1}, cache, pool, LogitsMode::kLast, &logits, options.adapters));
       next = ArgMax(logits);
       steps.push_back(Seconds(t0, Clock::now()));
     }

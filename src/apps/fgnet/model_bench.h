@@ -20,6 +20,8 @@ struct ModelBenchOptions {
   std::int64_t decode_tokens = 128;
   int repeat = 3;          // best of
   std::uint64_t seed = 0;  // of the random prompt ids
+  // The adapter set of the measured sequence (run-time LoRA).
+  std::vector<AdapterUse> adapters;
 };
 
 struct ModelBenchResult {

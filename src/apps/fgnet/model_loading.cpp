@@ -1,22 +1,43 @@
 #include "apps/fgnet/model_loading.h"
 
+#include "model/model_files.h"
+
 namespace fgnet::cli {
 
-Result<std::unique_ptr<LoadedModel>> LoadModel(const std::string& dir, const LoadOptions& options) {
+void WarnInactiveAdapters(const std::vector<const LoraAdapter*>& inactive, std::ostream& err) {
+  for (const LoraAdapter* a : inactive) {
+    err << "note: adapter '" << a->name
+        << "' is an activated LoRA whose invocation sequence is not in the prompt; it is not "
+           "applied\n";
+  }
+}
+
+Result<std::unique_ptr<LoadedModel>> LoadModel(const std::string& path,
+                                               const LoadOptions& options) {
   auto loaded = std::make_unique<LoadedModel>();
-  FGNET_ASSIGN_OR_RETURN(Checkpoint checkpoint, Checkpoint::Open(dir));
+  FGNET_ASSIGN_OR_RETURN(Checkpoint checkpoint, OpenModel(path));
   loaded->checkpoint = std::make_unique<Checkpoint>(std::move(checkpoint));
-  FGNET_ASSIGN_OR_RETURN(Gemma3Model model, Gemma3Model::Create(loaded->checkpoint->config(),
-                                                                loaded->checkpoint->weights()));
+  const Checkpoint& ck = *loaded->checkpoint;
+  FGNET_ASSIGN_OR_RETURN(Gemma3Model model, Gemma3Model::Create(ck.config(), ck.weights()));
   loaded->model.emplace(std::move(model));
+  loaded->registry = std::make_unique<AdapterRegistry>(ck.config());
+  for (const AdapterArg& arg : options.adapters) {
+    FGNET_ASSIGN_OR_RETURN(LoraAdapter adapter, LoadAdapter(arg.path, ck));
+    FGNET_ASSIGN_OR_RETURN(auto shared, loaded->registry->Add(std::move(adapter), arg.name));
+    loaded->adapter_set.push_back({shared.get(), arg.scale, 0});
+  }
   if (options.tokenizer) {
-    const std::string path = loaded->checkpoint->tokenizer_path();
-    if (path.empty()) {
-      return MakeError(dir, ": no tokenizer.json in the checkpoint directory");
+    const std::string tokenizer_path = ck.tokenizer_path();
+    if (tokenizer_path.empty()) {
+      return MakeError(path, ": no tokenizer.json ",
+                       ck.side_dir().empty() ? std::string("(the model format carries none)")
+                                             : "in " + ck.side_dir());
     }
-    FGNET_ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Load(path));
+    FGNET_ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Load(tokenizer_path));
     loaded->tokenizer.emplace(std::move(tokenizer));
-    FGNET_ASSIGN_OR_RETURN(loaded->generation, LoadGenerationConfig(dir));
+    if (!ck.side_dir().empty()) {
+      FGNET_ASSIGN_OR_RETURN(loaded->generation, LoadGenerationConfig(ck.side_dir()));
+    }
   }
   return loaded;
 }

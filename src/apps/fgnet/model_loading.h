@@ -1,12 +1,18 @@
-// Loading what a model command needs from a checkpoint directory: the checkpoint (mmapped), the
-// forward pass, and optionally the tokenizer and generation_config.json.
+// Loading what a model command needs: the model in any format (a Hugging Face checkpoint
+// directory, an RDRR package or a GGUF file; see model/model_files.h), the forward pass, the
+// --adapter adapters (registered by content hash) and optionally the tokenizer and
+// generation_config.json.
 // Thread-safety: a LoadedModel is immutable after loading.
 #pragma once
 
 #include <memory>
 #include <optional>
+#include <ostream>
 #include <string>
+#include <vector>
 
+#include "apps/fgnet/commands.h"
+#include "engine/adapter_registry.h"
 #include "engine/generation_config.h"
 #include "model/checkpoint.h"
 #include "model/gemma3_model.h"
@@ -21,12 +27,20 @@ struct LoadedModel {
   std::optional<Gemma3Model> model;
   std::optional<Tokenizer> tokenizer;
   GenerationConfig generation;
+  std::unique_ptr<AdapterRegistry> registry;
+  // The --adapter values, in order, as the adapter set of the command's sequences (the adapters
+  // are owned by the registry).
+  std::vector<AdapterUse> adapter_set;
 };
 
 struct LoadOptions {
   bool tokenizer = false;  // require and load tokenizer.json (and generation_config.json)
+  std::vector<AdapterArg> adapters;
 };
 
-Result<std::unique_ptr<LoadedModel>> LoadModel(const std::string& dir, const LoadOptions& options);
+// Warns (one line each) of activated adapters whose invocation the prompt lacks.
+void WarnInactiveAdapters(const std::vector<const LoraAdapter*>& inactive, std::ostream& err);
+
+Result<std::unique_ptr<LoadedModel>> LoadModel(const std::string& path, const LoadOptions& options);
 
 }  // namespace fgnet::cli
