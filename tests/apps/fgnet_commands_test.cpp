@@ -56,7 +56,7 @@ TEST(FgnetCommandsTest, EveryCommandDeclaresItsOptions) {
        {"--model PATH", "--adapter [NAME=]PATH[:SCALE]", "--ids IDS|@FILE", "--out FILE.npy",
         "--threads N"}},
       {"tokenize", {"--tokenizer PATH", "--jsonl FILE", "--decode"}},
-      {"inspect", {"DIR", "--json"}},
+      {"inspect", {"MODEL", "--adapter [NAME=]PATH[:SCALE]", "--hash", "--json"}},
       {"synth",
        {"--like gemma-3-270m|functiongemma-270m", "--out DIR", "--seed N", "--dtype bf16|f32",
         "--tokenizer PATH"}},
@@ -86,7 +86,7 @@ TEST(FgnetCommandsTest, UsageLinesAndDefaults) {
               StartsWith("Usage: fgnet logits --model PATH --ids IDS|@FILE --out FILE.npy "
                          "[options]\n"));
   EXPECT_THAT(RunApp({"inspect", "--help"}).out,
-              StartsWith("Usage: fgnet inspect DIR [options]\n"));
+              StartsWith("Usage: fgnet inspect MODEL [options]\n"));
   const std::string bench = RunApp({"bench", "--help"}).out;
   EXPECT_THAT(bench, HasSubstr("(default: 512)"));
   EXPECT_THAT(bench, HasSubstr("(default: 128)"));
@@ -115,7 +115,7 @@ TEST(FgnetCommandsTest, MinimalInvocationsParse) {
 
   auto inspect = Parse("inspect", {"ckpt", "--json"});
   ASSERT_TRUE(inspect.ok()) << inspect.error().message();
-  EXPECT_EQ(inspect->Positional("DIR"), "ckpt");
+  EXPECT_EQ(inspect->Positional("MODEL"), "ckpt");
 
   auto synth = Parse("synth", {"--like", "functiongemma-270m", "--out", "d"});
   ASSERT_TRUE(synth.ok()) << synth.error().message();

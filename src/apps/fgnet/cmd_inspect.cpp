@@ -3,6 +3,7 @@
 #include <string>
 
 #include "apps/fgnet/commands.h"
+#include "apps/fgnet/model_loading.h"
 #include "model/checkpoint.h"
 #include "util/json.h"
 
@@ -45,12 +46,39 @@ Json Describe(const Checkpoint& checkpoint) {
       {"files", checkpoint.tensors().num_files()},
       {"weight_bytes", checkpoint.tensors().total_bytes()},
       {"weight_bytes_by_dtype", bytes_by_dtype},
+      {"quantization", checkpoint.quantization()},
       {"unused_tensors", checkpoint.unused_tensors()},
       {"kv_cache_bytes_per_token", KvBytesPerPosition(c)},
       {"tokenizer", checkpoint.tokenizer_path()},
       {"generation_config", checkpoint.generation_config_path()},
       {"tensors", tensors},
   };
+}
+
+Json DescribeAdapter(const AdapterRegistry::Entry& e) {
+  const LoraAdapter& a = *e.adapter;
+  std::size_t min_rank = 0, max_rank = 0, adapted = 0;
+  for (const auto& layer : a.layers) {
+    for (const LoraLayer& m : layer) {
+      if (!m.active()) continue;
+      min_rank = adapted == 0 ? m.rank : std::min(min_rank, m.rank);
+      max_rank = std::max(max_rank, m.rank);
+      ++adapted;
+    }
+  }
+  Json j = {{"names", e.names},
+            {"content_hash", a.content_hash},
+            {"format", a.format},
+            {"path", a.path},
+            {"rank_min", min_rank},
+            {"rank_max", max_rank},
+            {"adapted_projections", adapted},
+            {"modules", a.adapted_modules()},
+            {"parameters", a.num_parameters()},
+            {"bytes", e.bytes}};
+  if (a.is_activated()) j["alora_invocation_tokens"] = a.config.alora_invocation_tokens;
+  if (!a.base_model_hash.empty()) j["base_model_hash"] = a.base_model_hash;
+  return j;
 }
 
 std::string Mib(std::uint64_t bytes) {
@@ -66,7 +94,8 @@ void PrintText(const Checkpoint& checkpoint, std::ostream& out) {
   auto cap = [](const std::optional<double>& v) {
     return v ? std::to_string(*v) : std::string("none");
   };
-  out << "checkpoint   " << checkpoint.dir() << "\n"
+  out << "checkpoint   " << checkpoint.dir() << " (" << CheckpointFormatName(checkpoint.format())
+      << ")\n"
       << "model        " << c.model_type
       << (c.multimodal ? " (text model of a multimodal gemma3)" : "") << "\n"
       << "layers       " << c.num_hidden_layers << " (" << c.num_hidden_layers - global
@@ -96,6 +125,9 @@ void PrintText(const Checkpoint& checkpoint, std::ostream& out) {
     out << "unused       " << checkpoint.unused_tensors().size()
         << " tensors outside the text model (e.g. a vision tower)\n";
   }
+  if (checkpoint.quantization() != "none") {
+    out << "quantization " << checkpoint.quantization() << "\n";
+  }
   out << "tensors      " << checkpoint.tensors().all().size() << "\n";
   for (const auto& [name, entry] : checkpoint.tensors().all()) {
     out << "  " << name << "  " << DTypeName(entry.view.dtype) << " "
@@ -103,12 +135,43 @@ void PrintText(const Checkpoint& checkpoint, std::ostream& out) {
   }
 }
 
+void PrintAdapters(const std::vector<AdapterRegistry::Entry>& entries, std::ostream& out) {
+  std::uint64_t total = 0;
+  for (const auto& e : entries) total += e.bytes;
+  out << "adapters     " << entries.size() << ", " << Mib(total) << " in memory\n";
+  for (const auto& e : entries) {
+    const Json j = DescribeAdapter(e);
+    out << "  " << e.names.front() << "  " << e.adapter->content_hash.substr(0, 12) << "  "
+        << j["format"].get<std::string>() << "  rank " << j["rank_min"].get<std::size_t>();
+    if (j["rank_max"] != j["rank_min"]) out << ".." << j["rank_max"].get<std::size_t>();
+    out << " on " << j["adapted_projections"].get<std::size_t>() << " projections (";
+    const auto modules = e.adapter->adapted_modules();
+    for (std::size_t i = 0; i < modules.size(); ++i) out << (i ? ", " : "") << modules[i];
+    out << ")  " << Mib(e.bytes);
+    if (e.adapter->is_activated()) {
+      out << "  activated by " << Json(e.adapter->config.alora_invocation_tokens).dump();
+    }
+    out << "\n";
+  }
+}
+
 Status RunInspect(const ParsedArgs& args, CommandIo& io) {
-  FGNET_ASSIGN_OR_RETURN(const Checkpoint checkpoint, Checkpoint::Open(*args.Positional("DIR")));
+  FGNET_ASSIGN_OR_RETURN(const std::vector<AdapterArg> adapters, AdapterArgs(args));
+  FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(*args.Positional("MODEL"), {.adapters = adapters}));
+  const Checkpoint& checkpoint = *loaded->checkpoint;
+  const std::vector<AdapterRegistry::Entry> entries = loaded->registry->List();
   if (args.Switch("json")) {
-    io.out << Describe(checkpoint).dump(2) << "\n";
+    Json out = Describe(checkpoint);
+    if (args.Switch("hash")) out["content_hash"] = checkpoint.content_hash();
+    Json list = Json::array();
+    for (const auto& e : entries) list.push_back(DescribeAdapter(e));
+    out["adapters"] = list;
+    out["adapter_bytes"] = loaded->registry->total_bytes();
+    io.out << out.dump(2) << "\n";
   } else {
     PrintText(checkpoint, io.out);
+    if (args.Switch("hash")) io.out << "content hash " << checkpoint.content_hash() << "\n";
+    if (!entries.empty()) PrintAdapters(entries, io.out);
   }
   return Ok();
 }
@@ -117,11 +180,17 @@ Status RunInspect(const ParsedArgs& args, CommandIo& io) {
 
 void AddInspectCommand(App& app) {
   CommandSpec& c = app.AddCommand(
-      "inspect", "Describe a checkpoint: config, tensors, parameter count and sizes.", RunInspect);
-  c.AddPositional("DIR", "Checkpoint directory (config.json and *.safetensors).");
+      "inspect", "Describe a model and its adapters: config, tensors, parameters, memory.",
+      RunInspect);
+  c.AddPositional("MODEL", std::string("The model: ") + kModelFormats + ".");
+  AddAdapterOption(c);
+  c.AddSwitch("hash",
+              "Show the model's content hash, by which adapters and caches refer to it (reads "
+              "every weight unless the format records it).");
   c.AddSwitch("json", "Print the description as JSON.");
   c.Example("gemma-3-270m");
   c.Example("functiongemma-270m-it --json");
+  c.Example("functiongemma-270m-it --adapter experts/math --adapter experts/code.gguf");
 }
 
 }  // namespace fgnet::cli

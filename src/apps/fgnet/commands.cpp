@@ -85,8 +85,10 @@ std::size_t ThreadsOption(const ParsedArgs& args) {
 App MakeFgnetApp() {
   App app(kProgram,
           "fgnet runs Google's Gemma 3 text models and FunctionGemma (with LoRA experts) on the "
-          "CPU: generation with function calling, logits dumps, tokenization, checkpoint "
-          "inspection, synthetic checkpoints and benchmarks.",
+          "CPU: generation with function calling, logits dumps, tokenization, model inspection, "
+          "LoRA merging, conversion to RDRR and GGUF with quantization, synthetic checkpoints "
+          "and benchmarks. Models may be Hugging Face checkpoints, RDRR packages or GGUF files; "
+          "adapters PEFT directories, RDRR packages or GGUF LoRA files.",
           GetBuildInfo().version);
   AddGenerateCommand(app);
   AddLogitsCommand(app);
@@ -94,6 +96,7 @@ App MakeFgnetApp() {
   AddInspectCommand(app);
   AddSynthCommand(app);
   AddMergeCommand(app);
+  AddConvertCommand(app);
   AddBenchCommand(app);
   return app;
 }

@@ -3,9 +3,10 @@
 //   generate   chat / function-calling generation
 //   logits     forward pass over token ids -> .npy
 //   tokenize   tokenizer.json encode / decode of JSON Lines
-//   inspect    describe a checkpoint
+//   inspect    describe a model and its adapters
 //   synth      write a random checkpoint shaped like a real model
 //   merge      merge LoRA adapters into a checkpoint, or concatenate them into one adapter
+//   convert    rewrite a model and its adapters as RDRR or GGUF, optionally quantized
 //   bench      machine report, memory bandwidth, prefill and decode throughput
 //
 // Each Add*Command declares one subcommand on `app`; MakeFgnetApp() adds them all.
@@ -30,6 +31,7 @@ void AddTokenizeCommand(App& app);
 void AddInspectCommand(App& app);
 void AddSynthCommand(App& app);
 void AddMergeCommand(App& app);
+void AddConvertCommand(App& app);
 void AddBenchCommand(App& app);
 
 inline constexpr std::int64_t kMaxThreads = 1024;
