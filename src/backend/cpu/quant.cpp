@@ -230,8 +230,9 @@ void QuantQ4_K(const float* x, std::uint8_t* b) {
     // x ~ d * (sc q) - dmin * m over the whole super-block.
     double saa = 0, sab = 0, sbb = 0, sax = 0, sbx = 0;
     for (int i = 0; i < 256; ++i) {
-      const double a = static_cast<double>(sc[i / 32]) * q[i];
-      const double bb = mq[i / 32];
+      const int j = i / 32;  // sub-block
+      const double a = static_cast<double>(sc[j]) * q[i];
+      const double bb = mq[j];
       saa += a * a;
       sab += a * bb;
       sbb += bb * bb;
@@ -341,7 +342,8 @@ void QuantQ6_K(const float* x, std::uint8_t* b) {
   for (int iter = 0; iter < 2; ++iter) {
     double saa = 0, sax = 0;
     for (int i = 0; i < 256; ++i) {
-      const double a = static_cast<double>(sc[i / 16]) * k[i];
+      const int j = i / 16;  // sub-block
+      const double a = static_cast<double>(sc[j]) * k[i];
       saa += a * a;
       sax += a * x[i];
     }

@@ -45,7 +45,7 @@
 //   Q8_0  round to nearest (halves away from zero) with d = amax / 127, amax the largest |x| of
 //         the block, as GGML does.
 //   Q4_0  as GGML: m the x of largest magnitude (with its sign), d = m / -8, nibble =
-//         min(15, floor(x / d + 8.5)): m itself is exact and the other extreme is clamped.
+//         min(15, floor(x * (1 / d) + 8.5)): m itself is exact, the other extreme is clamped.
 //   Q4_K  per sub-block, an affine fit x ~ s * q - m (s, m >= 0, q in 0..15): a few candidate
 //         scales spanning [min(x, 0), max(x)] are tried, each refined by least squares on its
 //         rounded q and rounded again; the fit of least squared error is kept. The super-block
