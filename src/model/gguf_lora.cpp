@@ -120,15 +120,6 @@ Status CheckHeader(const GgufFile& file) {
   return Ok();
 }
 
-std::string StemOf(const std::string& path) {
-  std::string base = path;
-  const std::size_t slash = base.rfind('/');
-  if (slash != std::string::npos) base = base.substr(slash + 1);
-  const std::size_t dot = base.rfind('.');
-  if (dot != std::string::npos && dot > 0) base = base.substr(0, dot);
-  return base;
-}
-
 }  // namespace
 
 Result<LoraAdapter> LoadGgufAdapter(const std::string& path, const Gemma3Config& base) {
@@ -146,7 +137,7 @@ Result<LoraAdapter> LoadGgufAdapter(const std::string& path, const Gemma3Config&
   }
 
   LoraAdapter adapter;
-  adapter.name = StemOf(path);
+  adapter.name = FileStem(path);
   adapter.path = path;
   adapter.format = "gguf";
   adapter.config.lora_alpha = F32ToDecimal(alpha);

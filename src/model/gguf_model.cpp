@@ -342,16 +342,6 @@ std::string DirectoryOf(const std::string& path) {
   return path.substr(0, slash);
 }
 
-std::string StemOf(const std::string& path) {
-  std::string base = path;
-  while (base.size() > 1 && base.back() == '/') base.pop_back();
-  const std::size_t slash = base.rfind('/');
-  if (slash != std::string::npos) base = base.substr(slash + 1);
-  const std::size_t dot = base.rfind('.');
-  if (dot != std::string::npos && dot > 0) base = base.substr(0, dot);
-  return base;
-}
-
 }  // namespace
 
 Result<Gemma3Config> Gemma3ConfigFromGguf(const GgufFile& file) {
@@ -675,7 +665,7 @@ Status WriteGemma3Gguf(const Checkpoint& ck, const std::string& path,
   writer.Set("general.architecture", GgufValue::String(std::string(kArchitecture)));
   writer.Set("general.type", GgufValue::String("model"));
   writer.Set("general.name",
-             GgufValue::String(options.name.empty() ? StemOf(ck.dir()) : options.name));
+             GgufValue::String(options.name.empty() ? FileStem(ck.dir()) : options.name));
   bool quantized = false;
   for (const auto& [name, t] : tensors) quantized = quantized || IsQuantized(t.dtype);
   const std::string quantization = quantized ? ck.quantization() : std::string("none");

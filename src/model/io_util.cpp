@@ -4,6 +4,8 @@
 
 #include <cstdio>
 
+#include "backend/cpu/quant.h"
+
 namespace fgnet {
 
 std::string QuoteName(std::string_view text) {
@@ -84,6 +86,22 @@ std::string JoinPath(const std::string& dir, std::string_view name) {
 bool IsRegularFile(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+std::string FileStem(const std::string& path) {
+  std::string base = path;
+  while (base.size() > 1 && base.back() == '/') base.pop_back();
+  const std::size_t slash = base.rfind('/');
+  if (slash != std::string::npos) base = base.substr(slash + 1);
+  const std::size_t dot = base.rfind('.');
+  if (dot != std::string::npos && dot > 0) base = base.substr(0, dot);
+  return base;
+}
+
+std::vector<float> TensorToF32(const TensorView& t) {
+  std::vector<float> out(static_cast<std::size_t>(t.num_elements()));
+  cpu::DequantizeRow(t.dtype, t.data, out.size(), out.data());
+  return out;
 }
 
 }  // namespace fgnet

@@ -203,22 +203,6 @@ std::vector<float> ModuleDelta(WeightedAdapters adapters, std::size_t l, LoraMod
   return merged;
 }
 
-std::vector<float> Widen(const TensorView& t) {
-  const auto n = static_cast<std::size_t>(t.num_elements());
-  std::vector<float> out(n);
-  const auto* bytes = static_cast<const std::uint8_t*>(t.data);
-  for (std::size_t i = 0; i < n; ++i) {
-    if (t.dtype == DType::kF32) {
-      std::memcpy(&out[i], bytes + 4 * i, 4);
-    } else {
-      std::uint16_t h;
-      std::memcpy(&h, bytes + 2 * i, 2);
-      out[i] = t.dtype == DType::kBF16 ? BF16ToF32(h) : F16ToF32(h);
-    }
-  }
-  return out;
-}
-
 std::vector<std::uint8_t> Narrow(const std::vector<float>& f, DType dtype) {
   std::vector<std::uint8_t> out(f.size() * DTypeSize(dtype));
   for (std::size_t i = 0; i < f.size(); ++i) {
@@ -400,7 +384,7 @@ Status WriteMergedCheckpoint(const Checkpoint& base, WeightedAdapters adapters,
       entries.push_back({name, view});
       continue;
     }
-    std::vector<float> values = Widen(view);
+    std::vector<float> values = TensorToF32(view);
     if (projection != projections.end()) {
       const auto [l, m] = projection->second;
       const std::vector<float> delta =

@@ -418,22 +418,6 @@ std::pair<const char*, const char*> DimNames(LoraModule m) {
   return {"?", "?"};
 }
 
-std::vector<float> ToF32(const TensorView& t) {
-  const auto n = static_cast<std::size_t>(t.num_elements());
-  std::vector<float> out(n);
-  const auto* bytes = static_cast<const std::uint8_t*>(t.data);
-  for (std::size_t i = 0; i < n; ++i) {
-    if (t.dtype == DType::kF32) {
-      std::memcpy(&out[i], bytes + 4 * i, 4);
-    } else {
-      std::uint16_t h;
-      std::memcpy(&h, bytes + 2 * i, 2);
-      out[i] = t.dtype == DType::kBF16 ? BF16ToF32(h) : F16ToF32(h);
-    }
-  }
-  return out;
-}
-
 struct ModuleTensors {
   const TensorView* a = nullptr;
   const TensorView* b = nullptr;
@@ -636,8 +620,8 @@ Result<LoraAdapter> LoadPeftAdapter(const std::string& dir, const Gemma3Config& 
       const double scale = config.rslora ? alpha / std::sqrt(static_cast<double>(r))
                                          : alpha / static_cast<double>(r);
       layer.scale = static_cast<float>(scale);
-      layer.a = ToF32(a);
-      layer.b = ToF32(b);
+      layer.a = TensorToF32(a);
+      layer.b = TensorToF32(b);
     }
   }
   adapter.content_hash = LoraContentHash(adapter);

@@ -8,6 +8,7 @@
 #include "apps/fgnet/model_loading.h"
 #include "model/gguf_lora.h"
 #include "model/gguf_model.h"
+#include "model/io_util.h"
 #include "model/quantize.h"
 #include "model/rdrr.h"
 #include "util/thread_pool.h"
@@ -16,13 +17,6 @@ namespace fgnet::cli {
 namespace {
 
 namespace fs = std::filesystem;
-
-// The last component of a path, without a trailing '/' and without the extension of a file.
-std::string StemOf(const std::string& path) {
-  fs::path p(path);
-  if (!p.has_filename()) p = p.parent_path();
-  return fs::is_directory(p) ? p.filename().string() : p.stem().string();
-}
 
 Status RunConvert(const ParsedArgs& args, CommandIo& io) {
   FGNET_ASSIGN_OR_RETURN(const std::vector<AdapterArg> adapter_args, AdapterArgs(args));
@@ -39,7 +33,7 @@ Status RunConvert(const ParsedArgs& args, CommandIo& io) {
   const std::string& out = args.String("out");
   FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(args.String("model"), {.adapters = adapter_args}));
   const Checkpoint* ck = loaded->checkpoint.get();
-  const std::string model_id = args.OptString("model-id").value_or(StemOf(args.String("model")));
+  const std::string model_id = args.OptString("model-id").value_or(FileStem(args.String("model")));
 
   std::unique_ptr<Checkpoint> quantized;
   if (auto name = args.OptString("quant")) {
