@@ -9,9 +9,13 @@
 namespace fgnet {
 namespace {
 
-// Rows per work item: enough to keep the micro-kernel busy, few enough to spread one adapter's
-// prefill over the threads.
-constexpr std::uint32_t kRowsPerItem = 32;
+// Rows per work item: at least enough to keep the micro-kernel busy, at most what spreads one
+// adapter's prefill over the threads (each item packs the adapter's A and B once).
+constexpr std::uint32_t kMinRowsPerItem = 32;
+constexpr std::uint32_t kMaxRowsPerItem = 128;
+
+// Floats rounded up to whole cache lines: the packed panel must stay aligned for the kernel.
+std::size_t CacheLines(std::size_t floats) { return (floats + 15) / 16 * 16; }
 
 }  // namespace
 
@@ -46,6 +50,8 @@ void LoraPlan::Clear() {
 void LoraPlan::Apply(std::size_t layer, std::span<const Site> sites, ThreadPool& pool,
                      cpu::Workspace& ws) {
   items_.clear();
+  item_rows_ = 0;
+  const auto threads = static_cast<std::uint32_t>(pool.num_threads());
   std::size_t max_in = 0, max_out = 0, max_rank = 0;
   for (std::size_t s = 0; s < sites.size(); ++s) {
     for (std::size_t g = 0; g < num_groups_; ++g) {
@@ -56,16 +62,21 @@ void LoraPlan::Apply(std::size_t layer, std::span<const Site> sites, ThreadPool&
       max_in = std::max(max_in, m.a.size() / rank);
       max_out = std::max(max_out, m.b.size() / rank);
       const auto rows = static_cast<std::uint32_t>(groups_[g].rows.size());
-      for (std::uint32_t first = 0; first < rows; first += kRowsPerItem) {
-        items_.push_back({static_cast<std::uint32_t>(s), static_cast<std::uint32_t>(g), first,
-                          std::min(kRowsPerItem, rows - first)});
+      const std::uint32_t per_item =
+          std::clamp((rows + 2 * threads - 1) / (2 * threads), kMinRowsPerItem, kMaxRowsPerItem);
+      for (std::uint32_t first = 0; first < rows; first += per_item) {
+        const std::uint32_t count = std::min(per_item, rows - first);
+        items_.push_back(
+            {static_cast<std::uint32_t>(s), static_cast<std::uint32_t>(g), first, count});
+        item_rows_ = std::max<std::size_t>(item_rows_, count);
       }
     }
   }
   if (items_.empty()) return;
   // Per thread: the gathered inputs, A x, B (A x), and packing space for the larger product.
   const std::size_t per_thread =
-      kRowsPerItem * (max_in + max_rank + max_out) +
+      CacheLines(item_rows_ * max_in) + CacheLines(item_rows_ * max_rank) +
+      CacheLines(item_rows_ * max_out) +
       std::max(cpu::GemmPanelFloats(max_in), cpu::GemmPanelFloats(max_rank));
   ws.Reserve(pool.num_threads());
   for (std::size_t t = 0; t < pool.num_threads(); ++t) ws.ForThread(t, per_thread);
@@ -119,21 +130,19 @@ void LoraPlan::RunItems(std::size_t layer, std::span<const Site> sites, std::siz
     const std::uint32_t* rows = group.rows.data() + item.first;
     const float* scales = group.scales.data() + item.first;
     const std::size_t n = item.count;
-    float* t = x + kRowsPerItem * in;
-    float* d = t + kRowsPerItem * rank;
-    float* pack = d + kRowsPerItem * out;
+    float* t = x + CacheLines(item_rows_ * in);
+    float* d = t + CacheLines(item_rows_ * rank);
+    float* pack = d + CacheLines(item_rows_ * out);
     for (std::size_t r = 0; r < n; ++r) {
       std::memcpy(x + r * in, site.x + rows[r] * site.ldx, in * sizeof(float));
     }
     // Shrink: t = x A^T [n, rank]; scale each row; expand: d = t B^T [n, out].
-    cpu::GemmF32WithPanel(x, in, n, m.a.data(), in, /*b_is_kn=*/false, in, rank, t, rank,
-                          /*accumulate=*/false, pack);
+    cpu::MatMulF32OnThread(x, n, in, m.a.data(), rank, in, t, rank, pack);
     for (std::size_t r = 0; r < n; ++r) {
       const float s = scales[r] * m.scale;
       for (std::size_t k = 0; k < rank; ++k) t[r * rank + k] *= s;
     }
-    cpu::GemmF32WithPanel(t, rank, n, m.b.data(), rank, /*b_is_kn=*/false, rank, out, d, out,
-                          /*accumulate=*/false, pack);
+    cpu::MatMulF32OnThread(t, n, rank, m.b.data(), out, rank, d, out, pack);
     for (std::size_t r = 0; r < n; ++r) {
       float* y = site.y + rows[r] * site.ldy;
       const float* dr = d + r * out;

@@ -56,6 +56,7 @@ class LoraPlan {
   std::vector<Group> groups_;  // the first num_groups_ are in use
   std::size_t num_groups_ = 0;
   std::vector<Item> items_;
+  std::size_t item_rows_ = 0;  // the most rows of any item
   // Rows already claimed by a group: a row in two groups (a mix of adapters) means the groups'
   // items must not run at the same time, as they add to the same outputs.
   std::vector<std::uint8_t> covered_;

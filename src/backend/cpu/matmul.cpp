@@ -264,6 +264,11 @@ void MatMulManyImpl(const float* x, std::size_t n, std::size_t ldx, const MatMul
 
 std::size_t GemmPanelFloatsImpl(std::size_t K) { return K * PanelWidth(); }
 
+void StreamF32Impl(const float* x, std::size_t n, std::size_t ldx, const float* w, std::size_t rows,
+                   std::size_t K, float* y, std::size_t ldy) {
+  StreamRows(x, n, ldx, w, K, 0, rows, y, ldy);
+}
+
 void GemmF32Impl(const float* a, std::size_t lda, std::size_t M, const float* b, std::size_t ldb,
                  bool b_is_kn, std::size_t K, std::size_t N, float* c, std::size_t ldc,
                  bool accumulate, float* panel) {
@@ -288,6 +293,7 @@ namespace fgnet::cpu {
 HWY_EXPORT(MatMulManyImpl);
 HWY_EXPORT(GemmF32Impl);
 HWY_EXPORT(GemmPanelFloatsImpl);
+HWY_EXPORT(StreamF32Impl);
 
 WeightMatrix WeightMatrix::FromTensor(const TensorView& t) {
   FGNET_CHECK_EQ(t.rank(), 2);
@@ -324,6 +330,17 @@ void GemmF32(const float* a, std::size_t lda, std::size_t M, const float* b, std
 }
 
 std::size_t GemmPanelFloats(std::size_t K) { return HWY_DYNAMIC_DISPATCH(GemmPanelFloatsImpl)(K); }
+
+void MatMulF32OnThread(const float* x, std::size_t n, std::size_t ldx, const float* w,
+                       std::size_t rows, std::size_t K, float* y, std::size_t ldy, float* panel) {
+  if (n == 0 || rows == 0) return;
+  if (n < kOnThreadPackingTokens) {
+    HWY_DYNAMIC_DISPATCH(StreamF32Impl)(x, n, ldx, w, rows, K, y, ldy);
+  } else {
+    GemmF32WithPanel(x, ldx, n, w, K, /*b_is_kn=*/false, K, rows, y, ldy, /*accumulate=*/false,
+                     panel);
+  }
+}
 
 void GemmF32WithPanel(const float* a, std::size_t lda, std::size_t M, const float* b,
                       std::size_t ldb, bool b_is_kn, std::size_t K, std::size_t N, float* c,

@@ -70,6 +70,13 @@ void GemmF32(const float* a, std::size_t lda, std::size_t M, const float* b, std
 // GemmF32 packing into caller-provided space of GemmPanelFloats(K) floats, so that several
 // threads of a parallel loop can each run one (e.g. with Workspace::ForThread).
 std::size_t GemmPanelFloats(std::size_t K);
+
+// y[t, j] = x[t] . w[j] for an f32 row-major w [rows, K], on the calling thread: a few tokens
+// stream the rows (each read once), more run GemmF32WithPanel with `panel` (GemmPanelFloats(K)
+// floats). For the small products of run-time LoRA inside a parallel loop.
+inline constexpr std::size_t kOnThreadPackingTokens = 8;
+void MatMulF32OnThread(const float* x, std::size_t n, std::size_t ldx, const float* w,
+                       std::size_t rows, std::size_t K, float* y, std::size_t ldy, float* panel);
 void GemmF32WithPanel(const float* a, std::size_t lda, std::size_t M, const float* b,
                       std::size_t ldb, bool b_is_kn, std::size_t K, std::size_t N, float* c,
                       std::size_t ldc, bool accumulate, float* panel);
