@@ -19,7 +19,9 @@
 #include "model/checkpoint.h"
 #include "model/gemma3_model.h"
 #include "model/lora.h"
+#include "model/merge.h"
 #include "model/peft.h"
+#include "tiny_checkpoint.h"
 #include "util/json.h"
 #include "util/npy.h"
 #include "util/thread_pool.h"
@@ -209,6 +211,45 @@ TEST(LoraParityTest, WeightedMixEqualsPeftLinearMerge) {
   const std::vector<float> logits = RunAll(*base.model, Ids(f.at("prompt_ids")), uses, pool);
   EXPECT_LE(MaxDiff(logits, Matrix(dir + "/" + f.at("logits_linear").get<std::string>())),
             kTolerance);
+}
+
+}  // namespace
+}  // namespace fgnet
+
+namespace fgnet {
+namespace {
+
+// Merged output equals unmerged output: the checkpoint `WriteMergedCheckpoint` writes (f32) gives
+// the logits of the same adapters applied at run time, for one adapter and a weighted pair.
+TEST(LoraParityTest, MergedCheckpointEqualsUnmergedAdapters) {
+  const Base base = OpenBase("parity/gqa_f32_v5");
+  std::vector<LoraAdapter> adapters;
+  for (const char* name : {"attn_qkvo", "attn_qvo_second"}) {
+    auto adapter = LoadPeftAdapter(LoraDir(name), base.checkpoint->config());
+    ASSERT_TRUE(adapter.ok()) << adapter.error().message();
+    adapters.push_back(std::move(adapter).value());
+  }
+  const std::vector<std::vector<std::pair<const LoraAdapter*, float>>> cases = {
+      {{&adapters[0], 1.0f}}, {{&adapters[0], 0.7f}, {&adapters[1], -0.5f}}};
+  ThreadPool pool(2);
+  const std::vector<std::int32_t> prompt = {2, 17, 93, 41, 200, 5, 77, 130, 9, 11, 250, 3};
+  for (const auto& weighted : cases) {
+    testing::TempDir dir;
+    MergeOptions options;
+    options.out_dtype = DType::kF32;
+    ASSERT_TRUE(WriteMergedCheckpoint(*base.checkpoint, weighted, options, dir.path()).ok());
+    auto ck = Checkpoint::Open(dir.path());
+    ASSERT_TRUE(ck.ok()) << ck.error().message();
+    auto model = Gemma3Model::Create(ck->config(), ck->weights());
+    ASSERT_TRUE(model.ok());
+    std::vector<AdapterUse> uses;
+    for (const auto& [adapter, w] : weighted) uses.push_back({adapter, w, 0});
+    const double diff =
+        MaxDiff(RunAll(*model, prompt, {}, pool), RunAll(*base.model, prompt, uses, pool));
+    EXPECT_LE(diff, kTolerance);
+    std::printf("merged vs unmerged (%zu adapters): max |difference| %.3g\n", weighted.size(),
+                diff);
+  }
 }
 
 }  // namespace
