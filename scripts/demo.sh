@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # fgnet's main job, end to end on this machine: build, make a FunctionGemma-270M-shaped checkpoint
 # (random weights: no weights are downloaded), inspect it, run a function-calling generation with
-# it, and benchmark the CPU engine on it. With a real checkpoint, pass its directory as $1.
+# it, convert it to an 8-bit RDRR package and generate from that, and benchmark the CPU engine on
+# it (bf16, then q8_0). With a real checkpoint, pass its directory as $1.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$repo/scripts/build.sh" release
@@ -24,6 +25,15 @@ echo "== fgnet generate (FunctionGemma tool calling; random weights give random 
 "$fgnet" generate --model "$model" --messages "$repo/examples/weather_messages.json" \
   --tools "$repo/examples/weather_tools.json" --max-tokens 32 --json
 
+echo "== fgnet convert (an RDRR package with Q8_0 weights and SHA-256-verified shards)"
+package="$repo/build/demo/functiongemma-270m-q8_0.rdrr"
+rm -rf "$package"
+"$fgnet" convert --model "$model" --quant q8_0 --out "$package"
+"$fgnet" inspect "$package" | sed -n '1p;/^weights/p;/^quantization/p'
+"$fgnet" generate --model "$package" --messages "$repo/examples/weather_messages.json" \
+  --tools "$repo/examples/weather_tools.json" --max-tokens 16 --json
+
 echo "== fgnet bench"
 "$fgnet" bench --model "$model" --json "$repo/build/demo/bench.json"
-echo "bench report written to build/demo/bench.json"
+"$fgnet" bench --model "$model" --quant q8_0 --skip-bandwidth --json "$repo/build/demo/bench_q8_0.json"
+echo "bench reports written to build/demo/bench.json and build/demo/bench_q8_0.json"
