@@ -9,6 +9,7 @@
 
 #include "backend/cpu/quant.h"
 #include "model/gguf.h"
+#include "model/gguf_model.h"
 #include "model/io_util.h"
 
 namespace fgnet {
@@ -42,17 +43,12 @@ std::string BaseTensorName(std::size_t layer, LoraModule m) {
 
 // "blk.N.<module>.weight" -> (N, module).
 std::optional<std::pair<std::size_t, LoraModule>> ParseBaseName(std::string_view name) {
-  constexpr std::string_view kPrefix = "blk.";
-  constexpr std::string_view kSuffix = ".weight";
-  if (!name.starts_with(kPrefix) || !name.ends_with(kSuffix)) return std::nullopt;
-  const char* begin = name.data() + kPrefix.size();
-  const char* end = name.data() + name.size() - kSuffix.size();
-  std::size_t layer = 0;
-  const auto [ptr, ec] = std::from_chars(begin, end, layer);
-  if (ec != std::errc() || ptr == begin || ptr == end || *ptr != '.') return std::nullopt;
-  const std::string_view module(ptr + 1, static_cast<std::size_t>(end - ptr - 1));
+  const auto parsed = ParseLayerName(name);
+  if (!parsed) return std::nullopt;
   for (LoraModule m : kAllLoraModules) {
-    if (module == GgufModuleName(m)) return std::make_pair(layer, m);
+    if (parsed->second == GgufModuleName(m)) {
+      return std::make_pair(static_cast<std::size_t>(parsed->first), m);
+    }
   }
   return std::nullopt;
 }

@@ -58,21 +58,6 @@ std::string LayerName(std::int64_t layer, std::string_view tensor) {
   return "blk." + std::to_string(layer) + "." + std::string(tensor) + ".weight";
 }
 
-// "blk.N.<tensor>.weight" -> (N, <tensor>); nullopt for other names.
-std::optional<std::pair<std::int64_t, std::string_view>> ParseLayerName(std::string_view name) {
-  constexpr std::string_view kPrefix = "blk.";
-  constexpr std::string_view kSuffix = ".weight";
-  if (!name.starts_with(kPrefix) || !name.ends_with(kSuffix)) return std::nullopt;
-  const char* begin = name.data() + kPrefix.size();
-  const char* end = name.data() + name.size() - kSuffix.size();
-  std::int64_t layer = 0;
-  const auto [ptr, ec] = std::from_chars(begin, end, layer);
-  if (ec != std::errc() || ptr == begin || ptr == end || *ptr != '.' || layer < 0) {
-    return std::nullopt;
-  }
-  return std::make_pair(layer, std::string_view(ptr + 1, static_cast<std::size_t>(end - ptr - 1)));
-}
-
 // The double whose shortest decimal form is that of `f`: an f32 1e-6 reads as 1e-6.
 double F32ToDecimal(float f) {
   char buf[64];
@@ -343,6 +328,20 @@ std::string DirectoryOf(const std::string& path) {
 }
 
 }  // namespace
+
+std::optional<std::pair<std::int64_t, std::string_view>> ParseLayerName(std::string_view name) {
+  constexpr std::string_view kPrefix = "blk.";
+  constexpr std::string_view kSuffix = ".weight";
+  if (!name.starts_with(kPrefix) || !name.ends_with(kSuffix)) return std::nullopt;
+  const char* begin = name.data() + kPrefix.size();
+  const char* end = name.data() + name.size() - kSuffix.size();
+  std::int64_t layer = 0;
+  const auto [ptr, ec] = std::from_chars(begin, end, layer);
+  if (ec != std::errc() || ptr == begin || ptr == end || *ptr != '.' || layer < 0) {
+    return std::nullopt;
+  }
+  return std::make_pair(layer, std::string_view(ptr + 1, static_cast<std::size_t>(end - ptr - 1)));
+}
 
 Result<Gemma3Config> Gemma3ConfigFromGguf(const GgufFile& file) {
   FGNET_TRY(CheckArchitecture(file, "model"));

@@ -52,6 +52,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -63,6 +64,10 @@ namespace fgnet {
 
 // Opens a gemma3 GGUF file. Errors name the file and the key or tensor at fault.
 Result<Checkpoint> OpenGgufCheckpoint(const std::string& path);
+
+// A llama.cpp layer tensor name "blk.N.<tensor>.weight" -> (N, "<tensor>"); nullopt for other
+// names (token_embd.weight, ...).
+std::optional<std::pair<std::int64_t, std::string_view>> ParseLayerName(std::string_view name);
 
 // The config a gemma3 GGUF file describes (see above); vocab_size comes from token_embd.weight.
 Result<Gemma3Config> Gemma3ConfigFromGguf(const GgufFile& file);

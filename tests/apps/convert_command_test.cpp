@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "fixture_files.h"
 #include "run_app.h"
 #include "test_files.h"
 #include "util/json.h"
@@ -22,39 +23,16 @@ namespace fgnet::cli {
 namespace {
 
 using ::testing::HasSubstr;
+using testing::MaxDiff;
 using testing::Outcome;
+using testing::PromptIds;
+using testing::ReadFloats;
 using testing::RunApp;
 using testing::TempDir;
 
 const std::string kFixtures = std::string(FGNET_TEST_DATA_DIR) + "/";
 const std::string kLora = kFixtures + "lora/";
 const std::string kBase = kFixtures + "parity/gqa_f32_v5";
-
-std::string PromptIds(const std::string& fixture_json, const char* key = "prompt_ids") {
-  auto json = ReadJsonFile(fixture_json);
-  FGNET_CHECK(json.ok());
-  const Json* ids_json = &(*json)[key];
-  std::ostringstream ids;
-  for (const Json& id : *ids_json) {
-    if (ids.tellp() > 0) ids << ',';
-    ids << id.get<int>();
-  }
-  return ids.str();
-}
-
-std::vector<float> Load(const std::string& path) {
-  auto npy = ReadNpy(path);
-  FGNET_CHECK(npy.ok());
-  return *npy->AsFloat32();
-}
-
-double MaxDiff(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double worst = 0;
-  for (std::size_t i = 0; i < std::min(a.size(), b.size()); ++i)
-    worst = std::max(worst, std::fabs(static_cast<double>(a[i]) - b[i]));
-  return worst;
-}
 
 class ConvertCommandTest : public ::testing::Test {
  protected:
@@ -69,7 +47,7 @@ class ConvertCommandTest : public ::testing::Test {
     }
     const Outcome r = RunApp(args);
     EXPECT_EQ(r.code, 0) << r.err;
-    return r.code == 0 ? Load(out) : std::vector<float>{};
+    return r.code == 0 ? ReadFloats(out) : std::vector<float>{};
   }
   Outcome Convert(std::vector<std::string> args) {
     args.insert(args.begin(), "convert");
@@ -91,7 +69,7 @@ TEST_F(ConvertCommandTest, EveryFormatOfModelAndAdapterGivesTheSameLogits) {
                 .code,
             0);
   const std::vector<float> reference = Logits(kBase, {kLora + "attn_qkvo"}, ids);
-  const std::vector<float> peft = Load(kLora + "attn_qkvo/logits_unmerged.npy");
+  const std::vector<float> peft = ReadFloats(kLora + "attn_qkvo/logits_unmerged.npy");
   EXPECT_LE(MaxDiff(reference, peft), 1e-3);
   // The same f32 values in every container: identical logits.
   EXPECT_EQ(Logits(pkg, {pkg + "/adapters/attn_qkvo"}, ids), reference);
@@ -107,7 +85,7 @@ TEST_F(ConvertCommandTest, EveryFormatOfModelAndAdapterGivesTheSameLogits) {
   EXPECT_EQ(Logits(kBase, {kLora + "attn_qkvo:0.5"}, ids), half);
   EXPECT_LE(MaxDiff(Logits(kBase, {kLora + "attn_qkvo:0.7", kLora + "attn_qvo_second:0.5"},
                            PromptIds(kLora + "merges/fixture.json")),
-                    Load(kLora + "merges/logits_linear.npy")),
+                    ReadFloats(kLora + "merges/logits_linear.npy")),
             1e-3);
 }
 
@@ -115,7 +93,7 @@ TEST_F(ConvertCommandTest, ActivatedAdapterThroughEveryFormat) {
   const std::string ids = PromptIds(kLora + "alora/fixture.json");
   const std::string pkg = Path("pkg");
   ASSERT_EQ(Convert({"--model", kBase, "--out", pkg, "--adapter", kLora + "alora"}).code, 0);
-  const std::vector<float> peft = Load(kLora + "alora/logits_unmerged.npy");
+  const std::vector<float> peft = ReadFloats(kLora + "alora/logits_unmerged.npy");
   EXPECT_LE(MaxDiff(Logits(kBase, {kLora + "alora"}, ids), peft), 1e-3);
   EXPECT_LE(MaxDiff(Logits(pkg, {pkg + "/adapters/alora"}, ids), peft), 1e-3);
   // Without the invocation in the ids, the adapter is off (and the user is told).
@@ -123,7 +101,7 @@ TEST_F(ConvertCommandTest, ActivatedAdapterThroughEveryFormat) {
                             Path("plain.npy"), "--adapter", kLora + "alora"});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_THAT(r.err, HasSubstr("invocation sequence is not in the prompt"));
-  EXPECT_EQ(Load(Path("plain.npy")), Logits(kBase, {}, "2,3,4"));
+  EXPECT_EQ(ReadFloats(Path("plain.npy")), Logits(kBase, {}, "2,3,4"));
 }
 
 TEST_F(ConvertCommandTest, QuantizedConversionsStayCloseToTheFloatModel) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "fixture_files.h"
 #include "model/checkpoint.h"
 #include "model/lora.h"
 #include "model/peft.h"
@@ -23,40 +24,16 @@ namespace fgnet::cli {
 namespace {
 
 using ::testing::HasSubstr;
+using testing::MaxDiff;
 using testing::Outcome;
+using testing::PromptIds;
+using testing::ReadFloats;
 using testing::RunApp;
 using testing::TempDir;
 
 const std::string kFixtures = std::string(FGNET_TEST_DATA_DIR) + "/";
 const std::string kLora = kFixtures + "lora/";
 const std::string kBase = kFixtures + "parity/gqa_f32_v5";
-
-// The ids of a fixture.json's prompt, comma-separated.
-std::string PromptIds(const std::string& fixture_json) {
-  auto json = ReadJsonFile(fixture_json);
-  FGNET_CHECK(json.ok());
-  std::ostringstream ids;
-  for (const Json& id : (*json)["prompt_ids"]) {
-    if (ids.tellp() > 0) ids << ',';
-    ids << id.get<int>();
-  }
-  return ids.str();
-}
-
-// max |a - b| over two .npy files of the same shape.
-double MaxDiff(const std::string& a_path, const std::string& b_path) {
-  auto a = ReadNpy(a_path);
-  auto b = ReadNpy(b_path);
-  FGNET_CHECK(a.ok() && b.ok());
-  FGNET_CHECK(a->shape == b->shape);
-  const auto x = *a->AsFloat32();
-  const auto y = *b->AsFloat32();
-  double worst = 0;
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    worst = std::max(worst, std::fabs(static_cast<double>(x[i]) - y[i]));
-  }
-  return worst;
-}
 
 TEST(MergeCommand, MergedCheckpointGivesPeftsMergedLogits) {
   TempDir tmp;
