@@ -15,7 +15,8 @@ AdapterRegistry::AdapterRegistry(const Gemma3Config& base) : base_(base) {}
 Result<std::shared_ptr<const LoraAdapter>> AdapterRegistry::Add(LoraAdapter adapter,
                                                                 std::string name) {
   FGNET_TRY(ValidateLoraAdapter(adapter, base_));
-  adapter.content_hash = LoraContentHash(adapter);
+  // Every loader sets the hash; an adapter built in memory may not have one yet.
+  if (adapter.content_hash.empty()) adapter.content_hash = LoraContentHash(adapter);
   if (name.empty()) name = adapter.name;
   if (name.empty()) name = adapter.content_hash.substr(0, kMinHashPrefix);
   std::lock_guard<std::mutex> lock(mu_);

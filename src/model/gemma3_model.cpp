@@ -362,8 +362,42 @@ void Gemma3Model::Impl::RunPass(std::span<const Segment> segments, ThreadPool& p
   }
   const std::size_t half = head_dim / 2;
 
-  // Token ids, RoPE cos/sin of every row (from the precomputed tables, or computed now), and the
-  // rows each adapter applies to.
+  // RoPE cos/sin of every row: a view of the precomputed tables when the pass is one run of
+  // positions inside them (a single sequence), else gathered per segment, and computed (in
+  // parallel) for positions past the tables.
+  const float* rope_c[2];
+  const float* rope_s[2];
+  const bool in_table = [&] {
+    for (const Segment& seg : segments) {
+      if (seg.first_pos + static_cast<std::int64_t>(seg.count) > rope_positions) return false;
+    }
+    return true;
+  }();
+  for (int r = 0; r < 2; ++r) {
+    if (segments.size() == 1 && in_table) {
+      rope_c[r] = rope_cos[r].data() + static_cast<std::size_t>(last.first_pos) * half;
+      rope_s[r] = rope_sin[r].data() + static_cast<std::size_t>(last.first_pos) * half;
+      continue;
+    }
+    for (const Segment& seg : segments) {
+      float* cos = b.cos[r] + seg.row * half;
+      float* sin = b.sin[r] + seg.row * half;
+      if (seg.first_pos + static_cast<std::int64_t>(seg.count) <= rope_positions) {
+        const std::size_t at = static_cast<std::size_t>(seg.first_pos) * half;
+        std::memcpy(cos, rope_cos[r].data() + at, seg.count * half * sizeof(float));
+        std::memcpy(sin, rope_sin[r].data() + at, seg.count * half * sizeof(float));
+        continue;
+      }
+      ForRows(pool, seg.count, [&](std::size_t t0, std::size_t t1) {
+        cpu::RopeTable(inv_freq[r].data(), half, seg.first_pos + static_cast<std::int64_t>(t0),
+                       t1 - t0, cos + t0 * half, sin + t0 * half);
+      });
+    }
+    rope_c[r] = b.cos[r];
+    rope_s[r] = b.sin[r];
+  }
+
+  // Token ids, and the rows each adapter applies to.
   std::vector<std::int32_t>& ids = scratch.ids;
   ids.resize(c);
   LoraPlan& plan = scratch.lora;
@@ -371,17 +405,6 @@ void Gemma3Model::Impl::RunPass(std::span<const Segment> segments, ThreadPool& p
   for (const Segment& seg : segments) {
     std::memcpy(ids.data() + seg.row, seg.step->tokens.data() + seg.offset,
                 seg.count * sizeof(std::int32_t));
-    for (int r = 0; r < 2; ++r) {
-      float* cos = b.cos[r] + seg.row * half;
-      float* sin = b.sin[r] + seg.row * half;
-      if (seg.first_pos + static_cast<std::int64_t>(seg.count) <= rope_positions) {
-        const std::size_t at = static_cast<std::size_t>(seg.first_pos) * half;
-        std::memcpy(cos, rope_cos[r].data() + at, seg.count * half * sizeof(float));
-        std::memcpy(sin, rope_sin[r].data() + at, seg.count * half * sizeof(float));
-      } else {
-        cpu::RopeTable(inv_freq[r].data(), half, seg.first_pos, seg.count, cos, sin);
-      }
-    }
     for (const AdapterUse& use : seg.step->adapters) {
       const std::int64_t skip = std::clamp<std::int64_t>(use.start - seg.first_pos, 0,
                                                          static_cast<std::int64_t>(seg.count));
@@ -410,9 +433,9 @@ void Gemma3Model::Impl::RunPass(std::span<const Segment> segments, ThreadPool& p
       cpu::RMSNorm(b.q + t0 * q_dim, n * heads, head_dim, p.q_norm.data(), eps, b.q + t0 * q_dim);
       cpu::RMSNorm(b.k + t0 * kv_dim, n * kv_heads, head_dim, p.k_norm.data(), eps,
                    b.k + t0 * kv_dim);
-      cpu::RoPE(b.q + t0 * q_dim, n, heads, head_dim, b.cos[r] + t0 * half, b.sin[r] + t0 * half);
-      cpu::RoPE(b.k + t0 * kv_dim, n, kv_heads, head_dim, b.cos[r] + t0 * half,
-                b.sin[r] + t0 * half);
+      cpu::RoPE(b.q + t0 * q_dim, n, heads, head_dim, rope_c[r] + t0 * half, rope_s[r] + t0 * half);
+      cpu::RoPE(b.k + t0 * kv_dim, n, kv_heads, head_dim, rope_c[r] + t0 * half,
+                rope_s[r] + t0 * half);
     });
     for (const Segment& seg : segments) {
       KVCache& kv = *seg.step->kv;

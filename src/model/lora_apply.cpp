@@ -136,35 +136,17 @@ void LoraPlan::RunItems(std::size_t layer, std::span<const Site> sites, std::siz
     for (std::size_t r = 0; r < n; ++r) {
       std::memcpy(x + r * in, site.x + rows[r] * site.ldx, in * sizeof(float));
     }
-    if (n < cpu::kOnThreadPackingTokens) {
-      // Few rows: stream A and B once. Shrink: t = x A^T [n, rank]; scale each row; expand:
-      // d = t B^T [n, out].
-      cpu::MatMulF32OnThread(x, n, in, m.a.data(), rank, in, t, rank, pack);
-      for (std::size_t r = 0; r < n; ++r) {
-        const float s = scales[r] * m.scale;
-        for (std::size_t k = 0; k < rank; ++k) t[r * rank + k] *= s;
-      }
-      cpu::MatMulF32OnThread(t, n, rank, m.b.data(), out, rank, d, out, pack);
-      for (std::size_t r = 0; r < n; ++r) {
-        float* y = site.y + rows[r] * site.ldy;
-        const float* dr = d + r * out;
-        for (std::size_t j = 0; j < out; ++j) y[j] += dr[j];
-      }
-      continue;
+    // Shrink: t = x A^T [n, rank]; scale each row; expand: d = t B^T [n, out].
+    cpu::MatMulF32OnThread(x, n, in, m.a.data(), rank, in, t, rank, pack);
+    for (std::size_t r = 0; r < n; ++r) {
+      const float s = scales[r] * m.scale;
+      for (std::size_t k = 0; k < rank; ++k) t[r * rank + k] *= s;
     }
-    // Many rows: the products transposed, so that the rows (not the small rank) are the
-    // micro-kernel's wide dimension. Shrink: t^T = A x^T [rank, n]; scale each column; expand:
-    // d^T = B t^T [out, n].
-    cpu::GemmF32WithPanel(m.a.data(), in, rank, x, in, /*b_is_kn=*/false, in, n, t, n,
-                          /*accumulate=*/false, pack);
-    for (std::size_t k = 0; k < rank; ++k) {
-      for (std::size_t r = 0; r < n; ++r) t[k * n + r] *= scales[r] * m.scale;
-    }
-    cpu::GemmF32WithPanel(m.b.data(), rank, out, t, n, /*b_is_kn=*/true, rank, n, d, n,
-                          /*accumulate=*/false, pack);
+    cpu::MatMulF32OnThread(t, n, rank, m.b.data(), out, rank, d, out, pack);
     for (std::size_t r = 0; r < n; ++r) {
       float* y = site.y + rows[r] * site.ldy;
-      for (std::size_t j = 0; j < out; ++j) y[j] += d[j * n + r];
+      const float* dr = d + r * out;
+      for (std::size_t j = 0; j < out; ++j) y[j] += dr[j];
     }
   }
 }

@@ -342,6 +342,32 @@ TEST_F(LoraForwardTest, BatchLongerThanOnePassEqualsEachAlone) {
   ExpectClose(l1, ToDouble(alone1), vocab_, p1.size() - 1, 1, 1e-4, "sequence 1");
 }
 
+TEST(LoraForwardBatchTest, PositionsPastThePrecomputedRopeTables) {
+  // A model whose RoPE tables hold 8 positions: a batch's segments compute theirs per segment.
+  Gemma3Config c = TestConfig();
+  c.max_position_embeddings = 8;
+  const RandomCheckpoint ckpt(c, DType::kBF16, 70);
+  auto model = Gemma3Model::Create(ckpt.config(), ckpt.weights());
+  ASSERT_TRUE(model.ok());
+  ThreadPool pool(2);
+  const auto p0 = RandomTokens(12, c.vocab_size, 71);
+  const auto p1 = RandomTokens(5, c.vocab_size, 72);
+  KVCache k0 = model->NewKVCache(32), k1 = model->NewKVCache(32);
+  std::vector<float> l0, l1, a0, a1;
+  const SequenceStep steps[] = {{p0, &k0, LogitsMode::kAll, &l0, {}},
+                                {p1, &k1, LogitsMode::kAll, &l1, {}}};
+  ForwardScratch scratch;
+  ASSERT_TRUE(model->ForwardBatch(steps, pool, scratch).ok());
+  KVCache alone0 = model->NewKVCache(32), alone1 = model->NewKVCache(32);
+  ASSERT_TRUE(model->Forward(p0, alone0, pool, LogitsMode::kAll, &a0).ok());
+  ASSERT_TRUE(model->Forward(p1, alone1, pool, LogitsMode::kAll, &a1).ok());
+  const std::size_t vocab = static_cast<std::size_t>(c.vocab_size);
+  ExpectClose(l0, ToDouble(a0), vocab, 0, p0.size(), 1e-4, "sequence 0");
+  ExpectClose(l1, ToDouble(a1), vocab, 0, p1.size(), 1e-4, "sequence 1");
+  ExpectClose(l0, ReferenceForward(c, ckpt.weights(), p0), vocab, 0, p0.size(), kTol,
+              "sequence 0 vs the reference");
+}
+
 TEST_F(LoraForwardTest, DecodeWithAdaptersAllocatesNothing) {
   const LoraAdapter a =
       RandomAdapter(config_, {kAllLoraModules.begin(), kAllLoraModules.end()}, {0, 1, 2}, 4, 50);

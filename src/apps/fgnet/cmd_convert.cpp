@@ -66,12 +66,13 @@ Status RunConvert(const ParsedArgs& args, CommandIo& io) {
       args.OptString("adapter-out")
           .value_or(format == "rdrr" ? (fs::path(out) / "adapters").string()
                                      : fs::path(out).parent_path().string());
+  if (loaded->adapter_set.empty()) return Ok();
+  std::error_code ec;
+  if (!adapter_dir.empty()) fs::create_directories(adapter_dir, ec);
+  if (ec) return MakeError(adapter_dir, ": cannot create directory: ", ec.message());
   const std::string& base_hash = ck->content_hash();
   for (const AdapterUse& use : loaded->adapter_set) {
     const LoraAdapter& a = *use.adapter;
-    std::error_code ec;
-    if (!adapter_dir.empty()) fs::create_directories(adapter_dir, ec);
-    if (ec) return MakeError(adapter_dir, ": cannot create directory: ", ec.message());
     if (format == "rdrr") {
       const std::string dir = (fs::path(adapter_dir) / a.name).string();
       FGNET_TRY(WriteRdrrAdapter(a, dir, {a.name, model_id, base_hash}));

@@ -145,11 +145,13 @@ void PrintAdapters(const std::vector<AdapterRegistry::Entry>& entries, std::ostr
         << j["format"].get<std::string>() << "  rank " << j["rank_min"].get<std::size_t>();
     if (j["rank_max"] != j["rank_min"]) out << ".." << j["rank_max"].get<std::size_t>();
     out << " on " << j["adapted_projections"].get<std::size_t>() << " projections (";
-    const auto modules = e.adapter->adapted_modules();
-    for (std::size_t i = 0; i < modules.size(); ++i) out << (i ? ", " : "") << modules[i];
+    const Json& modules = j["modules"];
+    for (std::size_t i = 0; i < modules.size(); ++i) {
+      out << (i ? ", " : "") << modules[i].get<std::string>();
+    }
     out << ")  " << Mib(e.bytes);
-    if (e.adapter->is_activated()) {
-      out << "  activated by " << Json(e.adapter->config.alora_invocation_tokens).dump();
+    if (j.contains("alora_invocation_tokens")) {
+      out << "  activated by " << j["alora_invocation_tokens"].dump();
     }
     out << "\n";
   }
