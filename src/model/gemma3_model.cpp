@@ -126,10 +126,6 @@ struct Gemma3Model::Impl {
   void RunPass(std::span<const Segment> segments, ThreadPool& pool, ForwardScratch& scratch) const;
   void ApplyLora(LoraPlan& plan, std::size_t layer, std::initializer_list<LoraPlan::Site> sites,
                  ThreadPool& pool, cpu::Workspace& ws) const;
-  void WriteKV(KVCache& kv, std::size_t layer, std::int64_t first_pos, std::size_t c,
-               const float* k, const float* v) const;
-  std::size_t CacheSpans(const KVCache& kv, std::size_t layer, std::int64_t first_pos,
-                         cpu::KVSpan* spans) const;
 };
 
 Gemma3Model::Gemma3Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -302,44 +298,6 @@ Gemma3Model::Impl::Buffers Gemma3Model::Impl::Carve(ForwardScratch& scratch, std
                  {ptrs[11], ptrs[12]}};
 }
 
-std::size_t Gemma3Model::Impl::CacheSpans(const KVCache& kv, std::size_t layer,
-                                          std::int64_t first_pos, cpu::KVSpan* spans) const {
-  const auto l = static_cast<std::int64_t>(layer);
-  const std::int64_t slots = kv.slots(l);
-  // Oldest position any query of the chunk sees: a sliding layer's first query sees window - 1
-  // earlier positions, all of which the ring still holds.
-  std::int64_t start = 0;
-  if (layers[layer].sliding)
-    start = std::max<std::int64_t>(0, first_pos - (config.sliding_window - 1));
-  FGNET_CHECK_GE(start, first_pos - slots);
-  const std::int64_t count = first_pos - start;
-  if (count <= 0) return 0;
-  const std::int64_t s0 = start % slots;
-  const std::int64_t len1 = std::min(count, slots - s0);
-  const float* keys = kv.keys(l);
-  const float* values = kv.values(l);
-  spans[0] = {keys + s0 * static_cast<std::int64_t>(kv_dim),
-              values + s0 * static_cast<std::int64_t>(kv_dim), kv_dim, start,
-              static_cast<std::size_t>(len1)};
-  if (len1 == count) return 1;
-  spans[1] = {keys, values, kv_dim, start + len1, static_cast<std::size_t>(count - len1)};
-  return 2;
-}
-
-void Gemma3Model::Impl::WriteKV(KVCache& kv, std::size_t layer, std::int64_t first_pos,
-                                std::size_t c, const float* k, const float* v) const {
-  const auto l = static_cast<std::int64_t>(layer);
-  const std::int64_t slots = kv.slots(l);
-  const std::int64_t end = first_pos + static_cast<std::int64_t>(c);
-  // Positions older than the ring would be overwritten within this chunk anyway.
-  for (std::int64_t pos = std::max(first_pos, end - slots); pos < end; ++pos) {
-    const std::size_t slot = static_cast<std::size_t>(kv.SlotOf(l, pos));
-    const std::size_t row = static_cast<std::size_t>(pos - first_pos);
-    std::memcpy(kv.keys(l) + slot * kv_dim, k + row * kv_dim, kv_dim * sizeof(float));
-    std::memcpy(kv.values(l) + slot * kv_dim, v + row * kv_dim, kv_dim * sizeof(float));
-  }
-}
-
 void Gemma3Model::Impl::ApplyLora(LoraPlan& plan, std::size_t layer,
                                   std::initializer_list<LoraPlan::Site> sites, ThreadPool& pool,
                                   cpu::Workspace& ws) const {
@@ -438,16 +396,20 @@ void Gemma3Model::Impl::RunPass(std::span<const Segment> segments, ThreadPool& p
                 rope_s[r] + t0 * half);
     });
     for (const Segment& seg : segments) {
-      KVCache& kv = *seg.step->kv;
-      float* k = b.k + seg.row * kv_dim;
-      float* v = b.v + seg.row * kv_dim;
-      cpu::KVSpan spans[3];
-      std::size_t num_spans = CacheSpans(kv, l, seg.first_pos, spans);
-      spans[num_spans++] = {k, v, kv_dim, seg.first_pos, seg.count};
-      cpu::Attention(b.q + seg.row * q_dim, seg.count, seg.first_pos,
-                     std::span<const cpu::KVSpan>(spans, num_spans), attention[r],
+      SequenceKV& kv = *seg.step->kv;
+      const float* k = b.k + seg.row * kv_dim;
+      const float* v = b.v + seg.row * kv_dim;
+      // The oldest position any query of the chunk sees: a sliding layer's first query sees
+      // window - 1 earlier positions, all of which the store still holds.
+      const std::int64_t begin =
+          p.sliding ? std::max<std::int64_t>(0, seg.first_pos - (config.sliding_window - 1)) : 0;
+      std::vector<cpu::KVSpan>& spans = scratch.spans;
+      spans.clear();
+      kv.AppendSpans(static_cast<std::int64_t>(l), begin, &spans);
+      spans.push_back({k, v, kv_dim, seg.first_pos, seg.count});
+      cpu::Attention(b.q + seg.row * q_dim, seg.count, seg.first_pos, spans, attention[r],
                      b.attn + seg.row * q_dim, pool, ws);
-      WriteKV(kv, l, seg.first_pos, seg.count, k, v);
+      kv.Write(static_cast<std::int64_t>(l), seg.first_pos, seg.count, k, v);
     }
     cpu::MatMul(b.attn, c, q_dim, p.o, b.o, hidden, pool, ws);
     ApplyLora(plan, l, {{LoraModule::kO, b.attn, q_dim, b.o, hidden}}, pool, ws);
@@ -524,13 +486,8 @@ Status Gemma3Model::Validate(const SequenceStep& step, std::size_t index) const 
   const std::string where =
       index == 0 ? "Forward: " : "Forward: sequence " + std::to_string(index) + ": ";
   if (step.kv == nullptr) return MakeError(where, "no KV cache given");
-  const KVCache& kv = *step.kv;
-  bool same_model = kv.num_layers() == c.num_hidden_layers && kv.row_size() == c.kv_dim() &&
-                    kv.sliding_window() == c.sliding_window;
-  for (std::int64_t l = 0; same_model && l < c.num_hidden_layers; ++l) {
-    same_model = kv.is_sliding(l) == c.is_sliding(l);
-  }
-  if (!same_model)
+  const SequenceKV& kv = *step.kv;
+  if (!kv.Fits(c))
     return MakeError(where, "the KV cache was made for a different model configuration");
   for (std::size_t i = 0; i < step.tokens.size(); ++i) {
     if (step.tokens[i] < 0 || step.tokens[i] >= c.vocab_size) {

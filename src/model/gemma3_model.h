@@ -46,7 +46,7 @@ struct AdapterUse {
 // One sequence's share of a ForwardBatch: like the arguments of Forward.
 struct SequenceStep {
   std::span<const std::int32_t> tokens;
-  KVCache* kv = nullptr;
+  SequenceKV* kv = nullptr;
   LogitsMode mode = LogitsMode::kLast;
   std::vector<float>* logits = nullptr;
   std::span<const AdapterUse> adapters;
@@ -79,8 +79,8 @@ class Gemma3Model {
 
   // Several sequences in one forward: every step behaves exactly as Forward on its own, but the
   // rows of all steps share each matmul (passes of at most 512 rows). Each step needs its own
-  // KVCache. `scratch` holds the working memory (e.g. one kept by the caller across steps). On
-  // error no cache is changed.
+  // KV store (a KVCache or a paged sequence). `scratch` holds the working memory (e.g. one kept by
+  // the caller across steps). On error no cache is changed.
   Status ForwardBatch(std::span<const SequenceStep> steps, ThreadPool& pool,
                       ForwardScratch& scratch) const;
 

@@ -60,6 +60,53 @@ bool KVCache::Truncate(std::int64_t new_length) {
   return true;
 }
 
+bool KVShapeFits(const Gemma3Config& config, std::int64_t row_size, std::int64_t window,
+                 const std::vector<bool>& sliding) {
+  if (static_cast<std::int64_t>(sliding.size()) != config.num_hidden_layers ||
+      row_size != config.kv_dim() || window != config.sliding_window) {
+    return false;
+  }
+  for (std::int64_t l = 0; l < config.num_hidden_layers; ++l) {
+    if (sliding[static_cast<std::size_t>(l)] != config.is_sliding(l)) return false;
+  }
+  return true;
+}
+
+bool KVCache::Fits(const Gemma3Config& config) const {
+  return KVShapeFits(config, row_, window_, sliding_);
+}
+
+void KVCache::AppendSpans(std::int64_t layer, std::int64_t begin,
+                          std::vector<cpu::KVSpan>* out) const {
+  const std::int64_t slots = this->slots(layer);
+  FGNET_CHECK_GE(begin, length_ - slots);
+  const std::int64_t count = length_ - begin;
+  if (count <= 0) return;
+  const std::int64_t s0 = begin % slots;
+  const std::int64_t len1 = std::min(count, slots - s0);
+  const auto row = static_cast<std::size_t>(row_);
+  out->push_back({keys(layer) + s0 * row_, values(layer) + s0 * row_, row, begin,
+                  static_cast<std::size_t>(len1)});
+  if (len1 < count) {
+    out->push_back(
+        {keys(layer), values(layer), row, begin + len1, static_cast<std::size_t>(count - len1)});
+  }
+}
+
+void KVCache::Write(std::int64_t layer, std::int64_t first_pos, std::size_t count, const float* k,
+                    const float* v) {
+  const std::int64_t slots = this->slots(layer);
+  const std::int64_t end = first_pos + static_cast<std::int64_t>(count);
+  const auto row = static_cast<std::size_t>(row_);
+  // Positions older than the ring would be overwritten within this chunk anyway.
+  for (std::int64_t pos = std::max(first_pos, end - slots); pos < end; ++pos) {
+    const auto slot = static_cast<std::size_t>(SlotOf(layer, pos));
+    const auto at = static_cast<std::size_t>(pos - first_pos);
+    std::memcpy(keys(layer) + slot * row, k + at * row, row * sizeof(float));
+    std::memcpy(values(layer) + slot * row, v + at * row, row * sizeof(float));
+  }
+}
+
 std::size_t KVCache::memory_bytes() const {
   std::size_t bytes = 0;
   for (std::size_t l = 0; l < keys_.size(); ++l) {

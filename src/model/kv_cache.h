@@ -20,6 +20,7 @@
 #include "backend/cpu/workspace.h"
 #include "model/config.h"
 #include "model/lora_apply.h"
+#include "model/sequence_kv.h"
 
 namespace fgnet {
 
@@ -47,9 +48,10 @@ struct ForwardScratch {
   std::vector<float> logits;  // logits of a pass when they go to several destinations
   std::vector<PassSegment> segments;
   std::vector<std::size_t> logits_from;
+  std::vector<cpu::KVSpan> spans;  // of one segment's attention
 };
 
-class KVCache {
+class KVCache final : public SequenceKV {
  public:
   // `capacity` >= 1 positions. `sliding_slack` extra ring slots on sliding layers allow
   // Truncate() to go back further (see there).
@@ -62,8 +64,13 @@ class KVCache {
   // A copy of the cached positions (not of the scratch memory).
   KVCache Clone() const;
 
-  std::int64_t length() const { return length_; }      // positions written so far
-  std::int64_t capacity() const { return capacity_; }  // most positions it can hold
+  std::int64_t length() const override { return length_; }      // positions written so far
+  std::int64_t capacity() const override { return capacity_; }  // most positions it can hold
+  bool Fits(const Gemma3Config& config) const override;
+  void AppendSpans(std::int64_t layer, std::int64_t begin,
+                   std::vector<cpu::KVSpan>* out) const override;
+  void Write(std::int64_t layer, std::int64_t first_pos, std::size_t count, const float* keys,
+             const float* values) override;
   void Clear() { length_ = 0; }
   // Drops positions >= new_length (new_length <= length()). Only exact while every sliding ring
   // still holds the keys a query at new_length sees, i.e. while
@@ -89,7 +96,7 @@ class KVCache {
   const float* values(std::int64_t layer) const {
     return values_[static_cast<std::size_t>(layer)].data();
   }
-  void Advance(std::int64_t n) { length_ += n; }
+  void Advance(std::int64_t n) override { length_ += n; }
   // Bytes of keys and values (not counting the scratch).
   std::size_t memory_bytes() const;
 

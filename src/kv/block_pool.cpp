@@ -1,0 +1,90 @@
+#include "kv/block_pool.h"
+
+#include <cstring>
+#include <numeric>
+
+#include "util/status.h"
+
+namespace fgnet::kv {
+
+KVLayout KVLayout::ForConfig(const Gemma3Config& config, std::int64_t block_size) {
+  FGNET_CHECK_GE(block_size, 1);
+  KVLayout layout;
+  layout.block_size = block_size;
+  layout.row = config.kv_dim();
+  layout.window = config.sliding_window;
+  const std::int64_t layers = config.num_hidden_layers;
+  std::int64_t sliding = 0;
+  for (std::int64_t l = 0; l < layers; ++l) sliding += config.is_sliding(l) ? 1 : 0;
+  layout.group_layers = std::gcd(sliding, layers - sliding);
+  FGNET_CHECK_GE(layout.group_layers, 1);
+  // Layers of each kind fill that kind's open group in layer order.
+  std::int32_t open[2] = {-1, -1};  // [sliding]
+  std::int64_t filled[2] = {0, 0};
+  for (std::int64_t l = 0; l < layers; ++l) {
+    const bool s = config.is_sliding(l);
+    if (open[s] < 0 || filled[s] == layout.group_layers) {
+      open[s] = static_cast<std::int32_t>(layout.group_sliding.size());
+      layout.group_sliding.push_back(s);
+      filled[s] = 0;
+    }
+    layout.layer_group.push_back(open[s]);
+    layout.layer_slot.push_back(static_cast<std::int32_t>(filled[s]++));
+    layout.layer_sliding.push_back(s);
+  }
+  return layout;
+}
+
+BlockPool::BlockPool(KVLayout layout, std::int64_t num_blocks) : layout_(std::move(layout)) {
+  FGNET_CHECK_GE(num_blocks, 1);
+  memory_.resize(layout_.block_floats() * static_cast<std::size_t>(num_blocks));
+  refs_.assign(static_cast<std::size_t>(num_blocks), 0);
+  free_.resize(static_cast<std::size_t>(num_blocks));
+  // Block 0 on top of the stack.
+  for (std::size_t i = 0; i < free_.size(); ++i)
+    free_[i] = static_cast<BlockId>(free_.size() - 1 - i);
+}
+
+BlockId BlockPool::Allocate() {
+  while (free_.empty()) {
+    if (!reclaimer_ || !reclaimer_()) return kNoBlock;
+  }
+  const BlockId id = free_.back();
+  free_.pop_back();
+  refs_[static_cast<std::size_t>(id)] = 1;
+  return id;
+}
+
+void BlockPool::Ref(BlockId id) {
+  FGNET_CHECK_GT(refs_[static_cast<std::size_t>(id)], 0);
+  ++refs_[static_cast<std::size_t>(id)];
+}
+
+void BlockPool::Unref(BlockId id) {
+  std::int32_t& refs = refs_[static_cast<std::size_t>(id)];
+  FGNET_CHECK_GT(refs, 0);
+  if (--refs == 0) free_.push_back(id);
+}
+
+float* BlockPool::keys(BlockId id, std::int64_t slot) {
+  return memory_.data() + static_cast<std::size_t>(id) * layout_.block_floats() +
+         static_cast<std::size_t>(slot * layout_.block_size * layout_.row);
+}
+
+float* BlockPool::values(BlockId id, std::int64_t slot) {
+  return keys(id, slot) + layout_.block_floats() / 2;
+}
+
+const float* BlockPool::keys(BlockId id, std::int64_t slot) const {
+  return const_cast<BlockPool*>(this)->keys(id, slot);
+}
+
+const float* BlockPool::values(BlockId id, std::int64_t slot) const {
+  return const_cast<BlockPool*>(this)->values(id, slot);
+}
+
+void BlockPool::CopyBlock(BlockId from, BlockId to) {
+  std::memcpy(keys(to, 0), keys(from, 0), layout_.block_bytes());
+}
+
+}  // namespace fgnet::kv

@@ -1,0 +1,97 @@
+// Paged KV memory: a pool of fixed-size blocks, each holding the keys and values of
+// `block_size` consecutive positions for one group of layers.
+//
+// Layers are split into groups of equal size, each group of one kind (sliding or global): the
+// group size is the greatest common divisor of the sliding and global layer counts (Gemma 3 270M:
+// 15 sliding and 3 global layers -> 6 groups of 3). Every block has the same size, so one pool
+// serves both kinds, and a sequence keeps one block table per group: global groups hold every
+// position, sliding groups only the blocks that still intersect the window.
+//
+// Block memory: keys [group_layers][block_size][row] then values likewise, f32, row =
+// kv_heads * head_dim. A block is free (refcount 0), or referenced by sequences, pinned
+// prefixes and the prefix tree, each holding one reference.
+//
+// When the pool runs dry, Allocate() asks its reclaimer (the prefix tree, which evicts its least
+// recently used unreferenced blocks) before it fails.
+// Thread-safety: none; the engine's scheduler thread owns the pool.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "backend/cpu/aligned.h"
+#include "model/config.h"
+
+namespace fgnet::kv {
+
+using BlockId = std::int32_t;
+inline constexpr BlockId kNoBlock = -1;
+
+// How a model's layers map onto blocks.
+struct KVLayout {
+  std::int64_t block_size = 0;            // positions per block
+  std::int64_t row = 0;                   // floats per position and layer (kv_heads * head_dim)
+  std::int64_t window = 0;                // sliding window (0: no sliding layers)
+  std::int64_t group_layers = 0;          // layers per group
+  std::vector<bool> group_sliding;        // per group
+  std::vector<std::int32_t> layer_group;  // per layer: its group
+  std::vector<std::int32_t> layer_slot;   // per layer: its index within the group
+  std::vector<bool> layer_sliding;        // per layer
+
+  static KVLayout ForConfig(const Gemma3Config& config, std::int64_t block_size);
+  std::int64_t num_groups() const { return static_cast<std::int64_t>(group_sliding.size()); }
+  std::int64_t num_layers() const { return static_cast<std::int64_t>(layer_group.size()); }
+  // Floats of one block (keys and values).
+  std::size_t block_floats() const {
+    return static_cast<std::size_t>(2 * group_layers * block_size * row);
+  }
+  std::size_t block_bytes() const { return block_floats() * sizeof(float); }
+  // Bytes of KV one position takes in every layer.
+  std::size_t bytes_per_position() const {
+    return static_cast<std::size_t>(2 * num_layers() * row) * sizeof(float);
+  }
+};
+
+class BlockPool {
+ public:
+  // `num_blocks` >= 1 blocks of `layout` (allocated up front).
+  BlockPool(KVLayout layout, std::int64_t num_blocks);
+  BlockPool(const BlockPool&) = delete;
+  BlockPool& operator=(const BlockPool&) = delete;
+
+  const KVLayout& layout() const { return layout_; }
+
+  // A block with refcount 1, or kNoBlock when none is free and the reclaimer freed nothing.
+  BlockId Allocate();
+  void Ref(BlockId id);
+  // Drops a reference; the block is free at zero.
+  void Unref(BlockId id);
+  std::int32_t refcount(BlockId id) const { return refs_[static_cast<std::size_t>(id)]; }
+
+  // Called when no block is free; returns true if it freed at least one.
+  void set_reclaimer(std::function<bool()> reclaimer) { reclaimer_ = std::move(reclaimer); }
+
+  // Keys / values of a block for layer slot `slot` of its group: [block_size, row].
+  float* keys(BlockId id, std::int64_t slot);
+  float* values(BlockId id, std::int64_t slot);
+  const float* keys(BlockId id, std::int64_t slot) const;
+  const float* values(BlockId id, std::int64_t slot) const;
+  // Copies a block's contents (for copy-on-write).
+  void CopyBlock(BlockId from, BlockId to);
+
+  std::int64_t num_blocks() const { return static_cast<std::int64_t>(refs_.size()); }
+  std::int64_t num_free() const { return static_cast<std::int64_t>(free_.size()); }
+  std::int64_t num_used() const { return num_blocks() - num_free(); }
+  std::size_t memory_bytes() const { return memory_.size() * sizeof(float); }
+
+ private:
+  KVLayout layout_;
+  cpu::AlignedVector<float> memory_;
+  std::vector<std::int32_t> refs_;
+  std::vector<BlockId> free_;  // a stack: the most recently freed block is reused first
+  std::function<bool()> reclaimer_;
+};
+
+}  // namespace fgnet::kv
