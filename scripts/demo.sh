@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # fgnet's main job, end to end on this machine: build, make a FunctionGemma-270M-shaped checkpoint
 # (random weights: no weights are downloaded), inspect it, run a function-calling generation with
-# it, convert it to an 8-bit RDRR package and generate from that, and benchmark the CPU engine on
-# it (bf16, then q8_0). With a real checkpoint, pass its directory as $1.
+# it, convert it to an 8-bit RDRR package and generate from that, run a file of requests at once
+# through the serving engine, and benchmark the CPU engine on it (bf16, then q8_0, then serving).
+# With a real checkpoint, pass its directory as $1.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$repo/scripts/build.sh" release
@@ -33,7 +34,14 @@ rm -rf "$package"
 "$fgnet" generate --model "$package" --messages "$repo/examples/weather_messages.json" \
   --tools "$repo/examples/weather_tools.json" --max-tokens 16 --json
 
+echo "== fgnet batch (examples/batch_requests.jsonl, every request at once through the serving engine)"
+"$fgnet" batch --model "$model" --requests "$repo/examples/batch_requests.jsonl" \
+  --out "$repo/build/demo/batch_results.jsonl" --metrics "$repo/build/demo/batch_metrics.json"
+cut -c1-160 "$repo/build/demo/batch_results.jsonl"
+
 echo "== fgnet bench"
 "$fgnet" bench --model "$model" --json "$repo/build/demo/bench.json"
 "$fgnet" bench --model "$model" --quant q8_0 --skip-bandwidth --json "$repo/build/demo/bench_q8_0.json"
-echo "bench reports written to build/demo/bench.json and build/demo/bench_q8_0.json"
+"$fgnet" bench-serve --model "$model" --concurrency 1,4,16 --decode-tokens 32 \
+  --prefix-tokens 1024 --context-tokens 1024 --json "$repo/build/demo/bench_serve.json"
+echo "bench reports written to build/demo/bench.json, bench_q8_0.json and bench_serve.json"

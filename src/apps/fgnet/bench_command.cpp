@@ -1,11 +1,8 @@
 // `fgnet bench`: the machine report, its memory bandwidth, and the model's prefill and decode
 // throughput (on --model, or on a random checkpoint of the 270M shapes made for the run).
-#include <stdlib.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
-#include <filesystem>
 #include <memory>
 #include <optional>
 
@@ -20,28 +17,6 @@
 
 namespace fgnet::cli {
 namespace {
-
-// A 270M-shaped random checkpoint in a temporary directory, removed when this goes away.
-class SynthesizedModel {
- public:
-  ~SynthesizedModel() {
-    if (!dir_.empty()) {
-      std::error_code ec;
-      std::filesystem::remove_all(dir_, ec);
-    }
-  }
-  Result<std::string> Create(std::ostream& log) {
-    std::string pattern = (std::filesystem::temp_directory_path() / "fgnet-bench-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) return Error("cannot create a temporary directory");
-    dir_ = pattern;
-    log << "synthesizing a random gemma-3-270m-shaped bf16 checkpoint in " << dir_ << "\n";
-    FGNET_TRY(WriteRandomCheckpoint(Gemma3_270MConfig(), SynthOptions{}, dir_));
-    return dir_;
-  }
-
- private:
-  std::string dir_;
-};
 
 Status RunBench(const ParsedArgs& args, CommandIo& io) {
   BenchReport report = StartBenchReport();

@@ -98,6 +98,8 @@ App MakeFgnetApp() {
   AddMergeCommand(app);
   AddConvertCommand(app);
   AddBenchCommand(app);
+  AddBatchCommand(app);
+  AddBenchServeCommand(app);
   return app;
 }
 

@@ -8,6 +8,8 @@
 //   merge      merge LoRA adapters into a checkpoint, or concatenate them into one adapter
 //   convert    rewrite a model and its adapters as RDRR or GGUF, optionally quantized
 //   bench      machine report, memory bandwidth, prefill and decode throughput
+//   batch      a JSON Lines file of requests run concurrently through the serving engine
+//   bench-serve  serving figures: batched decode with adapters, prefix-cache TTFT, KV per sequence
 //
 // Each Add*Command declares one subcommand on `app`; MakeFgnetApp() adds them all.
 #pragma once
@@ -33,6 +35,8 @@ void AddSynthCommand(App& app);
 void AddMergeCommand(App& app);
 void AddConvertCommand(App& app);
 void AddBenchCommand(App& app);
+void AddBatchCommand(App& app);
+void AddBenchServeCommand(App& app);
 
 inline constexpr std::int64_t kMaxThreads = 1024;
 

@@ -1,9 +1,13 @@
 #include "apps/fgnet/model_bench.h"
 
+#include <stdlib.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 
+#include "model/synth.h"
 #include "util/rng.h"
 
 namespace fgnet::cli {
@@ -42,6 +46,22 @@ std::string Fmt(const char* format, double v) {
 }
 
 }  // namespace
+
+SynthesizedModel::~SynthesizedModel() {
+  if (!dir_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+}
+
+Result<std::string> SynthesizedModel::Create(std::ostream& log) {
+  std::string pattern = (std::filesystem::temp_directory_path() / "fgnet-bench-XXXXXX").string();
+  if (mkdtemp(pattern.data()) == nullptr) return Error("cannot create a temporary directory");
+  dir_ = pattern;
+  log << "synthesizing a random gemma-3-270m-shaped bf16 checkpoint in " << dir_ << "\n";
+  FGNET_TRY(WriteRandomCheckpoint(Gemma3_270MConfig(), SynthOptions{}, dir_));
+  return dir_;
+}
 
 std::uint64_t DecodeWeightBytes(const Gemma3Config& config, const Gemma3Weights& weights) {
   std::uint64_t bytes = weights.norm.num_bytes() + weights.lm_head.num_bytes();

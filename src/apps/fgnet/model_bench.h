@@ -1,9 +1,12 @@
 // Model throughput for `fgnet bench`: prefill tokens/s, batch-1 decode tokens/s with per-token
-// latency percentiles, and the weight bandwidth a decode step achieves.
-// Thread-safety: plain functions.
+// latency percentiles, and the weight bandwidth a decode step achieves; and the random 270M
+// checkpoint the benchmarks use when no model is given.
+// Thread-safety: plain functions; a SynthesizedModel is one owner's.
 #pragma once
 
 #include <cstdint>
+#include <ostream>
+#include <string>
 #include <vector>
 
 #include "apps/fgnet/bench_report.h"
@@ -39,6 +42,21 @@ std::uint64_t DecodeWeightBytes(const Gemma3Config& config, const Gemma3Weights&
 
 // Bytes of the model's weights as held in memory (a tied embedding counted once).
 std::uint64_t ModelWeightBytes(const Gemma3Config& config, const Gemma3Weights& weights);
+
+// A random checkpoint of the gemma-3-270m shapes in a temporary directory, made on request and
+// removed with this object (the benchmarks' default model).
+class SynthesizedModel {
+ public:
+  SynthesizedModel() = default;
+  SynthesizedModel(const SynthesizedModel&) = delete;
+  SynthesizedModel& operator=(const SynthesizedModel&) = delete;
+  ~SynthesizedModel();
+  // Writes the checkpoint (bf16) and returns its directory; says so on `log`.
+  Result<std::string> Create(std::ostream& log);
+
+ private:
+  std::string dir_;
+};
 
 Result<ModelBenchResult> BenchModel(const Gemma3Model& model, const Gemma3Weights& weights,
                                     ThreadPool& pool, const ModelBenchOptions& options);

@@ -1,0 +1,297 @@
+#include "apps/fgnet/serve_bench.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <limits>
+
+#include "kv/block_pool.h"
+#include "model/synth.h"
+#include "util/rng.h"
+
+namespace fgnet::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+std::vector<std::int32_t> RandomIds(std::int64_t n, std::int64_t vocab, std::uint64_t seed) {
+  Philox rng(seed, /*stream=*/0x5e7e);
+  // Past the control tokens at the start of the vocabulary when there is room.
+  const std::int64_t first = vocab > 512 ? 256 : 0;
+  std::vector<std::int32_t> ids(static_cast<std::size_t>(n));
+  for (auto& id : ids) {
+    id = static_cast<std::int32_t>(
+        first +
+        static_cast<std::int64_t>(rng.NextU64() % static_cast<std::uint64_t>(vocab - first)));
+  }
+  return ids;
+}
+
+std::string AdapterName(std::int64_t i) { return "serve-bench-" + std::to_string(i); }
+
+Request GreedyRequest(std::vector<std::int32_t> prompt, std::int64_t max_tokens) {
+  Request r;
+  r.prompt_ids = std::move(prompt);
+  r.sampling = SamplingParams{.do_sample = false};
+  r.max_tokens = max_tokens;
+  return r;
+}
+
+Status CompletionStatus(const Completion& c, std::string_view what) {
+  if (!c.status.ok()) return c.status.error().WithContext(what);
+  if (c.finish_reason == "error") return MakeError(what, ": failed");
+  return Ok();
+}
+
+// Decode tokens/s of `n` concurrent greedy sequences (with adapters 0..n-1 when `adapters`).
+Result<double> DecodeRun(Engine& engine, const Gemma3Config& config, std::int64_t n, bool adapters,
+                         const ServeBenchOptions& o, std::uint64_t seed,
+                         std::int64_t decode_tokens) {
+  std::vector<RequestHandle> handles;
+  handles.reserve(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) {
+    Request r = GreedyRequest(RandomIds(o.prompt_tokens, config.vocab_size,
+                                        seed * 1000003 + static_cast<std::uint64_t>(i)),
+                              decode_tokens);
+    if (adapters) r.adapters = {{AdapterName(i), 1.0f}};
+    handles.push_back(engine.Submit(std::move(r)));
+  }
+  // Once every sequence has its first token, only decode steps are left.
+  for (RequestHandle& h : handles) {
+    StreamEvent event;
+    if (!h.Next(&event)) {
+      FGNET_TRY(CompletionStatus(h.Wait(), "a decode request"));
+      return Error("a decode request finished without a token");
+    }
+  }
+  const EngineMetrics before = engine.Metrics();
+  const Clock::time_point start = Clock::now();
+  for (RequestHandle& h : handles) {
+    const Completion& c = h.Wait();
+    FGNET_TRY(CompletionStatus(c, "a decode request"));
+    if (static_cast<std::int64_t>(c.ids.size()) != decode_tokens) {
+      return MakeError("a decode request stopped after ", c.ids.size(), " of ", decode_tokens,
+                       " tokens (", c.finish_reason, "): are stop ids disabled?");
+    }
+  }
+  const double seconds = Seconds(start, Clock::now());
+  const EngineMetrics after = engine.Metrics();
+  const auto tokens = static_cast<double>(after.generated_tokens - before.generated_tokens);
+  if (seconds <= 0 || tokens <= 0) return 0.0;
+  return tokens / seconds;
+}
+
+Status MeasureDecode(Engine& engine, const Gemma3Config& config, AdapterRegistry* registry,
+                     const ServeBenchOptions& o, std::ostream& log, ServeBenchResult* result) {
+  const bool adapters = o.lora_rank > 0;
+  std::int64_t most = 0;
+  for (std::int64_t n : o.concurrency) most = std::max(most, n);
+  if (adapters) {
+    if (registry == nullptr) return Error("adapter runs need the engine's adapter registry");
+    log << "making " << most << " random rank-" << o.lora_rank << " adapters\n";
+    for (std::int64_t i = 0; i < most; ++i) {
+      if (registry->Find(AdapterName(i)) != nullptr) continue;
+      FGNET_TRY(registry->Add(RandomLoraAdapter(config, static_cast<std::size_t>(o.lora_rank),
+                                                o.seed + 100 + static_cast<std::uint64_t>(i),
+                                                AdapterName(i))));
+    }
+  }
+  // Warm-up: pages in the weights and the KV pool.
+  log << "warming up\n";
+  FGNET_ASSIGN_OR_RETURN(const double warm, DecodeRun(engine, config, 1, adapters, o, o.seed, 4));
+  (void)warm;
+  std::uint64_t run = 1;
+  for (std::int64_t n : o.concurrency) {
+    DecodeThroughput d;
+    d.sequences = n;
+    for (int r = 0; r < o.repeat; ++r) {
+      log << "decode: " << n << " sequences x " << o.decode_tokens << " tokens, base model\n";
+      FGNET_ASSIGN_OR_RETURN(const double base, DecodeRun(engine, config, n, false, o,
+                                                          o.seed + run++, o.decode_tokens));
+      d.base_tokens_per_s = std::max(d.base_tokens_per_s, base);
+      if (adapters) {
+        log << "decode: " << n << " sequences x " << o.decode_tokens << " tokens, " << n
+            << " adapters\n";
+        FGNET_ASSIGN_OR_RETURN(const double lora, DecodeRun(engine, config, n, true, o,
+                                                            o.seed + run++, o.decode_tokens));
+        d.adapter_tokens_per_s = std::max(d.adapter_tokens_per_s, lora);
+      }
+    }
+    result->decode.push_back(d);
+  }
+  return Ok();
+}
+
+Result<double> FirstTokenMs(Engine& engine, Request request, std::int64_t* cached) {
+  RequestHandle h = engine.Submit(std::move(request));
+  const Completion& c = h.Wait();
+  FGNET_TRY(CompletionStatus(c, "a time-to-first-token request"));
+  if (cached != nullptr) *cached = c.usage.cached_tokens;
+  return c.timings.time_to_first_token_ms;
+}
+
+Status MeasureFirstToken(Engine& engine, const Gemma3Config& config, const ServeBenchOptions& o,
+                         std::ostream& log, ServeBenchResult* result) {
+  const std::vector<std::int32_t> prefix =
+      RandomIds(o.prefix_tokens, config.vocab_size, o.seed + 7);
+  const auto with_suffix = [&](std::uint64_t seed) {
+    std::vector<std::int32_t> ids = prefix;
+    const auto suffix = RandomIds(o.suffix_tokens, config.vocab_size, seed);
+    ids.insert(ids.end(), suffix.begin(), suffix.end());
+    return ids;
+  };
+  const double inf = std::numeric_limits<double>::infinity();
+  result->ttft_cold_ms = result->ttft_cached_ms = result->ttft_pinned_ms = inf;
+  log << "time to first token: " << o.prefix_tokens << "-token prefix + " << o.suffix_tokens
+      << "-token suffix\n";
+  for (int r = 0; r < o.repeat; ++r) {
+    const std::uint64_t s = o.seed + 1000 + 10 * static_cast<std::uint64_t>(r);
+    engine.FlushPrefixCache();
+    FGNET_ASSIGN_OR_RETURN(const double cold,
+                           FirstTokenMs(engine, GreedyRequest(with_suffix(s), 1), nullptr));
+    std::int64_t cached = 0;
+    FGNET_ASSIGN_OR_RETURN(const double warm,
+                           FirstTokenMs(engine, GreedyRequest(with_suffix(s + 1), 1), &cached));
+    engine.FlushPrefixCache();
+    PrefixRequest pr;
+    pr.prompt_ids = prefix;
+    FGNET_ASSIGN_OR_RETURN(PrefixHandle pinned, engine.CreatePrefix(std::move(pr)));
+    Request on_prefix = GreedyRequest(RandomIds(o.suffix_tokens, config.vocab_size, s + 2), 1);
+    on_prefix.prefix = pinned;
+    FGNET_ASSIGN_OR_RETURN(const double pinned_ms,
+                           FirstTokenMs(engine, std::move(on_prefix), nullptr));
+    result->ttft_cold_ms = std::min(result->ttft_cold_ms, cold);
+    if (warm < result->ttft_cached_ms) {
+      result->ttft_cached_ms = warm;
+      result->cached_prompt_tokens = cached;
+    }
+    result->ttft_pinned_ms = std::min(result->ttft_pinned_ms, pinned_ms);
+  }
+  engine.FlushPrefixCache();
+  return Ok();
+}
+
+Status MeasureKV(Engine& engine, const Gemma3Config& config, const ServeBenchOptions& o,
+                 std::ostream& log, ServeBenchResult* result) {
+  const std::int64_t context = engine.options().max_context > 0 ? engine.options().max_context
+                                                                : config.max_position_embeddings;
+  if (o.context_tokens >= context) {
+    return MakeError("--context-tokens ", o.context_tokens, " leaves no room in the context of ",
+                     context, " tokens");
+  }
+  // Long enough to keep every sequence running until it is cancelled.
+  const std::int64_t max_tokens = std::min<std::int64_t>(1024, context - o.context_tokens);
+  log << "KV memory: " << o.kv_sequences << " sequences at " << o.context_tokens << " tokens\n";
+  engine.FlushPrefixCache();
+  std::vector<RequestHandle> handles;
+  for (std::int64_t i = 0; i < o.kv_sequences; ++i) {
+    handles.push_back(
+        engine.Submit(GreedyRequest(RandomIds(o.context_tokens, config.vocab_size,
+                                              o.seed + 5000 + static_cast<std::uint64_t>(i)),
+                                    max_tokens)));
+  }
+  Status status = Ok();
+  for (RequestHandle& h : handles) {
+    StreamEvent event;
+    if (!h.Next(&event)) {
+      status = CompletionStatus(h.Wait(), "a KV request");
+      if (status.ok()) status = Error("a KV request finished without a token");
+      break;
+    }
+  }
+  const EngineMetrics m = engine.Metrics();
+  for (RequestHandle& h : handles) h.Cancel();
+  for (RequestHandle& h : handles) h.Wait();
+  engine.FlushPrefixCache();
+  FGNET_TRY(status);
+  const kv::KVLayout layout = kv::KVLayout::ForConfig(config, engine.options().block_size);
+  result->block_bytes = static_cast<std::int64_t>(layout.block_bytes());
+  result->kv_blocks_per_sequence = static_cast<double>(m.kv_blocks_used - m.kv_blocks_cached) /
+                                   static_cast<double>(o.kv_sequences);
+  result->kv_bytes_per_sequence =
+      result->kv_blocks_per_sequence * static_cast<double>(layout.block_bytes());
+  double exact = 0;
+  for (std::int64_t l = 0; l < layout.num_layers(); ++l) {
+    const bool sliding = layout.layer_sliding[static_cast<std::size_t>(l)] && layout.window > 0;
+    const std::int64_t positions =
+        sliding ? std::min(o.context_tokens, layout.window) : o.context_tokens;
+    exact += static_cast<double>(positions * 2 * layout.row) * sizeof(float);
+  }
+  result->kv_exact_bytes = exact;
+  return Ok();
+}
+
+std::string Fmt(const char* format, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), format, v);
+  return buf;
+}
+
+}  // namespace
+
+Result<ServeBenchResult> RunServeBench(Engine& engine, const Gemma3Config& config,
+                                       AdapterRegistry* registry, const ServeBenchOptions& o,
+                                       std::ostream& log) {
+  if (!engine.options().stop_ids.empty()) return Error("the serving bench needs no stop ids");
+  if (o.decode_tokens < 2) return Error("the decode measurement needs at least 2 tokens");
+  ServeBenchResult result;
+  if (!o.concurrency.empty()) FGNET_TRY(MeasureDecode(engine, config, registry, o, log, &result));
+  if (o.prefix_tokens > 0) FGNET_TRY(MeasureFirstToken(engine, config, o, log, &result));
+  if (o.context_tokens > 0 && o.kv_sequences > 0) {
+    FGNET_TRY(MeasureKV(engine, config, o, log, &result));
+  }
+  return result;
+}
+
+std::vector<Measurement> ServeMeasurements(const ServeBenchResult& r, const ServeBenchOptions& o,
+                                           const EngineOptions& e) {
+  std::vector<Measurement> rows;
+  const std::string best = o.repeat > 1 ? ", best of " + std::to_string(o.repeat) : "";
+  const std::string decode_notes = "greedy, " + std::to_string(o.prompt_tokens) +
+                                   "-token prompts, " + std::to_string(o.decode_tokens) +
+                                   " tokens each, prefill excluded" + best;
+  for (const DecodeThroughput& d : r.decode) {
+    const std::string n = std::to_string(d.sequences);
+    rows.push_back(
+        {"decode, " + n + " sequences, base", d.base_tokens_per_s, "tokens/s", decode_notes});
+    if (o.lora_rank > 0) {
+      rows.push_back({"decode, " + n + " sequences, " + n + " adapters", d.adapter_tokens_per_s,
+                      "tokens/s",
+                      "one random rank-" + std::to_string(o.lora_rank) +
+                          " adapter per sequence on all projections, unmerged"});
+      rows.push_back({"adapter overhead, " + n + " sequences", d.overhead_percent(), "%",
+                      "extra decode time: base tokens/s / adapter tokens/s - 1"});
+    }
+  }
+  if (o.prefix_tokens > 0) {
+    const std::string shape = std::to_string(o.prefix_tokens) + "-token prefix + " +
+                              std::to_string(o.suffix_tokens) + "-token suffix";
+    rows.push_back(
+        {"time to first token, cold", r.ttft_cold_ms, "ms", shape + ", empty prefix cache" + best});
+    rows.push_back({"time to first token, prefix cached", r.ttft_cached_ms, "ms",
+                    shape + ", the prefix in the prefix cache (" +
+                        std::to_string(r.cached_prompt_tokens) + " prompt tokens reused)" + best});
+    rows.push_back({"time to first token, pinned prefix", r.ttft_pinned_ms, "ms",
+                    "the suffix after a prefix from CreatePrefix" + best});
+    rows.push_back({"cold / cached time to first token", r.ttft_cold_ms / r.ttft_cached_ms, "x",
+                    "cold / pinned: " + Fmt("%.1f", r.ttft_cold_ms / r.ttft_pinned_ms) + "x"});
+  }
+  if (o.context_tokens > 0 && o.kv_sequences > 0) {
+    rows.push_back(
+        {"KV memory per sequence", r.kv_bytes_per_sequence / (1 << 20), "MiB",
+         std::to_string(o.context_tokens) + "-token context, " +
+             Fmt("%.1f", r.kv_blocks_per_sequence) + " blocks of " + std::to_string(e.block_size) +
+             " positions (" + Fmt("%.1f", static_cast<double>(r.block_bytes) / 1024) +
+             " KiB) held per running sequence, " + std::to_string(o.kv_sequences) + " sequences"});
+    rows.push_back({"KV memory per sequence, exact positions", r.kv_exact_bytes / (1 << 20), "MiB",
+                    "f32 keys and values of the positions attention can reach (sliding layers: "
+                    "the window)"});
+  }
+  return rows;
+}
+
+}  // namespace fgnet::cli
