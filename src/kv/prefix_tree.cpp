@@ -199,17 +199,45 @@ void PrefixTree::Free(Node* node) {
 }
 
 bool PrefixTree::EvictOne() {
+  // Candidates: leaves nobody uses (freed whole), and nodes holding sliding blocks nobody else
+  // references (only those are freed: a later hit needs them only within the window).
+  const KVLayout& layout = pool_->layout();
+  const auto has_lone_sliding = [&](const Node& node) {
+    for (std::size_t g = 0; g < node.blocks.size(); ++g) {
+      if (layout.group_sliding[g] && node.blocks[g] != kNoBlock &&
+          pool_->refcount(node.blocks[g]) == 1) {
+        return true;
+      }
+    }
+    return false;
+  };
   Node* victim = nullptr;
+  bool whole = false;
   std::vector<Node*> stack{root_.get()};
   while (!stack.empty()) {
     Node* node = stack.back();
     stack.pop_back();
     for (auto& [key, child] : node->children) stack.push_back(child.get());
-    if (Evictable(*node) && (victim == nullptr || node->last_used < victim->last_used))
+    if (node == root_.get()) continue;
+    const bool evictable = Evictable(*node);
+    if (!evictable && !has_lone_sliding(*node)) continue;
+    if (victim == nullptr || node->last_used < victim->last_used) {
       victim = node;
+      whole = evictable;
+    }
   }
   if (victim == nullptr) return false;
-  Free(victim);
+  if (whole) {
+    Free(victim);
+    return true;
+  }
+  for (std::size_t g = 0; g < victim->blocks.size(); ++g) {
+    BlockId& id = victim->blocks[g];
+    if (layout.group_sliding[g] && id != kNoBlock && pool_->refcount(id) == 1) {
+      pool_->Unref(id);
+      id = kNoBlock;
+    }
+  }
   return true;
 }
 

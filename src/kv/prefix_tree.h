@@ -16,8 +16,9 @@
 //
 // Eviction: the tree holds one reference on each of its blocks. A leaf whose blocks nobody else
 // references (no running sequence, no pinned prefix) and that no sequence is extending is
-// evictable; when the pool runs dry, the least recently used evictable leaf is freed (its parent
-// may become the next). Pinned prefixes are sequences that hold their blocks, hence never
+// evictable, and so are sliding blocks nobody else references (a later hit needs them only
+// within its window). When the pool runs dry, the least recently used of these is freed (a leaf's
+// parent may become the next). Pinned prefixes are sequences that hold their blocks, hence never
 // evicted.
 // Thread-safety: none (see BlockPool).
 #pragma once
@@ -77,7 +78,8 @@ class PrefixTree {
   void Insert(std::span<const std::int32_t> tokens, std::span<const AdapterUse> adapters,
               const PagedSequence& seq, Cursor& cursor);
 
-  // Frees the least recently used evictable leaf; false if there is none.
+  // Frees the least recently used evictable leaf or unreferenced sliding blocks of a node; false
+  // if there is nothing to free.
   bool EvictOne();
   // Frees every evictable node.
   void EvictAll();
