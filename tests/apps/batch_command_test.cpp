@@ -200,6 +200,7 @@ TEST_F(BatchTest, SeededSamplingIsReproducibleAndMetricsAreWritten) {
   EXPECT_EQ((*metrics)["requests"]["submitted"], 3);
   EXPECT_EQ((*metrics)["requests"]["finished"], 3);
   EXPECT_EQ((*metrics)["generated_tokens"], 24);
+  EXPECT_EQ((*metrics)["running"], 0);
 }
 
 TEST_F(BatchTest, FileErrorsFailTheCommand) {
@@ -275,7 +276,7 @@ TEST(BenchServe, PrintsTheTableOnATinyModel) {
                             dir.File("serve.json")});
   ASSERT_EQ(r.code, 0) << r.err;
   for (const char* row :
-       {"| CPU |", "| decode, 1 sequences, base |", "| decode, 3 sequences, 3 adapters |",
+       {"| CPU |", "| decode, 1 sequence, base |", "| decode, 3 sequences, 3 adapters |",
         "| adapter overhead, 3 sequences |", "| time to first token, cold |",
         "| time to first token, prefix cached |", "| time to first token, pinned prefix |",
         "| cold / cached time to first token |", "| KV memory per sequence |"}) {

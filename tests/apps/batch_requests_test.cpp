@@ -132,6 +132,7 @@ TEST(BatchRequests, MessagesThatCallToolsStopAtTheFunctionResponse) {
   ASSERT_FALSE(line.error) << line.error->message();
   EXPECT_TRUE(line.function_calling);
   EXPECT_THAT(line.request.stop_ids, ElementsAre(49));
+  EXPECT_EQ(line.request.tools, Json::array());  // FunctionGemma's template
 }
 
 TEST(BatchRequests, ErrorsNameTheLineAndTheField) {
@@ -190,11 +191,11 @@ TEST(BatchRequests, ABadLineKeepsItsId) {
   const BatchLine bad = ParseBatchLine(R"({"id": "q", "prompt": 1})", 5, Defaults());
   ASSERT_TRUE(bad.error);
   ASSERT_TRUE(bad.id);
-  EXPECT_EQ(BatchErrorJson(bad),
-            Json({{"id", "q"}, {"error", "line 5: field 'prompt': expected a string, got 1"}}));
+  EXPECT_EQ(BatchErrorJson(bad).dump(),
+            R"({"id":"q","error":"line 5: field 'prompt': expected a string, got 1"})");
   const BatchLine unreadable = ParseBatchLine("{", 6, Defaults());
   EXPECT_FALSE(unreadable.id);
-  const Json json = BatchErrorJson(unreadable);
+  const OrderedJson json = BatchErrorJson(unreadable);
   EXPECT_FALSE(json.contains("id"));
   EXPECT_THAT(json["error"].get<std::string>(), ::testing::StartsWith("line 6: invalid JSON"));
 }
@@ -224,13 +225,15 @@ TEST(BatchRequests, ResultLines) {
   c.usage = {.prompt_tokens = 3, .completion_tokens = 2, .cached_tokens = 1};
   c.timings = {
       .queue_ms = 1, .time_to_first_token_ms = 2, .total_ms = 4, .time_per_output_token_ms = 2};
-  Json json = BatchResultJson(line, c);
+  OrderedJson json = BatchResultJson(line, c);
+  // "id" first, then the output, then the accounting.
+  EXPECT_THAT(json.dump(), ::testing::StartsWith(R"({"id":"r","ids":[5,6],"text":"hi",)"
+                                                 R"("finish_reason":"length","usage":)"));
   EXPECT_EQ(json["id"], "r");
-  EXPECT_EQ(json["ids"], Json::array({5, 6}));
+  EXPECT_EQ(json["ids"], OrderedJson::array({5, 6}));
   EXPECT_EQ(json["text"], "hi");
   EXPECT_EQ(json["finish_reason"], "length");
-  EXPECT_EQ(json["usage"],
-            Json({{"prompt_tokens", 3}, {"completion_tokens", 2}, {"cached_tokens", 1}}));
+  EXPECT_EQ(json["usage"].dump(), R"({"prompt_tokens":3,"completion_tokens":2,"cached_tokens":1})");
   EXPECT_EQ(json["timings"]["time_to_first_token_ms"], 2.0);
   EXPECT_EQ(json["timings"]["time_per_output_token_ms"], 2.0);
   EXPECT_FALSE(json.contains("preemptions"));
@@ -242,8 +245,8 @@ TEST(BatchRequests, ResultLines) {
   Completion failed;
   failed.status = Error("unknown adapter 'nope'");
   failed.finish_reason = "error";
-  EXPECT_EQ(BatchResultJson(line, failed),
-            Json({{"id", "r"}, {"error", "line 2: unknown adapter 'nope'"}}));
+  EXPECT_EQ(BatchResultJson(line, failed).dump(),
+            R"({"id":"r","error":"line 2: unknown adapter 'nope'"})");
 
   // With tools: the calls in the text, parsed.
   line = ParseBatchLine(

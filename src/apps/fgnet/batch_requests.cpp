@@ -138,7 +138,9 @@ Status FillRequest(const Json& j, const BatchDefaults& defaults, BatchLine* line
       if (!m.is_object()) return FieldError("messages", "a list of message objects", *it);
     }
     r.messages = *it;
+    // Tool calls in the history need FunctionGemma's template, which the engine picks by tools.
     line->function_calling = MessagesCallTools(r.messages);
+    if (line->function_calling) r.tools = Json::array();
   }
   if (auto it = j.find("prompt_ids"); it != j.end()) {
     if (!it->is_array() || it->empty()) {
@@ -248,6 +250,13 @@ Status FillRequest(const Json& j, const BatchDefaults& defaults, BatchLine* line
   return Ok();
 }
 
+// The line's id as it was given (a string or an integer).
+OrderedJson IdJson(const Json& id) {
+  if (id.is_string()) return id.get<std::string>();
+  if (id.is_number_unsigned()) return id.get<std::uint64_t>();
+  return id.get<std::int64_t>();
+}
+
 std::string LinePrefix(std::int64_t line_number) { return "line " + std::to_string(line_number); }
 
 }  // namespace
@@ -315,16 +324,16 @@ std::vector<BatchLine> ParseBatchRequests(std::istream& in, const BatchDefaults&
   return lines;
 }
 
-Json BatchErrorJson(const BatchLine& line) {
-  Json out = Json::object();
-  if (line.id) out["id"] = *line.id;
+OrderedJson BatchErrorJson(const BatchLine& line) {
+  OrderedJson out = OrderedJson::object();
+  if (line.id) out["id"] = IdJson(*line.id);
   out["error"] = line.error ? line.error->message() : std::string("unknown error");
   return out;
 }
 
-Json BatchResultJson(const BatchLine& line, const Completion& c) {
-  Json out = Json::object();
-  if (line.id) out["id"] = *line.id;
+OrderedJson BatchResultJson(const BatchLine& line, const Completion& c) {
+  OrderedJson out = OrderedJson::object();
+  if (line.id) out["id"] = IdJson(*line.id);
   if (!c.status.ok() || c.finish_reason == "error") {
     const std::string message =
         c.status.ok() ? std::string("the request failed") : c.status.error().message();
@@ -346,7 +355,7 @@ Json BatchResultJson(const BatchLine& line, const Completion& c) {
   if (line.function_calling) {
     auto parsed = ParseModelOutput(c.text);
     if (parsed.ok()) {
-      out["function_calls"] = FunctionCallsToJson(parsed->calls);
+      out["function_calls"] = OrderedJson::parse(FunctionCallsToJson(parsed->calls).dump());
     } else {
       out["function_call_error"] = parsed.error().message();
     }

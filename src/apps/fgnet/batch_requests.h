@@ -79,11 +79,14 @@ BatchLine ParseBatchLine(std::string_view text, std::int64_t line_number,
 // Every non-blank line of `in` (a line of only whitespace is skipped but counted).
 std::vector<BatchLine> ParseBatchRequests(std::istream& in, const BatchDefaults& defaults);
 
+// Result lines keep their keys in the order written ("id" first).
+using OrderedJson = nlohmann::ordered_json;
+
 // The result line of a finished request: its completion, or {"id", "error"} when the
 // completion failed (the message prefixed with "line N: ").
-Json BatchResultJson(const BatchLine& line, const Completion& completion);
+OrderedJson BatchResultJson(const BatchLine& line, const Completion& completion);
 
 // The error line of an unusable request line.
-Json BatchErrorJson(const BatchLine& line);
+OrderedJson BatchErrorJson(const BatchLine& line);
 
 }  // namespace fgnet::cli

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <optional>
 #include <sstream>
+#include <thread>
 
 #include "apps/fgnet/batch_requests.h"
 #include "apps/fgnet/commands.h"
@@ -35,7 +36,7 @@ std::vector<std::int32_t> EngineStopIds(const LoadedModel& loaded) {
   return stops;
 }
 
-std::string Dump(const Json& json) {
+std::string Dump(const OrderedJson& json) {
   return json.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
@@ -97,7 +98,7 @@ Status RunBatch(const ParsedArgs& args, CommandIo& io) {
   std::vector<BatchLine> lines = ParseBatchRequests(requests_stream, defaults);
 
   EngineOptions options;
-  options.kv_memory_mib = args.Int("kv-mib");
+  options.kv_memory_mib = args.OptInt("kv-mib").value_or(0);
   options.max_batch_tokens = args.Int("max-batch-tokens");
   options.block_size = args.Int("block-size");
   options.max_running = args.Int("max-running");
@@ -119,7 +120,7 @@ Status RunBatch(const ParsedArgs& args, CommandIo& io) {
 
   std::int64_t failed = 0, generated = 0, prompt_tokens = 0, cached = 0;
   for (std::size_t i = 0; i < lines.size(); ++i) {
-    Json result;
+    OrderedJson result;
     if (lines[i].error) {
       result = BatchErrorJson(lines[i]);
       ++failed;
@@ -139,7 +140,14 @@ Status RunBatch(const ParsedArgs& args, CommandIo& io) {
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   FGNET_TRY(out.Close());
   if (metrics_file) {
-    metrics_file->stream() << engine->Metrics().ToJson().dump(2) << '\n';
+    // The engine updates its gauges just after a request's last token is handed out: give it a
+    // moment to count the last requests as finished.
+    EngineMetrics metrics = engine->Metrics();
+    for (int i = 0; i < 1000 && (metrics.running > 0 || metrics.queue_depth > 0); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      metrics = engine->Metrics();
+    }
+    metrics_file->stream() << metrics.ToJson().dump(2) << '\n';
     FGNET_TRY(metrics_file->Close());
   }
   io.err << "[" << lines.size() << " requests, " << failed << " failed; " << prompt_tokens
@@ -191,7 +199,9 @@ void AddBatchCommand(App& app) {
   c.AddString("metrics", "FILE.json",
               "Also write the engine's metrics at the end (counters, KV blocks, prefix-cache "
               "hits, latency histograms).");
-  c.AddInt("kv-mib", "N", "Memory of the paged KV pool in MiB.").IntRange(1).Default("512");
+  c.AddInt("kv-mib", "N", "Memory of the paged KV pool in MiB.")
+      .IntRange(1)
+      .DefaultNote("room for 8 sequences of the full context, at most 512 MiB");
   c.AddInt("max-batch-tokens", "N", "Tokens per forward step (decodes plus prefill chunks).")
       .IntRange(1)
       .Default("512");

@@ -38,7 +38,7 @@ Status RunBenchServe(const ParsedArgs& args, CommandIo& io) {
   const Gemma3Config& config = loaded->checkpoint->config();
 
   EngineOptions e;
-  e.kv_memory_mib = args.Int("kv-mib");
+  e.kv_memory_mib = args.OptInt("kv-mib").value_or(0);
   e.max_batch_tokens = args.Int("max-batch-tokens");
   e.block_size = args.Int("block-size");
   e.max_running = args.Int("max-running");
@@ -61,7 +61,7 @@ Status RunBenchServe(const ParsedArgs& args, CommandIo& io) {
                      {"suffix_tokens", o.suffix_tokens},
                      {"context_tokens", o.context_tokens},
                      {"kv_sequences", o.kv_sequences},
-                     {"kv_mib", e.kv_memory_mib},
+                     {"kv_mib", engine->options().kv_memory_mib},
                      {"block_size", e.block_size},
                      {"max_batch_tokens", e.max_batch_tokens},
                      {"max_running", e.max_running},
@@ -126,7 +126,9 @@ void AddBenchServeCommand(App& app) {
   c.AddInt("kv-sequences", "N", "Sequences running during the KV memory measurement.")
       .IntRange(1)
       .Default("4");
-  c.AddInt("kv-mib", "N", "Memory of the paged KV pool in MiB.").IntRange(1).Default("1024");
+  c.AddInt("kv-mib", "N", "Memory of the paged KV pool in MiB.")
+      .IntRange(1)
+      .DefaultNote("room for 8 sequences of the full context, at most 512 MiB");
   c.AddInt("max-batch-tokens", "N", "Tokens per forward step.").IntRange(1).Default("512");
   c.AddInt("block-size", "N", "Positions per KV block.").IntRange(1, 4096).Default("16");
   c.AddInt("max-running", "N", "Most sequences decoding at once.").IntRange(1).Default("256");

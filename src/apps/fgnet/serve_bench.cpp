@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <limits>
+#include <thread>
 
 #include "kv/block_pool.h"
 #include "model/synth.h"
@@ -203,15 +204,25 @@ Status MeasureKV(Engine& engine, const Gemma3Config& config, const ServeBenchOpt
       break;
     }
   }
-  const EngineMetrics m = engine.Metrics();
+  // The gauges are updated at the end of a step, after its tokens were handed out: once a later
+  // step has run, they count the blocks of every sequence's whole prompt.
+  const std::uint64_t step = engine.Metrics().steps;
+  EngineMetrics m = engine.Metrics();
+  const Clock::time_point give_up = Clock::now() + std::chrono::seconds(60);
+  while (status.ok() && m.steps <= step && Clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    m = engine.Metrics();
+  }
   for (RequestHandle& h : handles) h.Cancel();
   for (RequestHandle& h : handles) h.Wait();
   engine.FlushPrefixCache();
   FGNET_TRY(status);
   const kv::KVLayout layout = kv::KVLayout::ForConfig(config, engine.options().block_size);
   result->block_bytes = static_cast<std::int64_t>(layout.block_bytes());
-  result->kv_blocks_per_sequence = static_cast<double>(m.kv_blocks_used - m.kv_blocks_cached) /
-                                   static_cast<double>(o.kv_sequences);
+  // kv_blocks_used counts the blocks somebody holds (blocks held only by the prefix cache are
+  // kv_blocks_cached); no prefix is pinned, so they are the running sequences'.
+  result->kv_blocks_per_sequence =
+      static_cast<double>(m.kv_blocks_used) / static_cast<double>(o.kv_sequences);
   result->kv_bytes_per_sequence =
       result->kv_blocks_per_sequence * static_cast<double>(layout.block_bytes());
   double exact = 0;
@@ -256,14 +267,16 @@ std::vector<Measurement> ServeMeasurements(const ServeBenchResult& r, const Serv
                                    " tokens each, prefill excluded" + best;
   for (const DecodeThroughput& d : r.decode) {
     const std::string n = std::to_string(d.sequences);
+    const std::string plural = d.sequences == 1 ? "" : "s";
+    const std::string sequences = n + " sequence" + plural;
     rows.push_back(
-        {"decode, " + n + " sequences, base", d.base_tokens_per_s, "tokens/s", decode_notes});
+        {"decode, " + sequences + ", base", d.base_tokens_per_s, "tokens/s", decode_notes});
     if (o.lora_rank > 0) {
-      rows.push_back({"decode, " + n + " sequences, " + n + " adapters", d.adapter_tokens_per_s,
-                      "tokens/s",
+      rows.push_back({"decode, " + sequences + ", " + n + " adapter" + plural,
+                      d.adapter_tokens_per_s, "tokens/s",
                       "one random rank-" + std::to_string(o.lora_rank) +
                           " adapter per sequence on all projections, unmerged"});
-      rows.push_back({"adapter overhead, " + n + " sequences", d.overhead_percent(), "%",
+      rows.push_back({"adapter overhead, " + sequences, d.overhead_percent(), "%",
                       "extra decode time: base tokens/s / adapter tokens/s - 1"});
     }
   }
