@@ -109,6 +109,9 @@ struct Request {
   // `adapters` must be empty).
   std::vector<EnsembleMember> ensemble;
   EnsembleMode ensemble_mode = EnsembleMode::kWeightedMean;
+  // Return the logits each token was sampled from (after ensemble merging, before grammar
+  // masks): for tests and debugging, [steps, vocab] floats.
+  bool return_logits = false;
 };
 
 struct Usage {
@@ -135,6 +138,7 @@ struct Completion {
   Timings timings;
   std::int32_t preemptions = 0;
   bool prefix_approximate = false;  // reused KV computed under other adapters
+  std::vector<float> logits;        // with Request::return_logits
 };
 
 struct StreamEvent {
@@ -164,8 +168,10 @@ class RequestHandle {
 };
 
 struct EngineOptions {
-  std::int64_t block_size = 16;         // positions per KV block
-  std::int64_t kv_memory_mib = 512;     // the block pool
+  std::int64_t block_size = 16;  // positions per KV block
+  // The block pool: 0 picks room for 8 sequences of the full context, at most 512 MiB.
+  std::int64_t kv_memory_mib = 0;
+  std::int64_t kv_blocks = 0;           // > 0: the pool size in blocks, instead of kv_memory_mib
   std::int64_t max_batch_tokens = 512;  // tokens per forward step
   std::int64_t max_running = 256;       // sequences decoding at once
   std::int64_t max_queue = 4096;        // requests waiting; beyond, Submit fails (back-pressure)

@@ -1,0 +1,78 @@
+// A small random model, adapters and engine for the serving tests.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/adapter_registry.h"
+#include "engine/engine.h"
+#include "forward_reference.h"
+#include "model/gemma3_model.h"
+#include "model/synth.h"
+#include "util/rng.h"
+
+namespace fgnet::testing {
+
+inline Gemma3Config ServingTestConfig() {
+  Gemma3Config c;
+  c.vocab_size = 97;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.num_hidden_layers = 4;
+  c.num_attention_heads = 2;
+  c.num_key_value_heads = 1;
+  c.head_dim = 16;
+  c.max_position_embeddings = 512;
+  c.sliding_window = 7;
+  c.layer_types = {LayerType::kSliding, LayerType::kSliding, LayerType::kSliding,
+                   LayerType::kGlobal};
+  c.query_pre_attn_scalar = 16.0;
+  c.rms_norm_eps = 1e-6;
+  return c;
+}
+
+// The model, three adapters ("a", "b": plain; "act": activated by the tokens {5, 6}) and a
+// registry holding them.
+class ServingFixture {
+ public:
+  ServingFixture() : ckpt_(ServingTestConfig(), DType::kF32, 3), registry_(ServingTestConfig()) {
+    auto m = Gemma3Model::Create(ckpt_.config(), ckpt_.weights());
+    FGNET_CHECK(m.ok());
+    model_ = std::make_unique<Gemma3Model>(std::move(*m));
+    for (const auto& [name, seed] : {std::pair<std::string, int>{"a", 1}, {"b", 2}, {"act", 3}}) {
+      LoraAdapter adapter =
+          RandomLoraAdapter(ServingTestConfig(), 4, static_cast<std::uint64_t>(seed), name, 0.2f);
+      if (name == "act") {
+        adapter.config.alora_invocation_tokens = {5, 6};
+        adapter.content_hash = LoraContentHash(adapter);
+      }
+      FGNET_CHECK(registry_.Add(std::move(adapter)).ok());
+    }
+  }
+
+  std::unique_ptr<Engine> NewEngine(EngineOptions options = {}) {
+    if (options.threads == 0) options.threads = 2;
+    auto engine = Engine::Create(*model_, "test-base", nullptr, &registry_, options);
+    FGNET_CHECK(engine.ok());
+    return std::move(*engine);
+  }
+
+  const Gemma3Model& model() const { return *model_; }
+  AdapterRegistry& registry() { return registry_; }
+
+ private:
+  RandomCheckpoint ckpt_;
+  std::unique_ptr<Gemma3Model> model_;
+  AdapterRegistry registry_;
+};
+
+inline std::vector<std::int32_t> Ids(std::size_t n, std::uint64_t seed, std::int32_t vocab = 97) {
+  Philox rng(seed);
+  std::vector<std::int32_t> t(n);
+  for (auto& v : t)
+    v = static_cast<std::int32_t>(rng.NextU32() % static_cast<std::uint32_t>(vocab));
+  return t;
+}
+
+}  // namespace fgnet::testing
