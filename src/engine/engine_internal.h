@@ -105,6 +105,7 @@ struct Group {
   std::int64_t cached_tokens = 0;
   Clock::time_point submitted_at, scheduled_at, first_token_at, last_token_at;
   bool scheduled_once = false;
+  std::uint64_t last_decode_step = 0;  // fairness when decodes exceed the token budget
 
   std::int64_t generated() const { return static_cast<std::int64_t>(tokens.size()) - prompt_len; }
 };

@@ -261,15 +261,27 @@ bool Scheduler::Step() {
     return p;
   };
 
-  // 1. Every running sequence that is decoding advances by one token.
+  // 1. Every running sequence that is decoding advances by one token. If the budget is smaller
+  // than their number, those served longest ago go first (within a priority).
+  std::vector<std::size_t> decoding;
   for (std::size_t i = 0; i < order_.size(); ++i) {
+    if (max_pending(*order_[i]) == 1) decoding.push_back(i);
+  }
+  std::stable_sort(decoding.begin(), decoding.end(), [&](std::size_t a, std::size_t b) {
+    const Group& x = *order_[a];
+    const Group& y = *order_[b];
+    if (x.priority != y.priority) return x.priority > y.priority;
+    return x.last_decode_step < y.last_decode_step;
+  });
+  for (std::size_t i : decoding) {
     Group& g = *order_[i];
-    if (!g.running || g.finished || max_pending(g) != 1) continue;
+    if (!g.running || g.finished) continue;
     if (budget < static_cast<std::int64_t>(g.members.size())) break;
     if (!ReserveFor(g, 1, i)) {
       Preempt(g);
       continue;
     }
+    g.last_decode_step = step_count_;
     add(g, 1);
   }
   // 2. Prefill chunks of admitted requests, in order.
@@ -307,6 +319,7 @@ bool Scheduler::Step() {
     running_.push_back(std::move(slot));  // leaves a null in waiting_, removed by Reap
   }
   if (steps_.empty()) return false;
+  ++step_count_;
 
   const Status status = model_.ForwardBatch(steps_, threads_, scratch_);
   {

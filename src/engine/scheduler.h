@@ -53,6 +53,8 @@ class Scheduler {
   std::vector<SequenceStep> steps_;
   std::vector<std::pair<Group*, Member*>> step_members_;
 
+  std::uint64_t step_count_ = 0;
+
   mutable std::mutex metrics_mu_;
   EngineMetrics metrics_;
 };

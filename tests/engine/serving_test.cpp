@@ -123,6 +123,21 @@ TEST_F(ServingTest, PreemptedRequestsFinishWithTheSameOutput) {
   ExpectAllBlocksFree(*engine);
 }
 
+TEST_F(ServingTest, ABudgetSmallerThanTheBatchServesEveryoneInTurn) {
+  EngineOptions options;
+  options.max_batch_tokens = 3;
+  auto engine = f_.NewEngine(options);
+  std::vector<RequestHandle> handles;
+  for (int i = 0; i < 8; ++i)
+    handles.push_back(engine->Submit(Greedy(PromptFor(i), AdapterMix(i), 9)));
+  for (int i = 0; i < 8; ++i) {
+    const Completion& c = handles[static_cast<std::size_t>(i)].Wait();
+    EXPECT_EQ(c.ids, RunAlone(f_, Greedy(PromptFor(i), AdapterMix(i), 9))) << i;
+  }
+  const EngineMetrics m = engine->Metrics();
+  EXPECT_LE(m.step_tokens, m.steps * 3);
+}
+
 TEST_F(ServingTest, PrefixCacheHitsGiveTheColdLogits) {
   const std::vector<std::int32_t> prompt = Ids(45, 11);
   for (const auto& adapters : {std::vector<AdapterSpec>{}, std::vector<AdapterSpec>{{"a", 1.0f}}}) {
