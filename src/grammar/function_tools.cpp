@@ -39,6 +39,48 @@ Result<Symbol> RequireSymbol(const TokenVocabulary& vocab, std::string_view name
   return grammar_detail::kFirstSpecialSymbol + *s;
 }
 
+// One "call:NAME{...}" fragment per tool.
+Status CompileCalls(const Json& tools, grammar_detail::ValueWriter& writer,
+                    std::vector<Fragment>* calls) {
+  NfaBuilder& builder = writer.builder();
+  std::vector<std::string> names;
+  for (std::size_t i = 0; i < tools.size(); ++i) {
+    const std::string path = "tools[" + std::to_string(i) + "]";
+    const Json& tool = tools[i];
+    if (!tool.is_object()) return MakeError(path, ": expected an object");
+    const auto fn_it = tool.find("function");
+    const bool wrapped = fn_it != tool.end();
+    if (wrapped && !fn_it->is_object()) return MakeError(path, ".function: expected an object");
+    const Json& fn = wrapped ? *fn_it : tool;
+    const std::string fn_path = wrapped ? path + ".function" : path;
+    const auto name_it = fn.find("name");
+    if (name_it == fn.end() || !name_it->is_string()) {
+      return MakeError(fn_path, ".name: expected a string");
+    }
+    const std::string name = name_it->get<std::string>();
+    if (!IsCallNameWritable(name)) {
+      return MakeError(fn_path, ".name: '", name,
+                       "' is empty or holds whitespace, braces or angle brackets");
+    }
+    if (std::find(names.begin(), names.end(), name) != names.end()) {
+      return MakeError(fn_path, ".name: '", name, "' is declared twice");
+    }
+    names.push_back(name);
+    const std::string params_path = fn_path + ".parameters";
+    const auto params_it = fn.find("parameters");
+    OrderedJson params = OrderedJson::object();
+    if (params_it != fn.end() && !params_it->is_null()) params = OrderedJson(*params_it);
+    grammar_detail::SchemaCompiler compiler(writer, params, params_path);
+    FGNET_ASSIGN_OR_RETURN(const Fragment args, compiler.CompileObjectRoot(params, params_path));
+    if (builder.overflowed()) {
+      return MakeError(params_path, ": the grammar needs more than ", builder.max_states(),
+                       " automaton states");
+    }
+    calls->push_back(builder.Concat(builder.Literal("call:" + name), args));
+  }
+  return Ok();
+}
+
 }  // namespace
 
 Result<std::shared_ptr<const Grammar>> Grammar::FromFunctionTools(
@@ -62,46 +104,14 @@ Result<std::shared_ptr<const Grammar>> Grammar::FromFunctionTools(
   NfaBuilder builder(grammar_detail::kFirstSpecialSymbol + vocab->num_symbols(),
                      options.max_nfa_states);
   grammar_detail::ValueWriter writer(builder, grammar_detail::ValueSyntax::kFunctionGemma, *escape);
-  std::vector<std::string> names;
   std::vector<Fragment> calls;
+  Status compiled = Ok();
   try {
-    for (std::size_t i = 0; i < tools.size(); ++i) {
-      const std::string path = "tools[" + std::to_string(i) + "]";
-      const Json& tool = tools[i];
-      if (!tool.is_object()) return MakeError(path, ": expected an object");
-      const auto fn_it = tool.find("function");
-      const bool wrapped = fn_it != tool.end();
-      if (wrapped && !fn_it->is_object()) return MakeError(path, ".function: expected an object");
-      const Json& fn = wrapped ? *fn_it : tool;
-      const std::string fn_path = wrapped ? path + ".function" : path;
-      const auto name_it = fn.find("name");
-      if (name_it == fn.end() || !name_it->is_string()) {
-        return MakeError(fn_path, ".name: expected a string");
-      }
-      const std::string name = name_it->get<std::string>();
-      if (!IsCallNameWritable(name)) {
-        return MakeError(fn_path, ".name: '", name,
-                         "' is empty or holds whitespace, braces or angle brackets");
-      }
-      if (std::find(names.begin(), names.end(), name) != names.end()) {
-        return MakeError(fn_path, ".name: '", name, "' is declared twice");
-      }
-      names.push_back(name);
-      const std::string params_path = fn_path + ".parameters";
-      const auto params_it = fn.find("parameters");
-      OrderedJson params = OrderedJson::object();
-      if (params_it != fn.end() && !params_it->is_null()) params = OrderedJson(*params_it);
-      grammar_detail::SchemaCompiler compiler(writer, params, params_path);
-      FGNET_ASSIGN_OR_RETURN(const Fragment args, compiler.CompileObjectRoot(params, params_path));
-      if (builder.overflowed()) {
-        return MakeError(params_path, ": the grammar needs more than ", builder.max_states(),
-                         " automaton states");
-      }
-      calls.push_back(builder.Concat(builder.Literal("call:" + name), args));
-    }
+    compiled = CompileCalls(tools, writer, &calls);
   } catch (const nlohmann::json::exception& e) {
-    return MakeError("tools: ", e.what());
+    compiled = MakeError("tools: ", e.what());
   }
+  if (!compiled.ok()) return grammar_detail::OneLine(compiled.error());
   const Fragment parts[] = {builder.SymbolRange(*start_call, *start_call), builder.Alternate(calls),
                             builder.SymbolRange(*end_call, *end_call)};
   const Fragment block = builder.Concat(parts);

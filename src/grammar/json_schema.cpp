@@ -103,6 +103,22 @@ std::string UnescapePointer(std::string_view s) {
 
 }  // namespace
 
+Error OneLine(const Error& error) {
+  std::string out;
+  for (const char c : error.message()) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7F) {
+      static constexpr char kHex[] = "0123456789ABCDEF";
+      out += "\\x";
+      out.push_back(kHex[u >> 4]);
+      out.push_back(kHex[u & 15]);
+    } else {
+      out.push_back(c);
+    }
+  }
+  return Error(std::move(out));
+}
+
 SchemaCompiler::SchemaCompiler(ValueWriter& writer, const OrderedJson& root, std::string root_path)
     : w_(writer), root_(root), root_path_(std::move(root_path)) {}
 
@@ -440,9 +456,9 @@ Result<std::shared_ptr<const Grammar>> Grammar::FromOrderedSchema(
   try {
     root = compiler.Compile(schema, "schema");
   } catch (const nlohmann::json::exception& e) {
-    return MakeError("schema: ", e.what());
+    return grammar_detail::OneLine(MakeError("schema: ", e.what()));
   }
-  if (!root.ok()) return root.error();
+  if (!root.ok()) return grammar_detail::OneLine(root.error());
   return Create(std::move(builder), *root, std::move(vocab), std::move(options), "schema");
 }
 

@@ -34,6 +34,10 @@ bool NestingAtMost(const JsonType& value, int max_depth) {
   return true;
 }
 
+// `error` with control characters (a property name holding a newline, ...) written as \xNN, so
+// that the message stays on one line.
+Error OneLine(const Error& error);
+
 class SchemaCompiler {
  public:
   // `root` is the document $ref resolves against; `root_path` names it in errors ("schema",

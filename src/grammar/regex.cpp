@@ -92,7 +92,6 @@ class RegexParser {
   }
 
   Result<Fragment> Repeat(int depth) {
-    const std::size_t atom_at = pos_;
     const NfaMark begin = b_.Mark();
     FGNET_ASSIGN_OR_RETURN(const Fragment atom, Atom(depth));
     const Piece piece{atom, begin, b_.Mark()};
@@ -142,7 +141,6 @@ class RegexParser {
     if (Peek() == '*' || Peek() == '+' || Peek() == '?' || Peek() == '{') {
       return Fail(pos_, "nothing to repeat (a quantifier follows a quantifier)");
     }
-    (void)atom_at;
     return b_.Repeat(piece, min, max);
   }
 

@@ -50,8 +50,8 @@ class TokenVocabulary {
   //  - special tokens, and FunctionGemma's control tokens (<start_function_call>, <escape>, ...,
   //    which its tokenizer.json does not flag as special) are one symbol each, named by their
   //    text;
-  //  - <unusedN>, <mask> and [multimodal] (placeholders no model output should hold) and empty
-  //    tokens are kNever;
+  //  - <unusedN>, <mask> and [multimodal] (placeholders no model output should hold), empty
+  //    tokens and tokens of 64 KiB or more are kNever;
   //  - every other token (added tokens such as "\n\n" or "<table>" included) is its text with
   //    U+2581 read as a space, which is what Tokenizer::Decode makes of it.
   static std::shared_ptr<const TokenVocabulary> FromTokenizer(const Tokenizer& tokenizer);

@@ -425,6 +425,8 @@ TEST(JsonSchemaErrors, BadSchemas) {
       {R"({"type":"object","properties":{"a":false},"required":["a"]})",
        "schema: the grammar matches no output at all"},
       {"{\"type\":", "schema: not valid JSON text"},
+      {R"({"properties":{"a\nb":{"minimum":1}}})",  // messages stay on one line
+       "schema.properties.a\\x0Ab: keyword 'minimum' is not supported"},
   };
   for (const auto& [schema, message] : kCases) EXPECT_EQ(SchemaError(schema), message);
 
