@@ -85,6 +85,11 @@ struct Engine::Impl {
   std::thread thread;
   std::once_flag vocab_once;
   std::shared_ptr<const TokenVocabulary> vocab;
+  // Compiled grammars by source, so that requests with the same schema or tools share one
+  // automaton and its mask cache (the most recent kGrammarCacheSize are kept).
+  static constexpr std::size_t kGrammarCacheSize = 64;
+  std::mutex grammars_mu;
+  std::vector<std::pair<std::string, std::shared_ptr<const Grammar>>> grammars;
 
   Result<std::unique_ptr<Group>> Prepare(Request& request);
   Status ResolveAdapters(const std::vector<AdapterSpec>& specs, Group& group,
@@ -286,6 +291,19 @@ Result<std::shared_ptr<const Grammar>> Engine::Impl::BuildGrammar(
   if (request.grammar != nullptr) return request.grammar;
   if (tokenizer == nullptr) return MakeError("request: constrained output needs a tokenizer");
   std::call_once(vocab_once, [this] { vocab = TokenVocabulary::FromTokenizer(*tokenizer); });
+  std::string key = request.json_schema.has_value() ? "schema:" + request.json_schema->dump()
+                    : request.constrain_tools       ? "tools:" + request.tools.dump()
+                                                    : "regex:" + request.regex;
+  for (std::int32_t id : stops) key += "," + std::to_string(id);
+  {
+    std::lock_guard lock(grammars_mu);
+    for (auto it = grammars.begin(); it != grammars.end(); ++it) {
+      if (it->first != key) continue;
+      std::shared_ptr<const Grammar> found = it->second;
+      std::rotate(it, it + 1, grammars.end());  // most recent last
+      return found;
+    }
+  }
   GrammarOptions grammar_options;
   grammar_options.stop_ids = stops;
   Result<std::shared_ptr<const Grammar>> grammar =
@@ -298,6 +316,9 @@ Result<std::shared_ptr<const Grammar>> Engine::Impl::BuildGrammar(
                  : Grammar::FromFunctionTools(request.tools, vocab, grammar_options))
           : Grammar::FromRegex(request.regex, vocab, grammar_options);
   if (!grammar.ok()) return Error("request: " + grammar.error().message());
+  std::lock_guard lock(grammars_mu);
+  if (grammars.size() == kGrammarCacheSize) grammars.erase(grammars.begin());
+  grammars.emplace_back(std::move(key), *grammar);
   return grammar;
 }
 

@@ -58,6 +58,8 @@ Json EngineMetrics::ToJson() const {
             {"hit_rate", prefix_hit_rate()}}},
           {"generated_tokens", generated_tokens},
           {"steps", steps},
+          {"step_tokens", step_tokens},
+          {"grammar", {{"masks", grammar_masks}, {"mask_ms", grammar_mask_ms}}},
           {"time_to_first_token", time_to_first_token.ToJson()},
           {"time_per_output_token", time_per_output_token.ToJson()}};
 }

@@ -45,6 +45,9 @@ struct EngineMetrics {
   std::uint64_t prompt_tokens = 0, cached_prompt_tokens = 0;  // hit rate = cached / prompt
   std::uint64_t generated_tokens = 0;
   std::uint64_t steps = 0, step_tokens = 0;
+  // Constrained decoding: token masks applied, and the time spent computing and applying them.
+  std::uint64_t grammar_masks = 0;
+  double grammar_mask_ms = 0;
   Histogram time_to_first_token, time_per_output_token;
 
   double prefix_hit_rate() const {

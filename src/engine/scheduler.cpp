@@ -378,7 +378,14 @@ void Scheduler::Sample(Group& g) {
     logits = g.combined;
   }
   if (g.return_logits) g.logits_out.insert(g.logits_out.end(), logits.begin(), logits.end());
-  if (g.matcher != nullptr) g.matcher->MaskLogits(logits, g.max_tokens - g.generated());
+  if (g.matcher != nullptr) {
+    const Clock::time_point start = Clock::now();
+    g.matcher->MaskLogits(logits, g.max_tokens - g.generated());
+    const double ms = Ms(Clock::now() - start);
+    std::lock_guard lock(metrics_mu_);
+    ++metrics_.grammar_masks;
+    metrics_.grammar_mask_ms += ms;
+  }
   Result<std::int32_t> token = g.sampler->Sample(logits);
   if (!token.ok()) {
     Finish(g, "error", Error("sampling: " + token.error().message()));

@@ -68,11 +68,7 @@ class ServingFixture {
 };
 
 inline std::vector<std::int32_t> Ids(std::size_t n, std::uint64_t seed, std::int32_t vocab = 97) {
-  Philox rng(seed);
-  std::vector<std::int32_t> t(n);
-  for (auto& v : t)
-    v = static_cast<std::int32_t>(rng.NextU32() % static_cast<std::uint32_t>(vocab));
-  return t;
+  return RandomTokens(n, vocab, seed);
 }
 
 }  // namespace fgnet::testing

@@ -30,11 +30,7 @@ inline Gemma3Config KvTestConfig() {
 }
 
 inline std::vector<std::int32_t> RandomIds(std::size_t n, std::int64_t vocab, std::uint64_t seed) {
-  Philox rng(seed);
-  std::vector<std::int32_t> t(n);
-  for (auto& v : t)
-    v = static_cast<std::int32_t>(rng.NextU32() % static_cast<std::uint32_t>(vocab));
-  return t;
+  return RandomTokens(n, vocab, seed);
 }
 
 }  // namespace fgnet::testing

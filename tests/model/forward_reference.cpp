@@ -125,6 +125,14 @@ double GeluTanh(double x) {
 
 }  // namespace
 
+std::vector<std::int32_t> RandomTokens(std::size_t n, std::int64_t vocab, std::uint64_t seed) {
+  Philox rng(seed);
+  std::vector<std::int32_t> t(n);
+  for (auto& id : t)
+    id = static_cast<std::int32_t>(rng.NextU32() % static_cast<std::uint32_t>(vocab));
+  return t;
+}
+
 std::vector<double> ReferenceForward(const Gemma3Config& cfg, const Gemma3Weights& weights,
                                      std::span<const std::int32_t> tokens) {
   const std::size_t n = tokens.size();

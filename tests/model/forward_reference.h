@@ -38,6 +38,9 @@ class RandomCheckpoint {
   Gemma3Weights weights_;
 };
 
+// n token ids drawn uniformly from [0, vocab) by a Philox stream seeded with `seed`.
+std::vector<std::int32_t> RandomTokens(std::size_t n, std::int64_t vocab, std::uint64_t seed);
+
 // Logits [tokens.size(), vocab] of every position, computed from scratch in double precision,
 // following transformers' Gemma 3 (f32 RoPE tables, f32 embedding scale).
 std::vector<double> ReferenceForward(const Gemma3Config& config, const Gemma3Weights& weights,

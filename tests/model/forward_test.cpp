@@ -23,6 +23,7 @@ namespace fgnet {
 namespace {
 
 using testing::RandomCheckpoint;
+using testing::RandomTokens;
 using testing::ReferenceForward;
 
 struct ModelCase {
@@ -89,14 +90,6 @@ std::vector<ModelCase> Cases() {
     cases.push_back({"mha_f32", c, DType::kF32});
   }
   return cases;
-}
-
-std::vector<std::int32_t> RandomTokens(std::size_t n, std::int64_t vocab, std::uint64_t seed) {
-  Philox rng(seed);
-  std::vector<std::int32_t> t(n);
-  for (auto& id : t)
-    id = static_cast<std::int32_t>(rng.NextU32() % static_cast<std::uint32_t>(vocab));
-  return t;
 }
 
 // max |a - ref| <= rel * max |ref|, over rows [0, rows) of `a` compared with rows

@@ -22,6 +22,7 @@ namespace fgnet {
 namespace {
 
 using testing::RandomCheckpoint;
+using testing::RandomTokens;
 using testing::ReferenceForward;
 
 constexpr double kTol = 2e-3;
@@ -41,14 +42,6 @@ Gemma3Config TestConfig() {
   c.query_pre_attn_scalar = 16.0;
   c.rms_norm_eps = 1e-6;
   return c;
-}
-
-std::vector<std::int32_t> RandomTokens(std::size_t n, std::int64_t vocab, std::uint64_t seed) {
-  Philox rng(seed);
-  std::vector<std::int32_t> t(n);
-  for (auto& v : t)
-    v = static_cast<std::int32_t>(rng.NextU32() % static_cast<std::uint32_t>(vocab));
-  return t;
 }
 
 // Random A and B (uniform in [-amp, amp)) on `modules` of `layers`, rank `rank`, module scale
