@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -241,8 +242,12 @@ TEST(BatchCommand, HelpDescribesTheFormatsAndTheExitStatus) {
 }
 
 TEST(BenchServe, PrintsTheTableOnATinyModel) {
+  ASSERT_TRUE(std::ifstream(kNpmTokenizer).good())
+      << kNpmTokenizer << " missing: run scripts/setup.sh";
   TempDir dir;
   ASSERT_TRUE(WriteRandomCheckpoint(TinyConfig(), SynthOptions{}, dir.File("m")).ok());
+  // With a tokenizer, the grammar masks are measured too.
+  std::filesystem::copy_file(kNpmTokenizer, dir.File("m/tokenizer.json"));
   const Outcome r = RunApp({"bench-serve",
                             "--model",
                             dir.File("m"),
@@ -275,7 +280,8 @@ TEST(BenchServe, PrintsTheTableOnATinyModel) {
        {"| CPU |", "| decode, 1 sequence, base |", "| decode, 3 sequences, 3 adapters |",
         "| adapter overhead, 3 sequences |", "| time to first token, cold |",
         "| time to first token, prefix cached |", "| time to first token, pinned prefix |",
-        "| cold / cached time to first token |", "| KV memory per sequence |"}) {
+        "| cold / cached time to first token |", "| KV memory per sequence |",
+        "| grammar mask per token, fresh grammar |", "| grammar mask per token, warm grammar |"}) {
     EXPECT_THAT(r.out, HasSubstr(row));
   }
   auto json = ReadJsonFile(dir.File("serve.json"));
@@ -302,6 +308,9 @@ TEST(BenchServe, SizesOfZeroSkipMeasurements) {
   EXPECT_THAT(r.out, ::testing::Not(HasSubstr("adapters")));
   EXPECT_THAT(r.out, ::testing::Not(HasSubstr("time to first token")));
   EXPECT_THAT(r.out, ::testing::Not(HasSubstr("KV memory")));
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr("grammar mask")));
+  EXPECT_THAT(r.err,
+              HasSubstr("no tokenizer.json beside the model: grammar masks are not measured"));
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 // prefix cache, one adapter per sequence), as the same markdown / JSON report as `fgnet bench`.
 // A command of its own rather than a mode of `bench`: its sizes (concurrency, prefix, context)
 // and engine options have nothing in common with the single-sequence measurements.
+#include <optional>
+
 #include "apps/fgnet/bench_report.h"
 #include "apps/fgnet/commands.h"
 #include "apps/fgnet/model_bench.h"
@@ -25,6 +27,7 @@ Status RunBenchServe(const ParsedArgs& args, CommandIo& io) {
   o.suffix_tokens = args.Int("suffix-tokens");
   o.context_tokens = args.Int("context-tokens");
   o.kv_sequences = args.Int("kv-sequences");
+  o.grammar_sequences = args.Int("grammar-sequences");
   o.repeat = static_cast<int>(args.Int("repeat"));
 
   SynthesizedModel synthesized;
@@ -36,6 +39,15 @@ Status RunBenchServe(const ParsedArgs& args, CommandIo& io) {
   }
   FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(dir, {}));
   const Gemma3Config& config = loaded->checkpoint->config();
+  // A tokenizer, where the model has one, enables the grammar measurement.
+  std::optional<Tokenizer> tokenizer;
+  if (o.grammar_sequences > 0 && !loaded->checkpoint->tokenizer_path().empty()) {
+    FGNET_ASSIGN_OR_RETURN(Tokenizer t, Tokenizer::Load(loaded->checkpoint->tokenizer_path()));
+    tokenizer.emplace(std::move(t));
+    o.grammar = true;
+  } else if (o.grammar_sequences > 0) {
+    io.err << "no tokenizer.json beside the model: grammar masks are not measured\n";
+  }
 
   EngineOptions e;
   e.kv_memory_mib = args.OptInt("kv-mib").value_or(0);
@@ -48,7 +60,8 @@ Status RunBenchServe(const ParsedArgs& args, CommandIo& io) {
   const std::string base_hash = loaded->checkpoint->content_hash();
   FGNET_ASSIGN_OR_RETURN(
       std::unique_ptr<Engine> engine,
-      Engine::Create(*loaded->model, base_hash, nullptr, loaded->registry.get(), e));
+      Engine::Create(*loaded->model, base_hash, tokenizer ? &*tokenizer : nullptr,
+                     loaded->registry.get(), e));
 
   report.settings = {{"model", args.OptString("model").value_or("synthesized gemma-3-270m (bf16)")},
                      {"quantization", loaded->checkpoint->quantization()},
@@ -61,6 +74,7 @@ Status RunBenchServe(const ParsedArgs& args, CommandIo& io) {
                      {"suffix_tokens", o.suffix_tokens},
                      {"context_tokens", o.context_tokens},
                      {"kv_sequences", o.kv_sequences},
+                     {"grammar_sequences", o.grammar ? o.grammar_sequences : 0},
                      {"kv_mib", engine->options().kv_memory_mib},
                      {"block_size", e.block_size},
                      {"max_batch_tokens", e.max_batch_tokens},
@@ -99,8 +113,11 @@ void AddBenchServeCommand(App& app) {
       "- time to first token of a --prefix-tokens prefix plus a --suffix-tokens suffix: cold, "
       "with the prefix in the prefix cache, and after a pinned prefix;\n"
       "- KV memory per sequence at --context-tokens (blocks held x block bytes), against the "
-      "bytes of exactly the positions attention reaches.\n"
-      "A size of 0 skips a measurement (--prefix-tokens 0, --context-tokens 0, --lora-rank 0 "
+      "bytes of exactly the positions attention reaches;\n"
+      "- with tokenizer.json beside the model, the time to mask one token's logits under a JSON "
+      "Schema (constrained decoding), with a fresh grammar and a warm one.\n"
+      "A size of 0 skips a measurement (--prefix-tokens 0, --context-tokens 0, --grammar-sequences "
+      "0; --lora-rank 0 "
       "runs only the base model).");
   AddModelOption(c, "The model to benchmark.")
       .DefaultNote("a random checkpoint of the gemma-3-270m shapes, made for the run");
@@ -125,6 +142,11 @@ void AddBenchServeCommand(App& app) {
       .Default("1024");
   c.AddInt("kv-sequences", "N", "Sequences running during the KV memory measurement.")
       .IntRange(1)
+      .Default("4");
+  c.AddInt("grammar-sequences", "N",
+           "Sequences of the grammar measurement (needs tokenizer.json beside the model); 0: "
+           "skip it.")
+      .IntRange(0)
       .Default("4");
   c.AddInt("kv-mib", "N", "Memory of the paged KV pool in MiB.")
       .IntRange(1)

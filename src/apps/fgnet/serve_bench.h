@@ -9,7 +9,10 @@
 //     (empty prefix cache), with the prefix in the prefix cache, and after a pinned prefix
 //     (Engine::CreatePrefix);
 //   - KV memory per sequence at a given context length: the blocks the running sequences hold
-//     (EngineMetrics, sampled once every sequence has its first token) x the bytes of a block.
+//     (EngineMetrics, sampled once every sequence has its first token) x the bytes of a block;
+//   - with a tokenizer, the cost of constrained decoding: the mean time to mask the logits of one
+//     token (EngineMetrics::grammar_mask_ms / grammar_masks) for sequences under a JSON Schema,
+//     on a fresh grammar (each new automaton state walks the vocabulary) and then a warm one.
 // Prompts are random token ids (no tokenizer is needed).
 // Thread-safety: plain functions; the engine is used from the calling thread.
 #pragma once
@@ -35,7 +38,9 @@ struct ServeBenchOptions {
   std::int64_t suffix_tokens = 16;
   std::int64_t context_tokens = 1024;  // 0: no KV measurement
   std::int64_t kv_sequences = 4;
-  int repeat = 1;  // best of
+  std::int64_t grammar_sequences = 4;  // 0: no grammar measurement
+  bool grammar = false;                // the engine has a tokenizer (grammars need one)
+  int repeat = 1;                      // best of
   std::uint64_t seed = 0;
 };
 
@@ -60,6 +65,10 @@ struct ServeBenchResult {
   double kv_bytes_per_sequence = 0;
   double kv_exact_bytes = 0;  // the bytes of exactly the positions a sequence needs
   std::int64_t block_bytes = 0;
+  bool grammar_measured = false;
+  double grammar_mask_ms_first = 0;  // mean per masked token, fresh grammar
+  double grammar_mask_ms_warm = 0;   // mean per masked token, the same grammar again
+  std::uint64_t grammar_masks = 0;   // masks of the first run
 };
 
 // Runs every measurement on `engine`, whose stop ids must be empty. `registry` is the engine's
