@@ -184,22 +184,32 @@ TEST_F(BatchTest, BatchedGreedyOutputEqualsGenerateAndEachRequestAlone) {
   EXPECT_EQ(alone[0]["text"], together[5]["text"]);
 }
 
-TEST_F(BatchTest, SeededSamplingIsReproducibleAndMetricsAreWritten) {
+TEST_F(BatchTest, SeedsConstraintsAndMetrics) {
   const std::string line =
       R"({"prompt": "<bos>Hello", "max_tokens": 8, "temperature": 1, "top_k": 0, "seed": 5})";
   const std::vector<Json> out =
       Batch({line, line,
              R"({"prompt": "<bos>Hello", "max_tokens": 8, "temperature": 1,)"
-             R"( "top_k": 0, "seed": 6})"},
+             R"( "top_k": 0, "seed": 6})",
+             R"({"id": "json", "messages": [{"role": "user", "content": "A number?"}],)"
+             R"( "max_tokens": 24, "temperature": 0, "json_schema": {"type": "object",)"
+             R"( "properties": {"n": {"type": "integer"}}, "required": ["n"]}})"},
             {"--metrics", dir_.File("metrics.json")});
-  ASSERT_EQ(out.size(), 3u);
+  ASSERT_EQ(out.size(), 4u);
   EXPECT_EQ(out[0]["ids"], out[1]["ids"]);
   EXPECT_NE(out[0]["ids"], out[2]["ids"]);
+  // The schema reaches the engine: the random model's output is a complete object.
+  ASSERT_FALSE(out[3].contains("error")) << out[3].dump();
+  EXPECT_EQ(out[3]["finish_reason"], "stop");
+  auto object = ParseJson(out[3]["text"].get<std::string>(), "constrained output");
+  ASSERT_TRUE(object.ok()) << out[3]["text"];
+  EXPECT_TRUE((*object)["n"].is_number_integer()) << object->dump();
+
   auto metrics = ReadJsonFile(dir_.File("metrics.json"));
   ASSERT_TRUE(metrics.ok()) << metrics.error().message();
-  EXPECT_EQ((*metrics)["requests"]["submitted"], 3);
-  EXPECT_EQ((*metrics)["requests"]["finished"], 3);
-  EXPECT_EQ((*metrics)["generated_tokens"], 24);
+  EXPECT_EQ((*metrics)["requests"]["submitted"], 4);
+  EXPECT_EQ((*metrics)["requests"]["finished"], 4);
+  EXPECT_EQ((*metrics)["generated_tokens"], 24 + out[3]["ids"].size());
   EXPECT_EQ((*metrics)["running"], 0);
 }
 
