@@ -490,6 +490,8 @@ void Scheduler::Finish(Group& g, const std::string& reason, Status status) {
     std::lock_guard lock(inbox_->mu);
     --inbox_->waiting;
   }
+  // The gauges reflect the release before anyone waiting on the request wakes up.
+  UpdateGauges();
   std::lock_guard lock(g.state->mu);
   if (!rest.empty()) g.state->events.push_back({-1, std::move(rest)});
   g.state->completion = std::move(c);
@@ -515,9 +517,11 @@ void Scheduler::Reap() {
 void Scheduler::UpdateGauges() {
   const std::int64_t cached = tree_.blocks_cached_only();
   std::int64_t running = 0;
-  for (const auto& g : running_) running += g->running ? 1 : 0;
+  for (const auto& g : running_) running += g->running && !g->finished ? 1 : 0;
+  std::int64_t queued = 0;
+  for (const auto& g : waiting_) queued += g != nullptr && !g->finished && !g->running ? 1 : 0;
   std::lock_guard lock(metrics_mu_);
-  metrics_.queue_depth = static_cast<std::int64_t>(waiting_.size());
+  metrics_.queue_depth = queued;
   metrics_.running = running;
   metrics_.kv_blocks_free = pool_->num_free();
   metrics_.kv_blocks_cached = cached;
