@@ -97,7 +97,6 @@ TEST_F(ServingTest, ABatchOf32MixedAdapterRequestsEqualsEachAlone) {
   const EngineMetrics m = engine->Metrics();
   EXPECT_EQ(m.requests_finished, 32u);
   EXPECT_EQ(m.per_adapter.at("a").requests, 7u);  // i % 5 == 1 for i < 32
-  EXPECT_GT(m.cached_prompt_tokens, 0u);          // the common start was shared
   EXPECT_LT(m.steps, 32u * 12u);                  // requests shared forward passes
   ExpectAllBlocksFree(*engine);
 }
