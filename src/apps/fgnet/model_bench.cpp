@@ -19,15 +19,7 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-std::vector<std::int32_t> RandomIds(std::int64_t n, std::int64_t vocab, std::uint64_t seed) {
-  Philox rng(seed, /*stream=*/0xbe7c);
-  std::vector<std::int32_t> ids(static_cast<std::size_t>(n));
-  // Avoid the control-token range at the start of the vocabulary; any id is a valid input.
-  for (auto& id : ids) {
-    id = static_cast<std::int32_t>(256 + rng.NextU64() % static_cast<std::uint64_t>(vocab - 256));
-  }
-  return ids;
-}
+constexpr std::uint64_t kPromptStream = 0xbe7c;
 
 std::int32_t ArgMax(const std::vector<float>& v) {
   return static_cast<std::int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
@@ -46,6 +38,19 @@ std::string Fmt(const char* format, double v) {
 }
 
 }  // namespace
+
+std::vector<std::int32_t> BenchPromptIds(std::int64_t n, std::int64_t vocab, std::uint64_t seed,
+                                         std::uint64_t stream) {
+  Philox rng(seed, stream);
+  const std::int64_t first = vocab > 512 ? 256 : 0;
+  std::vector<std::int32_t> ids(static_cast<std::size_t>(n));
+  for (auto& id : ids) {
+    id = static_cast<std::int32_t>(
+        first +
+        static_cast<std::int64_t>(rng.NextU64() % static_cast<std::uint64_t>(vocab - first)));
+  }
+  return ids;
+}
 
 SynthesizedModel::~SynthesizedModel() {
   if (!dir_.empty()) {
@@ -96,7 +101,7 @@ Result<ModelBenchResult> BenchModel(const Gemma3Model& model, const Gemma3Weight
   std::vector<float> logits;
 
   // Prefill: one Forward of the whole prompt on an empty cache, logits of the last token.
-  const auto prompt = RandomIds(options.prompt_tokens, vocab, options.seed);
+  const auto prompt = BenchPromptIds(options.prompt_tokens, vocab, options.seed, kPromptStream);
   KVCache prefill_cache = model.NewKVCache(options.prompt_tokens);
   double best_prefill = 0;
   for (int r = 0; r < options.repeat + 1; ++r) {  // the first run warms caches and pages
@@ -110,7 +115,8 @@ Result<ModelBenchResult> BenchModel(const Gemma3Model& model, const Gemma3Weight
   result.prefill_tokens_per_s = best_prefill;
 
   // Decode: batch-1 steps after a prompt, feeding back the argmax.
-  const auto decode_prompt = RandomIds(options.decode_prompt, vocab, options.seed + 1);
+  const auto decode_prompt =
+      BenchPromptIds(options.decode_prompt, vocab, options.seed + 1, kPromptStream);
   KVCache cache = model.NewKVCache(options.decode_prompt + options.decode_tokens + 1);
   double best_rate = 0;
   std::vector<double> best_steps;

@@ -17,6 +17,11 @@
 
 namespace fgnet::cli {
 
+// n random prompt ids for benchmarks from the Philox stream (seed, stream): uniform over the
+// vocabulary past its first 256 (control) tokens when it has more than 512, else over all of it.
+std::vector<std::int32_t> BenchPromptIds(std::int64_t n, std::int64_t vocab, std::uint64_t seed,
+                                         std::uint64_t stream);
+
 struct ModelBenchOptions {
   std::int64_t prompt_tokens = 512;  // prefill measurement
   std::int64_t decode_prompt = 128;  // prompt before the decode measurement

@@ -6,9 +6,9 @@
 #include <limits>
 #include <thread>
 
+#include "apps/fgnet/model_bench.h"
 #include "kv/block_pool.h"
 #include "model/synth.h"
-#include "util/rng.h"
 
 namespace fgnet::cli {
 namespace {
@@ -20,16 +20,7 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
 }
 
 std::vector<std::int32_t> RandomIds(std::int64_t n, std::int64_t vocab, std::uint64_t seed) {
-  Philox rng(seed, /*stream=*/0x5e7e);
-  // Past the control tokens at the start of the vocabulary when there is room.
-  const std::int64_t first = vocab > 512 ? 256 : 0;
-  std::vector<std::int32_t> ids(static_cast<std::size_t>(n));
-  for (auto& id : ids) {
-    id = static_cast<std::int32_t>(
-        first +
-        static_cast<std::int64_t>(rng.NextU64() % static_cast<std::uint64_t>(vocab - first)));
-  }
-  return ids;
+  return BenchPromptIds(n, vocab, seed, /*stream=*/0x5e7e);
 }
 
 std::string AdapterName(std::int64_t i) { return "serve-bench-" + std::to_string(i); }
