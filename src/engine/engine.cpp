@@ -222,7 +222,6 @@ Result<PrefixHandle> Engine::CreatePrefix(PrefixRequest prefix) {
   state->keep = (*group)->keep;
   state->inbox = impl_->inbox;
   state->pool = impl_->pool;
-  state->parent = prefix.parent.state();
   (*group)->pin_into = state;
   RequestHandle handle = impl_->Enqueue(std::move(*group));
   const Completion& done = handle.Wait();
@@ -397,9 +396,9 @@ Result<std::unique_ptr<Group>> Engine::Impl::Prepare(Request& request) {
   group->tokens = std::move(prompt);
 
   const std::int64_t per_member = BlocksNeeded(prompt_len + group->max_tokens);
-  group->blocks_needed = per_member * static_cast<std::int64_t>(group->members.size());
-  if (group->blocks_needed > pool->num_blocks()) {
-    return MakeError("request: out of KV memory: it needs up to ", group->blocks_needed,
+  const std::int64_t needed = per_member * static_cast<std::int64_t>(group->members.size());
+  if (needed > pool->num_blocks()) {
+    return MakeError("request: out of KV memory: it needs up to ", needed,
                      " blocks but the pool holds ", pool->num_blocks(),
                      " (raise kv_memory_mib or lower max_tokens)");
   }

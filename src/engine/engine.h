@@ -65,8 +65,8 @@ struct EnsembleMember {
 
 struct PrefixState;
 
-// A pinned prefix: its KV stays in the pool until the last handle (and every request and child
-// prefix built on it) is gone.
+// A pinned prefix: its KV stays in the pool until the last handle and every request built on it
+// are gone (a child prefix keeps the blocks it shares with it).
 class PrefixHandle {
  public:
   PrefixHandle() = default;

@@ -57,7 +57,6 @@ struct PrefixState {
   std::shared_ptr<Inbox> inbox;
   std::shared_ptr<kv::BlockPool> pool;  // outlives the engine if the handle does
   std::optional<kv::PagedSequence> kv;  // set by the scheduler when computed
-  std::shared_ptr<PrefixState> parent;
 };
 
 // One sequence of a group: the request itself, or one expert of an ensemble.
@@ -92,7 +91,6 @@ struct Group {
   std::optional<StopStringMatcher> stops;  // with a tokenizer
   std::shared_ptr<PrefixState> pin_into;   // CreatePrefix
   std::string metrics_key;
-  std::int64_t blocks_needed = 0;  // worst case, all members
   bool return_logits = false;
   std::vector<float> logits_out;
 

@@ -154,12 +154,10 @@ void PagedSequence::AdoptBlock(std::span<const BlockId> blocks) {
 
 void PagedSequence::FinishAdopt() {
   Trim();
-  const KVLayout& layout = pool_->layout();
   for (std::size_t g = 0; g < tables_.size(); ++g) {
-    for (std::int64_t i = trimmed_[g]; i < num_blocks(static_cast<std::int64_t>(g)); ++i)
+    for (std::int64_t i = trimmed_[g]; i < num_blocks(); ++i)
       FGNET_CHECK(tables_[g][static_cast<std::size_t>(i)] != kNoBlock);
   }
-  (void)layout;
 }
 
 BlockId PagedSequence::block(std::int64_t group, std::int64_t index) const {
@@ -168,7 +166,7 @@ BlockId PagedSequence::block(std::int64_t group, std::int64_t index) const {
                                                          : kNoBlock;
 }
 
-std::int64_t PagedSequence::num_blocks(std::int64_t /*group*/) const {
+std::int64_t PagedSequence::num_blocks() const {
   const std::int64_t b = pool_->layout().block_size;
   return (length_ + b - 1) / b;
 }

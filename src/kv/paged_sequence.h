@@ -54,8 +54,8 @@ class PagedSequence final : public SequenceKV {
 
   // Block i of group g (kNoBlock if not held).
   BlockId block(std::int64_t group, std::int64_t index) const;
-  // Blocks that hold some of the positions [0, length()), per group.
-  std::int64_t num_blocks(std::int64_t group) const;
+  // Blocks that hold some of the positions [0, length()) (in every group's table).
+  std::int64_t num_blocks() const;
   // Blocks referenced by this sequence (all groups).
   std::int64_t blocks_held() const { return held_; }
   BlockPool& pool() const { return *pool_; }

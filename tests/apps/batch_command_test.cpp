@@ -29,6 +29,7 @@ using testing::ReadFile;
 using testing::RunApp;
 using ::testing::StartsWith;
 using testing::TempDir;
+using testing::TinyFullVocabConfig;
 using testing::WriteFile;
 
 const std::string kNpmTokenizer =
@@ -45,20 +46,6 @@ std::vector<Json> ReadJsonLines(const std::string& path) {
   return lines;
 }
 
-Gemma3Config TinyConfig() {
-  Gemma3Config c = Gemma3_270MConfig();
-  c.hidden_size = 8;
-  c.intermediate_size = 16;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 2;
-  c.num_key_value_heads = 1;
-  c.head_dim = 8;
-  c.query_pre_attn_scalar = 8;
-  c.sliding_window = 4;
-  c.layer_types = {LayerType::kSliding, LayerType::kGlobal};
-  return c;
-}
-
 // A tiny random model with the full 262,144-token vocabulary, FunctionGemma's tokenizer, and a
 // random adapter as a PEFT directory.
 class BatchTest : public ::testing::Test {
@@ -66,7 +53,7 @@ class BatchTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_TRUE(std::ifstream(kNpmTokenizer).good())
         << kNpmTokenizer << " missing: run scripts/setup.sh";
-    const Gemma3Config c = TinyConfig();
+    const Gemma3Config c = TinyFullVocabConfig();
     SynthOptions options;
     options.weight_stddev = 0.5f;
     ASSERT_TRUE(WriteRandomCheckpoint(c, options, model()).ok());
@@ -255,7 +242,7 @@ TEST(BenchServe, PrintsTheTableOnATinyModel) {
   ASSERT_TRUE(std::ifstream(kNpmTokenizer).good())
       << kNpmTokenizer << " missing: run scripts/setup.sh";
   TempDir dir;
-  ASSERT_TRUE(WriteRandomCheckpoint(TinyConfig(), SynthOptions{}, dir.File("m")).ok());
+  ASSERT_TRUE(WriteRandomCheckpoint(TinyFullVocabConfig(), SynthOptions{}, dir.File("m")).ok());
   // With a tokenizer, the grammar masks are measured too.
   std::filesystem::copy_file(kNpmTokenizer, dir.File("m/tokenizer.json"));
   const Outcome r = RunApp({"bench-serve",
@@ -309,7 +296,7 @@ TEST(BenchServe, PrintsTheTableOnATinyModel) {
 
 TEST(BenchServe, SizesOfZeroSkipMeasurements) {
   TempDir dir;
-  ASSERT_TRUE(WriteRandomCheckpoint(TinyConfig(), SynthOptions{}, dir.File("m")).ok());
+  ASSERT_TRUE(WriteRandomCheckpoint(TinyFullVocabConfig(), SynthOptions{}, dir.File("m")).ok());
   const Outcome r = RunApp({"bench-serve", "--model", dir.File("m"), "--concurrency", "2",
                             "--lora-rank", "0", "--decode-tokens", "2", "--prefix-tokens", "0",
                             "--context-tokens", "0", "--kv-mib", "4", "--threads", "1"});

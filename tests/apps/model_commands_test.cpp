@@ -177,16 +177,7 @@ class GenerateTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_TRUE(std::ifstream(kNpmTokenizer).good())
         << kNpmTokenizer << " missing: run scripts/setup.sh";
-    Gemma3Config c = Gemma3_270MConfig();
-    c.hidden_size = 8;
-    c.intermediate_size = 16;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 2;
-    c.num_key_value_heads = 1;
-    c.head_dim = 8;
-    c.query_pre_attn_scalar = 8;
-    c.sliding_window = 4;
-    c.layer_types = {LayerType::kSliding, LayerType::kGlobal};
+    const Gemma3Config c = testing::TinyFullVocabConfig();
     SynthOptions options;
     options.weight_stddev = 0.5f;
     ASSERT_TRUE(WriteRandomCheckpoint(c, options, dir_.path().string()).ok());

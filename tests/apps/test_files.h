@@ -1,4 +1,4 @@
-// Temporary directories and small file helpers for the apps tests.
+// Temporary directories, small file helpers and a tiny model config for the apps tests.
 #pragma once
 
 #include <unistd.h>
@@ -9,6 +9,8 @@
 #include <iterator>
 #include <sstream>
 #include <string>
+
+#include "model/synth.h"
 
 namespace fgnet::cli::testing {
 
@@ -35,6 +37,22 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// A 2-layer model with the 270M's full 262,144-token vocabulary (so the real tokenizer works) and
+// tiny widths.
+inline Gemma3Config TinyFullVocabConfig() {
+  Gemma3Config c = Gemma3_270MConfig();
+  c.hidden_size = 8;
+  c.intermediate_size = 16;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 2;
+  c.num_key_value_heads = 1;
+  c.head_dim = 8;
+  c.query_pre_attn_scalar = 8;
+  c.sliding_window = 4;
+  c.layer_types = {LayerType::kSliding, LayerType::kGlobal};
+  return c;
+}
 
 inline void WriteFile(const std::string& path, const std::string& text) {
   std::filesystem::create_directories(std::filesystem::path(path).parent_path());
