@@ -1,6 +1,7 @@
 // What a network executor asks of an inference engine: run one node (an expert on a prompt) and
 // hand back its output. EngineNodeRunner (engine_runner.h) runs nodes on the serving engine, so
-// the nodes a network starts together share its batches and its prefix cache; tests script a
+// the nodes a network starts together share its batches and its prefix cache (in its own library,
+// fgnet_network_runner, so that the rest of the layer needs no engine); tests script a
 // fake one.
 //
 // Start() returns at once; the executor starts every node it can run, then waits for them, so
