@@ -22,20 +22,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// generation_config.json's and config.json's eos ids, <eos> and <end_of_turn>.
-std::vector<std::int32_t> EngineStopIds(const LoadedModel& loaded) {
-  std::vector<std::int32_t> stops = loaded.generation.eos_token_ids;
-  for (std::int64_t id : loaded.checkpoint->config().eos_token_ids) {
-    stops.push_back(static_cast<std::int32_t>(id));
-  }
-  for (std::string_view token : {kEosToken, kEndOfTurn}) {
-    if (auto id = loaded.tokenizer->TokenId(token)) stops.push_back(*id);
-  }
-  std::sort(stops.begin(), stops.end());
-  stops.erase(std::unique(stops.begin(), stops.end()), stops.end());
-  return stops;
-}
-
 std::string Dump(const OrderedJson& json) {
   return json.dump(-1, ' ', false, Json::error_handler_t::replace);
 }

@@ -100,6 +100,8 @@ App MakeFgnetApp() {
   AddBenchCommand(app);
   AddBatchCommand(app);
   AddBenchServeCommand(app);
+  AddRunCommand(app);
+  AddBenchNetworkCommand(app);
   return app;
 }
 

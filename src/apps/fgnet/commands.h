@@ -10,6 +10,8 @@
 //   bench      machine report, memory bandwidth, prefill and decode throughput
 //   batch      a JSON Lines file of requests run concurrently through the serving engine
 //   bench-serve  serving figures: batched decode with adapters, prefix-cache TTFT, KV per sequence
+//   run        a task through a network of experts (chain, ring, tree, mesh, DAG)
+//   bench-network  a single expert against networks on one task: latency, tokens, memory
 //
 // Each Add*Command declares one subcommand on `app`; MakeFgnetApp() adds them all.
 #pragma once
@@ -37,6 +39,8 @@ void AddConvertCommand(App& app);
 void AddBenchCommand(App& app);
 void AddBatchCommand(App& app);
 void AddBenchServeCommand(App& app);
+void AddRunCommand(App& app);
+void AddBenchNetworkCommand(App& app);
 
 inline constexpr std::int64_t kMaxThreads = 1024;
 

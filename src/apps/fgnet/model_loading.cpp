@@ -1,6 +1,9 @@
 #include "apps/fgnet/model_loading.h"
 
+#include <algorithm>
+
 #include "model/model_files.h"
+#include "tokenizer/function_call.h"
 
 namespace fgnet::cli {
 
@@ -40,6 +43,19 @@ Result<std::unique_ptr<LoadedModel>> LoadModel(const std::string& path,
     }
   }
   return loaded;
+}
+
+std::vector<std::int32_t> EngineStopIds(const LoadedModel& loaded) {
+  std::vector<std::int32_t> stops = loaded.generation.eos_token_ids;
+  for (std::int64_t id : loaded.checkpoint->config().eos_token_ids) {
+    stops.push_back(static_cast<std::int32_t>(id));
+  }
+  for (std::string_view token : {kEosToken, kEndOfTurn}) {
+    if (auto id = loaded.tokenizer->TokenId(token)) stops.push_back(*id);
+  }
+  std::sort(stops.begin(), stops.end());
+  stops.erase(std::unique(stops.begin(), stops.end()), stops.end());
+  return stops;
 }
 
 }  // namespace fgnet::cli

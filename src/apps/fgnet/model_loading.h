@@ -43,4 +43,8 @@ void WarnInactiveAdapters(const std::vector<const LoraAdapter*>& inactive, std::
 
 Result<std::unique_ptr<LoadedModel>> LoadModel(const std::string& path, const LoadOptions& options);
 
+// The ids that end every engine request: generation_config.json's and config.json's eos ids,
+// <eos> and <end_of_turn> (the model must have its tokenizer).
+std::vector<std::int32_t> EngineStopIds(const LoadedModel& loaded);
+
 }  // namespace fgnet::cli
