@@ -39,7 +39,7 @@ class TreeRunner {
       leaves.push_back({job, run_.Valid(job)});
       if (!run_.Produced(job)) return MakeError(run_.FailureMessage(job));
     } else {
-      Explore(*root, &leaves);
+      Explore(*root, "", &leaves);
     }
     std::vector<std::size_t> chosen;
     for (const LeafResult& l : leaves) {
@@ -72,7 +72,7 @@ class TreeRunner {
   }
 
   // The router expert answers a FunctionGemma call route(children=[...]).
-  Result<std::vector<RouteChoice>> RouteByExpert(const NodeSpec& node,
+  Result<std::vector<RouteChoice>> RouteByExpert(const NodeSpec& node, const std::string& parent,
                                                  const std::vector<const NodeSpec*>& children) {
     Json ids = Json::array();
     for (const NodeSpec* c : children) ids.push_back(c->id);
@@ -96,6 +96,7 @@ class TreeRunner {
     NodeTrace t;
     t.node_id = node.id;
     t.expert_id = node.expert;
+    t.parent = parent;
     OutputContract contract = call.output;
     std::size_t job =
         run_.WaitOne(run_.Start(std::move(call), std::move(t), node.timeout_ms, &contract));
@@ -133,7 +134,7 @@ class TreeRunner {
     return ranking;
   }
 
-  Result<std::vector<RouteChoice>> Route(const NodeSpec& node,
+  Result<std::vector<RouteChoice>> Route(const NodeSpec& node, const std::string& parent,
                                          const std::vector<const NodeSpec*>& children,
                                          std::string* router_name) {
     RouteContext ctx;
@@ -160,7 +161,7 @@ class TreeRunner {
         break;
       case TreeSpec::Router::kExpert:
         *router_name = "expert";
-        ranking = RouteByExpert(node, children);
+        ranking = RouteByExpert(node, parent, children);
         break;
     }
     if (!ranking.ok())
@@ -185,10 +186,10 @@ class TreeRunner {
 
   // Runs the subtree under `node`; appends its leaf results. Returns true when some leaf of it
   // produced a valid output.
-  bool Explore(const NodeSpec& node, std::vector<LeafResult>* leaves) {
+  bool Explore(const NodeSpec& node, const std::string& parent, std::vector<LeafResult>* leaves) {
     std::vector<const NodeSpec*> children = Children(node);
     std::string router_name;
-    Result<std::vector<RouteChoice>> routed = Route(node, children, &router_name);
+    Result<std::vector<RouteChoice>> routed = Route(node, parent, children, &router_name);
     if (!routed.ok()) {
       NoteError(routed.error().message());
       return false;
@@ -238,7 +239,7 @@ class TreeRunner {
       }
       for (const NodeSpec* child : batch) {
         if (Children(*child).empty()) continue;
-        if (Explore(*child, leaves)) {
+        if (Explore(*child, node.id, leaves)) {
           any_valid = true;
         } else {
           ++failures;
