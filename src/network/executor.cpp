@@ -222,6 +222,11 @@ std::size_t NetworkRun::Start(NodeCall call, NodeTrace trace, std::int64_t timeo
   }
   job->pending = runner_.Start(std::move(call));
   jobs_.push_back(std::move(job));
+  if (jobs_.back()->pending == nullptr) {
+    jobs_.back()->result.status = MakeError("the runner did not start the node");
+    jobs_.back()->result.finish_reason = "error";
+    Finalize(*jobs_.back());
+  }
   return jobs_.size() - 1;
 }
 
