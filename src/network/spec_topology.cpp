@@ -251,7 +251,7 @@ void CheckTopology(SpecReader& reader, const NetworkSpec& spec, const std::vecto
                                       std::string(CombinerName(spec.combiner.kind)) +
                                       "' needs a tree, mesh or dag (use none)");
   }
-  if (spec.topology == Topology::kMesh && spec.nodes.size() < 2) {
+  if (spec.topology == Topology::kMesh && spec.nodes.size() == 1) {
     reader.Add("$.nodes",
                "a mesh needs at least 2 nodes, got " + std::to_string(spec.nodes.size()));
   }

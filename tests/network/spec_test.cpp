@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 namespace fgnet::network {
@@ -109,6 +110,31 @@ TEST(SpecExamples, ExampleShapes) {
   ASSERT_TRUE(mesh.ok());
   EXPECT_EQ(mesh->combiner.kind, CombinerSpec::Kind::kBest);
   EXPECT_TRUE(mesh->mesh.exchange);
+}
+
+// Every JSON example of docs/network-spec.md parses (as an experts file or a network spec).
+TEST(SpecExamples, DocumentationExamplesParse) {
+  std::ifstream in(std::string(FGNET_EXAMPLES_DIR) + "/../docs/network-spec.md");
+  ASSERT_TRUE(in.good());
+  const std::string doc((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  int specs = 0;
+  for (std::size_t at = doc.find("```json\n"); at != std::string::npos;
+       at = doc.find("```json\n", at)) {
+    at += 8;
+    const std::size_t end = doc.find("```", at);
+    ASSERT_NE(end, std::string::npos);
+    auto json = ParseJson(doc.substr(at, end - at), "network-spec.md");
+    ASSERT_TRUE(json.ok()) << json.error().message();
+    if (json->contains("experts")) {
+      auto set = ParseExperts(*json, "network-spec.md", "");
+      EXPECT_TRUE(set.ok()) << set.error().message();
+    } else if (json->contains("nodes")) {
+      auto spec = ParseNetworkSpec(*json, "network-spec.md", nullptr);
+      EXPECT_TRUE(spec.ok()) << spec.error().message();
+      ++specs;
+    }
+  }
+  EXPECT_EQ(specs, 6);
 }
 
 // --- Experts files ---------------------------------------------------------------------------
