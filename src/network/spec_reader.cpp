@@ -53,7 +53,8 @@ std::string DidYouMean(std::string_view word, const std::vector<std::string>& ca
 
 std::string Child(const std::string& path, std::string_view key) {
   if (IsIdentifier(key)) return path + "." + std::string(key);
-  return path + "[" + Json(std::string(key)).dump() + "]";
+  return path + "[" + Json(std::string(key)).dump(-1, ' ', false, Json::error_handler_t::replace) +
+         "]";
 }
 
 std::string Index(const std::string& path, std::size_t index) {
@@ -236,7 +237,10 @@ bool SpecReader::GetEnum(const Json& object, std::string_view key, const std::st
 
 void SpecReader::CheckRange(bool ok, const std::string& path, const Json& value,
                             std::string_view range) {
-  if (!ok) Add(path, value.dump() + " is not " + std::string(range));
+  if (!ok) {
+    Add(path, value.dump(-1, ' ', false, Json::error_handler_t::replace) + " is not " +
+                  std::string(range));
+  }
 }
 
 void ReadSampling(SpecReader& reader, const Json& object, const std::string& path,

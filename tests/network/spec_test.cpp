@@ -247,6 +247,15 @@ TEST(Experts, UnknownKeysAndTypes) {
             "experts.json: $.experts: expected an array, got an object");
 }
 
+TEST(Experts, OddKeysNeverThrow) {
+  Json json = J(R"({"version": 1, "experts": []})");
+  json["bad \xff key"] = 1;
+  json["with space"] = 2;
+  EXPECT_EQ(ExpertsError(json),
+            "experts.json: $[\"bad \xEF\xBF\xBD key\"]: unknown key\n"
+            "experts.json: $[\"with space\"]: unknown key");
+}
+
 // --- Network specs: fields --------------------------------------------------------------------
 
 TEST(Spec, ParsesEveryFieldAndDefaults) {
