@@ -123,7 +123,7 @@ void ReadNode(SpecReader& reader, const Json& json, const std::string& path,
   }
 }
 
-// Reads the nodes; returns their ids for suggestions.
+// Reads the nodes, reporting empty and duplicate ids.
 void ReadNodes(SpecReader& reader, const Json& json, const ExpertSet* experts, NetworkSpec* spec) {
   const auto it = json.find("nodes");
   if (it == json.end()) {
