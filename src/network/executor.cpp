@@ -18,27 +18,6 @@ constexpr auto kProgressInterval = std::chrono::milliseconds(100);
 // A runner should end a node at its deadline; one that outlives it this long is cancelled.
 constexpr auto kDeadlineGrace = std::chrono::milliseconds(2000);
 
-// Fills {task} and {input}; "{{" and "}}" are literal braces.
-std::string FillTemplate(const std::string& tmpl, const std::string& task,
-                         const std::string& input) {
-  std::string out;
-  for (std::size_t i = 0; i < tmpl.size();) {
-    if (tmpl.compare(i, 2, "{{") == 0 || tmpl.compare(i, 2, "}}") == 0) {
-      out += tmpl[i];
-      i += 2;
-    } else if (tmpl.compare(i, 6, "{task}") == 0) {
-      out += task;
-      i += 6;
-    } else if (tmpl.compare(i, 7, "{input}") == 0) {
-      out += input;
-      i += 7;
-    } else {
-      out += tmpl[i++];
-    }
-  }
-  return out;
-}
-
 std::string TrimRight(std::string s) {
   while (!s.empty() &&
          (s.back() == ' ' || s.back() == '\n' || s.back() == '\t' || s.back() == '\r')) {
@@ -89,9 +68,7 @@ std::string NetworkRun::NetworkTimeoutMessage() const {
 }
 
 std::string NetworkRun::RenderUserTurn(const NodeSpec& node, const std::string& input) const {
-  const std::string& tmpl =
-      node.prompt_template.empty() ? std::string("{task}\n\n{input}") : node.prompt_template;
-  return TrimRight(FillTemplate(tmpl, task_, input));
+  return TrimRight(ExpandPromptTemplate(node.prompt_template, task_, input));
 }
 
 NodeCall NetworkRun::BuildCall(const NodeSpec& node, const std::string& input) const {
@@ -468,41 +445,10 @@ NetworkResult NetworkRun::Finish(Result<std::string> output) {
   return result;
 }
 
-std::vector<const NodeSpec*> ChainOrder(const NetworkSpec& spec) {
+std::vector<const NodeSpec*> ChainNodes(const NetworkSpec& spec) {
   std::vector<const NodeSpec*> order;
-  if (spec.nodes.empty()) return order;
-  std::vector<bool> seen(spec.nodes.size(), false);
-  auto index_of = [&](const std::string& id) -> int {
-    for (std::size_t i = 0; i < spec.nodes.size(); ++i) {
-      if (spec.nodes[i].id == id) return static_cast<int>(i);
-    }
-    return -1;
-  };
-  int current = 0;
-  for (std::size_t i = 0; i < spec.nodes.size(); ++i) {
-    bool has_incoming = std::any_of(spec.edges.begin(), spec.edges.end(),
-                                    [&](const EdgeSpec& e) { return e.to == spec.nodes[i].id; });
-    if (!has_incoming) {
-      current = static_cast<int>(i);
-      break;
-    }
-  }
-  while (current >= 0 && !seen[current]) {
-    seen[current] = true;
-    order.push_back(&spec.nodes[current]);
-    int next = -1;
-    for (const EdgeSpec& e : spec.edges) {
-      if (e.from != spec.nodes[current].id) continue;
-      int to = index_of(e.to);
-      if (to >= 0 && !seen[to]) {
-        next = to;
-        break;
-      }
-    }
-    current = next;
-  }
-  for (std::size_t i = 0; i < spec.nodes.size(); ++i) {
-    if (!seen[i]) order.push_back(&spec.nodes[i]);
+  for (const std::string& id : ChainOrder(spec)) {
+    if (const NodeSpec* node = spec.FindNode(id)) order.push_back(node);
   }
   return order;
 }

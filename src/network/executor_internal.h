@@ -119,9 +119,8 @@ class NetworkRun {
   std::vector<std::unique_ptr<Job>> jobs_;
 };
 
-// Node ids in chain/ring order: from the node without incoming edges (or the first node),
-// following edges; nodes not reached follow in spec order.
-std::vector<const NodeSpec*> ChainOrder(const NetworkSpec& spec);
+// The nodes of a chain or ring in execution order (ChainOrder).
+std::vector<const NodeSpec*> ChainNodes(const NetworkSpec& spec);
 
 Result<std::string> RunChain(NetworkRun& run);
 Result<std::string> RunRing(NetworkRun& run);

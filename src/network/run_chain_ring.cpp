@@ -25,12 +25,12 @@ Result<std::string> RunOnce(NetworkRun& run, const std::vector<const NodeSpec*>&
 }  // namespace
 
 Result<std::string> RunChain(NetworkRun& run) {
-  return RunOnce(run, ChainOrder(run.spec()), 0, Upstream{});
+  return RunOnce(run, ChainNodes(run.spec()), 0, Upstream{});
 }
 
 Result<std::string> RunRing(NetworkRun& run) {
   const NetworkSpec& spec = run.spec();
-  std::vector<const NodeSpec*> order = ChainOrder(spec);
+  std::vector<const NodeSpec*> order = ChainNodes(spec);
   const RingSpec::Until until = spec.ring.until;
   const bool stop_unchanged =
       until == RingSpec::Until::kUnchanged || until == RingSpec::Until::kUnchangedOrValid;
