@@ -3,6 +3,8 @@
 // replaced by its next-best sibling; a subtree with no valid leaf counts as a failed child of its
 // parent (backtracking up), within TreeSpec::max_backtracks retries in all.
 #include <algorithm>
+#include <map>
+#include <optional>
 #include <set>
 
 #include "network/executor_internal.h"
@@ -71,11 +73,12 @@ class TreeRunner {
     if (first_error_.empty()) first_error_ = error;
   }
 
-  // The router expert answers a FunctionGemma call route(children=[...]).
-  Result<std::vector<RouteChoice>> RouteByExpert(const NodeSpec& node, const std::string& parent,
-                                                 const std::vector<const NodeSpec*>& children) {
+  // Starts the routing call of `node`: its expert answers a FunctionGemma call
+  // route(children=[...]).
+  std::size_t StartRouteCall(const NodeSpec& node, const std::string& parent,
+                             std::int32_t attempt) {
     Json ids = Json::array();
-    for (const NodeSpec* c : children) ids.push_back(c->id);
+    for (const NodeSpec* c : Children(node)) ids.push_back(c->id);
     Json tool = {{"type", "function"},
                  {"function",
                   {{"name", "route"},
@@ -97,9 +100,17 @@ class TreeRunner {
     t.node_id = node.id;
     t.expert_id = node.expert;
     t.parent = parent;
+    t.attempt = attempt;
     OutputContract contract = call.output;
-    std::size_t job =
-        run_.WaitOne(run_.Start(std::move(call), std::move(t), node.timeout_ms, &contract));
+    return run_.Start(std::move(call), std::move(t), node.timeout_ms, &contract);
+  }
+
+  // The ranking a router expert's answer gives (`started`: its routing call, if started).
+  Result<std::vector<RouteChoice>> RouteByExpert(const NodeSpec& node, const std::string& parent,
+                                                 const std::vector<const NodeSpec*>& children,
+                                                 std::optional<std::size_t> started) {
+    std::size_t job = started ? *started : StartRouteCall(node, parent, 0);
+    run_.Wait({job});
     if (!run_.Produced(job)) return MakeError(run_.FailureMessage(job));
     Result<ParsedModelOutput> parsed = ParseModelOutput(run_.TraceOf(job).output);
     std::vector<std::string> named;
@@ -136,7 +147,8 @@ class TreeRunner {
 
   Result<std::vector<RouteChoice>> Route(const NodeSpec& node, const std::string& parent,
                                          const std::vector<const NodeSpec*>& children,
-                                         std::string* router_name) {
+                                         std::string* router_name,
+                                         std::optional<std::size_t> started) {
     RouteContext ctx;
     ctx.task = run_.task();
     ctx.node = &node;
@@ -161,7 +173,7 @@ class TreeRunner {
         break;
       case TreeSpec::Router::kExpert:
         *router_name = "expert";
-        ranking = RouteByExpert(node, parent, children);
+        ranking = RouteByExpert(node, parent, children, started);
         break;
     }
     if (!ranking.ok())
@@ -186,10 +198,11 @@ class TreeRunner {
 
   // Runs the subtree under `node`; appends its leaf results. Returns true when some leaf of it
   // produced a valid output.
-  bool Explore(const NodeSpec& node, const std::string& parent, std::vector<LeafResult>* leaves) {
+  bool Explore(const NodeSpec& node, const std::string& parent, std::vector<LeafResult>* leaves,
+               std::optional<std::size_t> route_call = std::nullopt) {
     std::vector<const NodeSpec*> children = Children(node);
     std::string router_name;
-    Result<std::vector<RouteChoice>> routed = Route(node, parent, children, &router_name);
+    Result<std::vector<RouteChoice>> routed = Route(node, parent, children, &router_name, route_call);
     if (!routed.ok()) {
       NoteError(routed.error().message());
       return false;
@@ -215,15 +228,20 @@ class TreeRunner {
     bool any_valid = false;
     std::int32_t attempt = 0;
     while (!batch.empty()) {
-      // Start every leaf of the batch at once, then go down the inner children.
+      // Start every leaf and every routing call of the batch at once, then go down the inner
+      // children.
       std::vector<std::pair<const NodeSpec*, std::size_t>> started;
+      std::map<const NodeSpec*, std::size_t> route_calls;
+      std::vector<std::size_t> ids;
       for (const NodeSpec* child : batch) {
         if (Children(*child).empty()) {
           started.emplace_back(child, run_.StartNode(*child, {}, 0, attempt, node.id));
+          ids.push_back(started.back().second);
+        } else if (spec_.tree.router == TreeSpec::Router::kExpert) {
+          route_calls[child] = StartRouteCall(*child, node.id, attempt);
+          ids.push_back(route_calls[child]);
         }
       }
-      std::vector<std::size_t> ids;
-      for (const auto& s : started) ids.push_back(s.second);
       run_.Wait(ids);
       std::size_t failures = 0;
       for (const auto& s : started) {
@@ -239,7 +257,10 @@ class TreeRunner {
       }
       for (const NodeSpec* child : batch) {
         if (Children(*child).empty()) continue;
-        if (Explore(*child, node.id, leaves)) {
+        auto call = route_calls.find(child);
+        std::optional<std::size_t> route_job;
+        if (call != route_calls.end()) route_job = call->second;
+        if (Explore(*child, node.id, leaves, route_job)) {
           any_valid = true;
         } else {
           ++failures;

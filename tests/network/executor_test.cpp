@@ -311,6 +311,38 @@ TEST_F(ExecutorTest, TreeRouterExpertAnswersWithAFunctionCall) {
   EXPECT_EQ(r.output, "c output");
 }
 
+TEST_F(ExecutorTest, TreeRouterExpertsOfOneLevelRunTogether) {
+  NetworkSpec spec =
+      Spec(Topology::kTree,
+           {Node("root", "router"), Node("x", "router"), Node("y", "router"), Node("x1", "a"),
+            Node("y1", "b")},
+           {{"root", "x", 1.0}, {"root", "y", 1.0}, {"x", "x1", 1.0}, {"y", "y1", 1.0}});
+  spec.tree.router = TreeSpec::Router::kExpert;
+  spec.tree.top_k = 2;
+  spec.combiner.kind = CombinerSpec::Kind::kConcat;
+  auto route = [](const std::string& child) {
+    return "<start_function_call>call:route{children:[<escape>" + child +
+           "<escape>]}<end_function_call>";
+  };
+  runner_.Set("root", Text(route("y")));
+  runner_.Set("x", Text(route("x1"), 100));
+  runner_.Set("y", Text(route("y1"), 100));
+  runner_.Set("x1", Text("from x1"));
+  runner_.Set("y1", Text("from y1"));
+  NetworkResult r = Run(spec);
+  ASSERT_TRUE(r.status.ok()) << r.status.error().message();
+  std::vector<std::string> ids = runner_.call_ids();
+  ASSERT_EQ(ids.size(), 5u);
+  EXPECT_EQ(ids[0], "root");
+  EXPECT_EQ((std::vector<std::string>{ids[1], ids[2]}), (std::vector<std::string>{"y", "x"}));
+  EXPECT_EQ(runner_.max_in_flight(), 2);
+  EXPECT_EQ(FindTrace(r.trace, "x")->parent, "root");
+  EXPECT_EQ(FindTrace(r.trace, "y1")->parent, "y");
+  EXPECT_EQ(r.trace.routes.size(), 3u);
+  EXPECT_TRUE(Contains(r.output, "from x1"));
+  EXPECT_TRUE(Contains(r.output, "from y1"));
+}
+
 TEST_F(ExecutorTest, TreeBacktracksToTheNextSibling) {
   NetworkSpec spec = Tree3(TreeSpec::Router::kCallback);
   spec.output = CodeContract();
@@ -648,6 +680,37 @@ TEST_F(ExecutorTest, NetworkTimeoutCancelsWhatIsRunning) {
       << r.status.error().message();
   for (const NodeTrace& n : r.trace.nodes) EXPECT_EQ(n.status, "failed");
   for (const NodeCall& c : runner_.calls()) ASSERT_TRUE(c.deadline.has_value());
+}
+
+// --- the example networks --------------------------------------------------------------------
+
+TEST(ExampleNetworksTest, EveryExampleRunsToAValidOutput) {
+  const std::string dir = std::string(FGNET_EXAMPLES_DIR) + "/networks/";
+  Result<ExpertSet> experts = LoadExperts(dir + "experts.json");
+  ASSERT_TRUE(experts.ok()) << experts.error().message();
+  for (const char* name : {"ring3", "ring4", "tree", "mesh4", "dag-react"}) {
+    SCOPED_TRACE(name);
+    Result<NetworkSpec> spec = LoadNetworkSpec(dir + name + ".json", &*experts);
+    ASSERT_TRUE(spec.ok()) << spec.error().message();
+    FakeRunner runner;
+    runner.SetDefault(Text(R"({"code":"export const x = 1;","imports":[],"exports":["x"]})"));
+    ExecutorOptions options;
+    options.embedding_router = [](const RouteContext& ctx) -> Result<std::vector<RouteChoice>> {
+      std::vector<RouteChoice> out;
+      for (const NodeSpec* c : ctx.children) out.push_back({c->id, 1.0 / ctx.children.size()});
+      return out;
+    };
+    options.route_callback = options.embedding_router;
+    NetworkResult r = RunNetwork(*spec, *experts, "Build a login form.", runner, options);
+    ASSERT_TRUE(r.status.ok()) << r.status.error().message();
+    EXPECT_EQ(r.trace.status, "ok") << r.trace.ToJson().dump(2);
+    EXPECT_FALSE(runner.calls().empty());
+    for (const NodeTrace& n : r.trace.nodes) EXPECT_EQ(n.status, "ok") << n.node_id;
+    for (const NodeCall& c : runner.calls()) {
+      EXPECT_FALSE(c.prompt.system.empty()) << c.node_id;
+      EXPECT_TRUE(c.deadline.has_value()) << c.node_id;
+    }
+  }
 }
 
 // --- observer, traces, tree view ---------------------------------------------------------------

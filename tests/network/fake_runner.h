@@ -54,6 +54,12 @@ class FakeRunner : public NodeRunner {
     scripts_[{node_id, occurrence}] = std::move(script);
   }
 
+  // The response of every call without a script of its own (default: "<node id> output").
+  void SetDefault(Script script) {
+    std::lock_guard<std::mutex> lock(mu_);
+    default_ = std::move(script);
+  }
+
   std::vector<NodeCall> calls() const {
     std::lock_guard<std::mutex> lock(mu_);
     return calls_;
@@ -84,7 +90,9 @@ class FakeRunner : public NodeRunner {
       int occurrence = counts_[call.node_id]++;
       auto it = scripts_.find({call.node_id, occurrence});
       if (it == scripts_.end()) it = scripts_.find({call.node_id, -1});
-      script = it != scripts_.end() ? it->second : Text(call.node_id + " output");
+      script = it != scripts_.end() ? it->second
+               : default_           ? *default_
+                                    : Text(call.node_id + " output");
       calls_.push_back(call);
       max_in_flight_ = std::max(max_in_flight_, ++in_flight_);
     }
@@ -177,6 +185,7 @@ class FakeRunner : public NodeRunner {
   mutable std::mutex mu_;
   std::map<std::pair<std::string, int>, Script> scripts_;
   std::map<std::string, int> counts_;
+  std::optional<Script> default_;
   std::vector<NodeCall> calls_;
   int in_flight_ = 0;
   int max_in_flight_ = 0;
