@@ -199,10 +199,12 @@ Result<ProcessResult> RunProcess(const std::vector<std::string>& argv, std::stri
       if (errno == EINTR) continue;
       break;
     }
-    if (out_index >= 0 && fds[out_index].revents != 0 && !ReadSome(out_fds[0], &result.stdout_text)) {
+    if (out_index >= 0 && fds[out_index].revents != 0 &&
+        !ReadSome(out_fds[0], &result.stdout_text)) {
       CloseFd(&out_fds[0]);
     }
-    if (err_index >= 0 && fds[err_index].revents != 0 && !ReadSome(err_fds[0], &result.stderr_text)) {
+    if (err_index >= 0 && fds[err_index].revents != 0 &&
+        !ReadSome(err_fds[0], &result.stderr_text)) {
       CloseFd(&err_fds[0]);
     }
     if (in_index >= 0 && fds[in_index].revents != 0) {

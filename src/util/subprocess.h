@@ -17,7 +17,7 @@
 namespace fgnet {
 
 struct ProcessResult {
-  int exit_code = 0;       // the exit status; 128 + N when killed by signal N
+  int exit_code = 0;  // the exit status; 128 + N when killed by signal N
   std::string stdout_text;
   std::string stderr_text;
   bool timed_out = false;  // killed after `timeout_ms`

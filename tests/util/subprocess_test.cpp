@@ -49,8 +49,7 @@ TEST(SubprocessTest, TimeoutKillsTheProcessGroup) {
   auto start = std::chrono::steady_clock::now();
   // The background sleep keeps the output pipe open: only killing the group ends it.
   auto r = RunProcess({"sh", "-c", "sleep 30 & echo started; wait"}, "", {}, 300);
-  auto seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ASSERT_TRUE(r.ok()) << r.error().message();
   EXPECT_TRUE(r->timed_out);
   EXPECT_EQ(r->exit_code, 128 + 9);
