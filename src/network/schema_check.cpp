@@ -10,7 +10,8 @@
 namespace fgnet::network {
 namespace {
 
-constexpr int kMaxDepth = 64;  // nested schemas / $ref chains followed at most
+constexpr int kMaxDepth = 64;                   // nested schemas / $ref chains followed at most
+constexpr std::size_t kMaxPatternInput = 4096;  // longest string matched against a pattern
 
 std::string Lower(std::string_view s) {
   std::string out(s);
@@ -276,7 +277,9 @@ class Checker {
       out->push_back({path, "string of length " + std::to_string(length) +
                                 " is longer than maxLength " + it->dump()});
     }
-    if (auto it = schema.find("pattern"); it != schema.end() && it->is_string()) {
+    // std::regex recurses per character: very long strings are not matched against patterns.
+    if (auto it = schema.find("pattern");
+        it != schema.end() && it->is_string() && s.size() <= kMaxPatternInput) {
       const std::string& pattern = it->get_ref<const std::string&>();
       try {
         std::regex re(pattern, std::regex::ECMAScript);

@@ -3,11 +3,10 @@
 // oneOf, allOf, not, $ref to "#", "#/$defs/..." or "#/definitions/...", minimum / maximum /
 // exclusiveMinimum / exclusiveMaximum (numbers, or draft-4 booleans), multipleOf, minLength /
 // maxLength (in code points), minItems / maxItems, minProperties / maxProperties, pattern
-// (std::regex, ECMAScript, unanchored), uniqueItems. Unknown keywords are ignored; type names
-// are matched case-insensitively (declarations written as "STRING" work).
-// Every violation names the JSON path of the instance: "$.files[1].exports: expected an array,
-// got a string".
-// Thread-safety: pure functions.
+// (std::regex, ECMAScript, unanchored; strings over 4096 bytes are not matched), uniqueItems.
+// Unknown keywords are ignored; type names are matched case-insensitively (declarations written as
+// "STRING" work). Every violation names the JSON path of the instance: "$.files[1].exports:
+// expected an array, got a string". Thread-safety: pure functions.
 #pragma once
 
 #include <string>

@@ -21,10 +21,36 @@ std::string Dump(const Json& json) {
   return json.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
+// Documents nested deeper than this are treated as text: serialising and comparing JSON
+// recurses, and hostile input must not exhaust the stack.
+constexpr int kMaxJsonDepth = 256;
+
+int NestingDepth(std::string_view text) {
+  int depth = 0, max_depth = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      max_depth = std::max(max_depth, ++depth);
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return max_depth;
+}
+
 // Parses a whole text as JSON, without throwing.
 std::optional<Json> TryJson(std::string_view text) {
   text = Trim(text);
-  if (text.empty()) return std::nullopt;
+  if (text.empty() || NestingDepth(text) > kMaxJsonDepth) return std::nullopt;
   Json json = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (json.is_discarded()) return std::nullopt;
   return json;

@@ -105,6 +105,12 @@ TEST(StructuredTest, MalformedInputs) {
     EXPECT_TRUE(out.kind == Kind::kText || out.kind == Kind::kJson) << text;
     EXPECT_EQ(out.text, text);
   }
+  // Hostile nesting is text, not a stack overflow.
+  std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  auto nested = ExtractStructured(deep);
+  EXPECT_EQ(nested.kind, Kind::kText);
+  EXPECT_EQ(Canonicalize(nested), deep);
+  EXPECT_EQ(ExtractStructured(std::string(200, '[') + std::string(200, ']')).kind, Kind::kJson);
   // "files" with a non-file entry is plain JSON.
   auto json = ExtractStructured(R"({"files": [{"path": "a"}]})");
   EXPECT_EQ(json.kind, Kind::kJson);
