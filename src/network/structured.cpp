@@ -73,11 +73,34 @@ struct Fence {
   std::string body;
 };
 
+// A prose line naming the file of the block below it: "**src/a.ts**", "`src/a.ts`:",
+// "### File: src/a.ts". Empty unless the line is one path with a known extension.
+std::string PathFromHeading(std::string_view line) {
+  line = Trim(line);
+  while (!line.empty() && line.front() == '#') line.remove_prefix(1);
+  line = Trim(line);
+  for (std::string_view prefix : {"File:", "file:", "Path:", "path:"}) {
+    if (line.rfind(prefix, 0) == 0) line = Trim(line.substr(prefix.size()));
+  }
+  auto strip = [&](char c) {
+    while (!line.empty() && (line.front() == c)) line.remove_prefix(1);
+    while (!line.empty() && (line.back() == c || line.back() == ':')) line.remove_suffix(1);
+  };
+  for (int i = 0; i < 2; ++i) {
+    strip('*');
+    strip('`');
+  }
+  line = Trim(line);
+  if (line.empty() || std::any_of(line.begin(), line.end(), IsSpace)) return "";
+  return LanguageOfPath(line).empty() ? "" : std::string(line);
+}
+
 // Every ``` block of `text`; an unterminated last block runs to the end.
 std::vector<Fence> FindFences(std::string_view text) {
   std::vector<Fence> fences;
   std::size_t pos = 0;
   Fence* open = nullptr;
+  std::string_view previous;  // the last non-empty line outside a block
   while (pos < text.size()) {
     std::size_t end = text.find('\n', pos);
     if (end == std::string_view::npos) end = text.size();
@@ -87,6 +110,7 @@ std::vector<Fence> FindFences(std::string_view text) {
       if (open != nullptr) {
         if (Trim(trimmed.substr(3)).empty()) {
           open = nullptr;
+          previous = {};
           pos = end + 1;
           continue;
         }
@@ -127,6 +151,7 @@ std::vector<Fence> FindFences(std::string_view text) {
         }
         for (char& c : open->lang)
           c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        if (open->path.empty()) open->path = PathFromHeading(previous);
         pos = end + 1;
         continue;
       }
@@ -134,6 +159,8 @@ std::vector<Fence> FindFences(std::string_view text) {
     if (open != nullptr) {
       open->body.append(line);
       open->body.push_back('\n');
+    } else if (!trimmed.empty()) {
+      previous = trimmed;
     }
     pos = end + 1;
   }

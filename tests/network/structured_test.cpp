@@ -86,6 +86,17 @@ TEST(StructuredTest, FencedCodeBlocks) {
   EXPECT_EQ(out.files[2].path, "pkg/m.py");
   EXPECT_EQ(out.files[2].language, "python");
 
+  // A heading line names the block below it.
+  auto headed = ExtractStructured(
+      "**src/a.ts**\n```ts\nlet a;\n```\n### File: `lib/b.py`\n\n```python\nb = 1\n```\n"
+      "Then some prose.\n```js\nlet c;\n```\n```js\nlet d;\n```");
+  ASSERT_EQ(headed.files.size(), 4u);
+  EXPECT_EQ(headed.files[3].path, "");
+  EXPECT_EQ(headed.files[0].path, "src/a.ts");
+  EXPECT_EQ(headed.files[1].path, "lib/b.py");
+  EXPECT_EQ(headed.files[2].path, "");
+  EXPECT_EQ(headed.files[2].language, "javascript");
+
   auto one = ExtractStructured("```py\nprint(1)\n```");
   ASSERT_EQ(one.kind, Kind::kCode);
   EXPECT_EQ(one.files[0].language, "python");
