@@ -131,7 +131,8 @@ class TreeRunner {
       }
     }
     if (named.empty()) {
-      return MakeError("router expert of node '", node.id, "' named no child in its answer");
+      return MakeError("the router expert's answer named no child (expected a call ",
+                       "route(children=[...]))");
     }
     std::vector<RouteChoice> ranking;
     for (const std::string& id : named) {
@@ -202,7 +203,8 @@ class TreeRunner {
                std::optional<std::size_t> route_call = std::nullopt) {
     std::vector<const NodeSpec*> children = Children(node);
     std::string router_name;
-    Result<std::vector<RouteChoice>> routed = Route(node, parent, children, &router_name, route_call);
+    Result<std::vector<RouteChoice>> routed =
+        Route(node, parent, children, &router_name, route_call);
     if (!routed.ok()) {
       NoteError(routed.error().message());
       return false;

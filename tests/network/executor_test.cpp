@@ -311,6 +311,18 @@ TEST_F(ExecutorTest, TreeRouterExpertAnswersWithAFunctionCall) {
   EXPECT_EQ(r.output, "c output");
 }
 
+TEST_F(ExecutorTest, TreeRouterExpertWithoutACallFailsClearly) {
+  NetworkSpec spec = Tree3(TreeSpec::Router::kExpert);
+  runner_.Set("root", Text("I would pick b."));
+  NetworkResult r = Run(spec);
+  ASSERT_FALSE(r.status.ok());
+  EXPECT_TRUE(Contains(r.status.error().message(), "routing at node 'root'"))
+      << r.status.error().message();
+  EXPECT_TRUE(Contains(r.status.error().message(), "named no child"));
+  EXPECT_EQ(runner_.call_ids(), std::vector<std::string>{"root"});
+  EXPECT_EQ(FindTrace(r.trace, "root")->status, "invalid");
+}
+
 TEST_F(ExecutorTest, TreeRouterExpertsOfOneLevelRunTogether) {
   NetworkSpec spec =
       Spec(Topology::kTree,
