@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <condition_variable>
 #include <optional>
@@ -216,7 +217,7 @@ Result<Request> BuildRequest(EngineNodeRunner::Shared& shared, const NodeCall& c
   std::string key;
   for (const NodeAdapter& a : call.adapters) {
     AppendKey(&key, a.name);
-    AppendKey(&key, std::to_string(a.scale));
+    AppendKey(&key, std::to_string(std::bit_cast<std::uint32_t>(a.scale)));  // exact
   }
   key += '|';
   const std::pair<const char*, const std::string*> pieces[] = {

@@ -20,6 +20,12 @@
 // pieces; they differ from tokenizing the whole text at once only where a token could span a
 // piece boundary (the pieces start with "\n\n" or a turn marker, so in practice they agree). A
 // logit ensemble decodes under several adapter sets at once, so its prompt is never pinned.
+// Pinned prefixes hold their KV blocks until ReleasePrefixes() or the runner's end (and the end of
+// every node running on them).
+//
+// Deadlines: a node whose deadline passed before its request was submitted ends with
+// finish_reason "deadline" without running; after that the engine ends it. Creating a prefix is
+// not interrupted by a deadline.
 //
 // Stops: <end_of_turn> and <eos> (where the tokenizer has them) end every node, in addition to
 // the engine's EngineOptions::stop_ids.

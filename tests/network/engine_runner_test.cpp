@@ -199,6 +199,8 @@ TEST_F(EngineRunnerTest, GreedyOutputEqualsADirectRequestOnThePromptIds) {
   EXPECT_EQ(result.finish_reason, c.finish_reason);
   EXPECT_EQ(result.completion_tokens, c.usage.completion_tokens);
   EXPECT_EQ(result.prompt_tokens, static_cast<std::int64_t>(ids.size()));
+  // The pieces start at "\n\n" or a turn marker: here the split tokenization is the whole one.
+  EXPECT_EQ(tokenizer_->Encode(rendered->Full()), ids);
 }
 
 TEST_F(EngineRunnerTest, NodesShareThePrefixesOfTheirSharedParts) {
