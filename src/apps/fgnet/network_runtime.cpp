@@ -1,6 +1,6 @@
 #include "apps/fgnet/network_runtime.h"
 
-#include <filesystem>
+#include <algorithm>
 #include <set>
 
 #include "apps/fgnet/commands.h"
@@ -66,6 +66,7 @@ Result<std::unique_ptr<NetworkRuntime>> NetworkRuntime::Create(const ParsedArgs&
                                                                std::ostream& err) {
   std::unique_ptr<NetworkRuntime> rt(new NetworkRuntime());
   rt->experts_ = &experts;
+  rt->err_ = &err;
   FGNET_ASSIGN_OR_RETURN(rt->loaded_, LoadModel(args.String("model"), {.tokenizer = true}));
   FGNET_TRY(network::LoadExpertAdapters(experts, *rt->loaded_->checkpoint,
                                         *rt->loaded_->registry));
@@ -97,7 +98,7 @@ Status NetworkRuntime::StartEngine() {
                                                  loaded_->checkpoint->content_hash(),
                                                  &*loaded_->tokenizer, loaded_->registry.get(),
                                                  engine_options_));
-  network::EngineRunnerOptions runner_options;
+  network::EngineNodeRunnerOptions runner_options;
   runner_options.pin_prefixes = pin_prefixes_;
   runner_ = std::make_unique<network::EngineNodeRunner>(*engine_, *loaded_->tokenizer,
                                                         *loaded_->registry, runner_options);
@@ -116,13 +117,17 @@ Result<network::ExecutorOptions> NetworkRuntime::ExecutorOptionsFor(
     return options;
   }
   if (router_ == nullptr) {
+    router_pool_ = std::make_unique<ThreadPool>(engine_options_.threads);
     FGNET_ASSIGN_OR_RETURN(
         router::TextEmbedder embedder,
-        router::TextEmbedder::Create(*loaded_->model, *loaded_->tokenizer,
+        router::TextEmbedder::Create(*loaded_->model, *loaded_->tokenizer, *router_pool_,
                                      loaded_->checkpoint->content_hash(), router_options_));
-    router_ = std::make_unique<router::EmbeddingRouter>(std::move(embedder));
-    if (!router_cache_.empty() && std::filesystem::exists(router_cache_)) {
-      FGNET_TRY(router_->LoadCache(router_cache_));
+    embedder_ = std::make_unique<router::TextEmbedder>(std::move(embedder));
+    router_ = std::make_unique<router::EmbeddingRouter>(*embedder_);
+    if (!router_cache_.empty()) {
+      FGNET_ASSIGN_OR_RETURN(const router::CacheLoadReport report,
+                             router_->LoadCache(router_cache_));
+      for (const std::string& line : report.rejected) *err_ << "router cache: " << line << '\n';
     }
   }
   // Every expert a routing node may choose.
@@ -140,11 +145,14 @@ Result<network::ExecutorOptions> NetworkRuntime::ExecutorOptionsFor(
       -> Result<std::vector<network::RouteChoice>> {
     std::vector<std::string> ids;
     for (const network::NodeSpec* child : context.children) ids.push_back(child->expert);
-    FGNET_ASSIGN_OR_RETURN(const std::vector<router::RouteScore> ranked,
+    // Two children may share an expert: rank each expert once.
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    FGNET_ASSIGN_OR_RETURN(const std::vector<router::RankedExpert> ranked,
                            router_->Rank(context.task, ids, context.temperature));
     // Children are ranked by their experts; two children with one expert share its score.
     std::vector<network::RouteChoice> choices;
-    for (const router::RouteScore& score : ranked) {
+    for (const router::RankedExpert& score : ranked) {
       for (const network::NodeSpec* child : context.children) {
         if (child->expert == score.id) choices.push_back({child->id, score.probability});
       }

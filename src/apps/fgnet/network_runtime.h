@@ -6,6 +6,7 @@
 #pragma once
 
 #include <memory>
+#include <ostream>
 #include <optional>
 #include <string>
 
@@ -16,6 +17,8 @@
 #include "network/executor.h"
 #include "network/spec.h"
 #include "router/embedding_router.h"
+#include "router/text_embedder.h"
+#include "util/thread_pool.h"
 
 namespace fgnet::cli {
 
@@ -56,11 +59,14 @@ class NetworkRuntime {
   Status StartEngine();
 
   const network::ExpertSet* experts_ = nullptr;
+  std::ostream* err_ = nullptr;  // notes (router cache entries rejected)
   std::unique_ptr<LoadedModel> loaded_;
   EngineOptions engine_options_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<network::EngineNodeRunner> runner_;
-  router::EmbeddingOptions router_options_;
+  router::EmbedderOptions router_options_;
+  std::unique_ptr<ThreadPool> router_pool_;
+  std::unique_ptr<router::TextEmbedder> embedder_;
   std::string router_cache_;
   bool pin_prefixes_ = true;
   std::unique_ptr<router::EmbeddingRouter> router_;
