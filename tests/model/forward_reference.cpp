@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstring>
 #include <numbers>
-#include <string>
 
 #include "util/rng.h"
 #include "util/status.h"
@@ -235,35 +234,6 @@ std::vector<double> ReferenceForward(const Gemma3Config& cfg, const Gemma3Weight
     }
   }
   return logits;
-}
-
-LoraAdapter RandomLoraAdapter(const Gemma3Config& config, std::uint64_t seed, std::size_t rank,
-                              float amp) {
-  LoraAdapter a;
-  a.name = "random" + std::to_string(seed);
-  a.path = a.name;
-  a.format = "in-memory";
-  a.config.r = static_cast<std::int64_t>(rank);
-  a.config.lora_alpha = 2.0 * static_cast<double>(rank);
-  a.layers.resize(static_cast<std::size_t>(config.num_hidden_layers));
-  Philox rng(seed);
-  const auto uniform = [&] {
-    return amp * (static_cast<float>(rng.NextU32() >> 8) / 8388608.0f - 1.0f);
-  };
-  for (auto& layer : a.layers) {
-    for (LoraModule m : kAllLoraModules) {
-      const auto [out, in] = LoraModuleShape(config, m);
-      LoraLayer& l = layer[static_cast<std::size_t>(m)];
-      l.rank = rank;
-      l.scale = 2.0f;
-      l.a.resize(rank * static_cast<std::size_t>(in));
-      l.b.resize(static_cast<std::size_t>(out) * rank);
-      for (float& v : l.a) v = uniform();
-      for (float& v : l.b) v = uniform();
-    }
-  }
-  a.content_hash = LoraContentHash(a);
-  return a;
 }
 
 }  // namespace fgnet::testing

@@ -7,7 +7,6 @@
 #include <vector>
 
 #include "model/config.h"
-#include "model/lora.h"
 #include "model/weights.h"
 #include "tensor/dtype.h"
 
@@ -41,11 +40,6 @@ class RandomCheckpoint {
 
 // n token ids drawn uniformly from [0, vocab) by a Philox stream seeded with `seed`.
 std::vector<std::int32_t> RandomTokens(std::size_t n, std::int64_t vocab, std::uint64_t seed);
-
-// A LoRA adapter of rank `rank` on every module of every layer, A and B uniform in [-amp, amp)
-// from a Philox stream seeded with `seed`, module scale 2; its content hash is set.
-LoraAdapter RandomLoraAdapter(const Gemma3Config& config, std::uint64_t seed, std::size_t rank = 2,
-                              float amp = 0.15f);
 
 // Logits [tokens.size(), vocab] of every position, computed from scratch in double precision,
 // following transformers' Gemma 3 (f32 RoPE tables, f32 embedding scale).

@@ -18,6 +18,7 @@
 #include "model/checkpoint.h"
 #include "model/gemma3_model.h"
 #include "model/kv_cache.h"
+#include "model/synth.h"
 #include "util/json.h"
 #include "util/npy.h"
 #include "util/status.h"
@@ -27,7 +28,6 @@ namespace fgnet {
 namespace {
 
 using testing::RandomCheckpoint;
-using testing::RandomLoraAdapter;
 using testing::RandomTokens;
 
 // Largest accepted max |fgnet - transformers| / max |transformers| over one hidden state.
@@ -177,7 +177,7 @@ TEST(HiddenStatesTest, AdapterChangesStatesAsForwardDoesOverSeveralPasses) {
   const Gemma3Config& c = checkpoint.config();
   auto model = Gemma3Model::Create(c, checkpoint.weights());
   ASSERT_TRUE(model.ok()) << model.error().message();
-  const LoraAdapter adapter = RandomLoraAdapter(c, 3);
+  const LoraAdapter adapter = RandomLoraAdapter(c, 2, 3, "route", 0.15f);
   const AdapterUse use[] = {{&adapter, 1.0f, 0}};
   ThreadPool pool(2);
   // Longer than one internal pass of 512 tokens.
