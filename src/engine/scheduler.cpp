@@ -42,6 +42,7 @@ Scheduler::Scheduler(const Gemma3Model& model, const std::string& base_hash,
       tree_(*pool_, base_hash),
       threads_(options.threads) {
   metrics_.kv_blocks_total = pool_->num_blocks();
+  metrics_.kv_block_bytes = static_cast<std::int64_t>(pool_->layout().block_bytes());
   metrics_.kv_blocks_free = pool_->num_free();
 }
 
@@ -526,6 +527,8 @@ void Scheduler::UpdateGauges() {
   metrics_.kv_blocks_free = pool_->num_free();
   metrics_.kv_blocks_cached = cached;
   metrics_.kv_blocks_used = pool_->num_blocks() - pool_->num_free() - cached;
+  metrics_.kv_blocks_peak =
+      std::max(metrics_.kv_blocks_peak, pool_->num_blocks() - pool_->num_free());
 }
 
 }  // namespace fgnet

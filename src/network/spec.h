@@ -82,6 +82,16 @@ struct OutputContract {
   bool check_code = true;
 };
 
+// The user turn of a node without a "prompt".
+inline constexpr std::string_view kDefaultPromptTemplate = "{task}\n\n{input}";
+
+// Checks a prompt template: the placeholders are {task} and {input}; {{ and }} stand for
+// literal braces. The error names the first problem ("unknown placeholder '{foo}' ...").
+Status CheckPromptTemplate(std::string_view prompt_template);
+// Expands a checked template; an empty one is kDefaultPromptTemplate.
+std::string ExpandPromptTemplate(std::string_view prompt_template, std::string_view task,
+                                 std::string_view input);
+
 struct NodeSpec {
   std::string id;
   std::string expert;                // an ExpertSet id
@@ -175,6 +185,10 @@ struct NetworkSpec {
 Result<NetworkSpec> ParseNetworkSpec(const Json& json, std::string_view source,
                                      const ExpertSet* experts);
 Result<NetworkSpec> LoadNetworkSpec(const std::string& path, const ExpertSet* experts);
+
+// The node ids of a validated chain or ring in execution order: the path its edges form, or the
+// node order when it has no edges (a ring whose edges close the loop starts at its first node).
+std::vector<std::string> ChainOrder(const NetworkSpec& spec);
 
 // The spec as JSON (ParseNetworkSpec(ToJson(spec)) gives it back).
 Json NetworkSpecToJson(const NetworkSpec& spec);

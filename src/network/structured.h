@@ -27,6 +27,7 @@ namespace fgnet::network {
 struct ImportRef {
   std::string from;                // module specifier ("./button", "react")
   std::vector<std::string> names;  // imported names (empty: a side-effect or namespace import)
+  std::int64_t line = 0;           // 1-based line of the import in the code; 0 when unknown
 };
 
 struct CodeFile {

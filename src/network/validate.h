@@ -65,6 +65,7 @@ class CodeChecker {
     std::vector<ImportRef> imports;       // as the parser read them
     std::vector<std::string> exports;
     bool parsed = false;                  // false: no parser ran for this file
+    bool open_exports = false;            // `export * from`: the export list is incomplete
   };
   // Parses every file; `skipped` receives a note per language whose tool is missing.
   std::vector<FileFacts> Check(const std::vector<CodeFile>& files,

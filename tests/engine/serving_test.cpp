@@ -72,6 +72,8 @@ void ExpectAllBlocksFree(Engine& engine) {
   EXPECT_EQ(m.kv_blocks_free, m.kv_blocks_total);
   EXPECT_EQ(m.kv_blocks_used, 0);
   EXPECT_EQ(m.kv_blocks_cached, 0);
+  EXPECT_GT(m.kv_block_bytes, 0);
+  EXPECT_LE(m.kv_blocks_peak, m.kv_blocks_total);
 }
 
 class ServingTest : public ::testing::Test {
@@ -192,7 +194,9 @@ TEST_F(ServingTest, NestedPinnedPrefixesContinueExactly) {
     EXPECT_FALSE(c.prefix_approximate);
     // Pinned blocks survive a flush.
     engine->FlushPrefixCache();
-    EXPECT_GT(engine->Metrics().kv_blocks_used, 0);
+    const EngineMetrics m = engine->Metrics();
+    EXPECT_GT(m.kv_blocks_used, 0);
+    EXPECT_GE(m.kv_blocks_peak, m.kv_blocks_used);
   }
   ExpectAllBlocksFree(*engine);  // the handles are gone
 }
