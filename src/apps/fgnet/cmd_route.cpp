@@ -147,7 +147,9 @@ void AddRouteCommand(App& app) {
   c.AddString("cache", "FILE.json", "Embedding cache file, read if present and rewritten.");
   c.AddSwitch("json", "Print the ranking as one JSON object.");
   AddThreadsOption(c);
-  c.Example("--model functiongemma-270m --experts experts.json --prompt 'Center the login form'");
+  c.Example(
+      "--model functiongemma-270m --experts examples/networks/experts.json --prompt 'Center the "
+      "login form'");
   c.Example(
       "--model functiongemma-270m --experts experts.json --prompt @task.txt --layer 9 "
       "--pooling last --top-k 2 --threshold 0.2 --temperature 0.05 --cache route-cache.json "
