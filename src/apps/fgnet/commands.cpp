@@ -100,6 +100,7 @@ App MakeFgnetApp() {
   AddBenchCommand(app);
   AddBatchCommand(app);
   AddBenchServeCommand(app);
+  AddRouteCommand(app);
   return app;
 }
 

@@ -10,6 +10,7 @@
 //   bench      machine report, memory bandwidth, prefill and decode throughput
 //   batch      a JSON Lines file of requests run concurrently through the serving engine
 //   bench-serve  serving figures: batched decode with adapters, prefix-cache TTFT, KV per sequence
+//   route      rank the experts of an experts file for a prompt (embedding router)
 //
 // Each Add*Command declares one subcommand on `app`; MakeFgnetApp() adds them all.
 #pragma once
@@ -37,6 +38,7 @@ void AddConvertCommand(App& app);
 void AddBenchCommand(App& app);
 void AddBatchCommand(App& app);
 void AddBenchServeCommand(App& app);
+void AddRouteCommand(App& app);
 
 inline constexpr std::int64_t kMaxThreads = 1024;
 
