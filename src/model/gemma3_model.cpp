@@ -123,7 +123,13 @@ struct Gemma3Model::Impl {
   };
   using Segment = PassSegment;
   Buffers Carve(ForwardScratch& scratch, std::size_t c) const;
-  void RunPass(std::span<const Segment> segments, ThreadPool& pool, ForwardScratch& scratch) const;
+  // Where a pass stops early to hand out hidden states instead of logits (HiddenStates).
+  struct HiddenTap {
+    std::size_t index;  // 0 .. layers.size(), as HiddenStates numbers them
+    float* out;         // [rows of the pass, hidden]
+  };
+  void RunPass(std::span<const Segment> segments, ThreadPool& pool, ForwardScratch& scratch,
+               const HiddenTap* tap = nullptr) const;
   void ApplyLora(LoraPlan& plan, std::size_t layer, std::initializer_list<LoraPlan::Site> sites,
                  ThreadPool& pool, cpu::Workspace& ws) const;
 };
@@ -305,7 +311,7 @@ void Gemma3Model::Impl::ApplyLora(LoraPlan& plan, std::size_t layer,
 }
 
 void Gemma3Model::Impl::RunPass(std::span<const Segment> segments, ThreadPool& pool,
-                                ForwardScratch& scratch) const {
+                                ForwardScratch& scratch, const HiddenTap* tap) const {
   const Segment& last = segments.back();
   const std::size_t c = last.row + last.count;
   cpu::Workspace& ws = scratch.workspace;
@@ -372,7 +378,9 @@ void Gemma3Model::Impl::RunPass(std::span<const Segment> segments, ThreadPool& p
   }
 
   cpu::EmbedRows(embed, ids, embed_scale, b.x);
-  for (std::size_t l = 0; l < layers.size(); ++l) {
+  const std::size_t num_layers =
+      tap == nullptr ? layers.size() : std::min(tap->index, layers.size());
+  for (std::size_t l = 0; l < num_layers; ++l) {
     const LayerParams& p = layers[l];
     const int r = p.sliding ? 0 : 1;
     // Attention block.
@@ -439,6 +447,17 @@ void Gemma3Model::Impl::RunPass(std::span<const Segment> segments, ThreadPool& p
     });
   }
   for (const Segment& seg : segments) seg.step->kv->Advance(static_cast<std::int64_t>(seg.count));
+  if (tap != nullptr) {
+    if (tap->index < layers.size()) {
+      std::memcpy(tap->out, b.x, c * hidden * sizeof(float));
+    } else {
+      ForRows(pool, c, [&](std::size_t t0, std::size_t t1) {
+        cpu::RMSNorm(b.x + t0 * hidden, t1 - t0, hidden, final_norm.data(), eps,
+                     tap->out + t0 * hidden);
+      });
+    }
+    return;
+  }
 
   // Logits: the final norm of the rows that need them, gathered into b.h, then the output matmul
   // straight into the destination when there is one, else into the scratch and copied out.
@@ -524,6 +543,32 @@ Status Gemma3Model::Forward(std::span<const std::int32_t> tokens, KVCache& kv, T
                             std::span<const AdapterUse> adapters) const {
   const SequenceStep step{tokens, &kv, mode, logits, adapters};
   return ForwardBatch(std::span<const SequenceStep>(&step, 1), pool, kv.scratch());
+}
+
+Status Gemma3Model::HiddenStates(std::span<const std::int32_t> tokens, std::int64_t index,
+                                 ThreadPool& pool, std::vector<float>* out,
+                                 std::span<const AdapterUse> adapters) const {
+  const Impl& m = *impl_;
+  const std::int64_t L = m.config.num_hidden_layers;
+  if (out == nullptr) return MakeError("HiddenStates: no output buffer given");
+  if (tokens.empty()) return MakeError("HiddenStates: no tokens");
+  if (index < -(L + 1) || index > L) {
+    return MakeError("HiddenStates: index ", index, " is out of range [", -(L + 1), ", ", L,
+                     "] for a model of ", L, " layers");
+  }
+  const std::int64_t at = index < 0 ? index + L + 1 : index;
+  KVCache kv = NewKVCache(static_cast<std::int64_t>(tokens.size()));
+  const SequenceStep step{tokens, &kv, LogitsMode::kNone, nullptr, adapters};
+  FGNET_TRY(Validate(step, 0));
+  out->resize(tokens.size() * m.hidden);
+  for (std::size_t done = 0; done < tokens.size();) {
+    const std::size_t count = std::min(kMaxChunk, tokens.size() - done);
+    const Impl::Segment seg{&step, done, count, 0, kv.length(), count, nullptr};
+    const Impl::HiddenTap tap{static_cast<std::size_t>(at), out->data() + done * m.hidden};
+    m.RunPass(std::span<const Impl::Segment>(&seg, 1), pool, kv.scratch(), &tap);
+    done += count;
+  }
+  return Ok();
 }
 
 Status Gemma3Model::ForwardBatch(std::span<const SequenceStep> steps, ThreadPool& pool,

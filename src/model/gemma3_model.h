@@ -84,6 +84,15 @@ class Gemma3Model {
   Status ForwardBatch(std::span<const SequenceStep> steps, ThreadPool& pool,
                       ForwardScratch& scratch) const;
 
+  // The hidden state of every token of `tokens` (run from position 0 in a fresh cache) at
+  // `index`, numbered as transformers' output_hidden_states: 0 the scaled embeddings, i in
+  // 1 .. L-1 the output of decoder layer i-1, L (= num_hidden_layers) the final-normed output
+  // that the output matrix sees; a negative index counts from the end (-1 = L). Layers after
+  // the one needed are not run. `out` is resized to [n, hidden_size]. Errors: no tokens, an
+  // index outside [-(L+1), L], and those of Forward (token ids, adapters).
+  Status HiddenStates(std::span<const std::int32_t> tokens, std::int64_t index, ThreadPool& pool,
+                      std::vector<float>* out, std::span<const AdapterUse> adapters = {}) const;
+
  private:
   struct Impl;
   explicit Gemma3Model(std::unique_ptr<Impl> impl);

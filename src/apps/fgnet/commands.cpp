@@ -102,6 +102,7 @@ App MakeFgnetApp() {
   AddBenchServeCommand(app);
   AddRunCommand(app);
   AddBenchNetworkCommand(app);
+  AddRouteCommand(app);
   return app;
 }
 

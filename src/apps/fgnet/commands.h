@@ -12,6 +12,7 @@
 //   bench-serve  serving figures: batched decode with adapters, prefix-cache TTFT, KV per sequence
 //   run        a task through a network of experts (chain, ring, tree, mesh, DAG)
 //   bench-network  a single expert against networks on one task: latency, tokens, memory
+//   route      rank the experts of an experts file for a prompt (embedding router)
 //
 // Each Add*Command declares one subcommand on `app`; MakeFgnetApp() adds them all.
 #pragma once
@@ -41,6 +42,7 @@ void AddBatchCommand(App& app);
 void AddBenchServeCommand(App& app);
 void AddRunCommand(App& app);
 void AddBenchNetworkCommand(App& app);
+void AddRouteCommand(App& app);
 
 inline constexpr std::int64_t kMaxThreads = 1024;
 
