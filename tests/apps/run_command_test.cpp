@@ -105,7 +105,7 @@ class RunTest : public ::testing::Test {
   }
   static std::vector<std::string> NodeIds(const Json& trace) {
     std::vector<std::string> ids;
-    for (const Json& n : trace["nodes"]) ids.push_back(n["node_id"].get<std::string>());
+    for (const Json& n : trace["nodes"]) ids.push_back(n["node"].get<std::string>());
     return ids;
   }
 
@@ -197,7 +197,7 @@ TEST_F(RunTest, EveryTopologyRuns) {
       ASSERT_EQ(trace["routes"].size(), 1u);
       EXPECT_EQ(trace["routes"][0]["router"], "embedding");
       EXPECT_EQ(trace["routes"][0]["chosen"].size(), 1u);
-      EXPECT_EQ(ids, (std::vector<std::string>{trace["routes"][0]["chosen"][0]}));
+      EXPECT_EQ(ids, (std::vector<std::string>{trace["routes"][0]["chosen"][0].get<std::string>()}));
     }
   }
 }
@@ -226,8 +226,10 @@ TEST_F(RunTest, BadInputsFailWithOneLine) {
   EXPECT_EQ(r.code, 2);
 
   // A task file without a prompt.
+  const std::string good = Network("good", R"({"version": 1, "topology": {"type": "chain"},
+    "nodes": [{"id": "a", "expert": "ui"}]})");
   WriteFile(dir_.File("task.json"), R"({"id": "t"})");
-  r = RunApp({"run", "--model", model(), "--experts", experts(), "--network", bad_edge, "--task",
+  r = RunApp({"run", "--model", model(), "--experts", experts(), "--network", good, "--task",
               dir_.File("task.json")});
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.err, HasSubstr("$.prompt"));

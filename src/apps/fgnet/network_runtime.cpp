@@ -168,9 +168,9 @@ network::NetworkResult NetworkRuntime::Run(const network::NetworkSpec& spec,
   Result<network::ExecutorOptions> options = ExecutorOptionsFor(spec, observer);
   if (!options.ok()) {
     network::NetworkResult result;
-    result.status = options.status();
+    result.status = options.error();
     result.trace.status = "failed";
-    result.trace.error = options.status().error().message();
+    result.trace.error = options.error().message();
     return result;
   }
   return network::RunNetwork(spec, *experts_, task, *runner_, *options);
