@@ -226,6 +226,7 @@ class TreeRunner {
       ++next;
     }
     run_.trace().routes.push_back(rt);
+    if (run_.options().observer != nullptr) run_.options().observer->OnRoute(rt);
     const std::size_t route_index = run_.trace().routes.size() - 1;
     bool any_valid = false;
     std::int32_t attempt = 0;

@@ -1,6 +1,7 @@
 // Traces as JSON, and the live TreeView.
 #include "network/trace.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -90,9 +91,11 @@ struct TreeView::Row {
   std::int64_t cached_tokens = 0;
   std::string note;  // validation or error
   bool finished = false;
+  std::vector<std::string> chosen;  // a routing row: the children it chose
 
   std::string Line() const {
     std::string s(depth * 2, ' ');
+    if (marker == '>') return s + "> " + node_id + " -> " + note;
     s += marker;
     s += ' ';
     s += node_id;
@@ -166,6 +169,42 @@ void TreeView::OnNodeStart(const NodeTrace& node) {
   }
   rows_.push_back(row);
   if (ansi_) Redraw();
+}
+
+void TreeView::OnRoute(const RouteTrace& route) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto row = std::make_shared<Row>();
+  row->node_id = route.node_id;
+  row->marker = '>';
+  row->finished = true;
+  row->chosen = route.chosen;
+  // Below the routing row that chose this node, if any.
+  for (auto it = rows_.rbegin(); it != rows_.rend(); ++it) {
+    const std::vector<std::string>& c = (*it)->chosen;
+    if (std::find(c.begin(), c.end(), route.node_id) != c.end()) {
+      row->depth = (*it)->depth + 1;
+      break;
+    }
+  }
+  for (std::size_t i = 0; i < route.chosen.size(); ++i) {
+    if (i > 0) row->note += ", ";
+    row->note += route.chosen[i];
+    for (const Json& score : route.scores) {
+      if (score.value("node", "") == route.chosen[i] && score.contains("probability")) {
+        char buf[32];
+        std::snprintf(buf, sizeof(buf), " %.2f", score["probability"].get<double>());
+        row->note += buf;
+      }
+    }
+  }
+  row->note += " (" + route.router + ")";
+  rows_.push_back(row);
+  if (ansi_) {
+    Redraw();
+  } else {
+    out_ << row->Line() << "\n";
+    out_.flush();
+  }
 }
 
 void TreeView::OnProgress(const std::vector<std::pair<std::string, std::int64_t>>& tokens) {

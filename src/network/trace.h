@@ -81,11 +81,14 @@ class RunObserver {
   // Called about every 100 ms while nodes run: tokens generated so far per running node.
   virtual void OnProgress(const std::vector<std::pair<std::string, std::int64_t>>& /*tokens*/) {}
   virtual void OnNodeFinish(const NodeTrace& /*node*/) {}
+  // A routing node chose its children (tree networks).
+  virtual void OnRoute(const RouteTrace& /*route*/) {}
   virtual void OnFinish(const NetworkTrace& /*trace*/) {}
 };
 
 // A live tree view of the run: one line per node attempt, indented under the node it came from,
-// with a state marker, token progress, latency and validation. On a terminal (ansi = true) it
+// with a state marker, token progress, latency and validation; a routing decision is a line of its
+// own ("> router -> backend 0.39"), with the chosen children below it. On a terminal (ansi = true) it
 // redraws in place; otherwise it prints one line per finished node.
 class TreeView : public RunObserver {
  public:
@@ -94,6 +97,7 @@ class TreeView : public RunObserver {
   void OnNodeStart(const NodeTrace& node) override;
   void OnProgress(const std::vector<std::pair<std::string, std::int64_t>>& tokens) override;
   void OnNodeFinish(const NodeTrace& node) override;
+  void OnRoute(const RouteTrace& route) override;
   void OnFinish(const NetworkTrace& trace) override;
 
  private:

@@ -102,5 +102,39 @@ TEST(TreeViewTest, AnsiRedrawsInPlace) {
   EXPECT_TRUE(Contains(Lines(out).back(), "invalid"));
 }
 
+TEST(TreeViewTest, RoutingDecisionsAreRowsAboveTheChosenChildren) {
+  std::ostringstream os;
+  TreeView view(os, /*ansi=*/false);
+  NetworkTrace trace;
+  trace.network = "net";
+  trace.topology = "tree";
+  view.OnStart(trace);
+  RouteTrace root;
+  root.node_id = "router";
+  root.router = "embedding";
+  root.scores = Json::array({{{"node", "backend"}, {"probability", 0.6}},
+                             {{"node", "frontend"}, {"probability", 0.4}}});
+  root.chosen = {"backend"};
+  view.OnRoute(root);
+  RouteTrace inner = root;
+  inner.node_id = "backend";
+  inner.scores = Json::array({{{"node", "db"}, {"probability", 0.7}},
+                              {{"node", "api"}, {"probability", 0.3}}});
+  inner.chosen = {"db", "api"};
+  view.OnRoute(inner);
+  NodeTrace db;
+  db.node_id = "db";
+  db.parent = "backend";
+  view.OnNodeStart(db);
+  db.status = "ok";
+  db.completion_tokens = 5;
+  view.OnNodeFinish(db);
+  const std::vector<std::string> lines = Lines(os.str());
+  ASSERT_EQ(lines.size(), 4u) << os.str();
+  EXPECT_EQ(lines[1], "> router -> backend 0.60 (embedding)");
+  EXPECT_EQ(lines[2], "  > backend -> db 0.70, api 0.30 (embedding)");
+  EXPECT_TRUE(Contains(lines[3], "    + db  5 tok")) << lines[3];
+}
+
 }  // namespace
 }  // namespace fgnet::network
