@@ -32,9 +32,9 @@ struct Candidate {
 struct CombineDecision {
   // "winner" (one candidate's output), "merged" (concatenated or to be merged by an expert).
   std::string method;
-  std::string winner;        // the winning node id for "winner"
-  std::string text;          // the combined output (empty while needs_llm_merge)
-  std::string reason;        // one line: why this decision
+  std::string winner;  // the winning node id for "winner"
+  std::string text;    // the combined output (empty while needs_llm_merge)
+  std::string reason;  // one line: why this decision
   bool needs_llm_merge = false;
   // Per distinct canonical output: its nodes and total weight (majority / weighted votes).
   Json votes = Json::array();

@@ -43,18 +43,18 @@ struct RouteChoice {
 
 struct RouteContext {
   std::string task;
-  const NodeSpec* node = nullptr;              // the routing node
-  std::vector<const NodeSpec*> children;       // its children, in spec order
+  const NodeSpec* node = nullptr;         // the routing node
+  std::vector<const NodeSpec*> children;  // its children, in spec order
   const ExpertSet* experts = nullptr;
-  double temperature = 1.0;                    // TreeSpec::temperature
+  double temperature = 1.0;  // TreeSpec::temperature
 };
 
 // Ranks every child (probabilities sum to 1), best first.
 using RouteFunction = std::function<Result<std::vector<RouteChoice>>(const RouteContext&)>;
 
 struct ExecutorOptions {
-  RouteFunction embedding_router;  // TreeSpec::Router::kEmbedding
-  RouteFunction route_callback;    // TreeSpec::Router::kCallback
+  RouteFunction embedding_router;             // TreeSpec::Router::kEmbedding
+  RouteFunction route_callback;               // TreeSpec::Router::kCallback
   const CodeChecker* code_checker = nullptr;  // null: no syntax checks
   RunObserver* observer = nullptr;
 };
@@ -67,8 +67,7 @@ struct NetworkResult {
 };
 
 // `spec` must have been validated against `experts` (ParseNetworkSpec). Never throws.
-NetworkResult RunNetwork(const NetworkSpec& spec, const ExpertSet& experts,
-                         const std::string& task, NodeRunner& runner,
-                         const ExecutorOptions& options);
+NetworkResult RunNetwork(const NetworkSpec& spec, const ExpertSet& experts, const std::string& task,
+                         NodeRunner& runner, const ExecutorOptions& options);
 
 }  // namespace fgnet::network

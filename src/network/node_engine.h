@@ -45,7 +45,7 @@ struct NodeEnsembleMember {
 };
 
 struct NodeCall {
-  std::string node_id;    // for traces and errors
+  std::string node_id;  // for traces and errors
   std::string expert_id;
   std::vector<NodeAdapter> adapters;
   PromptParts prompt;

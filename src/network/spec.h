@@ -27,7 +27,7 @@ namespace fgnet::network {
 // --- Experts --------------------------------------------------------------------------------
 
 struct ExpertAdapter {
-  std::string path;   // as resolved against the experts file's folder
+  std::string path;  // as resolved against the experts file's folder
   float scale = 1.0f;
 };
 
@@ -48,13 +48,13 @@ struct Expert {
   std::string role;                     // role prompt
   std::string domain;                   // a key of ExpertSet::domains, or empty
   std::string description;
-  std::vector<std::string> exemplars;   // example tasks, for the embedding router
+  std::vector<std::string> exemplars;  // example tasks, for the embedding router
   SamplingOverrides sampling;
 };
 
 struct ExpertSet {
-  std::string source;         // the file it was read from (for messages)
-  std::string system_prompt;  // shared by every expert
+  std::string source;                          // the file it was read from (for messages)
+  std::string system_prompt;                   // shared by every expert
   std::map<std::string, std::string> domains;  // domain -> its shared context text
   std::vector<Expert> experts;                 // in file order; ids unique
 
@@ -94,8 +94,8 @@ std::string ExpandPromptTemplate(std::string_view prompt_template, std::string_v
 
 struct NodeSpec {
   std::string id;
-  std::string expert;                // an ExpertSet id
-  SamplingOverrides sampling;        // overrides the expert's
+  std::string expert;          // an ExpertSet id
+  SamplingOverrides sampling;  // overrides the expert's
   // The user turn. Placeholders: {task} (the task text) and {input} (the handoff from upstream
   // nodes; empty for a node without one). Default "{task}\n\n{input}".
   std::string prompt_template;
@@ -111,13 +111,13 @@ struct EdgeSpec {
 
 struct CombinerSpec {
   enum class Kind : std::uint8_t {
-    kNone,        // a single output (a chain, a ring, a DAG with one sink)
-    kMajority,    // most frequent canonical output
-    kWeighted,    // canonical outputs weighted by the node weights
-    kBest,        // highest validation score
-    kConcat,      // concatenation (merge policy applies)
-    kLlmMerge,    // a combiner expert merges (merge policy applies)
-    kEnsemble,    // token-level logit ensemble of the nodes' experts (one engine request)
+    kNone,      // a single output (a chain, a ring, a DAG with one sink)
+    kMajority,  // most frequent canonical output
+    kWeighted,  // canonical outputs weighted by the node weights
+    kBest,      // highest validation score
+    kConcat,    // concatenation (merge policy applies)
+    kLlmMerge,  // a combiner expert merges (merge policy applies)
+    kEnsemble,  // token-level logit ensemble of the nodes' experts (one engine request)
   };
   Kind kind = Kind::kNone;
   std::map<std::string, double> weights;  // node id -> weight (default 1, or edge weights)
@@ -141,10 +141,10 @@ struct TreeSpec {
     kCallback,   // ExecutorOptions::route_callback
   };
   Router router = Router::kEmbedding;
-  std::int32_t top_k = 1;     // children taken at each level
-  double threshold = 0.0;     // a child needs at least this probability
-  double temperature = 1.0;   // softmax temperature of the embedding router
-  bool backtrack = true;      // a failed branch falls back to the next-best child
+  std::int32_t top_k = 1;    // children taken at each level
+  double threshold = 0.0;    // a child needs at least this probability
+  double temperature = 1.0;  // softmax temperature of the embedding router
+  bool backtrack = true;     // a failed branch falls back to the next-best child
   std::int32_t max_backtracks = 4;
 };
 
@@ -153,9 +153,9 @@ struct MeshSpec {
 };
 
 struct HandoffSpec {
-  std::string summarizer;                 // an expert id; empty: unstructured text passes as is
+  std::string summarizer;  // an expert id; empty: unstructured text passes as is
   std::int64_t max_summary_tokens = 128;
-  std::int64_t max_input_chars = 4000;    // longer unstructured inputs are summarised (or cut)
+  std::int64_t max_input_chars = 4000;  // longer unstructured inputs are summarised (or cut)
 };
 
 struct NetworkSpec {

@@ -41,10 +41,10 @@ struct CodeFile {
 struct StructuredOutput {
   enum class Kind : std::uint8_t { kText, kCode, kFiles, kCalls, kJson };
   Kind kind = Kind::kText;
-  std::vector<CodeFile> files;       // kCode (one file) and kFiles
-  std::vector<FunctionCall> calls;   // kCalls
-  Json json;                         // kJson, and the parsed document for kCode / kFiles
-  std::string text;                  // the output as generated
+  std::vector<CodeFile> files;      // kCode (one file) and kFiles
+  std::vector<FunctionCall> calls;  // kCalls
+  Json json;                        // kJson, and the parsed document for kCode / kFiles
+  std::string text;                 // the output as generated
 };
 
 // Recognises the structure of `text` (kText when nothing parses).

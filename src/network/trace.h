@@ -21,21 +21,21 @@ struct NodeTrace {
   std::string node_id;
   std::string expert_id;
   std::vector<NodeAdapter> adapters;
-  std::int32_t round = 0;    // ring round / mesh exchange round (0-based)
-  std::int32_t attempt = 0;  // > 0 for a backtracking retry of the same tree level
-  std::string parent;        // tree: the routing node; "" otherwise
+  std::int32_t round = 0;           // ring round / mesh exchange round (0-based)
+  std::int32_t attempt = 0;         // > 0 for a backtracking retry of the same tree level
+  std::string parent;               // tree: the routing node; "" otherwise
   std::vector<std::string> inputs;  // upstream node ids, in the order they were handed over
-  std::string handoff;       // "structured", "summary", "text" or "" (no input)
+  std::string handoff;              // "structured", "summary", "text" or "" (no input)
   // "ok", "invalid" (ran, failed validation), "failed" (error or timeout), "skipped" (an
   // upstream node failed), "cancelled".
   std::string status;
-  std::string error;         // for failed / skipped
+  std::string error;  // for failed / skipped
   std::string finish_reason;
   std::int64_t prompt_tokens = 0;
   std::int64_t completion_tokens = 0;
   std::int64_t cached_tokens = 0;
   std::vector<std::string> prefix_hits;
-  double start_ms = 0;    // since the run began
+  double start_ms = 0;  // since the run began
   double latency_ms = 0;
   bool validated = false;
   ValidationReport validation;
@@ -45,9 +45,9 @@ struct NodeTrace {
 };
 
 struct RouteTrace {
-  std::string node_id;  // the routing node
-  std::string router;   // "embedding", "expert", "callback"
-  Json scores = Json::array();        // [{node, probability}] best first
+  std::string node_id;          // the routing node
+  std::string router;           // "embedding", "expert", "callback"
+  Json scores = Json::array();  // [{node, probability}] best first
   std::vector<std::string> chosen;
 };
 
@@ -65,7 +65,7 @@ struct NetworkTrace {
   std::string output;
   ValidationReport validation;
   double latency_ms = 0;
-  std::int64_t prompt_tokens = 0;      // sums over nodes
+  std::int64_t prompt_tokens = 0;  // sums over nodes
   std::int64_t completion_tokens = 0;
   std::int64_t cached_tokens = 0;
 
@@ -88,8 +88,8 @@ class RunObserver {
 
 // A live tree view of the run: one line per node attempt, indented under the node it came from,
 // with a state marker, token progress, latency and validation; a routing decision is a line of its
-// own ("> router -> backend 0.39"), with the chosen children below it. On a terminal (ansi = true) it
-// redraws in place; otherwise it prints one line per finished node.
+// own ("> router -> backend 0.39"), with the chosen children below it. On a terminal (ansi = true)
+// it redraws in place; otherwise it prints one line per finished node.
 class TreeView : public RunObserver {
  public:
   TreeView(std::ostream& out, bool ansi);

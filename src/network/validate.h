@@ -29,8 +29,8 @@
 namespace fgnet::network {
 
 struct ValidationIssue {
-  std::string check;    // "contract", "syntax", "imports", "exports", "paths"
-  std::string file;     // the code file ("" for the contract)
+  std::string check;        // "contract", "syntax", "imports", "exports", "paths"
+  std::string file;         // the code file ("" for the contract)
   std::int64_t line = 0;    // 1-based; 0 when not about a line
   std::int64_t column = 0;  // 1-based; 0 when unknown
   std::string message;  // one line; for the contract it starts with the JSON path ("$.a[1]: ...")
@@ -49,8 +49,8 @@ struct ValidationReport {
 };
 
 struct CodeCheckerOptions {
-  std::string node = "node";        // the Node.js binary
-  std::string node_path;            // NODE_PATH holding `typescript` ("" = FGNET default)
+  std::string node = "node";  // the Node.js binary
+  std::string node_path;      // NODE_PATH holding `typescript` ("" = FGNET default)
   std::string python = "python3";
   std::int64_t timeout_ms = 10000;  // per check process
 };
@@ -64,8 +64,8 @@ class CodeChecker {
     std::vector<ValidationIssue> syntax;  // syntax errors
     std::vector<ImportRef> imports;       // as the parser read them
     std::vector<std::string> exports;
-    bool parsed = false;                  // false: no parser ran for this file
-    bool open_exports = false;            // `export * from`: the export list is incomplete
+    bool parsed = false;        // false: no parser ran for this file
+    bool open_exports = false;  // `export * from`: the export list is incomplete
   };
   // Parses every file; `skipped` receives a note per language whose tool is missing.
   std::vector<FileFacts> Check(const std::vector<CodeFile>& files,

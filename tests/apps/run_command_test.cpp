@@ -89,11 +89,13 @@ class RunTest : public ::testing::Test {
   }
 
   Outcome Run(const std::string& network, std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = {"run",       "--model",   model(),   "--experts",
-                                     experts(),   "--network", network,   "--prompt",
-                                     "Create a React button with a counter", "--threads",
-                                     "2",         "--kv-mib",  "16",      "--view",
-                                     "plain",     "--trace",   trace()};
+    std::vector<std::string> args = {
+        "run",       "--model",  model(),
+        "--experts", experts(),  "--network",
+        network,     "--prompt", "Create a React button with a counter",
+        "--threads", "2",        "--kv-mib",
+        "16",        "--view",   "plain",
+        "--trace",   trace()};
     args.insert(args.end(), extra.begin(), extra.end());
     return RunApp(args);
   }
@@ -118,7 +120,8 @@ TEST_F(RunTest, ChainHandsOnAndSharesPrefixes) {
     "nodes": [{"id": "a", "expert": "ui"}, {"id": "b", "expert": "css"},
               {"id": "c", "expert": "ui", "prompt": "Improve: {input}"}],
     "edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "c"}],
-    "max_tokens": 12, "output": )") + kCodeContract + "}");
+    "max_tokens": 12, "output": )") + kCodeContract +
+                                               "}");
   const Outcome r = Run(net, {"--json"});
   ASSERT_EQ(r.code, 0) << r.err;
   auto out = ParseJson(r.out, "stdout");
@@ -152,10 +155,11 @@ TEST_F(RunTest, ChainHandsOnAndSharesPrefixes) {
 TEST_F(RunTest, EveryTopologyRuns) {
   const std::string contract = kCodeContract;
   const std::vector<std::pair<std::string, std::string>> nets = {
-      {"ring", R"({"version": 1, "topology": {"type": "ring"}, "ring": {"rounds": 2, "until": "rounds"},
+      {"ring",
+       R"({"version": 1, "topology": {"type": "ring"}, "ring": {"rounds": 2, "until": "rounds"},
         "nodes": [{"id": "a", "expert": "ui"}, {"id": "b", "expert": "api"}],
         "edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "a"}], "max_tokens": 8, "output": )" +
-                   contract + "}"},
+           contract + "}"},
       {"mesh", R"({"version": 1, "topology": {"type": "mesh"}, "mesh": {"exchange": true},
         "combiner": {"type": "majority"},
         "nodes": [{"id": "a", "expert": "ui"}, {"id": "b", "expert": "css"}, {"id": "c", "expert": "api"}],
@@ -165,7 +169,7 @@ TEST_F(RunTest, EveryTopologyRuns) {
         "nodes": [{"id": "s", "expert": "ui"}, {"id": "x", "expert": "css"}, {"id": "y", "expert": "api"}],
         "edges": [{"from": "s", "to": "x", "weight": 0.9}, {"from": "s", "to": "y", "weight": 0.2}],
         "max_tokens": 8, "output": )" +
-                   contract + "}"},
+                  contract + "}"},
       {"tree", R"({"version": 1, "topology": {"type": "tree", "depth": 2},
         "tree": {"router": "embedding", "top_k": 1},
         "nodes": [{"id": "root", "expert": "base"}, {"id": "front", "expert": "ui"}, {"id": "back", "expert": "api"}],
@@ -197,7 +201,8 @@ TEST_F(RunTest, EveryTopologyRuns) {
       ASSERT_EQ(trace["routes"].size(), 1u);
       EXPECT_EQ(trace["routes"][0]["router"], "embedding");
       EXPECT_EQ(trace["routes"][0]["chosen"].size(), 1u);
-      EXPECT_EQ(ids, (std::vector<std::string>{trace["routes"][0]["chosen"][0].get<std::string>()}));
+      EXPECT_EQ(ids,
+                (std::vector<std::string>{trace["routes"][0]["chosen"][0].get<std::string>()}));
     }
   }
 }
@@ -255,7 +260,8 @@ TEST_F(RunTest, BenchNetworkPrintsTheTable) {
   const std::string net = Network("mesh", std::string(R"({"version": 1, "name": "mesh-2",
     "topology": {"type": "mesh"}, "combiner": {"type": "weighted"},
     "nodes": [{"id": "a", "expert": "ui"}, {"id": "b", "expert": "api"}],
-    "max_tokens": 6, "output": )") + kCodeContract + "}");
+    "max_tokens": 6, "output": )") + kCodeContract +
+                                              "}");
   const std::string json = dir_.File("bench.json");
   const Outcome r = RunApp({"bench-network", "--model", model(), "--experts", experts(),
                             "--network", net, "--single", "ui", "--prompt", "Make a button",

@@ -112,14 +112,14 @@ TEST(TreeViewTest, RoutingDecisionsAreRowsAboveTheChosenChildren) {
   RouteTrace root;
   root.node_id = "router";
   root.router = "embedding";
-  root.scores = Json::array({{{"node", "backend"}, {"probability", 0.6}},
-                             {{"node", "frontend"}, {"probability", 0.4}}});
+  root.scores = Json::array(
+      {{{"node", "backend"}, {"probability", 0.6}}, {{"node", "frontend"}, {"probability", 0.4}}});
   root.chosen = {"backend"};
   view.OnRoute(root);
   RouteTrace inner = root;
   inner.node_id = "backend";
-  inner.scores = Json::array({{{"node", "db"}, {"probability", 0.7}},
-                              {{"node", "api"}, {"probability", 0.3}}});
+  inner.scores = Json::array(
+      {{{"node", "db"}, {"probability", 0.7}}, {{"node", "api"}, {"probability", 0.3}}});
   inner.chosen = {"db", "api"};
   view.OnRoute(inner);
   NodeTrace db;

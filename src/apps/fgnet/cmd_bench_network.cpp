@@ -65,8 +65,7 @@ double AdapterMiB(const network::NetworkSpec& spec, const network::ExpertSet& ex
 }
 
 // A chain of one node: `expert` on the task with the first network's contract and budget.
-network::NetworkSpec SingleExpertSpec(const std::string& expert,
-                                      const network::NetworkSpec& like) {
+network::NetworkSpec SingleExpertSpec(const std::string& expert, const network::NetworkSpec& like) {
   network::NetworkSpec spec;
   spec.name = "single:" + expert;
   spec.topology = network::Topology::kChain;
@@ -110,13 +109,11 @@ Result<ConfigFigures> Measure(NetworkRuntime& runtime, const network::NetworkSpe
   }
   f.warm_p50_ms = Median(warm);
   const EngineMetrics metrics = runtime.engine().Metrics();
-  f.kv_peak_mib =
-      static_cast<double>(metrics.kv_blocks_peak * metrics.kv_block_bytes) / kMiB;
+  f.kv_peak_mib = static_cast<double>(metrics.kv_blocks_peak * metrics.kv_block_bytes) / kMiB;
   f.adapter_mib = AdapterMiB(spec, experts, *runtime.model().registry);
   const LoadedModel& m = runtime.model();
   const double base_mib =
-      static_cast<double>(ModelWeightBytes(m.checkpoint->config(), m.checkpoint->weights())) /
-      kMiB;
+      static_cast<double>(ModelWeightBytes(m.checkpoint->config(), m.checkpoint->weights())) / kMiB;
   f.memory_mib = base_mib + f.adapter_mib + f.kv_peak_mib;
   err << "  " << f.name << ": cold " << std::fixed << std::setprecision(0) << f.cold_ms
       << " ms, warm p50 " << f.warm_p50_ms << " ms\n";
@@ -170,9 +167,9 @@ Status RunBenchNetwork(const ParsedArgs& args, CommandIo& io) {
     const double throughput = f.warm_p50_ms > 0 ? base.warm_p50_ms / f.warm_p50_ms : 0;
     out << "| " << f.name << " (" << f.topology << ") | " << f.nodes_run << " | "
         << Fixed(f.memory_mib, 0) << " | " << Fixed(f.kv_peak_mib, 1) << " | "
-        << Fixed(f.warm_p50_ms, 0) << " | " << Fixed(f.cold_ms, 0) << " | "
-        << Fixed(throughput, 2) << "x | " << f.generated_tokens << " | " << f.prompt_tokens
-        << " (" << f.cached_tokens << ") | " << (f.valid ? "yes" : "no") << " |\n";
+        << Fixed(f.warm_p50_ms, 0) << " | " << Fixed(f.cold_ms, 0) << " | " << Fixed(throughput, 2)
+        << "x | " << f.generated_tokens << " | " << f.prompt_tokens << " (" << f.cached_tokens
+        << ") | " << (f.valid ? "yes" : "no") << " |\n";
     json_rows.push_back({{"configuration", f.name},
                          {"topology", f.topology},
                          {"nodes_run", f.nodes_run},
@@ -200,10 +197,10 @@ Status RunBenchNetwork(const ParsedArgs& args, CommandIo& io) {
 }  // namespace
 
 void AddBenchNetworkCommand(App& app) {
-  CommandSpec& c = app.AddCommand(
-      "bench-network",
-      "Latency, tokens and memory of a single expert against networks, on one task.",
-      RunBenchNetwork);
+  CommandSpec& c =
+      app.AddCommand("bench-network",
+                     "Latency, tokens and memory of a single expert against networks, on one task.",
+                     RunBenchNetwork);
   c.Description(
       "Runs the task through one expert alone (--single, a one-node chain with the first "
       "network's output contract and token budget) and through every --network, each on a "
@@ -215,9 +212,7 @@ void AddBenchNetworkCommand(App& app) {
       "validation.");
   AddModelOption(c, "The base model; tokenizer.json is read from its directory.").Required();
   c.AddString("experts", "FILE", "The experts file.").Required();
-  c.AddString("network", "FILE", "A network spec to measure (repeatable).")
-      .Repeatable()
-      .Required();
+  c.AddString("network", "FILE", "A network spec to measure (repeatable).").Repeatable().Required();
   c.AddString("task", "FILE", "The task: {\"prompt\", \"id\"?, \"context\"?}.");
   c.AddString("prompt", "TEXT", "The task as text.");
   c.ExactlyOneOf({"task", "prompt"});

@@ -68,8 +68,8 @@ Status RunNetworkCommand(const ParsedArgs& args, CommandIo& io) {
       io.err << "validation: " << issue.ToString() << '\n';
     }
     if (args.Switch("require-valid")) {
-      return MakeError("the network's output failed validation (",
-                       result.validation.issues.size(), " issues)");
+      return MakeError("the network's output failed validation (", result.validation.issues.size(),
+                       " issues)");
     }
   }
   return Ok();

@@ -47,7 +47,7 @@ void AddNetworkRuntimeOptions(CommandSpec& c) {
       .IntRange(1)
       .Default("512");
   c.AddSwitch("no-prefix-pinning",
-            "Do not pin the shared prompt parts (system, domain, role) as nested prefixes.");
+              "Do not pin the shared prompt parts (system, domain, role) as nested prefixes.");
   c.AddInt("router-layer", "N",
            "Hidden-state index the embedding router reads (0 = embeddings, -1 = the last, "
            "final-normed).")
@@ -68,11 +68,9 @@ Result<std::unique_ptr<NetworkRuntime>> NetworkRuntime::Create(const ParsedArgs&
   rt->experts_ = &experts;
   rt->err_ = &err;
   FGNET_ASSIGN_OR_RETURN(rt->loaded_, LoadModel(args.String("model"), {.tokenizer = true}));
-  FGNET_TRY(network::LoadExpertAdapters(experts, *rt->loaded_->checkpoint,
-                                        *rt->loaded_->registry));
-  err << "loaded " << experts.experts.size() << " experts ("
-      << rt->loaded_->registry->size() << " adapters, "
-      << rt->loaded_->registry->total_bytes() / 1024 << " KiB)\n";
+  FGNET_TRY(network::LoadExpertAdapters(experts, *rt->loaded_->checkpoint, *rt->loaded_->registry));
+  err << "loaded " << experts.experts.size() << " experts (" << rt->loaded_->registry->size()
+      << " adapters, " << rt->loaded_->registry->total_bytes() / 1024 << " KiB)\n";
 
   EngineOptions& options = rt->engine_options_;
   options.kv_memory_mib = args.OptInt("kv-mib").value_or(0);
@@ -94,10 +92,9 @@ NetworkRuntime::~NetworkRuntime() = default;
 Status NetworkRuntime::StartEngine() {
   runner_.reset();
   engine_.reset();
-  FGNET_ASSIGN_OR_RETURN(engine_, Engine::Create(*loaded_->model,
-                                                 loaded_->checkpoint->content_hash(),
-                                                 &*loaded_->tokenizer, loaded_->registry.get(),
-                                                 engine_options_));
+  FGNET_ASSIGN_OR_RETURN(
+      engine_, Engine::Create(*loaded_->model, loaded_->checkpoint->content_hash(),
+                              &*loaded_->tokenizer, loaded_->registry.get(), engine_options_));
   network::EngineNodeRunnerOptions runner_options;
   runner_options.pin_prefixes = pin_prefixes_;
   runner_ = std::make_unique<network::EngineNodeRunner>(*engine_, *loaded_->tokenizer,
@@ -141,8 +138,7 @@ Result<network::ExecutorOptions> NetworkRuntime::ExecutorOptionsFor(
   }
   if (!router_cache_.empty()) FGNET_TRY(router_->SaveCache(router_cache_));
   options.embedding_router =
-      [this](const network::RouteContext& context)
-      -> Result<std::vector<network::RouteChoice>> {
+      [this](const network::RouteContext& context) -> Result<std::vector<network::RouteChoice>> {
     std::vector<std::string> ids;
     for (const network::NodeSpec* child : context.children) ids.push_back(child->expert);
     // Two children may share an expert: rank each expert once.
