@@ -207,6 +207,27 @@ TEST_F(RunTest, EveryTopologyRuns) {
   }
 }
 
+TEST_F(RunTest, TreeRoutesUnderARoutingAdapter) {
+  const std::string net = Network("tree", R"({"version": 1, "topology": {"type": "tree"},
+    "tree": {"router": "embedding", "top_k": 2},
+    "nodes": [{"id": "root", "expert": "base"}, {"id": "front", "expert": "ui"},
+              {"id": "back", "expert": "api"}],
+    "edges": [{"from": "root", "to": "front"}, {"from": "root", "to": "back"}],
+    "max_tokens": 4})");
+  const Outcome r = Run(net, {"--router-adapter", dir_.File("net/adapters/css") + ":0.5",
+                              "--router-cache", dir_.File("router_cache.json")});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const Json trace = Trace();
+  ASSERT_EQ(trace["routes"].size(), 1u);
+  EXPECT_EQ(trace["routes"][0]["chosen"].size(), 2u);  // top_k 2 at threshold 0
+  EXPECT_EQ(trace["nodes"].size(), 2u);
+  EXPECT_TRUE(std::ifstream(dir_.File("router_cache.json")).good());
+  // A routing adapter that does not exist: one line naming it.
+  const Outcome bad = Run(net, {"--router-adapter", dir_.File("net/adapters/nope")});
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_THAT(bad.err, HasSubstr("nope"));
+}
+
 TEST_F(RunTest, BadInputsFailWithOneLine) {
   const std::string bad_edge = Network("bad", R"({"version": 1, "topology": {"type": "chain"},
     "nodes": [{"id": "a", "expert": "ui"}], "edges": [{"from": "a", "to": "zz"}]})");

@@ -46,22 +46,15 @@ Status RunRoute(const ParsedArgs& args, CommandIo& io) {
   if (experts.experts.empty())
     return MakeError(args.String("experts"), ": $.experts: no experts to route to");
   FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(args.String("model"), {.tokenizer = true}));
-  std::optional<LoraAdapter> adapter;
+  std::optional<RoutingAdapter> adapter;
   router::EmbedderOptions options;
   options.index = args.Int("layer");
   FGNET_ASSIGN_OR_RETURN(options.pooling, router::ParsePooling(args.String("pooling")));
   options.max_tokens = args.Int("max-tokens");
   if (auto text = args.OptString("router-adapter")) {
-    FGNET_ASSIGN_OR_RETURN(const AdapterArg arg, ParseAdapterArg(*text));
-    FGNET_ASSIGN_OR_RETURN(LoraAdapter a, LoadAdapter(arg.path, *loaded->checkpoint));
-    if (a.is_activated()) {
-      return MakeError("--router-adapter ", arg.path,
-                       ": an activated LoRA cannot be a routing adapter (it applies to every "
-                       "position)");
-    }
-    adapter.emplace(std::move(a));
-    options.adapter = &*adapter;
-    options.adapter_scale = arg.scale;
+    FGNET_ASSIGN_OR_RETURN(adapter, LoadRoutingAdapter(*text, *loaded->checkpoint));
+    options.adapter = &adapter->adapter;
+    options.adapter_scale = adapter->scale;
   }
   ThreadPool pool(ThreadsOption(args));
   FGNET_ASSIGN_OR_RETURN(const router::TextEmbedder embedder,

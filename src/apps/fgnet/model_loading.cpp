@@ -58,4 +58,15 @@ std::vector<std::int32_t> EngineStopIds(const LoadedModel& loaded) {
   return stops;
 }
 
+Result<RoutingAdapter> LoadRoutingAdapter(std::string_view text, const Checkpoint& base) {
+  FGNET_ASSIGN_OR_RETURN(const AdapterArg arg, ParseAdapterArg(text));
+  FGNET_ASSIGN_OR_RETURN(LoraAdapter adapter, LoadAdapter(arg.path, base));
+  if (adapter.is_activated()) {
+    return MakeError("--router-adapter ", arg.path,
+                     ": an activated LoRA cannot be a routing adapter (it applies to every "
+                     "position)");
+  }
+  return RoutingAdapter{std::move(adapter), arg.scale};
+}
+
 }  // namespace fgnet::cli

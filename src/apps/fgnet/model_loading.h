@@ -9,6 +9,7 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "apps/fgnet/commands.h"
@@ -42,6 +43,14 @@ struct LoadOptions {
 void WarnInactiveAdapters(const std::vector<const LoraAdapter*>& inactive, std::ostream& err);
 
 Result<std::unique_ptr<LoadedModel>> LoadModel(const std::string& path, const LoadOptions& options);
+
+// A routing adapter (--router-adapter PATH[:SCALE]) for the embedding router: loaded for
+// `base`; activated adapters are refused (a routing adapter applies to every position).
+struct RoutingAdapter {
+  LoraAdapter adapter;
+  float scale = 1.0f;
+};
+Result<RoutingAdapter> LoadRoutingAdapter(std::string_view text, const Checkpoint& base);
 
 // The ids that end every engine request: generation_config.json's and config.json's eos ids,
 // <eos> and <end_of_turn> (the model must have its tokenizer).

@@ -55,6 +55,9 @@ void AddNetworkRuntimeOptions(CommandSpec& c) {
   c.AddString("router-pooling", "MODE", "How the router pools a text's hidden states.")
       .Choices({"mean", "last"})
       .Default("mean");
+  c.AddString("router-adapter", "PATH[:SCALE]",
+              "A LoRA adapter the embedding router applies while embedding (PEFT directory, RDRR "
+              "package or GGUF LoRA file).");
   c.AddString("router-cache", "FILE",
               "Keep the experts' routing embeddings in FILE between runs (read if present, "
               "written after routing).");
@@ -81,6 +84,12 @@ Result<std::unique_ptr<NetworkRuntime>> NetworkRuntime::Create(const ParsedArgs&
   rt->router_options_.index = args.Int("router-layer");
   rt->router_options_.pooling =
       args.String("router-pooling") == "last" ? router::Pooling::kLast : router::Pooling::kMean;
+  if (auto text = args.OptString("router-adapter")) {
+    FGNET_ASSIGN_OR_RETURN(rt->router_adapter_,
+                           LoadRoutingAdapter(*text, *rt->loaded_->checkpoint));
+    rt->router_options_.adapter = &rt->router_adapter_->adapter;
+    rt->router_options_.adapter_scale = rt->router_adapter_->scale;
+  }
   rt->router_cache_ = args.OptString("router-cache").value_or("");
   rt->pin_prefixes_ = !args.Switch("no-prefix-pinning");
   FGNET_TRY(rt->StartEngine());

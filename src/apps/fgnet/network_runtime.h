@@ -65,6 +65,7 @@ class NetworkRuntime {
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<network::EngineNodeRunner> runner_;
   router::EmbedderOptions router_options_;
+  std::optional<RoutingAdapter> router_adapter_;
   std::unique_ptr<ThreadPool> router_pool_;
   std::unique_ptr<router::TextEmbedder> embedder_;
   std::string router_cache_;
