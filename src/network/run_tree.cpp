@@ -89,7 +89,9 @@ class TreeRunner {
                       {{"children",
                         {{"type", "array"},
                          {"description", "child node ids, best first"},
-                         {"items", {{"type", "string"}, {"enum", ids}}}}}}},
+                         {"items", {{"type", "string"}, {"enum", ids}}},
+                         {"minItems", 1},
+                         {"maxItems", ids.size()}}}}},
                      {"required", Json::array({"children"})}}}}}};
     NodeCall call = run_.BuildCall(node, "");
     call.output = OutputContract{};

@@ -304,6 +304,9 @@ TEST_F(ExecutorTest, TreeRouterExpertAnswersWithAFunctionCall) {
   EXPECT_EQ(fn["name"], "route");
   EXPECT_EQ(fn["parameters"]["properties"]["children"]["items"]["enum"],
             Json::parse(R"(["a","b","c"])"));
+  // At least one child: an empty answer would route nowhere.
+  EXPECT_EQ(fn["parameters"]["properties"]["children"]["minItems"], 1);
+  EXPECT_EQ(fn["parameters"]["properties"]["children"]["maxItems"], 3);
   EXPECT_EQ(r.trace.routes[0].router, "expert");
   EXPECT_EQ(r.trace.routes[0].scores[0]["node"], "c");
   EXPECT_EQ(r.trace.routes[0].scores[1]["node"], "a");
@@ -700,12 +703,18 @@ TEST(ExampleNetworksTest, EveryExampleRunsToAValidOutput) {
   const std::string dir = std::string(FGNET_EXAMPLES_DIR) + "/networks/";
   Result<ExpertSet> experts = LoadExperts(dir + "experts.json");
   ASSERT_TRUE(experts.ok()) << experts.error().message();
-  for (const char* name : {"ring3", "ring4", "tree", "mesh4", "dag-react"}) {
+  for (const std::string name : {"ring3", "ring4", "tree", "tree-expert", "mesh4", "dag-react"}) {
     SCOPED_TRACE(name);
     Result<NetworkSpec> spec = LoadNetworkSpec(dir + name + ".json", &*experts);
     ASSERT_TRUE(spec.ok()) << spec.error().message();
     FakeRunner runner;
     runner.SetDefault(Text(R"({"code":"export const x = 1;","imports":[],"exports":["x"]})"));
+    if (name == "tree-expert") {  // the router experts answer with route calls
+      runner.Set("router", Text("<start_function_call>call:route{children:[<escape>backend"
+                                "<escape>]}<end_function_call>"));
+      runner.Set("backend", Text("<start_function_call>call:route{children:[<escape>db<escape>,"
+                                 "<escape>api<escape>]}<end_function_call>"));
+    }
     ExecutorOptions options;
     options.embedding_router = [](const RouteContext& ctx) -> Result<std::vector<RouteChoice>> {
       std::vector<RouteChoice> out;
@@ -718,6 +727,11 @@ TEST(ExampleNetworksTest, EveryExampleRunsToAValidOutput) {
     EXPECT_EQ(r.trace.status, "ok") << r.trace.ToJson().dump(2);
     EXPECT_FALSE(runner.calls().empty());
     for (const NodeTrace& n : r.trace.nodes) EXPECT_EQ(n.status, "ok") << n.node_id;
+    if (name == "tree-expert") {
+      ASSERT_EQ(r.trace.routes.size(), 2u);
+      EXPECT_EQ(r.trace.routes[0].chosen, (std::vector<std::string>{"backend"}));
+      EXPECT_EQ(r.trace.routes[1].chosen, (std::vector<std::string>{"db"}));  // top_k 1
+    }
     for (const NodeCall& c : runner.calls()) {
       EXPECT_FALSE(c.prompt.system.empty()) << c.node_id;
       EXPECT_TRUE(c.deadline.has_value()) << c.node_id;

@@ -72,8 +72,8 @@ TEST(SpecExamples, EveryExampleParses) {
     EXPECT_FALSE(e.description.empty()) << e.id;
     EXPECT_GE(e.exemplars.size(), 2u) << e.id;
   }
-  for (const char* name :
-       {"ring3.json", "ring4.json", "tree.json", "mesh4.json", "dag-react.json"}) {
+  for (const char* name : {"ring3.json", "ring4.json", "tree.json", "tree-expert.json",
+                           "mesh4.json", "dag-react.json"}) {
     auto spec = LoadNetworkSpec(kExamples + name, &*experts);
     ASSERT_TRUE(spec.ok()) << spec.error().message();
     EXPECT_EQ(spec->output.kind, OutputContract::Kind::kJsonSchema) << name;
