@@ -1,15 +1,16 @@
 # Compiler settings shared by every fgnet target: fgnet_configure_target(<target>).
 
 add_library(fgnet_options INTERFACE)
+# C++ sources only: CUDA sources get their flags from their own target (backend/CMakeLists.txt).
 target_compile_options(fgnet_options INTERFACE
-  -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wcast-align -Woverloaded-virtual
-  -Wimplicit-fallthrough -Wno-missing-field-initializers)
+  $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wcast-align
+  -Woverloaded-virtual -Wimplicit-fallthrough -Wno-missing-field-initializers>)
 if(FGNET_WERROR)
-  target_compile_options(fgnet_options INTERFACE -Werror)
+  target_compile_options(fgnet_options INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-Werror>)
 endif()
 if(CMAKE_BUILD_TYPE STREQUAL "Release" OR CMAKE_BUILD_TYPE STREQUAL "RelWithDebInfo")
   # Portable baseline; wider SIMD is chosen at run time by dynamic dispatch.
-  target_compile_options(fgnet_options INTERFACE -O3 -fno-math-errno)
+  target_compile_options(fgnet_options INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-O3 -fno-math-errno>)
 endif()
 if(FGNET_SANITIZE)
   target_compile_options(fgnet_options INTERFACE

@@ -6,7 +6,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
-mapfile -t files < <(git ls-files '*.cpp' '*.h')
+mapfile -t files < <(git ls-files '*.cpp' '*.h' '*.cu')
 if ! clang-format --dry-run -Werror "${files[@]}"; then
   echo "lint: run 'clang-format -i' on the files above" >&2
   exit 1

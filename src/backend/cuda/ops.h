@@ -1,0 +1,34 @@
+// CUDA kernels of the elementwise and row-wise ops of the Gemma 3 forward pass, with the same
+// contracts as their CPU counterparts (backend/cpu/ops.h), on device pointers:
+//   EmbedRows      out[t, :] = f32(table[ids[t], :]) * scale (F32 or BF16 tables)
+//   RMSNormAddTo   residual[r] += RMSNorm(x[r]) * scale (scale holds 1 + w), fused
+//   GeluTanhMul    out[i] = gelu_tanh(gate[i]) * up[i] (the GeGLU of the MLP)
+// Each launches on `stream` (null: the default stream) and returns the launch's error; results
+// are ready once the stream is synchronised. Inputs must be valid (ids in range, sizes > 0 where a
+// row is reduced): the callers check them, as on the CPU.
+// Thread-safety: reentrant; concurrent calls on one stream are ordered by the stream.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "tensor/dtype.h"
+#include "util/status.h"
+
+struct CUstream_st;
+
+namespace fgnet::cuda {
+
+using Stream = CUstream_st*;
+
+Status EmbedRows(DType table_dtype, const void* table, std::size_t table_cols,
+                 const std::int32_t* ids, std::size_t n, float scale, float* out,
+                 Stream stream = nullptr);
+
+Status RMSNormAddTo(const float* x, std::size_t rows, std::size_t dim, const float* scale,
+                    float eps, float* residual, Stream stream = nullptr);
+
+Status GeluTanhMul(const float* gate, const float* up, std::size_t n, float* out,
+                   Stream stream = nullptr);
+
+}  // namespace fgnet::cuda

@@ -1,0 +1,132 @@
+// The CUDA kernels against the CPU scalar references (backend/cpu/reference.h) on random inputs,
+// with device memory poisoned before each run. Skipped where no CUDA device is present (CI); run
+// on a GPU machine.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "backend/cpu/reference.h"
+#include "backend/cuda/device.h"
+#include "backend/cuda/ops.h"
+#include "tensor/dtype.h"
+
+namespace fgnet::cuda {
+namespace {
+
+class CudaOpsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto devices = ListCudaDevices();
+    ASSERT_TRUE(devices.ok()) << devices.error().message();
+    if (devices->empty()) GTEST_SKIP() << "no CUDA device";
+  }
+
+  std::vector<float> Random(std::size_t n, float scale = 1.0f) {
+    std::normal_distribution<float> d(0.0f, scale);
+    std::vector<float> v(n);
+    for (float& x : v) x = d(rng_);
+    return v;
+  }
+
+  // Device buffer of n floats filled with NaN, so unwritten outputs fail the comparison.
+  DeviceBuffer<float> Poisoned(std::size_t n) {
+    auto b = DeviceBuffer<float>::FromHost(std::vector<float>(n, std::nanf("")));
+    EXPECT_TRUE(b.ok());
+    return std::move(*b);
+  }
+
+  std::mt19937 rng_{1234};
+};
+
+void ExpectNear(const std::vector<float>& got, const std::vector<float>& want, float rel) {
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    ASSERT_NEAR(got[i], want[i], rel * (1.0f + std::fabs(want[i]))) << "at " << i;
+  }
+}
+
+TEST_F(CudaOpsTest, DevicesReportTheirProperties) {
+  auto devices = ListCudaDevices();
+  ASSERT_TRUE(devices.ok());
+  for (const CudaDeviceInfo& d : *devices) {
+    EXPECT_FALSE(d.name.empty());
+    EXPECT_GE(d.compute_major, 7);
+    EXPECT_GT(d.memory_bytes, 0u);
+    EXPECT_GT(d.multiprocessors, 0);
+  }
+}
+
+TEST_F(CudaOpsTest, EmbedRowsMatchesTheReference) {
+  const std::size_t vocab = 300, cols = 640;
+  const std::vector<std::int32_t> ids = {2, 0, 299, 17, 17, 150};
+  const std::vector<float> f32 = Random(vocab * cols);
+  std::vector<std::uint16_t> bf16(f32.size());
+  for (std::size_t i = 0; i < f32.size(); ++i) bf16[i] = F32ToBF16(f32[i]);
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    SCOPED_TRACE(DTypeName(dtype));
+    const void* host = dtype == DType::kF32 ? static_cast<const void*>(f32.data()) : bf16.data();
+    const std::size_t bytes = dtype == DType::kF32 ? f32.size() * 4 : bf16.size() * 2;
+    auto table = DeviceMemory::Allocate(bytes);
+    ASSERT_TRUE(table.ok());
+    ASSERT_TRUE(table->CopyFromHost(host, bytes).ok());
+    auto d_ids = DeviceBuffer<std::int32_t>::FromHost(ids);
+    ASSERT_TRUE(d_ids.ok());
+    DeviceBuffer<float> out = Poisoned(ids.size() * cols);
+    ASSERT_TRUE(
+        EmbedRows(dtype, table->data(), cols, d_ids->data(), ids.size(), 25.3f, out.data()).ok());
+    std::vector<float> want(ids.size() * cols);
+    cpu::reference::EmbedRows({.dtype = dtype, .data = host, .rows = vocab, .cols = cols}, ids,
+                              25.3f, want.data());
+    auto got = out.ToHost();
+    ASSERT_TRUE(got.ok());
+    ExpectNear(*got, want, 1e-6f);
+  }
+}
+
+TEST_F(CudaOpsTest, RMSNormAddToMatchesTheReference) {
+  for (std::size_t dim : {1u, 31u, 640u, 2048u}) {
+    SCOPED_TRACE(dim);
+    const std::size_t rows = 7;
+    const std::vector<float> x = Random(rows * dim, 3.0f);
+    const std::vector<float> scale = Random(dim);
+    std::vector<float> want = Random(rows * dim);
+    auto d_x = DeviceBuffer<float>::FromHost(x);
+    auto d_scale = DeviceBuffer<float>::FromHost(scale);
+    auto d_res = DeviceBuffer<float>::FromHost(want);
+    ASSERT_TRUE(d_x.ok() && d_scale.ok() && d_res.ok());
+    ASSERT_TRUE(RMSNormAddTo(d_x->data(), rows, dim, d_scale->data(), 1e-6f, d_res->data()).ok());
+    cpu::reference::RMSNormAddTo(x.data(), rows, dim, scale.data(), 1e-6f, want.data());
+    auto got = d_res->ToHost();
+    ASSERT_TRUE(got.ok());
+    ExpectNear(*got, want, 1e-5f);
+  }
+}
+
+TEST_F(CudaOpsTest, GeluTanhMulMatchesTheReference) {
+  const std::size_t n = 2048 * 3 + 5;
+  const std::vector<float> gate = Random(n, 4.0f);
+  const std::vector<float> up = Random(n);
+  auto d_gate = DeviceBuffer<float>::FromHost(gate);
+  auto d_up = DeviceBuffer<float>::FromHost(up);
+  ASSERT_TRUE(d_gate.ok() && d_up.ok());
+  DeviceBuffer<float> out = Poisoned(n);
+  ASSERT_TRUE(GeluTanhMul(d_gate->data(), d_up->data(), n, out.data()).ok());
+  std::vector<float> want(n);
+  cpu::reference::GeluTanhMul(gate.data(), up.data(), n, want.data());
+  auto got = out.ToHost();
+  ASSERT_TRUE(got.ok());
+  ExpectNear(*got, want, 1e-5f);
+}
+
+// Argument errors are found before anything touches a device.
+TEST(CudaOpsArgumentsTest, UnsupportedTableTypeIsAnError) {
+  const Status s = EmbedRows(DType::kQ8_0, nullptr, 32, nullptr, 1, 1.0f, nullptr);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().message(), "cuda::EmbedRows: Q8_0 tables are not supported (F32, BF16)");
+}
+
+}  // namespace
+}  // namespace fgnet::cuda
