@@ -118,7 +118,7 @@ Json BenchReportToJson(const BenchReport& r) {
               {"settings", r.settings},    {"results", std::move(results)}};
 }
 
-std::string BenchReportToMarkdown(const BenchReport& r) {
+std::string BenchContextToMarkdown(const BenchReport& r) {
   std::string commit = r.git.ShortCommit();
   if (!r.git.Branch().empty()) commit += " (" + r.git.Branch() + ")";
   if (r.git.source == "configure") commit += " (recorded at configure time)";
@@ -144,6 +144,12 @@ std::string BenchReportToMarkdown(const BenchReport& r) {
   row("OS", r.machine.os);
   row("Date", r.timestamp);
   if (r.settings.is_object() && !r.settings.empty()) row("Settings", SettingsText(r.settings));
+  return os.str();
+}
+
+std::string BenchReportToMarkdown(const BenchReport& r) {
+  std::ostringstream os;
+  os << BenchContextToMarkdown(r);
   os << "\n| Measurement | Value | Unit | Notes |\n|---|---:|---|---|\n";
   for (const Measurement& m : r.results) {
     os << "| " << Cell(m.name) << " | " << FormatValue(m.value) << " | " << Cell(m.unit) << " | "
@@ -153,9 +159,13 @@ std::string BenchReportToMarkdown(const BenchReport& r) {
 }
 
 Status WriteBenchReportJson(const BenchReport& report, const std::string& path) {
+  return WriteJsonFile(BenchReportToJson(report), path);
+}
+
+Status WriteJsonFile(const Json& json, const std::string& path) {
   std::ofstream file(path, std::ios::binary | std::ios::trunc);
   if (!file) return MakeError(path, ": cannot open for writing: ", std::strerror(errno));
-  file << BenchReportToJson(report).dump(2) << "\n";
+  file << json.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
   file.close();
   if (!file) return MakeError(path, ": write failed");
   return Ok();

@@ -51,9 +51,12 @@ Json BenchReportToJson(const BenchReport& report);
 
 // A "Field | Value" table of the context followed by a "Measurement | Value | Unit | Notes" table.
 std::string BenchReportToMarkdown(const BenchReport& report);
+// The context table alone (for benchmarks that print their own table of results).
+std::string BenchContextToMarkdown(const BenchReport& report);
 
 // Writes the JSON (indented, trailing newline) to `path`; errors name the path.
 Status WriteBenchReportJson(const BenchReport& report, const std::string& path);
+Status WriteJsonFile(const Json& json, const std::string& path);
 
 // The current time as "YYYY-MM-DDTHH:MM:SSZ".
 std::string UtcTimestamp();

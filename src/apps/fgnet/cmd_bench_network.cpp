@@ -4,14 +4,12 @@
 // (base weights + the adapters of its experts + the peak of KV blocks in use) and whether the
 // output passed validation. The table has the columns of the design's benchmark table.
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
-#include <cstring>
-#include <fstream>
 #include <iomanip>
 #include <set>
 #include <sstream>
 
+#include "apps/fgnet/bench_report.h"
 #include "apps/fgnet/commands.h"
 #include "apps/fgnet/model_bench.h"
 #include "apps/fgnet/network_runtime.h"
@@ -157,7 +155,15 @@ Status RunBenchNetwork(const ParsedArgs& args, CommandIo& io) {
     rows.push_back(f);
   }
 
+  BenchReport report = StartBenchReport();
+  report.settings = {{"model", args.String("model")},
+                     {"experts", args.String("experts")},
+                     {"single", single},
+                     {"task", task.id},
+                     {"repeat", repeat},
+                     {"threads", ThreadsOption(args)}};
   std::ostream& out = io.out;
+  out << BenchContextToMarkdown(report) << '\n';
   out << "| Configuration | Nodes run | Memory (MiB) | KV peak (MiB) | Latency p50 warm (ms) | "
          "Latency cold (ms) | Throughput | Tokens generated | Prompt tokens (cached warm) | "
          "Valid |\n";
@@ -186,10 +192,11 @@ Status RunBenchNetwork(const ParsedArgs& args, CommandIo& io) {
                          {"status", f.status}});
   }
   if (auto path = args.OptString("json")) {
-    std::ofstream file(*path, std::ios::binary | std::ios::trunc);
-    if (!file) return MakeError(*path, ": cannot open for writing: ", std::strerror(errno));
-    file << Json{{"task", task.id}, {"repeat", repeat}, {"rows", json_rows}}.dump(2) << '\n';
-    if (!file) return MakeError(*path, ": write failed");
+    Json json = BenchReportToJson(report);
+    json["task"] = task.id;
+    json["repeat"] = repeat;
+    json["rows"] = std::move(json_rows);
+    FGNET_TRY(WriteJsonFile(json, *path));
   }
   return Ok();
 }

@@ -7,21 +7,13 @@
 #include <cstring>
 #include <fstream>
 
+#include "apps/fgnet/bench_report.h"
 #include "apps/fgnet/commands.h"
 #include "apps/fgnet/network_runtime.h"
 #include "network/trace.h"
 
 namespace fgnet::cli {
 namespace {
-
-Status WriteTextFile(const std::string& path, const std::string& text) {
-  std::ofstream file(path, std::ios::binary | std::ios::trunc);
-  if (!file) return MakeError(path, ": cannot open for writing: ", std::strerror(errno));
-  file << text;
-  file.close();
-  if (!file) return MakeError(path, ": write failed");
-  return Ok();
-}
 
 // Fails early, before the model loads, when an output path cannot be written.
 Status CheckWritable(const std::optional<std::string>& path) {
@@ -50,7 +42,7 @@ Status RunNetworkCommand(const ParsedArgs& args, CommandIo& io) {
 
   network::NetworkResult result = runtime->Run(spec, task.text, tree.get());
   if (trace_path) {
-    FGNET_TRY(WriteTextFile(*trace_path, result.trace.ToJson().dump(2) + "\n"));
+    FGNET_TRY(WriteJsonFile(result.trace.ToJson(), *trace_path));
   }
   if (!result.status.ok()) return result.status;
   if (args.Switch("json")) {

@@ -141,11 +141,15 @@ Result<network::ExecutorOptions> NetworkRuntime::ExecutorOptionsFor(
   for (const network::EdgeSpec& edge : spec.edges) {
     routed.insert(spec.FindNode(edge.to)->expert);
   }
+  const std::size_t misses = router_->cache_stats().misses;
   for (const std::string& id : routed) {
     const network::Expert* expert = experts_->Find(id);
     FGNET_TRY(router_->AddExpert(expert->id, expert->description, expert->exemplars));
   }
-  if (!router_cache_.empty()) FGNET_TRY(router_->SaveCache(router_cache_));
+  // Rewrite the cache file only when the model computed new embeddings.
+  if (!router_cache_.empty() && router_->cache_stats().misses != misses) {
+    FGNET_TRY(router_->SaveCache(router_cache_));
+  }
   options.embedding_router =
       [this](const network::RouteContext& context) -> Result<std::vector<network::RouteChoice>> {
     std::vector<std::string> ids;
