@@ -74,7 +74,7 @@ bool RequestHandle::done() const {
 // --- The engine ----------------------------------------------------------------------------
 
 struct Engine::Impl {
-  const Gemma3Model* model = nullptr;
+  const Model* model = nullptr;
   std::string base_hash;
   const Tokenizer* tokenizer = nullptr;
   AdapterRegistry* registry = nullptr;
@@ -104,7 +104,7 @@ struct Engine::Impl {
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-Result<std::unique_ptr<Engine>> Engine::Create(const Gemma3Model& model, std::string base_hash,
+Result<std::unique_ptr<Engine>> Engine::Create(const Model& model, std::string base_hash,
                                                const Tokenizer* tokenizer,
                                                AdapterRegistry* registry, EngineOptions options) {
   const Gemma3Config& c = model.config();
@@ -130,13 +130,16 @@ Result<std::unique_ptr<Engine>> Engine::Create(const Gemma3Model& model, std::st
                      " holds fewer blocks than one position needs (", layout.num_groups(),
                      " blocks of ", layout.block_bytes(), " bytes)");
   }
+  FGNET_ASSIGN_OR_RETURN(
+      std::unique_ptr<Memory> memory,
+      model.AllocateKV(layout.block_bytes() * static_cast<std::size_t>(blocks)));
   auto impl = std::make_unique<Impl>();
   impl->model = &model;
   impl->base_hash = std::move(base_hash);
   impl->tokenizer = tokenizer;
   impl->registry = registry;
   impl->options = options;
-  impl->pool = std::make_shared<kv::BlockPool>(layout, blocks);
+  impl->pool = std::make_shared<kv::BlockPool>(layout, blocks, std::move(memory));
   impl->scheduler = std::make_unique<Scheduler>(model, impl->base_hash, impl->pool, impl->inbox,
                                                 impl->options, tokenizer);
   impl->thread = std::thread([s = impl->scheduler.get()] { s->Run(); });

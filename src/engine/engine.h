@@ -195,7 +195,7 @@ class Engine {
   // `base_hash`: the model's content hash (Checkpoint::content_hash()). `tokenizer` may be null
   // (then only prompt_ids, no text, no stop strings, no grammars); `registry` may be null (no
   // adapters).
-  static Result<std::unique_ptr<Engine>> Create(const Gemma3Model& model, std::string base_hash,
+  static Result<std::unique_ptr<Engine>> Create(const Model& model, std::string base_hash,
                                                 const Tokenizer* tokenizer,
                                                 AdapterRegistry* registry, EngineOptions options);
   ~Engine();  // cancels what is left and stops the scheduler

@@ -66,6 +66,7 @@ struct Member {
   std::vector<AdapterUse> adapters;
   float weight = 1.0f;
   std::vector<float> logits;
+  std::int32_t argmax = -1;  // the step's greedy choice, when only that was asked (kArgmax)
   bool cacheable = true;  // its KV is exact for its key (not built on an approximate prefix)
   bool has_logits = false;
 };
@@ -106,6 +107,13 @@ struct Group {
   std::uint64_t last_decode_step = 0;  // fairness when decodes exceed the token budget
 
   std::int64_t generated() const { return static_cast<std::int64_t>(tokens.size()) - prompt_len; }
+  // True when the next token is the argmax of one member's logits, so the model need not hand
+  // the logits over (LogitsMode::kArgmax): greedy without a repetition penalty, no grammar, no
+  // ensemble, no logits returned.
+  bool argmax_only() const {
+    return members.size() == 1 && matcher == nullptr && !return_logits && sampler.has_value() &&
+           sampler->params().greedy() && sampler->params().repetition_penalty == 1.0f;
+  }
 };
 
 }  // namespace fgnet

@@ -1,5 +1,6 @@
 #include "engine/model_session.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace fgnet {
@@ -23,20 +24,53 @@ std::vector<AdapterUse> ResolveAdapterSet(std::span<const AdapterUse> adapters,
   return active;
 }
 
-ModelSession::ModelSession(const Gemma3Model& model, ThreadPool& pool, std::int64_t max_tokens,
+namespace {
+
+// Positions per KV block of a session: long spans for the CPU's attention, while a sliding layer
+// still drops what leaves its window a block at a time.
+constexpr std::int64_t kSessionBlockSize = 64;
+
+}  // namespace
+
+ModelSession::ModelSession(const Model& model, ThreadPool& pool, std::int64_t max_tokens,
                            std::vector<AdapterUse> adapters)
     : model_(&model),
       pool_(&pool),
-      cache_(model.NewKVCache(max_tokens)),
+      max_tokens_(std::max<std::int64_t>(max_tokens, 1)),
       adapters_(std::move(adapters)) {}
+
+ModelSession::~ModelSession() {
+  seq_.reset();  // returns its blocks before the pool goes
+}
 
 Status ModelSession::Append(std::span<const std::int32_t> tokens, std::vector<float>* last_logits) {
   if (!started_) {
+    // The KV: every block of a global group, and of a sliding group what its window needs.
+    const kv::KVLayout layout = kv::KVLayout::ForConfig(model_->config(), kSessionBlockSize);
+    const std::int64_t b = layout.block_size;
+    const std::int64_t all = (max_tokens_ + b - 1) / b;
+    std::int64_t blocks = 0;
+    for (bool sliding : layout.group_sliding)
+      blocks += sliding ? std::min(all, (layout.window - 1) / b + 2) : all;
+    FGNET_ASSIGN_OR_RETURN(std::unique_ptr<Memory> memory,
+                           model_->AllocateKV(layout.block_bytes() * static_cast<std::size_t>(blocks)));
+    blocks_ = std::make_unique<kv::BlockPool>(layout, blocks, std::move(memory));
+    seq_.emplace(*blocks_);
     // Resolve where activated adapters start, from the prompt.
-    adapters_ = ResolveAdapterSet(adapters_, tokens, cache_.length(), &inactive_);
+    adapters_ = ResolveAdapterSet(adapters_, tokens, 0, &inactive_);
     started_ = true;
   }
-  return model_->Forward(tokens, cache_, *pool_, LogitsMode::kLast, last_logits, adapters_);
+  const auto n = static_cast<std::int64_t>(tokens.size());
+  if (seq_->length() + n > max_tokens_) {
+    return MakeError("Forward: KV cache full: ", seq_->length(), " cached positions + ", n,
+                     " tokens exceed its capacity of ", max_tokens_);
+  }
+  if (!seq_->Reserve(n)) return MakeError("Forward: the session's KV blocks ran out");
+  const SequenceStep step{tokens, &*seq_, LogitsMode::kLast, last_logits, adapters_};
+  const Status status =
+      model_->ForwardBatch(std::span<const SequenceStep>(&step, 1), *pool_, scratch_);
+  seq_->Trim();
+  return status;
 }
 
 }  // namespace fgnet

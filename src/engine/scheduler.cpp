@@ -31,7 +31,7 @@ std::int64_t Pending(const Group& g, const Member& m) {
 
 }  // namespace
 
-Scheduler::Scheduler(const Gemma3Model& model, const std::string& base_hash,
+Scheduler::Scheduler(const Model& model, const std::string& base_hash,
                      std::shared_ptr<kv::BlockPool> pool, std::shared_ptr<Inbox> inbox,
                      const EngineOptions& options, const Tokenizer* tokenizer)
     : model_(model),
@@ -248,10 +248,12 @@ bool Scheduler::Step() {
       const auto from = static_cast<std::size_t>(m.kv->length());
       const bool last = from + static_cast<std::size_t>(take) == g.tokens.size();
       const bool logits = last && g.pin_into == nullptr;
+      const LogitsMode mode = !logits          ? LogitsMode::kNone
+                              : g.argmax_only() ? LogitsMode::kArgmax
+                                                : LogitsMode::kLast;
       steps_.push_back(
           {std::span<const std::int32_t>(g.tokens).subspan(from, static_cast<std::size_t>(take)),
-           &*m.kv, logits ? LogitsMode::kLast : LogitsMode::kNone, logits ? &m.logits : nullptr,
-           m.adapters});
+           &*m.kv, mode, mode == LogitsMode::kLast ? &m.logits : nullptr, m.adapters, &m.argmax});
       step_members_.emplace_back(&g, &m);
       budget -= take;
     }
@@ -336,7 +338,8 @@ bool Scheduler::Step() {
     auto [g, m] = step_members_[i];
     if (m->cacheable) tree_.Insert(g->tokens, m->adapters, *m->kv, m->cursor);
     m->kv->Trim();
-    if (steps_[i].mode == LogitsMode::kLast) m->has_logits = true;
+    if (steps_[i].mode == LogitsMode::kLast || steps_[i].mode == LogitsMode::kArgmax)
+      m->has_logits = true;
   }
   for (auto& [g, m] : step_members_) {
     if (g->finished || !g->in_step) continue;
@@ -358,6 +361,20 @@ bool Scheduler::Step() {
 
 void Scheduler::Sample(Group& g) {
   for (Member& m : g.members) m.has_logits = false;
+  Result<std::int32_t> token = g.members[0].argmax;
+  if (!g.argmax_only()) {
+    token = SampleFromLogits(g);
+  } else if (g.members[0].argmax < 0) {
+    token = MakeError("no logit is a number above -inf (vocab ", model_.config().vocab_size, ")");
+  }
+  if (!token.ok()) {
+    Finish(g, "error", Error("sampling: " + token.error().message()));
+    return;
+  }
+  Commit(g, *token);
+}
+
+Result<std::int32_t> Scheduler::SampleFromLogits(Group& g) {
   std::span<float> logits(g.members[0].logits);
   if (g.members.size() > 1) {
     const std::size_t vocab = g.members[0].logits.size();
@@ -387,11 +404,10 @@ void Scheduler::Sample(Group& g) {
     ++metrics_.grammar_masks;
     metrics_.grammar_mask_ms += ms;
   }
-  Result<std::int32_t> token = g.sampler->Sample(logits);
-  if (!token.ok()) {
-    Finish(g, "error", Error("sampling: " + token.error().message()));
-    return;
-  }
+  return g.sampler->Sample(logits);
+}
+
+void Scheduler::Commit(Group& g, std::int32_t id) {
   const Clock::time_point now = Clock::now();
   {
     std::lock_guard lock(metrics_mu_);
@@ -403,7 +419,6 @@ void Scheduler::Sample(Group& g) {
     }
   }
   g.last_token_at = now;
-  const std::int32_t id = *token;
   if (std::find(g.stop_ids.begin(), g.stop_ids.end(), id) != g.stop_ids.end()) {
     Finish(g, "stop");
     return;

@@ -14,7 +14,7 @@ namespace fgnet {
 
 class Scheduler {
  public:
-  Scheduler(const Gemma3Model& model, const std::string& base_hash,
+  Scheduler(const Model& model, const std::string& base_hash,
             std::shared_ptr<kv::BlockPool> pool, std::shared_ptr<Inbox> inbox,
             const EngineOptions& options, const Tokenizer* tokenizer);
   ~Scheduler();  // finishes every request left as cancelled and frees their blocks
@@ -32,13 +32,15 @@ class Scheduler {
   bool ReserveFor(Group& group, std::int64_t tokens, std::size_t order_index);
   void Preempt(Group& group);
   void Sample(Group& group);
+  Result<std::int32_t> SampleFromLogits(Group& group);  // ensembles, grammar, the sampler
+  void Commit(Group& group, std::int32_t id);            // emits or finishes on a chosen token
   void Finish(Group& group, const std::string& reason, Status status = Ok());
   void Emit(Group& group, StreamEvent event);
   void ReleaseMembers(Group& group);
   void Reap();  // drops finished groups
   void UpdateGauges();
 
-  const Gemma3Model& model_;
+  const Model& model_;
   std::shared_ptr<kv::BlockPool> pool_;
   std::shared_ptr<Inbox> inbox_;
   EngineOptions options_;

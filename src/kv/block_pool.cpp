@@ -1,6 +1,5 @@
 #include "kv/block_pool.h"
 
-#include <cstring>
 #include <numeric>
 
 #include "util/status.h"
@@ -35,9 +34,12 @@ KVLayout KVLayout::ForConfig(const Gemma3Config& config, std::int64_t block_size
   return layout;
 }
 
-BlockPool::BlockPool(KVLayout layout, std::int64_t num_blocks) : layout_(std::move(layout)) {
+BlockPool::BlockPool(KVLayout layout, std::int64_t num_blocks, std::unique_ptr<Memory> memory)
+    : layout_(std::move(layout)), memory_(std::move(memory)) {
   FGNET_CHECK_GE(num_blocks, 1);
-  memory_.resize(layout_.block_floats() * static_cast<std::size_t>(num_blocks));
+  const std::size_t bytes = layout_.block_bytes() * static_cast<std::size_t>(num_blocks);
+  if (memory_ == nullptr) memory_ = AllocateHostMemory(bytes);
+  FGNET_CHECK_GE(memory_->bytes(), bytes);
   refs_.assign(static_cast<std::size_t>(num_blocks), 0);
   free_.resize(static_cast<std::size_t>(num_blocks));
   // Block 0 on top of the stack.
@@ -67,7 +69,7 @@ void BlockPool::Unref(BlockId id) {
 }
 
 float* BlockPool::keys(BlockId id, std::int64_t slot) {
-  return memory_.data() + static_cast<std::size_t>(id) * layout_.block_floats() +
+  return static_cast<float*>(memory_->data()) + static_cast<std::size_t>(id) * layout_.block_floats() +
          static_cast<std::size_t>(slot * layout_.block_size * layout_.row);
 }
 
@@ -84,7 +86,8 @@ const float* BlockPool::values(BlockId id, std::int64_t slot) const {
 }
 
 void BlockPool::CopyBlock(BlockId from, BlockId to) {
-  std::memcpy(keys(to, 0), keys(from, 0), layout_.block_bytes());
+  const std::size_t bytes = layout_.block_bytes();
+  memory_->Copy(static_cast<std::size_t>(to) * bytes, static_cast<std::size_t>(from) * bytes, bytes);
 }
 
 }  // namespace fgnet::kv

@@ -8,7 +8,9 @@
 // position, sliding groups only the blocks that still intersect the window.
 //
 // Block memory: keys [group_layers][block_size][row] then values likewise, f32, row =
-// kv_heads * head_dim. A block is free (refcount 0), or referenced by sequences, pinned
+// kv_heads * head_dim. The blocks live in a Memory (backend/device.h) on the device the model runs
+// on (Model::AllocateKV): the pool itself only keeps counts and ids, so block pointers are in that
+// device's address space and only the CPU backend reads them from the host. A block is free (refcount 0), or referenced by sequences, pinned
 // prefixes and the prefix tree, each holding one reference.
 //
 // When the pool runs dry, Allocate() asks its reclaimer (the prefix tree, which evicts its least
@@ -21,7 +23,9 @@
 #include <functional>
 #include <vector>
 
-#include "backend/cpu/aligned.h"
+#include <memory>
+
+#include "backend/device.h"
 #include "model/config.h"
 
 namespace fgnet::kv {
@@ -56,8 +60,9 @@ struct KVLayout {
 
 class BlockPool {
  public:
-  // `num_blocks` >= 1 blocks of `layout` (allocated up front).
-  BlockPool(KVLayout layout, std::int64_t num_blocks);
+  // `num_blocks` >= 1 blocks of `layout` in `memory` (at least num_blocks * block_bytes()), or
+  // in host memory allocated here when `memory` is null.
+  BlockPool(KVLayout layout, std::int64_t num_blocks, std::unique_ptr<Memory> memory = nullptr);
   BlockPool(const BlockPool&) = delete;
   BlockPool& operator=(const BlockPool&) = delete;
 
@@ -73,7 +78,8 @@ class BlockPool {
   // Called when no block is free; returns true if it freed at least one.
   void set_reclaimer(std::function<bool()> reclaimer) { reclaimer_ = std::move(reclaimer); }
 
-  // Keys / values of a block for layer slot `slot` of its group: [block_size, row].
+  // Keys / values of a block for layer slot `slot` of its group: [block_size, row], in the
+  // memory's address space.
   float* keys(BlockId id, std::int64_t slot);
   float* values(BlockId id, std::int64_t slot);
   const float* keys(BlockId id, std::int64_t slot) const;
@@ -84,11 +90,12 @@ class BlockPool {
   std::int64_t num_blocks() const { return static_cast<std::int64_t>(refs_.size()); }
   std::int64_t num_free() const { return static_cast<std::int64_t>(free_.size()); }
   std::int64_t num_used() const { return num_blocks() - num_free(); }
-  std::size_t memory_bytes() const { return memory_.size() * sizeof(float); }
+  std::size_t memory_bytes() const { return layout_.block_bytes() * refs_.size(); }
+  const Memory& memory() const { return *memory_; }
 
  private:
   KVLayout layout_;
-  cpu::AlignedVector<float> memory_;
+  std::unique_ptr<Memory> memory_;
   std::vector<std::int32_t> refs_;
   std::vector<BlockId> free_;  // a stack: the most recently freed block is reused first
   std::function<bool()> reclaimer_;

@@ -49,10 +49,29 @@ Result<cpu::WeightMatrix> Matrix(const TensorView& t, const std::string& name, s
   return cpu::WeightMatrix::FromTensor(t);
 }
 
-// The f32 factor (1 + w) of Gemma's RMSNorm, computed as transformers does: 1.0 + w.float(), or
-// read as it is where the file stores the factor.
-Result<std::vector<float>> NormScale(const TensorView& t, const std::string& name, std::int64_t dim,
-                                     bool includes_one) {
+// Runs fn(begin, end) over [0, rows), in parallel when there are enough rows.
+template <class F>
+void ForRows(ThreadPool& pool, std::size_t rows, const F& fn) {
+  if (rows < kMinRowsToParallelize || pool.num_threads() == 1) {
+    fn(std::size_t{0}, rows);
+    return;
+  }
+  pool.ParallelFor(
+      rows, kMinRowsToParallelize / 2,
+      [&](std::size_t begin, std::size_t end, std::size_t /*thread*/) { fn(begin, end); });
+}
+
+struct LayerParams {
+  cpu::WeightMatrix q, k, v, o, gate, up, down;
+  std::vector<float> input_norm, post_attention_norm, pre_feedforward_norm, post_feedforward_norm;
+  std::vector<float> q_norm, k_norm;
+  bool sliding = false;
+};
+
+}  // namespace
+
+Result<std::vector<float>> GemmaNormFactor(const TensorView& t, const std::string& name,
+                                           std::int64_t dim, bool includes_one) {
   FGNET_TRY(CheckShape(t, name, {dim}));
   if (IsQuantized(t.dtype))
     return MakeError("tensor '", name, "' is ", DTypeName(t.dtype),
@@ -78,27 +97,6 @@ Result<std::vector<float>> NormScale(const TensorView& t, const std::string& nam
   }
   return scale;
 }
-
-// Runs fn(begin, end) over [0, rows), in parallel when there are enough rows.
-template <class F>
-void ForRows(ThreadPool& pool, std::size_t rows, const F& fn) {
-  if (rows < kMinRowsToParallelize || pool.num_threads() == 1) {
-    fn(std::size_t{0}, rows);
-    return;
-  }
-  pool.ParallelFor(
-      rows, kMinRowsToParallelize / 2,
-      [&](std::size_t begin, std::size_t end, std::size_t /*thread*/) { fn(begin, end); });
-}
-
-struct LayerParams {
-  cpu::WeightMatrix q, k, v, o, gate, up, down;
-  std::vector<float> input_norm, post_attention_norm, pre_feedforward_norm, post_feedforward_norm;
-  std::vector<float> q_norm, k_norm;
-  bool sliding = false;
-};
-
-}  // namespace
 
 struct Gemma3Model::Impl {
   Gemma3Config config;
@@ -219,7 +217,7 @@ Result<Gemma3Model> Gemma3Model::Create(const Gemma3Config& config, const Gemma3
     FGNET_ASSIGN_OR_RETURN(m.lm_head, Matrix(weights.lm_head, "lm_head.weight", V, H));
   }
   const auto norm = [&weights](const TensorView& t, const std::string& name, std::int64_t dim) {
-    return NormScale(t, name, dim, weights.norms_include_one);
+    return GemmaNormFactor(t, name, dim, weights.norms_include_one);
   };
   FGNET_ASSIGN_OR_RETURN(m.final_norm, norm(weights.norm, "model.norm.weight", H));
 
@@ -269,6 +267,10 @@ Result<Gemma3Model> Gemma3Model::Create(const Gemma3Config& config, const Gemma3
     a.window = r == 0 ? c.sliding_window : 0;
   }
   return Gemma3Model(std::move(impl));
+}
+
+Result<std::unique_ptr<Memory>> Gemma3Model::AllocateKV(std::size_t bytes) const {
+  return AllocateHostMemory(bytes);
 }
 
 KVCache Gemma3Model::NewKVCache(std::int64_t max_tokens) const {
@@ -499,45 +501,6 @@ void Gemma3Model::Impl::RunPass(std::span<const Segment> segments, ThreadPool& p
   }
 }
 
-Status Gemma3Model::Validate(const SequenceStep& step, std::size_t index) const {
-  const Impl& m = *impl_;
-  const Gemma3Config& c = m.config;
-  const std::string where =
-      index == 0 ? "Forward: " : "Forward: sequence " + std::to_string(index) + ": ";
-  if (step.kv == nullptr) return MakeError(where, "no KV cache given");
-  const SequenceKV& kv = *step.kv;
-  if (!kv.Fits(c))
-    return MakeError(where, "the KV cache was made for a different model configuration");
-  for (std::size_t i = 0; i < step.tokens.size(); ++i) {
-    if (step.tokens[i] < 0 || step.tokens[i] >= c.vocab_size) {
-      return MakeError(where, "token id ", step.tokens[i], " at index ", i, " is out of range [0, ",
-                       c.vocab_size, ")");
-    }
-  }
-  const auto n = static_cast<std::int64_t>(step.tokens.size());
-  if (n > kv.capacity() - kv.length()) {
-    return MakeError(where, "KV cache full: ", kv.length(), " cached positions + ", n,
-                     " tokens exceed its capacity of ", kv.capacity());
-  }
-  if (step.mode == LogitsMode::kLast && n == 0)
-    return MakeError(where, "no tokens to compute logits for");
-  if (step.mode != LogitsMode::kNone && step.logits == nullptr)
-    return MakeError(where, "no logits buffer given");
-  for (std::size_t i = 0; i < step.adapters.size(); ++i) {
-    const AdapterUse& use = step.adapters[i];
-    if (use.adapter == nullptr) return MakeError(where, "adapter ", i, " is null");
-    if (static_cast<std::int64_t>(use.adapter->layers.size()) != c.num_hidden_layers) {
-      return MakeError(where, "adapter '", use.adapter->name, "' has ", use.adapter->layers.size(),
-                       " layers but the model has ", c.num_hidden_layers);
-    }
-    if (!std::isfinite(use.scale))
-      return MakeError(where, "adapter '", use.adapter->name, "' has a non-finite scale");
-    if (use.start < 0)
-      return MakeError(where, "adapter '", use.adapter->name, "' starts at a negative position");
-  }
-  return Ok();
-}
-
 Status Gemma3Model::Forward(std::span<const std::int32_t> tokens, KVCache& kv, ThreadPool& pool,
                             LogitsMode mode, std::vector<float>* logits,
                             std::span<const AdapterUse> adapters) const {
@@ -559,7 +522,7 @@ Status Gemma3Model::HiddenStates(std::span<const std::int32_t> tokens, std::int6
   const std::int64_t at = index < 0 ? index + L + 1 : index;
   KVCache kv = NewKVCache(static_cast<std::int64_t>(tokens.size()));
   const SequenceStep step{tokens, &kv, LogitsMode::kNone, nullptr, adapters};
-  FGNET_TRY(Validate(step, 0));
+  FGNET_TRY(ValidateSteps(m.config, Device::Cpu(), std::span<const SequenceStep>(&step, 1)));
   out->resize(tokens.size() * m.hidden);
   for (std::size_t done = 0; done < tokens.size();) {
     const std::size_t count = std::min(kMaxChunk, tokens.size() - done);
@@ -573,61 +536,12 @@ Status Gemma3Model::HiddenStates(std::span<const std::int32_t> tokens, std::int6
 
 Status Gemma3Model::ForwardBatch(std::span<const SequenceStep> steps, ThreadPool& pool,
                                  ForwardScratch& scratch) const {
-  const Impl& m = *impl_;
-  // Validate everything before touching any cache.
-  for (std::size_t i = 0; i < steps.size(); ++i) {
-    FGNET_TRY(Validate(steps[i], steps.size() == 1 ? 0 : i));
-    for (std::size_t j = 0; j < i; ++j) {
-      if (steps[j].kv == steps[i].kv)
-        return MakeError("Forward: sequences ", j, " and ", i, " share one KV cache");
-    }
-  }
-  // Size the outputs; the first token of each step whose logits are wanted.
-  std::vector<std::size_t>& logits_from = scratch.logits_from;
-  logits_from.assign(steps.size(), 0);
-  for (std::size_t i = 0; i < steps.size(); ++i) {
-    const SequenceStep& step = steps[i];
-    const std::size_t n = step.tokens.size();
-    if (step.mode == LogitsMode::kLast) {
-      step.logits->resize(m.vocab);
-      logits_from[i] = n - 1;
-    } else if (step.mode == LogitsMode::kAll) {
-      step.logits->resize(n * m.vocab);
-    } else {
-      if (step.logits != nullptr) step.logits->clear();
-      logits_from[i] = n;
-    }
-  }
-  // Passes of at most kMaxChunk rows, filled with the steps' tokens in order; a step may span
-  // several passes.
-  std::vector<Impl::Segment>& segments = scratch.segments;
-  std::size_t step = 0, done = 0;  // the next token to place: steps[step].tokens[done]
-  while (step < steps.size()) {
-    segments.clear();
-    std::size_t rows = 0;
-    while (step < steps.size() && rows < kMaxChunk) {
-      const SequenceStep& s = steps[step];
-      const std::size_t count = std::min(kMaxChunk - rows, s.tokens.size() - done);
-      if (count > 0) {
-        Impl::Segment seg{&s, done, count, rows, s.kv->length(), count, nullptr};
-        const std::size_t first_logit = std::max(logits_from[step], done);
-        if (first_logit < done + count) {
-          seg.logits_begin = first_logit - done;
-          seg.logits = s.logits->data() +
-                       (s.mode == LogitsMode::kAll ? first_logit * m.vocab : std::size_t{0});
-        }
-        segments.push_back(seg);
-        rows += count;
-        done += count;
-      }
-      if (done == s.tokens.size()) {
-        ++step;
-        done = 0;
-      }
-    }
-    if (!segments.empty()) m.RunPass(segments, pool, scratch);
-  }
-  return Ok();
+  FGNET_TRY(ValidateSteps(impl_->config, Device::Cpu(), steps));
+  return RunInPasses(impl_->config.vocab_size, steps, kMaxChunk, scratch, /*host_argmax=*/true,
+                     [&](std::span<const PassSegment> segments) {
+                       impl_->RunPass(segments, pool, scratch);
+                       return Ok();
+                     });
 }
 
 }  // namespace fgnet

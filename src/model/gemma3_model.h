@@ -17,51 +17,33 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "model/config.h"
 #include "model/kv_cache.h"
 #include "model/lora.h"
+#include "model/model.h"
 #include "model/weights.h"
 #include "util/status.h"
 #include "util/thread_pool.h"
 
 namespace fgnet {
 
-enum class LogitsMode : std::uint8_t {
-  kNone,  // only fill the KV cache (e.g. a prefix)
-  kLast,  // logits of the last token only: [vocab]
-  kAll,   // logits of every token: [n_tokens, vocab]
-};
-
-// One adapter of a sequence's adapter set.
-struct AdapterUse {
-  const LoraAdapter* adapter = nullptr;  // must outlive the call
-  float scale = 1.0f;                    // multiplies the adapter's own per-module scales
-  // First position (counted from the start of the sequence) the adapter applies to: 0 for a
-  // plain LoRA, the invocation's start for an activated LoRA (see AloraStart).
-  std::int64_t start = 0;
-};
-
-// One sequence's share of a ForwardBatch: like the arguments of Forward.
-struct SequenceStep {
-  std::span<const std::int32_t> tokens;
-  SequenceKV* kv = nullptr;
-  LogitsMode mode = LogitsMode::kLast;
-  std::vector<float>* logits = nullptr;
-  std::span<const AdapterUse> adapters;
-};
-
-class Gemma3Model {
+class Gemma3Model final : public Model {
  public:
   // `config` and `weights` must outlive the model (they view a Checkpoint).
   static Result<Gemma3Model> Create(const Gemma3Config& config, const Gemma3Weights& weights);
 
   Gemma3Model(Gemma3Model&&) noexcept;
   Gemma3Model& operator=(Gemma3Model&&) noexcept;
-  ~Gemma3Model();
+  ~Gemma3Model() override;
 
-  const Gemma3Config& config() const;
+  // Model:
+  const Gemma3Config& config() const override;
+  Device device() const override { return Device::Cpu(); }
+  std::string device_name() const override { return "cpu"; }
+  Result<std::unique_ptr<Memory>> AllocateKV(std::size_t bytes) const override;
 
   // A cache able to hold `max_tokens` positions (sliding layers keep only their window).
   KVCache NewKVCache(std::int64_t max_tokens) const;
@@ -70,8 +52,7 @@ class Gemma3Model {
   // to `kv`, and writes logits as `mode` asks into `logits` (resized: [vocab] for kLast,
   // [n, vocab] for kAll; cleared for kNone, where it may be null). Errors, which leave `kv`
   // unchanged: token id out of range, cache full, a cache made for another configuration,
-  // kLast with no tokens.
-  // kLast with no tokens. `adapters`: the sequence's adapter set (errors: a null adapter, one
+  // kLast with no tokens, a cache in another device's memory. `adapters`: the sequence's adapter set (errors: a null adapter, one
   // made for another layer count, a non-finite scale, a negative start).
   Status Forward(std::span<const std::int32_t> tokens, KVCache& kv, ThreadPool& pool,
                  LogitsMode mode, std::vector<float>* logits,
@@ -82,7 +63,7 @@ class Gemma3Model {
   // KV store (a KVCache or a paged sequence). `scratch` holds the working memory (e.g. one kept by
   // the caller across steps). On error no cache is changed.
   Status ForwardBatch(std::span<const SequenceStep> steps, ThreadPool& pool,
-                      ForwardScratch& scratch) const;
+                      ForwardScratch& scratch) const override;
 
   // The hidden state of every token of `tokens` (run from position 0 in a fresh cache) at
   // `index`, numbered as transformers' output_hidden_states: 0 the scaled embeddings, i in
@@ -96,8 +77,13 @@ class Gemma3Model {
  private:
   struct Impl;
   explicit Gemma3Model(std::unique_ptr<Impl> impl);
-  Status Validate(const SequenceStep& step, std::size_t index) const;
   std::unique_ptr<Impl> impl_;
 };
+
+// The f32 factor (1 + w) of a Gemma RMSNorm weight `t` ([dim], F32, BF16 or F16), computed as
+// transformers does (1.0 + w.float()), or read as it is when the file stores the factor
+// (`includes_one`). Errors name the tensor `name`.
+Result<std::vector<float>> GemmaNormFactor(const TensorView& t, const std::string& name,
+                                           std::int64_t dim, bool includes_one);
 
 }  // namespace fgnet

@@ -36,6 +36,7 @@ struct PassSegment {
   // Rows [logits_begin, count) of the segment get logits, written from `logits` on.
   std::size_t logits_begin;
   float* logits;
+  std::int32_t* token = nullptr;  // a kArgmax step's result (see RunInPasses)
 };
 
 // Activation buffers and kernel workspace of Gemma3Model::Forward. Not part of a cache's state:
@@ -49,6 +50,7 @@ struct ForwardScratch {
   std::vector<PassSegment> segments;
   std::vector<std::size_t> logits_from;
   std::vector<cpu::KVSpan> spans;  // of one segment's attention
+  std::vector<std::vector<float>> argmax_logits;  // per step, for kArgmax on the host
 };
 
 class KVCache final : public SequenceKV {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backend/cpu/attention.h"
+#include "backend/device.h"
 #include "model/config.h"
 
 namespace fgnet {
@@ -29,6 +30,9 @@ class SequenceKV {
   virtual std::int64_t capacity() const = 0;
   // True if the store was made for this configuration (layers, their kinds, row size, window).
   virtual bool Fits(const Gemma3Config& config) const = 0;
+  // The device whose memory holds the keys and values. AppendSpans and Write are for stores in
+  // host memory; a GPU backend reads and writes its stores' blocks itself.
+  virtual Device device() const { return Device::Cpu(); }
   // Appends to `out`, in increasing position order, spans covering positions [begin, length())
   // of `layer`. Every such position must be held (sliding layers hold the last window).
   virtual void AppendSpans(std::int64_t layer, std::int64_t begin,

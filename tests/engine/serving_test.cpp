@@ -289,7 +289,8 @@ TEST_F(ServingTest, EnsemblesSampleFromTheWeightedMembersLogits) {
       for (std::size_t i = 0; i < vocab; ++i) {
         const float a = 3.0f * member[0][row + i], b = member[1][row + i];
         const float want = mode == EnsembleMode::kMax ? std::max(a, b) : (a + b) / 4.0f;
-        ASSERT_NEAR(c.logits[step * vocab + i], want, 1e-4f) << step << " " << i;
+        ASSERT_NEAR(c.logits[step * vocab + i], want, f_.LogitTolerance() * (1.0f + std::fabs(want)))
+            << step << " " << i;
       }
       EXPECT_EQ(c.ids[step], ArgMax(std::span(c.logits).subspan(step * vocab, vocab)));
     }

@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "apps/fgnet/bench_report.h"
+#include "apps/fgnet/device_bench.h"
 #include "apps/fgnet/commands.h"
 #include "apps/fgnet/mem_bandwidth.h"
 #include "apps/fgnet/model_bench.h"
@@ -18,10 +19,56 @@
 namespace fgnet::cli {
 namespace {
 
+// The GPU benchmark (device_bench.h), printed as one table beside the --baseline report.
+Status RunDeviceBenchCommand(const ParsedArgs& args, CommandIo& io, BenchReport& report,
+                             Device device) {
+  std::optional<Json> baseline;
+  if (auto path = args.OptString("baseline")) {
+    FGNET_ASSIGN_OR_RETURN(Json json, ReadJsonFile(*path));
+    baseline.emplace(std::move(json));
+  }
+  SynthesizedModel synthesized;
+  std::string dir;
+  if (auto model = args.OptString("model")) {
+    dir = *model;
+  } else {
+    FGNET_ASSIGN_OR_RETURN(dir, synthesized.Create(io.err));
+  }
+  io.err << "loading the model onto " << device.ToString() << "\n";
+  FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(dir, {.device = device}));
+  DeviceBenchOptions options;
+  options.repeat = static_cast<int>(std::min<std::int64_t>(args.Int("repeat"), 5));
+  if (auto rank = args.OptInt("lora-rank")) options.lora_rank = *rank;
+  if (args.Switch("quick")) {
+    options.decode_tokens = 32;
+    options.prefill_tokens = 256;
+    options.concurrency = {4};
+    options.prefix_tokens = 256;
+    options.expert_context = 512;
+    options.repeat = 1;
+  }
+  report.settings["model"] = args.OptString("model").value_or("synthesized gemma-3-270m (bf16)");
+  report.settings["device"] = loaded->engine_model().device_name();
+  report.settings["quantization"] = loaded->checkpoint->quantization();
+  FGNET_ASSIGN_OR_RETURN(const DeviceBenchResult result,
+                         RunDeviceBench(loaded->engine_model(), *loaded->registry, options, io.err));
+  for (Measurement& m : DeviceMeasurements(result, options)) report.results.push_back(std::move(m));
+  io.out << BenchContextToMarkdown(report) << "\n"
+         << DeviceBenchTable(result, options, baseline ? &*baseline : nullptr);
+  if (auto path = args.OptString("json")) FGNET_TRY(WriteBenchReportJson(report, *path));
+  return Ok();
+}
+
 Status RunBench(const ParsedArgs& args, CommandIo& io) {
   BenchReport report = StartBenchReport();
   // Fail on an unwritable --json before minutes of measuring, not after.
   if (auto path = args.OptString("json")) FGNET_TRY(WriteBenchReportJson(report, *path));
+  FGNET_ASSIGN_OR_RETURN(const Device device, DeviceOption(args));
+  if (!device.is_cpu()) {
+    if (args.Switch("skip-model")) return Error("--skip-model measures the CPU only: leave out --device");
+    if (args.OptString("quant")) return Error("--quant is not supported with --device cuda yet");
+    return RunDeviceBenchCommand(args, io, report, device);
+  }
   const std::int64_t repeat = args.Int("repeat");
   const std::int64_t mib = args.Int("bandwidth-mib");
   ThreadPool pool(ThreadsOption(args));
@@ -157,11 +204,17 @@ void AddBenchCommand(App& app) {
       .IntRange(1, std::int64_t{1} << 20)
       .Default("1024");
   c.AddSwitch("skip-bandwidth", "Do not measure memory bandwidth.");
+  AddDeviceOption(c);
+  c.AddString("baseline", "FILE",
+              "With --device cuda: a tools/bench_transformers.py JSON report measured on the same "
+              "machine, printed beside fgnet's figures.");
+  c.AddSwitch("quick", "With --device cuda: small sizes, for a smoke run.");
   c.AtMostOneOf({"model", "skip-model"});
   c.AtMostOneOf({"quant", "skip-model"});
   c.Example("--json bench.json");
   c.Example("--threads 1 --bandwidth-mib 256 --repeat 3");
   c.Example("--quant q4_k --skip-bandwidth --repeat 2");
+  c.Example("--device cuda --model DIR --baseline transformers.json");
 }
 
 }  // namespace fgnet::cli

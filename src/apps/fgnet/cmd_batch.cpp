@@ -66,8 +66,10 @@ Status RunBatch(const ParsedArgs& args, CommandIo& io) {
   }
 
   FGNET_ASSIGN_OR_RETURN(const std::vector<AdapterArg> adapter_args, AdapterArgs(args));
-  FGNET_ASSIGN_OR_RETURN(
-      auto loaded, LoadModel(args.String("model"), {.tokenizer = true, .adapters = adapter_args}));
+  FGNET_ASSIGN_OR_RETURN(const Device device, DeviceOption(args));
+  FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(args.String("model"), {.tokenizer = true,
+                                                                       .adapters = adapter_args,
+                                                                       .device = device}));
   const Tokenizer& tokenizer = *loaded->tokenizer;
 
   BatchDefaults defaults;
@@ -93,7 +95,7 @@ Status RunBatch(const ParsedArgs& args, CommandIo& io) {
   options.threads = ThreadsOption(args);
   options.stop_ids = EngineStopIds(*loaded);
   FGNET_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
-                         Engine::Create(*loaded->model, loaded->checkpoint->content_hash(),
+                         Engine::Create(loaded->engine_model(), loaded->checkpoint->content_hash(),
                                         &tokenizer, loaded->registry.get(), options));
 
   // Everything is submitted at once; the scheduler interleaves the requests.
@@ -102,7 +104,9 @@ Status RunBatch(const ParsedArgs& args, CommandIo& io) {
   for (std::size_t i = 0; i < lines.size(); ++i) {
     if (!lines[i].error) handles[i] = engine->Submit(std::move(lines[i].request));
   }
-  io.err << "running " << lines.size() << " requests (" << options.threads << " threads)\n";
+  io.err << "running " << lines.size() << " requests on " << loaded->engine_model().device_name();
+  if (device.is_cpu()) io.err << " (" << options.threads << " threads)";
+  io.err << "\n";
 
   std::int64_t failed = 0, generated = 0, prompt_tokens = 0, cached = 0;
   for (std::size_t i = 0; i < lines.size(); ++i) {
@@ -194,6 +198,7 @@ void AddBatchCommand(App& app) {
   c.AddInt("block-size", "N", "Positions per KV block.").IntRange(1, 4096).Default("16");
   c.AddInt("max-running", "N", "Most requests decoding at once.").IntRange(1).Default("256");
   AddThreadsOption(c);
+  AddDeviceOption(c);
   c.Example("--model functiongemma-270m-it --requests requests.jsonl --out results.jsonl");
   c.Example(
       "--model gemma-3-270m-it --adapter weather=experts/weather --adapter "

@@ -37,7 +37,8 @@ Status RunBenchServe(const ParsedArgs& args, CommandIo& io) {
   } else {
     FGNET_ASSIGN_OR_RETURN(dir, synthesized.Create(io.err));
   }
-  FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(dir, {}));
+  FGNET_ASSIGN_OR_RETURN(const Device device, DeviceOption(args));
+  FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(dir, {.device = device}));
   const Gemma3Config& config = loaded->checkpoint->config();
   // A tokenizer, where the model has one, enables the grammar measurement.
   std::optional<Tokenizer> tokenizer;
@@ -60,11 +61,12 @@ Status RunBenchServe(const ParsedArgs& args, CommandIo& io) {
   const std::string base_hash = loaded->checkpoint->content_hash();
   FGNET_ASSIGN_OR_RETURN(
       std::unique_ptr<Engine> engine,
-      Engine::Create(*loaded->model, base_hash, tokenizer ? &*tokenizer : nullptr,
+      Engine::Create(loaded->engine_model(), base_hash, tokenizer ? &*tokenizer : nullptr,
                      loaded->registry.get(), e));
 
   report.settings = {{"model", args.OptString("model").value_or("synthesized gemma-3-270m (bf16)")},
                      {"quantization", loaded->checkpoint->quantization()},
+                     {"device", loaded->engine_model().device_name()},
                      {"threads", e.threads},
                      {"concurrency", o.concurrency},
                      {"lora_rank", o.lora_rank},
@@ -155,6 +157,7 @@ void AddBenchServeCommand(App& app) {
   c.AddInt("block-size", "N", "Positions per KV block.").IntRange(1, 4096).Default("16");
   c.AddInt("max-running", "N", "Most sequences decoding at once.").IntRange(1).Default("256");
   AddThreadsOption(c);
+  AddDeviceOption(c);
   c.AddInt("repeat", "N", "Runs of each measurement; the best one is reported.")
       .IntRange(1, 100)
       .Default("1");

@@ -101,8 +101,10 @@ std::vector<std::int32_t> StopIds(const Tokenizer& tokenizer, const LoadedModel&
 
 Status RunGenerate(const ParsedArgs& args, CommandIo& io) {
   FGNET_ASSIGN_OR_RETURN(const std::vector<AdapterArg> adapters, AdapterArgs(args));
-  FGNET_ASSIGN_OR_RETURN(
-      auto loaded, LoadModel(args.String("model"), {.tokenizer = true, .adapters = adapters}));
+  FGNET_ASSIGN_OR_RETURN(const Device device, DeviceOption(args));
+  FGNET_ASSIGN_OR_RETURN(auto loaded,
+                         LoadModel(args.String("model"),
+                                   {.tokenizer = true, .adapters = adapters, .device = device}));
   const Tokenizer& tokenizer = *loaded->tokenizer;
   FGNET_ASSIGN_OR_RETURN(const std::string prompt_text, RenderPrompt(args, tokenizer));
   const std::vector<std::int32_t> prompt = tokenizer.Encode(prompt_text);
@@ -118,7 +120,7 @@ Status RunGenerate(const ParsedArgs& args, CommandIo& io) {
   const std::vector<std::int32_t> stops = StopIds(tokenizer, *loaded);
 
   ThreadPool pool(ThreadsOption(args));
-  ModelSession session(*loaded->model, pool, static_cast<std::int64_t>(prompt.size()) + max_new,
+  ModelSession session(loaded->engine_model(), pool, static_cast<std::int64_t>(prompt.size()) + max_new,
                        loaded->adapter_set);
   const bool json = args.Switch("json");
   StreamDecoder stream(tokenizer);
@@ -224,6 +226,7 @@ void AddGenerateCommand(App& app) {
       .IntRange(0)
       .Default("0");
   AddThreadsOption(c);
+  AddDeviceOption(c);
   c.AddSwitch("raw", "Continue --prompt as plain text (after <bos>), without the chat template.");
   c.AddSwitch("json",
               "Print the reply as JSON at the end instead of streaming: {\"text\", "

@@ -72,6 +72,21 @@ void AddThreadsOption(CommandSpec& c) {
       .DefaultNote("all available cores");
 }
 
+void AddDeviceOption(CommandSpec& c) {
+  c.AddString("device", "DEVICE",
+              "Where the model runs: cpu, or an NVIDIA GPU as cuda or cuda:N (builds with CUDA).")
+      .DefaultNote("cpu");
+}
+
+Result<Device> DeviceOption(const ParsedArgs& args) {
+  if (auto text = args.OptString("device")) {
+    auto device = ParseDevice(*text);
+    if (!device.ok()) return device.error().WithContext("--device");
+    return *device;
+  }
+  return Device::Cpu();
+}
+
 std::size_t ThreadsOption(const ParsedArgs& args) {
   if (auto n = args.OptInt("threads")) return static_cast<std::size_t>(*n);
   cpu_set_t set;

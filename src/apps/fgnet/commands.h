@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "apps/fgnet/cli_app.h"
+#include "backend/device.h"
 #include "util/status.h"
 
 namespace fgnet::cli {
@@ -73,5 +74,9 @@ Result<std::vector<AdapterArg>> AdapterArgs(const ParsedArgs& args);
 void AddThreadsOption(CommandSpec& c);
 // The value of --threads, or by default one thread per CPU this process may run on.
 std::size_t ThreadsOption(const ParsedArgs& args);
+
+// --device cpu|cuda|cuda:N, for the commands that run the engine.
+void AddDeviceOption(CommandSpec& c);
+Result<Device> DeviceOption(const ParsedArgs& args);
 
 }  // namespace fgnet::cli

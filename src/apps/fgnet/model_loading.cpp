@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "device/create_model.h"
 #include "model/model_files.h"
 #include "tokenizer/function_call.h"
 
@@ -23,6 +24,10 @@ Result<std::unique_ptr<LoadedModel>> LoadModel(const std::string& path,
   const Checkpoint& ck = *loaded->checkpoint;
   FGNET_ASSIGN_OR_RETURN(Gemma3Model model, Gemma3Model::Create(ck.config(), ck.weights()));
   loaded->model.emplace(std::move(model));
+  if (!options.device.is_cpu()) {
+    FGNET_ASSIGN_OR_RETURN(loaded->device_model,
+                           CreateModel(ck.config(), ck.weights(), options.device));
+  }
   loaded->registry = std::make_unique<AdapterRegistry>(ck.config());
   for (const AdapterArg& arg : options.adapters) {
     FGNET_ASSIGN_OR_RETURN(LoraAdapter adapter, LoadAdapter(arg.path, ck));

@@ -25,18 +25,26 @@ namespace fgnet::cli {
 struct LoadedModel {
   // Held by pointer: the model keeps references into the checkpoint's config and weights.
   std::unique_ptr<Checkpoint> checkpoint;
-  std::optional<Gemma3Model> model;
+  std::optional<Gemma3Model> model;  // on the CPU, for the commands that run only there
+  // The forward pass on LoadOptions::device when that is not the CPU.
+  std::unique_ptr<Model> device_model;
   std::optional<Tokenizer> tokenizer;
   GenerationConfig generation;
   std::unique_ptr<AdapterRegistry> registry;
   // The --adapter values, in order, as the adapter set of the command's sequences (the adapters
   // are owned by the registry).
   std::vector<AdapterUse> adapter_set;
+
+  // What the engine runs: the device model, else the CPU one.
+  const Model& engine_model() const {
+    return device_model != nullptr ? *device_model : static_cast<const Model&>(*model);
+  }
 };
 
 struct LoadOptions {
   bool tokenizer = false;  // require and load tokenizer.json (and generation_config.json)
   std::vector<AdapterArg> adapters;
+  Device device = Device::Cpu();  // where engine_model() runs
 };
 
 // Warns (one line each) of activated adapters whose invocation the prompt lacks.

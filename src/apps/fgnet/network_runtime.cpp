@@ -62,6 +62,7 @@ void AddNetworkRuntimeOptions(CommandSpec& c) {
               "Keep the experts' routing embeddings in FILE between runs (read if present, "
               "written after routing).");
   AddThreadsOption(c);
+  AddDeviceOption(c);
 }
 
 Result<std::unique_ptr<NetworkRuntime>> NetworkRuntime::Create(const ParsedArgs& args,
@@ -70,7 +71,9 @@ Result<std::unique_ptr<NetworkRuntime>> NetworkRuntime::Create(const ParsedArgs&
   std::unique_ptr<NetworkRuntime> rt(new NetworkRuntime());
   rt->experts_ = &experts;
   rt->err_ = &err;
-  FGNET_ASSIGN_OR_RETURN(rt->loaded_, LoadModel(args.String("model"), {.tokenizer = true}));
+  FGNET_ASSIGN_OR_RETURN(const Device device, DeviceOption(args));
+  FGNET_ASSIGN_OR_RETURN(rt->loaded_,
+                         LoadModel(args.String("model"), {.tokenizer = true, .device = device}));
   FGNET_TRY(network::LoadExpertAdapters(experts, *rt->loaded_->checkpoint, *rt->loaded_->registry));
   err << "loaded " << experts.experts.size() << " experts (" << rt->loaded_->registry->size()
       << " adapters, " << rt->loaded_->registry->total_bytes() / 1024 << " KiB)\n";
@@ -102,7 +105,7 @@ Status NetworkRuntime::StartEngine() {
   runner_.reset();
   engine_.reset();
   FGNET_ASSIGN_OR_RETURN(
-      engine_, Engine::Create(*loaded_->model, loaded_->checkpoint->content_hash(),
+      engine_, Engine::Create(loaded_->engine_model(), loaded_->checkpoint->content_hash(),
                               &*loaded_->tokenizer, loaded_->registry.get(), engine_options_));
   network::EngineNodeRunnerOptions runner_options;
   runner_options.pin_prefixes = pin_prefixes_;

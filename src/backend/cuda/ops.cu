@@ -54,6 +54,69 @@ __global__ void RMSNormAddToKernel(const float* x, std::size_t dim, const float*
   for (std::size_t c = threadIdx.x; c < dim; c += blockDim.x) rr[c] += xr[c] * inv * scale[c];
 }
 
+// y[r] = RMSNorm(x[rows ? rows[r] : r]) * scale.
+__global__ void RMSNormKernel(const float* x, const std::int32_t* rows, std::size_t dim,
+                              const float* scale, float eps, float* y) {
+  const std::size_t r = blockIdx.x;
+  const float* xr = x + (rows != nullptr ? static_cast<std::size_t>(rows[r]) : r) * dim;
+  float* yr = y + r * dim;
+  float sum = 0;
+  for (std::size_t c = threadIdx.x; c < dim; c += blockDim.x) sum += xr[c] * xr[c];
+  const float total = BlockSum(sum);
+  const float inv = rsqrtf(total / static_cast<float>(dim) + eps);
+  for (std::size_t c = threadIdx.x; c < dim; c += blockDim.x) yr[c] = xr[c] * inv * scale[c];
+}
+
+__global__ void SoftcapKernel(float* x, std::size_t n, float cap) {
+  const std::size_t i = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] = cap * tanhf(x[i] / cap);
+}
+
+// True if (v, i) ranks before (best_v, best_i): larger, or equal with a lower index; NaN never.
+__device__ bool Better(float v, int i, float best_v, int best_i) {
+  return v > best_v || (v == best_v && i < best_i && best_i >= 0);
+}
+
+// One block per row: the index of the row's largest value (lowest among equals), -1 if none is a
+// number above -inf.
+__global__ void ArgmaxRowsKernel(const float* x, std::size_t cols, std::int32_t* out) {
+  const float* row = x + static_cast<std::size_t>(blockIdx.x) * cols;
+  float best_v = -INFINITY;
+  int best_i = -1;
+  for (std::size_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const float v = row[c];
+    if (v > best_v) {  // strided ascending: the first of equal values is the lowest index
+      best_v = v;
+      best_i = static_cast<int>(c);
+    }
+  }
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const float v = __shfl_xor_sync(0xffffffffu, best_v, offset);
+    const int i = __shfl_xor_sync(0xffffffffu, best_i, offset);
+    if (i >= 0 && (best_i < 0 || Better(v, i, best_v, best_i))) {
+      best_v = v;
+      best_i = i;
+    }
+  }
+  __shared__ float values[kThreads / 32];
+  __shared__ int indices[kThreads / 32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) {
+    values[warp] = best_v;
+    indices[warp] = best_i;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kThreads / 32; ++w) {
+      if (indices[w] >= 0 && (best_i < 0 || Better(values[w], indices[w], best_v, best_i))) {
+        best_v = values[w];
+        best_i = indices[w];
+      }
+    }
+    out[blockIdx.x] = best_i;
+  }
+}
+
 __global__ void GeluTanhMulKernel(const float* gate, const float* up, std::size_t n, float* out) {
   const std::size_t i = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
@@ -90,6 +153,27 @@ Status RMSNormAddTo(const float* x, std::size_t rows, std::size_t dim, const flo
   RMSNormAddToKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, dim, scale, eps,
                                                                            residual);
   return CudaLastError("cuda::RMSNormAddTo");
+}
+
+Status RMSNorm(const float* x, std::size_t n, std::size_t dim, const float* scale, float eps,
+               float* y, const std::int32_t* rows, Stream stream) {
+  if (n == 0) return Ok();
+  RMSNormKernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(x, rows, dim, scale, eps, y);
+  return CudaLastError("cuda::RMSNorm");
+}
+
+Status Softcap(float* x, std::size_t n, float cap, Stream stream) {
+  if (n == 0) return Ok();
+  const auto blocks = static_cast<unsigned>((n + kThreads - 1) / kThreads);
+  SoftcapKernel<<<blocks, kThreads, 0, stream>>>(x, n, cap);
+  return CudaLastError("cuda::Softcap");
+}
+
+Status ArgmaxRows(const float* x, std::size_t rows, std::size_t cols, std::int32_t* out,
+                  Stream stream) {
+  if (rows == 0) return Ok();
+  ArgmaxRowsKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, cols, out);
+  return CudaLastError("cuda::ArgmaxRows");
 }
 
 Status GeluTanhMul(const float* gate, const float* up, std::size_t n, float* out, Stream stream) {

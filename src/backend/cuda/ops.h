@@ -2,7 +2,10 @@
 // contracts as their CPU counterparts (backend/cpu/ops.h), on device pointers:
 //   EmbedRows      out[t, :] = f32(table[ids[t], :]) * scale (F32 or BF16 tables)
 //   RMSNormAddTo   residual[r] += RMSNorm(x[r]) * scale (scale holds 1 + w), fused
+//   RMSNorm        y[r] = RMSNorm(x[r]) * scale, optionally gathering rows of x
 //   GeluTanhMul    out[i] = gelu_tanh(gate[i]) * up[i] (the GeGLU of the MLP)
+//   Softcap        x[i] = cap * tanh(x[i] / cap) (final logit softcapping)
+//   ArgmaxRows     out[r] = the index of row r's largest value (greedy decoding)
 // Each launches on `stream` (null: the default stream) and returns the launch's error; results
 // are ready once the stream is synchronised. Inputs must be valid (ids in range, sizes > 0 where a
 // row is reduced): the callers check them, as on the CPU.
@@ -27,6 +30,18 @@ Status EmbedRows(DType table_dtype, const void* table, std::size_t table_cols,
 
 Status RMSNormAddTo(const float* x, std::size_t rows, std::size_t dim, const float* scale,
                     float eps, float* residual, Stream stream = nullptr);
+
+// y [n, dim] = RMSNorm(x[rows[i]]) * scale for i < n, or of x[i] when `rows` (device, [n]) is
+// null. y must not alias x when rows are gathered.
+Status RMSNorm(const float* x, std::size_t n, std::size_t dim, const float* scale, float eps,
+               float* y, const std::int32_t* rows = nullptr, Stream stream = nullptr);
+
+Status Softcap(float* x, std::size_t n, float cap, Stream stream = nullptr);
+
+// out [rows] = for each row of x [rows, cols], the index of its largest value, the lowest among
+// equal ones (as the CPU sampler's ArgMax), or -1 when no value is a number above -inf.
+Status ArgmaxRows(const float* x, std::size_t rows, std::size_t cols, std::int32_t* out,
+                  Stream stream = nullptr);
 
 Status GeluTanhMul(const float* gate, const float* up, std::size_t n, float* out,
                    Stream stream = nullptr);

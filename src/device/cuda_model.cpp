@@ -1,0 +1,769 @@
+#include "device/cuda_model.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <list>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "backend/cpu/ops.h"
+#include "backend/cuda/attention.h"
+#include "backend/cuda/device.h"
+#include "backend/cuda/matmul.h"
+#include "backend/cuda/ops.h"
+#include "kv/paged_sequence.h"
+#include "model/gemma3_model.h"
+#include "tensor/dtype.h"
+
+namespace fgnet {
+namespace {
+
+// Rows of one pass: a 2,048-token prompt runs as one pass (about 34 KB of activations per row for
+// the 270M shapes).
+constexpr std::size_t kMaxPassRows = 2048;
+// Rows whose logits are computed at once ([rows, vocab] f32 on the GPU and in pinned memory).
+constexpr std::size_t kLogitRows = 64;
+// Adapters kept resident beyond those of the current pass (least recently used go first).
+constexpr std::size_t kMaxResidentAdapters = 256;
+
+// The stream every call of one model runs on, and a CUDA error from work queued outside a forward
+// (block copies of the KV pool), reported by the next forward.
+struct StreamState {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  std::mutex mu;
+  Status deferred = Ok();
+
+  ~StreamState() {
+    if (stream != nullptr) {
+      cudaSetDevice(device);
+      cudaStreamDestroy(stream);
+    }
+  }
+  void Record(Status s) {
+    if (s.ok()) return;
+    std::lock_guard lock(mu);
+    if (deferred.ok()) deferred = std::move(s);
+  }
+  Status Take() {
+    std::lock_guard lock(mu);
+    return std::exchange(deferred, Ok());
+  }
+};
+
+// KV blocks in GPU memory. Copies are queued on the model's stream, so they are ordered before the
+// next forward that reads the blocks.
+class CudaKVMemory final : public Memory {
+ public:
+  CudaKVMemory(cuda::DeviceMemory memory, std::shared_ptr<StreamState> state)
+      : memory_(std::move(memory)), state_(std::move(state)) {}
+  ~CudaKVMemory() override { cudaSetDevice(state_->device); }
+
+  void* data() const override { return memory_.data(); }
+  std::size_t bytes() const override { return memory_.bytes(); }
+  Device device() const override { return Device::Cuda(state_->device); }
+  void Copy(std::size_t to, std::size_t from, std::size_t bytes) override {
+    FGNET_CHECK_LE(to + bytes, memory_.bytes());
+    FGNET_CHECK_LE(from + bytes, memory_.bytes());
+    char* base = static_cast<char*>(memory_.data());
+    cudaSetDevice(state_->device);
+    state_->Record(cuda::CudaCheck(
+        cudaMemcpyAsync(base + to, base + from, bytes, cudaMemcpyDeviceToDevice, state_->stream),
+        "KV block copy (cudaMemcpyAsync)"));
+  }
+
+ private:
+  cuda::DeviceMemory memory_;
+  std::shared_ptr<StreamState> state_;
+};
+
+// Device memory that only grows (contents are not kept when it does).
+class Scratch {
+ public:
+  Status Reserve(std::size_t bytes) {
+    if (memory_.bytes() >= bytes) return Ok();
+    memory_ = cuda::DeviceMemory();
+    FGNET_ASSIGN_OR_RETURN(memory_, cuda::DeviceMemory::Allocate(bytes + bytes / 4));
+    return Ok();
+  }
+  template <typename T>
+  T* as(std::size_t byte_offset = 0) const {
+    return reinterpret_cast<T*>(static_cast<char*>(memory_.data()) + byte_offset);
+  }
+  std::size_t bytes() const { return memory_.bytes(); }
+
+ private:
+  cuda::DeviceMemory memory_;
+};
+
+// Page-locked host memory that only grows.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  ~PinnedBuffer() {
+    if (data_ != nullptr) cudaFreeHost(data_);
+  }
+  Status Reserve(std::size_t bytes) {
+    if (bytes_ >= bytes) return Ok();
+    if (data_ != nullptr) cudaFreeHost(data_);
+    data_ = nullptr;
+    bytes_ = 0;
+    const std::size_t want = bytes + bytes / 4;
+    FGNET_TRY(cuda::CudaCheck(cudaMallocHost(&data_, want), "cudaMallocHost"));
+    bytes_ = want;
+    return Ok();
+  }
+  template <typename T>
+  T* as(std::size_t byte_offset = 0) const {
+    return reinterpret_cast<T*>(static_cast<char*>(data_) + byte_offset);
+  }
+
+ private:
+  void* data_ = nullptr;
+  std::size_t bytes_ = 0;
+};
+
+struct LayerWeights {
+  const std::uint16_t *q, *k, *v, *o, *gate, *up, *down;  // BF16 [out, in]
+  const float *input_norm, *post_attention_norm, *pre_feedforward_norm, *post_feedforward_norm;
+  const float *q_norm, *k_norm;
+  bool sliding = false;
+};
+
+// One adapter on the GPU: A and B (module scale folded into B) per layer and module.
+struct DeviceAdapter {
+  cuda::DeviceMemory memory;
+  struct Module {
+    const float* a = nullptr;
+    const float* b = nullptr;
+    std::int32_t rank = 0;
+  };
+  std::vector<std::array<Module, kNumLoraModules>> layers;
+  std::size_t bytes = 0;
+};
+
+// Byte offsets of the arrays of one pass in its staging buffer (host pinned and device).
+struct PassLayout {
+  std::size_t ids, row_pos, row_seq, logit_rows, seq_table, tables, lora_rows, lora_scales,
+      lora_groups, total;
+};
+
+std::size_t AlignUp(std::size_t n, std::size_t a = 256) { return (n + a - 1) / a * a; }
+
+}  // namespace
+
+struct CudaModel::Impl {
+  Gemma3Config config;
+  std::string name;
+  std::shared_ptr<StreamState> state;
+  std::size_t hidden = 0, intermediate = 0, heads = 0, kv_heads = 0, head_dim = 0;
+  std::size_t q_dim = 0, kv_dim = 0, vocab = 0;
+  float eps = 0.0f, embed_scale = 0.0f, final_softcap = 0.0f;
+  std::int64_t window = 0;
+
+  cuda::DeviceMemory weights;  // every weight, norm factor and RoPE table
+  const std::uint16_t* embed = nullptr;
+  const std::uint16_t* lm_head = nullptr;
+  const float* final_norm = nullptr;
+  const float* inv_freq[2] = {nullptr, nullptr};  // sliding, global
+  cuda::AttentionShape attention[2];
+  std::vector<LayerWeights> layers;
+
+  // Everything below is used under `mu` by one forward at a time.
+  mutable std::mutex mu;
+  mutable std::optional<cuda::MatMulContext> matmul;
+  mutable Scratch activations, attention_ws, lora_ws, logits, staging;
+  mutable PinnedBuffer host_staging, host_logits;
+  mutable std::list<std::pair<std::string, DeviceAdapter>> adapters;  // most recent first
+  mutable std::unordered_map<std::string, std::list<std::pair<std::string, DeviceAdapter>>::iterator>
+      adapter_index;
+
+  Result<const DeviceAdapter*> Resident(const LoraAdapter& adapter) const;
+  Status RunPass(std::span<const PassSegment> segments) const;
+};
+
+CudaModel::CudaModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+CudaModel::~CudaModel() {
+  if (impl_ != nullptr) cudaSetDevice(impl_->state->device);
+}
+
+const Gemma3Config& CudaModel::config() const { return impl_->config; }
+Device CudaModel::device() const { return Device::Cuda(impl_->state->device); }
+std::string CudaModel::device_name() const { return impl_->name; }
+
+std::size_t CudaModel::device_bytes() const {
+  std::lock_guard lock(impl_->mu);
+  std::size_t bytes = impl_->weights.bytes() + impl_->activations.bytes() +
+                      impl_->attention_ws.bytes() + impl_->lora_ws.bytes() +
+                      impl_->logits.bytes() + impl_->staging.bytes();
+  for (const auto& [key, adapter] : impl_->adapters) bytes += adapter.bytes;
+  return bytes;
+}
+
+Result<std::unique_ptr<Memory>> CudaModel::AllocateKV(std::size_t bytes) const {
+  FGNET_TRY(cuda::CudaCheck(cudaSetDevice(impl_->state->device), "cudaSetDevice"));
+  auto memory = cuda::DeviceMemory::Allocate(bytes);
+  if (!memory.ok()) {
+    return MakeError("KV cache of ", bytes >> 20, " MiB on ", impl_->name, ": ",
+                     memory.error().message());
+  }
+  return std::unique_ptr<Memory>(new CudaKVMemory(std::move(*memory), impl_->state));
+}
+
+namespace {
+
+// A weight as BF16 bits, rounding F32 and F16 (round to nearest even).
+Result<std::vector<std::uint16_t>> ToBF16(const TensorView& t, const std::string& name) {
+  const auto n = static_cast<std::size_t>(t.num_elements());
+  std::vector<std::uint16_t> out(n);
+  switch (t.dtype) {
+    case DType::kBF16:
+      std::memcpy(out.data(), t.data, n * sizeof(std::uint16_t));
+      break;
+    case DType::kF32:
+      for (std::size_t i = 0; i < n; ++i) out[i] = F32ToBF16(t.as<float>()[i]);
+      break;
+    case DType::kF16:
+      for (std::size_t i = 0; i < n; ++i) out[i] = F32ToBF16(F16ToF32(t.as<std::uint16_t>()[i]));
+      break;
+    default:
+      return MakeError("tensor '", name, "' is ", DTypeName(t.dtype),
+                       ": the CUDA backend reads F32, F16 and BF16 weights (quantized weights run "
+                       "on the CPU for now)");
+  }
+  return out;
+}
+
+// Host copies of everything uploaded, packed in one buffer with 256-byte aligned offsets.
+class UploadPlan {
+ public:
+  std::size_t Add(const void* data, std::size_t bytes) {
+    const std::size_t at = AlignUp(bytes_.size());
+    bytes_.resize(at + bytes);
+    std::memcpy(bytes_.data() + at, data, bytes);
+    return at;
+  }
+  template <typename T>
+  std::size_t Add(const std::vector<T>& v) {
+    return Add(v.data(), v.size() * sizeof(T));
+  }
+  const std::vector<char>& bytes() const { return bytes_; }
+
+ private:
+  std::vector<char> bytes_;
+};
+
+std::string LayerName(std::size_t layer, const char* suffix) {
+  return "model.layers." + std::to_string(layer) + "." + suffix + ".weight";
+}
+
+}  // namespace
+
+Result<std::unique_ptr<CudaModel>> CudaModel::Create(const Gemma3Config& config,
+                                                     const Gemma3Weights& weights,
+                                                     int device_index) {
+  // The CPU model's checks of the config and every tensor's shape.
+  FGNET_TRY(Gemma3Model::Create(config, weights));
+  FGNET_ASSIGN_OR_RETURN(std::vector<cuda::CudaDeviceInfo> devices, cuda::ListCudaDevices());
+  if (device_index < 0 || device_index >= static_cast<int>(devices.size())) {
+    return MakeError("device cuda:", device_index, " does not exist: this machine has ",
+                     devices.size(), " CUDA device", devices.size() == 1 ? "" : "s");
+  }
+  const cuda::CudaDeviceInfo& info = devices[static_cast<std::size_t>(device_index)];
+  if (info.compute_major < 8) {
+    return MakeError("device cuda:", device_index, " (", info.name, ") has compute capability ",
+                     info.compute_major, ".", info.compute_minor, "; fgnet needs 8.0 or newer");
+  }
+  FGNET_TRY(cuda::CudaCheck(cudaSetDevice(device_index), "cudaSetDevice"));
+
+  auto impl = std::make_unique<Impl>();
+  Impl& m = *impl;
+  const Gemma3Config& c = config;
+  m.config = c;
+  m.name = "cuda:" + std::to_string(device_index) + " (" + info.name + ")";
+  m.state = std::make_shared<StreamState>();
+  m.state->device = device_index;
+  FGNET_TRY(cuda::CudaCheck(cudaStreamCreateWithFlags(&m.state->stream, cudaStreamNonBlocking),
+                            "cudaStreamCreateWithFlags"));
+  m.hidden = static_cast<std::size_t>(c.hidden_size);
+  m.intermediate = static_cast<std::size_t>(c.intermediate_size);
+  m.heads = static_cast<std::size_t>(c.num_attention_heads);
+  m.kv_heads = static_cast<std::size_t>(c.num_key_value_heads);
+  m.head_dim = static_cast<std::size_t>(c.head_dim);
+  m.q_dim = m.heads * m.head_dim;
+  m.kv_dim = m.kv_heads * m.head_dim;
+  m.vocab = static_cast<std::size_t>(c.vocab_size);
+  m.eps = static_cast<float>(c.rms_norm_eps);
+  m.embed_scale = static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)));
+  m.final_softcap =
+      c.final_logit_softcapping ? static_cast<float>(*c.final_logit_softcapping) : 0.0f;
+  m.window = c.sliding_window;
+  if (m.head_dim % 32 != 0 || m.head_dim > 256) {
+    return MakeError("config: head_dim ", m.head_dim,
+                     " is not supported on CUDA (a multiple of 32, at most 256)");
+  }
+  for (std::size_t in : {m.hidden, m.q_dim, m.intermediate}) {
+    if (in % 8 != 0) {
+      return MakeError("config: the CUDA backend needs hidden_size, heads * head_dim and "
+                       "intermediate_size to be multiples of 8 (got ",
+                       in, ")");
+    }
+  }
+
+  // Pack every tensor into one host buffer, then one upload.
+  UploadPlan plan;
+  const auto matrix = [&plan](const TensorView& t, const std::string& name) -> Result<std::size_t> {
+    FGNET_ASSIGN_OR_RETURN(std::vector<std::uint16_t> bits, ToBF16(t, name));
+    return plan.Add(bits);
+  };
+  const auto norm = [&plan, &weights](const TensorView& t, const std::string& name,
+                                      std::int64_t dim) -> Result<std::size_t> {
+    FGNET_ASSIGN_OR_RETURN(std::vector<float> f,
+                           GemmaNormFactor(t, name, dim, weights.norms_include_one));
+    return plan.Add(f);
+  };
+  FGNET_ASSIGN_OR_RETURN(const std::size_t embed_at,
+                         matrix(weights.embed_tokens, "model.embed_tokens.weight"));
+  std::size_t lm_head_at = embed_at;
+  if (!weights.lm_head.empty() && weights.lm_head.data != weights.embed_tokens.data) {
+    FGNET_ASSIGN_OR_RETURN(lm_head_at, matrix(weights.lm_head, "lm_head.weight"));
+  }
+  FGNET_ASSIGN_OR_RETURN(const std::size_t final_norm_at,
+                         norm(weights.norm, "model.norm.weight", c.hidden_size));
+  std::size_t inv_freq_at[2];
+  const double thetas[2] = {c.rope_theta_local, c.rope_theta_global};
+  const double scalings[2] = {c.rope_scaling_local, c.rope_scaling_global};
+  for (int r = 0; r < 2; ++r) {
+    std::vector<float> inv(m.head_dim / 2);
+    cpu::RopeInvFreq(thetas[r], scalings[r], m.head_dim, inv.data());
+    inv_freq_at[r] = plan.Add(inv);
+    cuda::AttentionShape& a = m.attention[r];
+    a.heads = static_cast<std::int32_t>(m.heads);
+    a.kv_heads = static_cast<std::int32_t>(m.kv_heads);
+    a.head_dim = static_cast<std::int32_t>(m.head_dim);
+    a.scale = static_cast<float>(std::pow(c.query_pre_attn_scalar, -0.5));
+    a.softcap = c.attn_logit_softcapping ? static_cast<float>(*c.attn_logit_softcapping) : 0.0f;
+    a.window = r == 0 ? static_cast<std::int32_t>(c.sliding_window) : 0;
+  }
+  struct LayerOffsets {
+    std::size_t q, k, v, o, gate, up, down, in, post_attn, pre_ff, post_ff, qn, kn;
+  };
+  std::vector<LayerOffsets> offsets(weights.layers.size());
+  for (std::size_t l = 0; l < weights.layers.size(); ++l) {
+    const Gemma3LayerWeights& w = weights.layers[l];
+    LayerOffsets& o = offsets[l];
+    FGNET_ASSIGN_OR_RETURN(o.q, matrix(w.q_proj, LayerName(l, "self_attn.q_proj")));
+    FGNET_ASSIGN_OR_RETURN(o.k, matrix(w.k_proj, LayerName(l, "self_attn.k_proj")));
+    FGNET_ASSIGN_OR_RETURN(o.v, matrix(w.v_proj, LayerName(l, "self_attn.v_proj")));
+    FGNET_ASSIGN_OR_RETURN(o.o, matrix(w.o_proj, LayerName(l, "self_attn.o_proj")));
+    FGNET_ASSIGN_OR_RETURN(o.gate, matrix(w.gate_proj, LayerName(l, "mlp.gate_proj")));
+    FGNET_ASSIGN_OR_RETURN(o.up, matrix(w.up_proj, LayerName(l, "mlp.up_proj")));
+    FGNET_ASSIGN_OR_RETURN(o.down, matrix(w.down_proj, LayerName(l, "mlp.down_proj")));
+    FGNET_ASSIGN_OR_RETURN(o.in,
+                           norm(w.input_layernorm, LayerName(l, "input_layernorm"), c.hidden_size));
+    FGNET_ASSIGN_OR_RETURN(o.post_attn, norm(w.post_attention_layernorm,
+                                             LayerName(l, "post_attention_layernorm"),
+                                             c.hidden_size));
+    FGNET_ASSIGN_OR_RETURN(o.pre_ff, norm(w.pre_feedforward_layernorm,
+                                          LayerName(l, "pre_feedforward_layernorm"),
+                                          c.hidden_size));
+    FGNET_ASSIGN_OR_RETURN(o.post_ff, norm(w.post_feedforward_layernorm,
+                                           LayerName(l, "post_feedforward_layernorm"),
+                                           c.hidden_size));
+    FGNET_ASSIGN_OR_RETURN(o.qn, norm(w.q_norm, LayerName(l, "self_attn.q_norm"), c.head_dim));
+    FGNET_ASSIGN_OR_RETURN(o.kn, norm(w.k_norm, LayerName(l, "self_attn.k_norm"), c.head_dim));
+  }
+  auto uploaded = cuda::DeviceMemory::Allocate(plan.bytes().size());
+  if (!uploaded.ok()) {
+    return MakeError("weights (", plan.bytes().size() >> 20, " MiB) on ", m.name, ": ",
+                     uploaded.error().message());
+  }
+  m.weights = std::move(*uploaded);
+  FGNET_TRY(m.weights.CopyFromHost(plan.bytes().data(), plan.bytes().size()));
+  const char* base = static_cast<const char*>(m.weights.data());
+  const auto bf16 = [base](std::size_t at) {
+    return reinterpret_cast<const std::uint16_t*>(base + at);
+  };
+  const auto f32 = [base](std::size_t at) { return reinterpret_cast<const float*>(base + at); };
+  m.embed = bf16(embed_at);
+  m.lm_head = bf16(lm_head_at);
+  m.final_norm = f32(final_norm_at);
+  for (int r = 0; r < 2; ++r) m.inv_freq[r] = f32(inv_freq_at[r]);
+  m.layers.resize(offsets.size());
+  for (std::size_t l = 0; l < offsets.size(); ++l) {
+    const LayerOffsets& o = offsets[l];
+    m.layers[l] = {bf16(o.q),       bf16(o.k),         bf16(o.v),      bf16(o.o),
+                   bf16(o.gate),    bf16(o.up),        bf16(o.down),   f32(o.in),
+                   f32(o.post_attn), f32(o.pre_ff),    f32(o.post_ff), f32(o.qn),
+                   f32(o.kn),       c.is_sliding(static_cast<std::int64_t>(l))};
+  }
+  FGNET_ASSIGN_OR_RETURN(cuda::MatMulContext mm, cuda::MatMulContext::Create(m.state->stream));
+  m.matmul.emplace(std::move(mm));
+  return std::unique_ptr<CudaModel>(new CudaModel(std::move(impl)));
+}
+
+Result<const DeviceAdapter*> CudaModel::Impl::Resident(const LoraAdapter& adapter) const {
+  const std::string& key = adapter.content_hash;
+  if (auto it = adapter_index.find(key); it != adapter_index.end()) {
+    adapters.splice(adapters.begin(), adapters, it->second);
+    return &it->second->second;
+  }
+  // Pack every adapted module's A and B (B scaled by the module's scale), then one upload.
+  std::vector<float> host;
+  struct At {
+    std::size_t a, b;
+    std::int32_t rank;
+  };
+  std::vector<std::array<At, kNumLoraModules>> at(adapter.layers.size());
+  for (std::size_t l = 0; l < adapter.layers.size(); ++l) {
+    for (LoraModule module : kAllLoraModules) {
+      const LoraLayer& layer = adapter.layers[l][static_cast<std::size_t>(module)];
+      At& a = at[l][static_cast<std::size_t>(module)];
+      a.rank = static_cast<std::int32_t>(layer.rank);
+      if (!layer.active()) continue;
+      a.a = host.size();
+      host.insert(host.end(), layer.a.begin(), layer.a.end());
+      host.resize(AlignUp(host.size(), 64));
+      a.b = host.size();
+      for (float v : layer.b) host.push_back(v * layer.scale);
+      host.resize(AlignUp(host.size(), 64));
+    }
+  }
+  DeviceAdapter d;
+  d.bytes = std::max<std::size_t>(host.size(), 1) * sizeof(float);
+  auto memory = cuda::DeviceMemory::Allocate(d.bytes);
+  if (!memory.ok()) {
+    return MakeError("adapter '", adapter.name, "' on ", name, ": ", memory.error().message());
+  }
+  d.memory = std::move(*memory);
+  FGNET_TRY(d.memory.CopyFromHost(host.data(), host.size() * sizeof(float)));
+  const auto* base = static_cast<const float*>(d.memory.data());
+  d.layers.resize(at.size());
+  for (std::size_t l = 0; l < at.size(); ++l) {
+    for (std::size_t i = 0; i < kNumLoraModules; ++i) {
+      if (at[l][i].rank == 0) continue;
+      d.layers[l][i] = {base + at[l][i].a, base + at[l][i].b, at[l][i].rank};
+    }
+  }
+  adapters.emplace_front(key, std::move(d));
+  adapter_index[key] = adapters.begin();
+  return &adapters.front().second;
+}
+
+Status CudaModel::ForwardBatch(std::span<const SequenceStep> steps, ThreadPool& /*pool*/,
+                               ForwardScratch& scratch) const {
+  Impl& m = *impl_;
+  FGNET_TRY(ValidateSteps(m.config, device(), steps));
+  std::lock_guard lock(m.mu);
+  FGNET_TRY(cuda::CudaCheck(cudaSetDevice(m.state->device), "cudaSetDevice"));
+  FGNET_TRY(m.state->Take());
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    const auto* paged = dynamic_cast<const kv::PagedSequence*>(steps[i].kv);
+    if (paged == nullptr || paged->pool().memory().data() == nullptr) {
+      return MakeError("Forward: sequence ", i,
+                       ": the CUDA backend needs a paged KV cache from the model's AllocateKV");
+    }
+  }
+  FGNET_TRY(RunInPasses(m.config.vocab_size, steps, kMaxPassRows, scratch, /*host_argmax=*/false,
+                        [&m](std::span<const PassSegment> segments) {
+                          return m.RunPass(segments);
+                        }));
+  // Evict adapters beyond the resident limit (none of them is in use once the forward is done).
+  while (m.adapters.size() > kMaxResidentAdapters) {
+    m.adapter_index.erase(m.adapters.back().first);
+    m.adapters.pop_back();
+  }
+  return Ok();
+}
+
+Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
+  const cudaStream_t stream = state->stream;
+  const PassSegment& last = segments.back();
+  const std::size_t c = last.row + last.count;
+  const auto& kv0 = static_cast<const kv::PagedSequence&>(*segments.front().step->kv);
+  const kv::BlockPool& pool = kv0.pool();
+  const kv::KVLayout& layout = pool.layout();
+  const auto groups = static_cast<std::size_t>(layout.num_groups());
+  const std::size_t nseq = segments.size();
+
+  // --- Host-side description of the pass -------------------------------------------------------
+  std::vector<std::int32_t> ids(c), row_pos(c), row_seq(c), logit_rows;
+  // Where a row's logits go: a host row, or (kArgmax) only the id of its largest logit.
+  struct LogitDest {
+    float* dst;
+    std::int32_t* token;
+  };
+  std::vector<LogitDest> logit_dest;
+  std::int32_t max_pos = 0;
+  std::vector<std::int32_t> seq_table(groups * nseq), tables;
+  for (std::size_t s = 0; s < nseq; ++s) {
+    const PassSegment& seg = segments[s];
+    const auto& kv = static_cast<const kv::PagedSequence&>(*seg.step->kv);
+    if (&kv.pool() != &pool) {
+      return MakeError("Forward: the sequences of one batch must share one KV block pool");
+    }
+    for (std::size_t i = 0; i < seg.count; ++i) {
+      const std::size_t row = seg.row + i;
+      ids[row] = seg.step->tokens[seg.offset + i];
+      row_pos[row] = static_cast<std::int32_t>(seg.first_pos + static_cast<std::int64_t>(i));
+      row_seq[row] = static_cast<std::int32_t>(s);
+      if (seg.token != nullptr && i == seg.count - 1) {
+        logit_rows.push_back(static_cast<std::int32_t>(row));
+        logit_dest.push_back({nullptr, seg.token});
+      } else if (seg.logits != nullptr && i >= seg.logits_begin) {
+        logit_rows.push_back(static_cast<std::int32_t>(row));
+        logit_dest.push_back({seg.logits + (i - seg.logits_begin) * vocab, nullptr});
+      }
+    }
+    max_pos = std::max(max_pos, row_pos[seg.row + seg.count - 1]);
+    const std::int64_t end = seg.first_pos + static_cast<std::int64_t>(seg.count);
+    const std::int64_t blocks = (end + layout.block_size - 1) / layout.block_size;
+    for (std::size_t g = 0; g < groups; ++g) {
+      seq_table[g * nseq + s] = static_cast<std::int32_t>(tables.size());
+      for (std::int64_t b = 0; b < blocks; ++b)
+        tables.push_back(kv.block(static_cast<std::int64_t>(g), b));
+    }
+  }
+
+  // LoRA: one group per adapter, holding the rows it applies to.
+  struct HostGroup {
+    const DeviceAdapter* adapter;
+    std::vector<std::int32_t> rows;
+    std::vector<float> scales;
+  };
+  std::vector<HostGroup> lora;
+  std::vector<const LoraAdapter*> lora_keys;
+  for (const PassSegment& seg : segments) {
+    for (const AdapterUse& use : seg.step->adapters) {
+      const std::int64_t skip = std::clamp<std::int64_t>(use.start - seg.first_pos, 0,
+                                                         static_cast<std::int64_t>(seg.count));
+      if (skip == static_cast<std::int64_t>(seg.count)) continue;
+      std::size_t gi = 0;
+      while (gi < lora_keys.size() && lora_keys[gi] != use.adapter) ++gi;
+      if (gi == lora_keys.size()) {
+        FGNET_ASSIGN_OR_RETURN(const DeviceAdapter* d, Resident(*use.adapter));
+        lora_keys.push_back(use.adapter);
+        lora.push_back({d, {}, {}});
+      }
+      for (std::size_t r = seg.row + static_cast<std::size_t>(skip); r < seg.row + seg.count; ++r) {
+        lora[gi].rows.push_back(static_cast<std::int32_t>(r));
+        lora[gi].scales.push_back(use.scale);
+      }
+    }
+  }
+  std::vector<std::int32_t> lora_rows;
+  std::vector<float> lora_scales;
+  std::vector<std::int32_t> group_first(lora.size());
+  for (std::size_t g = 0; g < lora.size(); ++g) {
+    group_first[g] = static_cast<std::int32_t>(lora_rows.size());
+    lora_rows.insert(lora_rows.end(), lora[g].rows.begin(), lora[g].rows.end());
+    lora_scales.insert(lora_scales.end(), lora[g].scales.begin(), lora[g].scales.end());
+  }
+  // The groups of every (layer, module) site, and each site's largest rank.
+  const std::size_t sites = layers.size() * kNumLoraModules;
+  std::vector<cuda::LoraGroup> lora_groups;
+  std::vector<std::int32_t> site_first(sites, 0), site_count(sites, 0), site_rank(sites, 0);
+  if (!lora.empty()) {
+    for (std::size_t site = 0; site < sites; ++site) {
+      site_first[site] = static_cast<std::int32_t>(lora_groups.size());
+      for (std::size_t g = 0; g < lora.size(); ++g) {
+        const DeviceAdapter::Module& mod =
+            lora[g].adapter->layers[site / kNumLoraModules][site % kNumLoraModules];
+        if (mod.rank == 0) continue;
+        lora_groups.push_back({mod.a, mod.b, mod.rank, group_first[g],
+                               static_cast<std::int32_t>(lora[g].rows.size())});
+        site_rank[site] = std::max(site_rank[site], mod.rank);
+      }
+      site_count[site] = static_cast<std::int32_t>(lora_groups.size()) - site_first[site];
+    }
+  }
+  const std::int32_t max_rank =
+      lora.empty() ? 0 : *std::max_element(site_rank.begin(), site_rank.end());
+
+  // --- Staging: one host-to-device copy of everything above ------------------------------------
+  PassLayout pl{};
+  std::size_t at = 0;
+  const auto place = [&at](std::size_t bytes) {
+    const std::size_t here = at;
+    at = AlignUp(at + bytes);
+    return here;
+  };
+  pl.ids = place(c * 4);
+  pl.row_pos = place(c * 4);
+  pl.row_seq = place(c * 4);
+  pl.logit_rows = place(logit_rows.size() * 4);
+  pl.seq_table = place(seq_table.size() * 4);
+  pl.tables = place(tables.size() * 4);
+  pl.lora_rows = place(lora_rows.size() * 4);
+  pl.lora_scales = place(lora_scales.size() * 4);
+  pl.lora_groups = place(lora_groups.size() * sizeof(cuda::LoraGroup));
+  pl.total = at;
+  FGNET_TRY(host_staging.Reserve(pl.total));
+  FGNET_TRY(staging.Reserve(pl.total));
+  const auto put = [this](std::size_t offset, const auto& v) {
+    if (!v.empty()) std::memcpy(host_staging.as<char>(offset), v.data(), v.size() * sizeof(v[0]));
+  };
+  put(pl.ids, ids);
+  put(pl.row_pos, row_pos);
+  put(pl.row_seq, row_seq);
+  put(pl.logit_rows, logit_rows);
+  put(pl.seq_table, seq_table);
+  put(pl.tables, tables);
+  put(pl.lora_rows, lora_rows);
+  put(pl.lora_scales, lora_scales);
+  put(pl.lora_groups, lora_groups);
+  FGNET_TRY(cuda::CudaCheck(cudaMemcpyAsync(staging.as<char>(), host_staging.as<char>(), pl.total,
+                                            cudaMemcpyHostToDevice, stream),
+                            "cudaMemcpyAsync (pass description)"));
+
+  // --- Working memory ---------------------------------------------------------------------------
+  const std::size_t sizes[] = {c * hidden, c * hidden,       c * q_dim,       c * kv_dim, c * kv_dim,
+                               c * q_dim,  c * hidden,       c * intermediate, c * intermediate};
+  std::size_t floats = 0;
+  for (std::size_t s : sizes) floats += AlignUp(s, 64);
+  FGNET_TRY(activations.Reserve(floats * sizeof(float)));
+  float* ptr[std::size(sizes)];
+  {
+    float* p = activations.as<float>();
+    for (std::size_t i = 0; i < std::size(sizes); ++i) {
+      ptr[i] = p;
+      p += AlignUp(sizes[i], 64);
+    }
+  }
+  float *x = ptr[0], *h = ptr[1], *q = ptr[2], *k = ptr[3], *v = ptr[4], *attn = ptr[5],
+        *o = ptr[6], *gate = ptr[7], *up = ptr[8];
+
+  std::vector<cuda::PassRows> pass(groups);
+  for (std::size_t g = 0; g < groups; ++g) {
+    cuda::PassRows& p = pass[g];
+    p.rows = static_cast<std::int32_t>(c);
+    p.row_seq = staging.as<std::int32_t>(pl.row_seq);
+    p.row_pos = staging.as<std::int32_t>(pl.row_pos);
+    p.seq_table = staging.as<std::int32_t>(pl.seq_table) + g * nseq;
+    p.tables = staging.as<std::int32_t>(pl.tables);
+    p.num_seqs = static_cast<std::int32_t>(nseq);
+    p.max_pos = max_pos;
+  }
+  std::size_t attention_floats = 0;
+  for (int r = 0; r < 2; ++r) {
+    attention_floats =
+        std::max(attention_floats, cuda::PagedAttentionWorkspace(pass[0], attention[r]));
+  }
+  FGNET_TRY(attention_ws.Reserve(std::max<std::size_t>(attention_floats, 1) * sizeof(float)));
+  FGNET_TRY(lora_ws.Reserve(
+      std::max<std::size_t>(static_cast<std::size_t>(max_rank) * lora_rows.size(), 1) *
+      sizeof(float)));
+
+  const std::int32_t* d_row_pos = staging.as<std::int32_t>(pl.row_pos);
+  const std::int32_t* d_lora_rows = staging.as<std::int32_t>(pl.lora_rows);
+  const float* d_lora_scales = staging.as<float>(pl.lora_scales);
+  const cuda::LoraGroup* d_lora_groups = staging.as<cuda::LoraGroup>(pl.lora_groups);
+  const auto apply_lora = [&](std::size_t layer, LoraModule module, const float* in, std::size_t ldx,
+                              std::size_t in_dim, float* out, std::size_t out_dim) -> Status {
+    const std::size_t site = layer * kNumLoraModules + static_cast<std::size_t>(module);
+    if (lora.empty() || site_count[site] == 0) return Ok();
+    return cuda::LoraApply(in, ldx, in_dim, out, out_dim, out_dim, d_lora_groups + site_first[site],
+                           site_count[site], site_rank[site], d_lora_rows, d_lora_scales,
+                           static_cast<std::int32_t>(lora_rows.size()), lora_ws.as<float>(),
+                           stream);
+  };
+  cuda::MatMulContext& mm = *matmul;
+
+  // --- The layers -------------------------------------------------------------------------------
+  FGNET_TRY(cuda::EmbedRows(DType::kBF16, embed, hidden, staging.as<std::int32_t>(pl.ids), c,
+                            embed_scale, x, stream));
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    const LayerWeights& w = layers[l];
+    const int r = w.sliding ? 0 : 1;
+    const std::size_t group = static_cast<std::size_t>(layout.layer_group[l]);
+    const cuda::PagedLayer paged{static_cast<float*>(pool.memory().data()),
+                                 static_cast<std::int64_t>(layout.block_floats()),
+                                 layout.block_size, layout.layer_slot[l], layout.row};
+    FGNET_TRY(cuda::RMSNorm(x, c, hidden, w.input_norm, eps, h, nullptr, stream));
+    FGNET_TRY(mm.MatMul(h, c, hidden, w.q, q_dim, q));
+    FGNET_TRY(mm.MatMul(h, c, hidden, w.k, kv_dim, k));
+    FGNET_TRY(mm.MatMul(h, c, hidden, w.v, kv_dim, v));
+    FGNET_TRY(apply_lora(l, LoraModule::kQ, h, hidden, hidden, q, q_dim));
+    FGNET_TRY(apply_lora(l, LoraModule::kK, h, hidden, hidden, k, kv_dim));
+    FGNET_TRY(apply_lora(l, LoraModule::kV, h, hidden, hidden, v, kv_dim));
+    FGNET_TRY(cuda::QKNormRope(q, k, static_cast<std::int32_t>(c), attention[r].heads,
+                               attention[r].kv_heads, attention[r].head_dim, w.q_norm, w.k_norm,
+                               eps, inv_freq[r], d_row_pos, stream));
+    FGNET_TRY(cuda::WriteKV(k, v, pass[group], paged, stream));
+    FGNET_TRY(cuda::PagedAttention(q, pass[group], paged, attention[r], attn,
+                                   attention_ws.as<float>(), stream));
+    FGNET_TRY(mm.MatMul(attn, c, q_dim, w.o, hidden, o));
+    FGNET_TRY(apply_lora(l, LoraModule::kO, attn, q_dim, q_dim, o, hidden));
+    FGNET_TRY(cuda::RMSNormAddTo(o, c, hidden, w.post_attention_norm, eps, x, stream));
+    FGNET_TRY(cuda::RMSNorm(x, c, hidden, w.pre_feedforward_norm, eps, h, nullptr, stream));
+    FGNET_TRY(mm.MatMul(h, c, hidden, w.gate, intermediate, gate));
+    FGNET_TRY(mm.MatMul(h, c, hidden, w.up, intermediate, up));
+    FGNET_TRY(apply_lora(l, LoraModule::kGate, h, hidden, hidden, gate, intermediate));
+    FGNET_TRY(apply_lora(l, LoraModule::kUp, h, hidden, hidden, up, intermediate));
+    FGNET_TRY(cuda::GeluTanhMul(gate, up, c * intermediate, gate, stream));
+    FGNET_TRY(mm.MatMul(gate, c, intermediate, w.down, hidden, o));
+    FGNET_TRY(apply_lora(l, LoraModule::kDown, gate, intermediate, intermediate, o, hidden));
+    FGNET_TRY(cuda::RMSNormAddTo(o, c, hidden, w.post_feedforward_norm, eps, x, stream));
+  }
+
+  // --- Logits, in chunks of kLogitRows rows -----------------------------------------------------
+  // Rows that only want their argmax never leave the GPU: their ids do (4 bytes a row).
+  if (!logit_rows.empty()) {
+    const std::size_t chunk = std::min(kLogitRows, logit_rows.size());
+    const std::size_t ids_at = AlignUp(chunk * vocab * sizeof(float));
+    FGNET_TRY(logits.Reserve(ids_at + chunk * sizeof(std::int32_t)));
+    FGNET_TRY(host_logits.Reserve(ids_at + chunk * sizeof(std::int32_t)));
+    for (std::size_t first = 0; first < logit_rows.size(); first += chunk) {
+      const std::size_t n = std::min(chunk, logit_rows.size() - first);
+      bool full = false, argmax = false;
+      for (std::size_t i = first; i < first + n; ++i) {
+        full = full || logit_dest[i].dst != nullptr;
+        argmax = argmax || logit_dest[i].token != nullptr;
+      }
+      FGNET_TRY(cuda::RMSNorm(x, n, hidden, final_norm, eps, h,
+                              staging.as<std::int32_t>(pl.logit_rows) + first, stream));
+      FGNET_TRY(mm.MatMul(h, n, hidden, lm_head, vocab, logits.as<float>()));
+      if (final_softcap > 0.0f)
+        FGNET_TRY(cuda::Softcap(logits.as<float>(), n * vocab, final_softcap, stream));
+      if (argmax) {
+        FGNET_TRY(cuda::ArgmaxRows(logits.as<float>(), n, vocab, logits.as<std::int32_t>(ids_at),
+                                   stream));
+        FGNET_TRY(cuda::CudaCheck(
+            cudaMemcpyAsync(host_logits.as<std::int32_t>(ids_at), logits.as<std::int32_t>(ids_at),
+                            n * sizeof(std::int32_t), cudaMemcpyDeviceToHost, stream),
+            "cudaMemcpyAsync (sampled ids)"));
+      }
+      if (full) {
+        FGNET_TRY(cuda::CudaCheck(cudaMemcpyAsync(host_logits.as<float>(), logits.as<float>(),
+                                                  n * vocab * sizeof(float),
+                                                  cudaMemcpyDeviceToHost, stream),
+                                  "cudaMemcpyAsync (logits)"));
+      }
+      FGNET_TRY(cuda::CudaCheck(cudaStreamSynchronize(stream), "forward pass"));
+      for (std::size_t i = 0; i < n; ++i) {
+        const LogitDest& d = logit_dest[first + i];
+        if (d.token != nullptr) *d.token = host_logits.as<std::int32_t>(ids_at)[i];
+        if (d.dst != nullptr) {
+          std::memcpy(d.dst, host_logits.as<float>() + i * vocab, vocab * sizeof(float));
+        }
+      }
+    }
+  }
+  // The staging buffers are reused by the next pass: wait for this one.
+  FGNET_TRY(cuda::CudaCheck(cudaStreamSynchronize(stream), "forward pass"));
+  for (const PassSegment& seg : segments) seg.step->kv->Advance(static_cast<std::int64_t>(seg.count));
+  return Ok();
+}
+
+}  // namespace fgnet

@@ -1,0 +1,55 @@
+// The Gemma 3 forward pass on an NVIDIA GPU: the Model interface (model/model.h) over the CUDA
+// kernels of backend/cuda.
+//
+// Weights are uploaded once, as BF16 (F32 and F16 checkpoints are rounded to BF16 on upload;
+// quantized ones are refused for now), with the f32 norm factors and RoPE frequencies. Keys and
+// values live in paged blocks in GPU memory (AllocateKV), in the block layout of kv/block_pool.h;
+// each pass writes its fresh keys into their blocks and attends over the blocks, so prefix
+// sharing and copy-on-write work as on the CPU. Activations are f32. LoRA adapters are uploaded
+// on first use (f32, the module scale folded into B) and stay resident; a pass applies every
+// adapter's rows at every site with the grouped shrink/expand kernels. Logits of the rows that
+// want them are copied to the host.
+//
+// Against the CPU backend the results differ by floating-point order and by the BF16 rounding of
+// prefill activations before cuBLAS (backend/cuda/matmul.h); the parity tests state the tolerance.
+// Thread-safety: as model/model.h; calls are serialised by the model.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+
+#include "model/model.h"
+#include "model/weights.h"
+#include "util/status.h"
+
+namespace fgnet {
+
+class CudaModel final : public Model {
+ public:
+  // Uploads `weights` to GPU `device_index`. Errors: no such GPU, out of memory, a weight dtype
+  // the GPU path does not read, and every error of Gemma3Model::Create (the same checks run).
+  static Result<std::unique_ptr<CudaModel>> Create(const Gemma3Config& config,
+                                                   const Gemma3Weights& weights, int device_index);
+  ~CudaModel() override;
+  CudaModel(const CudaModel&) = delete;
+  CudaModel& operator=(const CudaModel&) = delete;
+
+  const Gemma3Config& config() const override;
+  Device device() const override;
+  std::string device_name() const override;
+  Result<std::unique_ptr<Memory>> AllocateKV(std::size_t bytes) const override;
+  // Every step's KV must be a kv::PagedSequence whose pool memory came from AllocateKV.
+  Status ForwardBatch(std::span<const SequenceStep> steps, ThreadPool& pool,
+                      ForwardScratch& scratch) const override;
+
+  // Bytes of GPU memory held for weights, resident adapters and working buffers (not KV).
+  std::size_t device_bytes() const override;
+
+ private:
+  struct Impl;
+  explicit CudaModel(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fgnet

@@ -1,0 +1,144 @@
+#include "model/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+
+namespace fgnet {
+namespace {
+
+Status ValidateStep(const Gemma3Config& c, Device device, const SequenceStep& step,
+                    std::size_t index) {
+  const std::string where =
+      index == 0 ? "Forward: " : "Forward: sequence " + std::to_string(index) + ": ";
+  if (step.kv == nullptr) return MakeError(where, "no KV cache given");
+  const SequenceKV& kv = *step.kv;
+  if (!kv.Fits(c))
+    return MakeError(where, "the KV cache was made for a different model configuration");
+  if (kv.device() != device) {
+    return MakeError(where, "the KV cache is in ", kv.device().ToString(),
+                     " memory but the model runs on ", device.ToString());
+  }
+  for (std::size_t i = 0; i < step.tokens.size(); ++i) {
+    if (step.tokens[i] < 0 || step.tokens[i] >= c.vocab_size) {
+      return MakeError(where, "token id ", step.tokens[i], " at index ", i, " is out of range [0, ",
+                       c.vocab_size, ")");
+    }
+  }
+  const auto n = static_cast<std::int64_t>(step.tokens.size());
+  if (n > kv.capacity() - kv.length()) {
+    return MakeError(where, "KV cache full: ", kv.length(), " cached positions + ", n,
+                     " tokens exceed its capacity of ", kv.capacity());
+  }
+  if ((step.mode == LogitsMode::kLast || step.mode == LogitsMode::kArgmax) && n == 0)
+    return MakeError(where, "no tokens to compute logits for");
+  if (step.mode == LogitsMode::kArgmax) {
+    if (step.token == nullptr) return MakeError(where, "no token output given");
+  } else if (step.mode != LogitsMode::kNone && step.logits == nullptr) {
+    return MakeError(where, "no logits buffer given");
+  }
+  for (std::size_t i = 0; i < step.adapters.size(); ++i) {
+    const AdapterUse& use = step.adapters[i];
+    if (use.adapter == nullptr) return MakeError(where, "adapter ", i, " is null");
+    if (static_cast<std::int64_t>(use.adapter->layers.size()) != c.num_hidden_layers) {
+      return MakeError(where, "adapter '", use.adapter->name, "' has ", use.adapter->layers.size(),
+                       " layers but the model has ", c.num_hidden_layers);
+    }
+    if (!std::isfinite(use.scale))
+      return MakeError(where, "adapter '", use.adapter->name, "' has a non-finite scale");
+    if (use.start < 0)
+      return MakeError(where, "adapter '", use.adapter->name, "' starts at a negative position");
+  }
+  return Ok();
+}
+
+}  // namespace
+
+Status ValidateSteps(const Gemma3Config& config, Device device,
+                     std::span<const SequenceStep> steps) {
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    FGNET_TRY(ValidateStep(config, device, steps[i], steps.size() == 1 ? 0 : i));
+    for (std::size_t j = 0; j < i; ++j) {
+      if (steps[j].kv == steps[i].kv)
+        return MakeError("Forward: sequences ", j, " and ", i, " share one KV cache");
+    }
+  }
+  return Ok();
+}
+
+Status RunInPasses(std::int64_t vocab_size, std::span<const SequenceStep> steps,
+                   std::size_t max_rows, ForwardScratch& scratch, bool host_argmax,
+                   const std::function<Status(std::span<const PassSegment>)>& run) {
+  const auto vocab = static_cast<std::size_t>(vocab_size);
+  // Size the outputs; the first token of each step whose logits are wanted.
+  std::vector<std::size_t>& logits_from = scratch.logits_from;
+  logits_from.assign(steps.size(), 0);
+  if (scratch.argmax_logits.size() < steps.size()) scratch.argmax_logits.resize(steps.size());
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    const SequenceStep& step = steps[i];
+    const std::size_t n = step.tokens.size();
+    if (step.mode == LogitsMode::kArgmax) {
+      if (host_argmax) scratch.argmax_logits[i].resize(vocab);
+      logits_from[i] = n - 1;
+    } else if (step.mode == LogitsMode::kLast) {
+      step.logits->resize(vocab);
+      logits_from[i] = n - 1;
+    } else if (step.mode == LogitsMode::kAll) {
+      step.logits->resize(n * vocab);
+    } else {
+      if (step.logits != nullptr) step.logits->clear();
+      logits_from[i] = n;
+    }
+  }
+  std::vector<PassSegment>& segments = scratch.segments;
+  std::size_t step = 0, done = 0;  // the next token to place: steps[step].tokens[done]
+  while (step < steps.size()) {
+    segments.clear();
+    std::size_t rows = 0;
+    while (step < steps.size() && rows < max_rows) {
+      const SequenceStep& s = steps[step];
+      const std::size_t count = std::min(max_rows - rows, s.tokens.size() - done);
+      if (count > 0) {
+        PassSegment seg{&s, done, count, rows, s.kv->length(), count, nullptr};
+        const std::size_t first_logit = std::max(logits_from[step], done);
+        if (first_logit < done + count) {
+          seg.logits_begin = first_logit - done;
+          if (s.mode == LogitsMode::kArgmax) {
+            seg.token = s.token;
+            if (host_argmax) seg.logits = scratch.argmax_logits[step].data();
+          } else {
+            seg.logits = s.logits->data() +
+                         (s.mode == LogitsMode::kAll ? first_logit * vocab : std::size_t{0});
+          }
+        }
+        segments.push_back(seg);
+        rows += count;
+        done += count;
+      }
+      if (done == s.tokens.size()) {
+        ++step;
+        done = 0;
+      }
+    }
+    if (!segments.empty()) FGNET_TRY(run(segments));
+  }
+  if (host_argmax) {
+    for (std::size_t i = 0; i < steps.size(); ++i) {
+      if (steps[i].mode != LogitsMode::kArgmax) continue;
+      const std::vector<float>& row = scratch.argmax_logits[i];
+      std::int32_t best = -1;
+      float best_value = -std::numeric_limits<float>::infinity();
+      for (std::size_t v = 0; v < vocab; ++v) {
+        if (row[v] > best_value) {  // NaN compares false
+          best_value = row[v];
+          best = static_cast<std::int32_t>(v);
+        }
+      }
+      *steps[i].token = best;
+    }
+  }
+  return Ok();
+}
+
+}  // namespace fgnet

@@ -1,0 +1,100 @@
+// The forward pass of a Gemma 3 model on one device: the interface the serving engine, the
+// benchmarks and the commands run models through, whatever backend computes them.
+//
+// Gemma3Model (model/gemma3_model.h) implements it on the CPU; the CUDA backend
+// (device/cuda_model.h) on an NVIDIA GPU. CreateModel (device/create_model.h) picks one for a
+// Device. Both read and write a sequence's keys and values through the SequenceKV it is given;
+// the CUDA backend only accepts paged sequences (kv/paged_sequence.h) whose block pool lives in
+// memory from its own AllocateKV.
+//
+// Thread-safety: ForwardBatch may be called from one thread at a time per model on a GPU (the
+// device's stream and working memory are the model's); the CPU model allows concurrent calls with
+// distinct scratches.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "backend/device.h"
+#include "model/config.h"
+#include "model/kv_cache.h"
+#include "model/lora.h"
+#include "util/status.h"
+#include "util/thread_pool.h"
+
+namespace fgnet {
+
+enum class LogitsMode : std::uint8_t {
+  kNone,  // only fill the KV cache (e.g. a prefix)
+  kLast,  // logits of the last token only: [vocab]
+  kAll,   // logits of every token: [n_tokens, vocab]
+  // Only the id of the last token's largest logit (the lowest id among equals; -1 when no logit
+  // is a number above -inf), into *token: greedy decoding without the logits leaving the device.
+  kArgmax,
+};
+
+// One adapter of a sequence's adapter set.
+struct AdapterUse {
+  const LoraAdapter* adapter = nullptr;  // must outlive the call
+  float scale = 1.0f;                    // multiplies the adapter's own per-module scales
+  // First position (counted from the start of the sequence) the adapter applies to: 0 for a
+  // plain LoRA, the invocation's start for an activated LoRA (see AloraStart).
+  std::int64_t start = 0;
+};
+
+// One sequence's share of a ForwardBatch: like the arguments of Forward.
+struct SequenceStep {
+  std::span<const std::int32_t> tokens;
+  SequenceKV* kv = nullptr;
+  LogitsMode mode = LogitsMode::kLast;
+  std::vector<float>* logits = nullptr;
+  std::span<const AdapterUse> adapters;
+  std::int32_t* token = nullptr;  // kArgmax's result
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+
+  virtual const Gemma3Config& config() const = 0;
+  virtual Device device() const = 0;
+  // The device's name for logs and reports ("cpu", "cuda:0 (NVIDIA H100 80GB HBM3)").
+  virtual std::string device_name() const = 0;
+
+  // Bytes of device memory the model holds apart from KV blocks: weights, resident adapters and
+  // working buffers on a GPU; 0 on the CPU (whose weights are the checkpoint's mapped file).
+  virtual std::size_t device_bytes() const { return 0; }
+
+  // `bytes` of memory for KV blocks on the model's device. Errors: out of device memory.
+  virtual Result<std::unique_ptr<Memory>> AllocateKV(std::size_t bytes) const = 0;
+
+  // Several sequences in one forward; see Gemma3Model::ForwardBatch for the contract, which every
+  // backend keeps: each step behaves as a forward of that sequence alone, logits land in host
+  // vectors, and on error no cache is changed. `pool` and `scratch` are the CPU's working threads
+  // and memory (a GPU backend only uses the scratch's bookkeeping).
+  virtual Status ForwardBatch(std::span<const SequenceStep> steps, ThreadPool& pool,
+                              ForwardScratch& scratch) const = 0;
+};
+
+// What every backend's ForwardBatch shares, so that they agree on errors and on how a batch is cut:
+//
+// ValidateSteps checks every step before any cache is touched (token ids, capacity, logits
+// buffers, adapters, a cache in `device`'s memory made for `config`, no cache used twice); the
+// messages name the sequence ("Forward: sequence 2: ...") when there are several.
+Status ValidateSteps(const Gemma3Config& config, Device device,
+                     std::span<const SequenceStep> steps);
+// RunInPasses sizes each step's logits vector ([vocab] for kLast, [n, vocab] for kAll, cleared
+// for kNone) and calls `run` for each pass of at most `max_rows` rows, filled with the steps'
+// tokens in order (a step may span several passes), stopping at the first error. A kArgmax
+// step's segment carries its `token`; with `host_argmax` its logits go to a scratch row and the
+// argmax is taken here after the passes, else the backend writes *token itself (and the
+// segment's logits pointer is null).
+Status RunInPasses(std::int64_t vocab, std::span<const SequenceStep> steps, std::size_t max_rows,
+                   ForwardScratch& scratch, bool host_argmax,
+                   const std::function<Status(std::span<const PassSegment>)>& run);
+
+}  // namespace fgnet

@@ -1,0 +1,328 @@
+// The model on a chosen device: device names, CreateModel's errors, and the CUDA forward pass
+// against the CPU one on small random checkpoints (paged KV in both, chunked prefill, decoding
+// past the sliding window, GQA, softcapping, mixed-adapter batches with an activated adapter,
+// copy-on-write of shared blocks). The CUDA comparisons skip where no GPU is present.
+//
+// Tolerance: the GPU rounds activations to BF16 before each projection (backend/cuda/matmul.h),
+// so its logits differ from the CPU's f32-activation ones by a few BF16 steps; they must agree to
+// within kLogitTolerance of the logit scale and give the same greedy continuation.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "device/create_model.h"
+#include "forward_reference.h"
+#include "kv/block_pool.h"
+#include "kv/paged_sequence.h"
+#include "model/gemma3_model.h"
+#include "model/synth.h"
+
+namespace fgnet {
+namespace {
+
+constexpr float kLogitTolerance = 2e-2f;
+
+Gemma3Config SmallConfig(std::int64_t heads, std::int64_t kv_heads, std::int64_t head_dim) {
+  Gemma3Config c;
+  c.vocab_size = 211;
+  c.hidden_size = 64;
+  c.intermediate_size = 96;
+  c.num_hidden_layers = 6;
+  c.num_attention_heads = heads;
+  c.num_key_value_heads = kv_heads;
+  c.head_dim = head_dim;
+  c.max_position_embeddings = 4096;
+  c.sliding_window = 9;
+  c.layer_types = {LayerType::kSliding, LayerType::kSliding, LayerType::kGlobal,
+                   LayerType::kSliding, LayerType::kSliding, LayerType::kGlobal};
+  c.query_pre_attn_scalar = static_cast<double>(head_dim);
+  c.rms_norm_eps = 1e-6;
+  return c;
+}
+
+TEST(DeviceTest, ParsesDeviceNames) {
+  EXPECT_EQ(*ParseDevice("cpu"), Device::Cpu());
+  EXPECT_EQ(*ParseDevice("cuda"), Device::Cuda(0));
+  EXPECT_EQ(*ParseDevice("cuda:3"), Device::Cuda(3));
+  EXPECT_EQ(Device::Cuda(2).ToString(), "cuda:2");
+  for (const char* bad : {"gpu", "cuda:", "cuda:x", "cuda:-1", "cuda:1x", "CPU", ""}) {
+    auto d = ParseDevice(bad);
+    ASSERT_FALSE(d.ok()) << bad;
+    EXPECT_EQ(d.error().message(),
+              "device '" + std::string(bad) + "' is not one of cpu, cuda, cuda:N");
+  }
+}
+
+TEST(DeviceTest, HostMemoryCopiesWithin) {
+  auto memory = AllocateHostMemory(64);
+  auto* bytes = static_cast<unsigned char*>(memory->data());
+  for (int i = 0; i < 64; ++i) bytes[i] = static_cast<unsigned char>(i);
+  memory->Copy(32, 0, 16);
+  for (int i = 0; i < 16; ++i) EXPECT_EQ(bytes[32 + i], i);
+  EXPECT_EQ(memory->device(), Device::Cpu());
+}
+
+TEST(DeviceTest, CpuModelsComeFromCreateModel) {
+  const testing::RandomCheckpoint ckpt(SmallConfig(4, 2, 32), DType::kBF16, 1);
+  auto model = CreateModel(ckpt.config(), ckpt.weights(), Device::Cpu());
+  ASSERT_TRUE(model.ok()) << model.error().message();
+  EXPECT_EQ((*model)->device(), Device::Cpu());
+  EXPECT_EQ((*model)->device_name(), "cpu");
+  ASSERT_FALSE(DescribeDevices().empty());
+  EXPECT_EQ(DescribeDevices()[0], "cpu");
+}
+
+TEST(DeviceTest, AMissingGpuIsAnError) {
+  const testing::RandomCheckpoint ckpt(SmallConfig(4, 2, 32), DType::kBF16, 1);
+  auto model = CreateModel(ckpt.config(), ckpt.weights(), Device::Cuda(999));
+  ASSERT_FALSE(model.ok());
+  const std::string& message = model.error().message();
+  EXPECT_TRUE(message.starts_with("device cuda:999")) << message;
+}
+
+TEST(DeviceTest, TheCpuModelRefusesKVInAnotherDevicesMemory) {
+  const testing::RandomCheckpoint ckpt(SmallConfig(4, 2, 32), DType::kBF16, 1);
+  auto model = Gemma3Model::Create(ckpt.config(), ckpt.weights());
+  ASSERT_TRUE(model.ok());
+  // Host memory labelled as a GPU's: the CPU model must refuse it before touching it.
+  class ForeignMemory final : public Memory {
+   public:
+    explicit ForeignMemory(std::size_t bytes) : host_(AllocateHostMemory(bytes)) {}
+    void* data() const override { return host_->data(); }
+    std::size_t bytes() const override { return host_->bytes(); }
+    Device device() const override { return Device::Cuda(0); }
+    void Copy(std::size_t to, std::size_t from, std::size_t bytes) override {
+      host_->Copy(to, from, bytes);
+    }
+
+   private:
+    std::unique_ptr<Memory> host_;
+  };
+  const kv::KVLayout layout = kv::KVLayout::ForConfig(ckpt.config(), 4);
+  kv::BlockPool pool(layout, 16, std::make_unique<ForeignMemory>(layout.block_bytes() * 16));
+  kv::PagedSequence seq(pool);
+  ASSERT_TRUE(seq.Reserve(3));
+  const std::vector<std::int32_t> ids = {1, 2, 3};
+  std::vector<float> logits;
+  const SequenceStep step{ids, &seq, LogitsMode::kLast, &logits, {}};
+  ThreadPool threads(1);
+  ForwardScratch scratch;
+  const Status s = model->ForwardBatch(std::span<const SequenceStep>(&step, 1), threads, scratch);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().message(),
+            "Forward: the KV cache is in cuda:0 memory but the model runs on cpu");
+  EXPECT_EQ(seq.length(), 0);
+}
+
+// --- CUDA against the CPU -------------------------------------------------------------------------
+
+// One backend's model, block pool and sequences.
+struct Backend {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<kv::BlockPool> pool;
+  std::vector<std::unique_ptr<kv::PagedSequence>> seqs;
+  ThreadPool threads{2};
+  ForwardScratch scratch;
+
+  Backend(std::unique_ptr<Model> m, std::int64_t block_size, std::int64_t blocks)
+      : model(std::move(m)) {
+    const kv::KVLayout layout = kv::KVLayout::ForConfig(model->config(), block_size);
+    auto memory = model->AllocateKV(layout.block_bytes() * static_cast<std::size_t>(blocks));
+    FGNET_CHECK(memory.ok());
+    pool = std::make_unique<kv::BlockPool>(layout, blocks, std::move(*memory));
+  }
+  kv::PagedSequence& NewSequence() {
+    seqs.push_back(std::make_unique<kv::PagedSequence>(*pool));
+    return *seqs.back();
+  }
+  // Runs one step per sequence (tokens[i] on seqs[i]) and returns each step's logits.
+  std::vector<std::vector<float>> Step(const std::vector<std::vector<std::int32_t>>& tokens,
+                                       const std::vector<std::vector<AdapterUse>>& adapters,
+                                       LogitsMode mode = LogitsMode::kLast) {
+    std::vector<std::vector<float>> logits(tokens.size());
+    std::vector<SequenceStep> steps;
+    for (std::size_t i = 0; i < tokens.size(); ++i) {
+      FGNET_CHECK(seqs[i]->Reserve(static_cast<std::int64_t>(tokens[i].size())));
+      steps.push_back({tokens[i], seqs[i].get(), mode, &logits[i], adapters[i]});
+    }
+    const Status s = model->ForwardBatch(steps, threads, scratch);
+    EXPECT_TRUE(s.ok()) << s.error().message();
+    for (auto& seq : seqs) seq->Trim();
+    return logits;
+  }
+};
+
+class CudaModelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (DescribeDevices().size() < 2) GTEST_SKIP() << "no CUDA device";
+  }
+
+  // CPU and CUDA backends of one checkpoint.
+  static std::pair<std::unique_ptr<Backend>, std::unique_ptr<Backend>> Both(
+      const testing::RandomCheckpoint& ckpt, std::int64_t block_size = 4,
+      std::int64_t blocks = 512) {
+    auto cpu = CreateModel(ckpt.config(), ckpt.weights(), Device::Cpu());
+    auto gpu = CreateModel(ckpt.config(), ckpt.weights(), Device::Cuda(0));
+    EXPECT_TRUE(gpu.ok()) << gpu.error().message();
+    return {std::make_unique<Backend>(std::move(*cpu), block_size, blocks),
+            std::make_unique<Backend>(std::move(*gpu), block_size, blocks)};
+  }
+};
+
+// Largest |a - b| relative to the largest |a|.
+float MaxRelativeDifference(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  float scale = 1e-6f, diff = 0.0f;
+  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    scale = std::max(scale, std::fabs(a[i]));
+    diff = std::max(diff, std::fabs(a[i] - b[i]));
+    if (!std::isfinite(b[i])) return INFINITY;
+  }
+  return diff / scale;
+}
+
+std::int32_t Argmax(const std::vector<float>& v, std::size_t offset = 0, std::size_t n = 0) {
+  if (n == 0) n = v.size() - offset;
+  return static_cast<std::int32_t>(
+      std::max_element(v.begin() + static_cast<std::ptrdiff_t>(offset),
+                       v.begin() + static_cast<std::ptrdiff_t>(offset + n)) -
+      v.begin() - static_cast<std::ptrdiff_t>(offset));
+}
+
+// Prefill in chunks, then greedy decoding past the sliding window, for several shapes.
+TEST_F(CudaModelTest, GreedyDecodingMatchesTheCpu) {
+  struct Shape {
+    std::int64_t heads, kv_heads, head_dim;
+    bool softcap;
+  };
+  for (const Shape& shape : {Shape{4, 1, 32, false}, Shape{4, 2, 64, true},
+                             Shape{2, 2, 128, false}, Shape{4, 1, 256, false}}) {
+    SCOPED_TRACE("heads " + std::to_string(shape.heads) + "/" + std::to_string(shape.kv_heads) +
+                 " head_dim " + std::to_string(shape.head_dim));
+    Gemma3Config config = SmallConfig(shape.heads, shape.kv_heads, shape.head_dim);
+    if (shape.softcap) {
+      config.final_logit_softcapping = 30.0;
+      config.attn_logit_softcapping = 50.0;
+    }
+    const testing::RandomCheckpoint ckpt(config, DType::kBF16, 7);
+    auto [cpu, gpu] = Both(ckpt);
+    cpu->NewSequence();
+    gpu->NewSequence();
+    const std::vector<std::int32_t> prompt = testing::RandomTokens(23, config.vocab_size, 11);
+    // Chunks of 10, 10 and 3 tokens, the last with logits of every token.
+    const std::vector<std::vector<AdapterUse>> none(1);
+    for (std::size_t at = 0; at < prompt.size(); at += 10) {
+      const std::vector<std::int32_t> chunk(
+          prompt.begin() + static_cast<std::ptrdiff_t>(at),
+          prompt.begin() + static_cast<std::ptrdiff_t>(std::min(at + 10, prompt.size())));
+      const auto a = cpu->Step({chunk}, none, LogitsMode::kAll);
+      const auto b = gpu->Step({chunk}, none, LogitsMode::kAll);
+      EXPECT_LT(MaxRelativeDifference(a[0], b[0]), kLogitTolerance) << "chunk at " << at;
+    }
+    std::int32_t next_cpu = 0, next_gpu = 0;
+    {
+      const auto a = cpu->Step({{prompt.back()}}, none);
+      const auto b = gpu->Step({{prompt.back()}}, none);
+      next_cpu = Argmax(a[0]);
+      next_gpu = Argmax(b[0]);
+    }
+    for (int t = 0; t < 24; ++t) {
+      ASSERT_EQ(next_cpu, next_gpu) << "token " << t;
+      const auto a = cpu->Step({{next_cpu}}, none);
+      const auto b = gpu->Step({{next_gpu}}, none);
+      EXPECT_LT(MaxRelativeDifference(a[0], b[0]), kLogitTolerance) << "token " << t;
+      next_cpu = Argmax(a[0]);
+      next_gpu = Argmax(b[0]);
+    }
+  }
+}
+
+// Several sequences of different lengths and adapter sets in one batch: plain adapters, a mix,
+// and an activated adapter starting inside the prompt; decode and prefill rows mixed.
+TEST_F(CudaModelTest, MixedAdapterBatchesMatchTheCpu) {
+  const Gemma3Config config = SmallConfig(4, 1, 32);
+  const testing::RandomCheckpoint ckpt(config, DType::kBF16, 3);
+  const LoraAdapter a = RandomLoraAdapter(config, 4, 1, "a", 0.2f);
+  const LoraAdapter b = RandomLoraAdapter(config, 16, 2, "b", 0.1f);
+  const LoraAdapter c = RandomLoraAdapter(config, 2, 3, "c", 0.3f);
+  const std::vector<std::vector<AdapterUse>> sets = {
+      {}, {{&a, 1.0f, 0}}, {{&a, 0.5f, 0}, {&b, 0.5f, 0}}, {{&c, 1.0f, 6}}, {{&b, 0.8f, 0}}};
+  auto [cpu, gpu] = Both(ckpt);
+  std::vector<std::vector<std::int32_t>> prompts;
+  for (std::size_t i = 0; i < sets.size(); ++i) {
+    cpu->NewSequence();
+    gpu->NewSequence();
+    prompts.push_back(testing::RandomTokens(5 + 4 * i, config.vocab_size, 40 + i));
+  }
+  auto want = cpu->Step(prompts, sets);
+  auto got = gpu->Step(prompts, sets);
+  for (int t = 0; t < 12; ++t) {
+    std::vector<std::vector<std::int32_t>> next(sets.size());
+    for (std::size_t i = 0; i < sets.size(); ++i) {
+      EXPECT_LT(MaxRelativeDifference(want[i], got[i]), kLogitTolerance)
+          << "sequence " << i << " step " << t;
+      ASSERT_EQ(Argmax(want[i]), Argmax(got[i])) << "sequence " << i << " step " << t;
+      next[i] = {Argmax(want[i])};
+      // Every third step, sequence 0 takes a chunk of several tokens instead (a prefill row
+      // block beside decode rows).
+      if (i == 0 && t % 3 == 0) next[i] = {next[i][0], 7, 8};
+    }
+    want = cpu->Step(next, sets);
+    got = gpu->Step(next, sets);
+  }
+}
+
+// A forked sequence shares its blocks; writing the partial last block copies it on the GPU.
+TEST_F(CudaModelTest, ForkedSequencesCopyOnWriteOnTheGpu) {
+  const Gemma3Config config = SmallConfig(4, 2, 32);
+  const testing::RandomCheckpoint ckpt(config, DType::kBF16, 5);
+  auto [cpu, gpu] = Both(ckpt, /*block_size=*/8);
+  const std::vector<std::int32_t> prompt = testing::RandomTokens(13, config.vocab_size, 2);
+  const std::vector<std::vector<AdapterUse>> one(1), two(2);
+  for (Backend* be : {cpu.get(), gpu.get()}) {
+    be->NewSequence();
+    be->Step({prompt}, one);
+    be->seqs.push_back(std::make_unique<kv::PagedSequence>(be->seqs[0]->Fork()));
+  }
+  // The two continue differently from the shared 13 positions.
+  const auto want = cpu->Step({{3, 4}, {5}}, two);
+  const auto got = gpu->Step({{3, 4}, {5}}, two);
+  for (std::size_t i = 0; i < 2; ++i) {
+    EXPECT_LT(MaxRelativeDifference(want[i], got[i]), kLogitTolerance) << i;
+    EXPECT_EQ(Argmax(want[i]), Argmax(got[i])) << i;
+  }
+}
+
+TEST_F(CudaModelTest, ErrorsLeaveTheCacheUnchanged) {
+  const Gemma3Config config = SmallConfig(4, 1, 32);
+  const testing::RandomCheckpoint ckpt(config, DType::kBF16, 9);
+  auto [cpu, gpu] = Both(ckpt);
+  kv::PagedSequence& seq = gpu->NewSequence();
+  ASSERT_TRUE(seq.Reserve(2));
+  const std::vector<std::int32_t> bad = {1, 100000};
+  std::vector<float> logits;
+  const SequenceStep step{bad, &seq, LogitsMode::kLast, &logits, {}};
+  const Status s =
+      gpu->model->ForwardBatch(std::span<const SequenceStep>(&step, 1), gpu->threads, gpu->scratch);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().message(), "Forward: token id 100000 at index 1 is out of range [0, 211)");
+  EXPECT_EQ(seq.length(), 0);
+  // A CPU-memory sequence is refused by the GPU model.
+  kv::PagedSequence& host_seq = cpu->NewSequence();
+  ASSERT_TRUE(host_seq.Reserve(1));
+  const std::vector<std::int32_t> one = {1};
+  const SequenceStep host_step{one, &host_seq, LogitsMode::kLast, &logits, {}};
+  const Status h = gpu->model->ForwardBatch(std::span<const SequenceStep>(&host_step, 1),
+                                            gpu->threads, gpu->scratch);
+  ASSERT_FALSE(h.ok());
+  EXPECT_EQ(h.error().message(),
+            "Forward: the KV cache is in cpu memory but the model runs on cuda:0");
+}
+
+}  // namespace
+}  // namespace fgnet
