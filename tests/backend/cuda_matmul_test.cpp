@@ -151,6 +151,25 @@ TEST_F(CudaMatMulTest, GemvSplitsRowsThatDoNotFitInSharedMemoryTogether) {
   ExpectMatMulNear(got, x, rows, in, w, out, nullptr, 1e-5);
 }
 
+TEST_F(CudaMatMulTest, GemvReadsActivationsThatAreNotVectorAligned) {
+  const std::size_t in = 640, out = 300;
+  const std::vector<std::uint16_t> w = rng_.BF16(out * in);
+  DeviceBuffer<std::uint16_t> d_w = Upload(w);
+  for (std::size_t rows : {1u, 3u, 8u}) {
+    SCOPED_TRACE(rows);
+    const std::vector<float> x = rng_.Floats(rows * in);
+    std::vector<float> shifted(rows * in + 1, std::nanf(""));
+    std::copy(x.begin(), x.end(), shifted.begin() + 1);
+    DeviceBuffer<float> d_x = Upload(shifted);
+    DeviceBuffer<float> d_y = Upload(std::vector<float>(rows * out, std::nanf("")));
+    const Status s = ctx_->MatMul(d_x.data() + 1, rows, in, d_w.data(), out, d_y.data());
+    ASSERT_TRUE(s.ok()) << s.error().message();
+    auto got = d_y.ToHost();
+    ASSERT_TRUE(got.ok());
+    ExpectMatMulNear(*got, x, rows, in, w, out, nullptr, 1e-5);
+  }
+}
+
 TEST_F(CudaMatMulTest, GemvHandlesTheTiedOutputMatrix) {
   // The 270M model's output matrix: 262144 x 640 BF16 (335 MB); every 13th output is checked.
   const std::size_t in = 640, out = 262144;

@@ -75,6 +75,22 @@ __device__ __forceinline__ void WidenBF16x8(const uint4& w, float (&f)[8]) {
 constexpr int kGemvThreads = 256;
 constexpr int kGemvWarps = kGemvThreads / 32;
 
+// Lane `lane`'s chunks c0 + 32 u + lane of W rows o0 .. o0 + NW - 1 (rows past `out` read the last
+// row; chunks past the row read as zero), streamed past the caches.
+template <int U, int NW>
+__device__ __forceinline__ void LoadWBatch(uint4 (&wv)[U][NW], const uint4* __restrict__ w, int o0,
+                                           int out, int chunks, int c0, int lane) {
+#pragma unroll
+  for (int j = 0; j < NW; ++j) {
+    const uint4* row = w + static_cast<std::size_t>(min(o0 + j, out - 1)) * chunks;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = c0 + u * 32 + lane;
+      wv[u][j] = c < chunks ? __ldcs(row + c) : make_uint4(0, 0, 0, 0);
+    }
+  }
+}
+
 // y [R, out] = x [R, in] W^T (or +=), W [out, in] BF16 as 16-byte chunks of 8 values.
 //
 // The block stages x in shared memory as f32, permuted so that a warp's loads of lane-consecutive
@@ -86,44 +102,62 @@ constexpr int kGemvWarps = kGemvThreads / 32;
 template <int R, int NW>
 __global__ void __launch_bounds__(kGemvThreads, 2)
     GemvKernel(const float* __restrict__ x, int in, const uint4* __restrict__ w, int out,
-               float* __restrict__ y, bool accumulate) {
+               float* __restrict__ y, bool accumulate, bool x_aligned) {
   constexpr int U = 8 / NW;
   constexpr int M = Pow2Ceil(R * NW);
   constexpr int kShift = 5 - Log2(M);
   extern __shared__ float4 xs[];
   const int chunks = in / 8;
-  float* xsf = reinterpret_cast<float*>(xs);
-  for (int e = threadIdx.x; e < R * in; e += kGemvThreads) {
-    const int r = e / in;
-    const int k = e - r * in;
-    xsf[((r * 2 + ((k >> 2) & 1)) * chunks + (k >> 3)) * 4 + (k & 3)] = x[e];
-  }
-  __syncthreads();
-
   const int lane = static_cast<int>(threadIdx.x) & 31;
   const int warp = static_cast<int>(threadIdx.x) >> 5;
   const int tiles = (out + NW - 1) / NW;
-  for (int tile = blockIdx.x * kGemvWarps + warp; tile < tiles; tile += gridDim.x * kGemvWarps) {
-    const int o0 = tile * NW;
-    const uint4* wrow[NW];
+  const int first = static_cast<int>(blockIdx.x) * kGemvWarps + warp;
+  const int stride = static_cast<int>(gridDim.x) * kGemvWarps;
+
+  // The first batch of W is requested before x is staged, so that the two latencies overlap.
+  uint4 wv[U][NW];
+  if (first < tiles) LoadWBatch(wv, w, first * NW, out, chunks, 0, lane);
+
+  if (x_aligned) {
+    // Four 16-byte loads in flight per thread.
+    const int in4 = in / 4;
+    const int n4 = R * in4;
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    for (int base = static_cast<int>(threadIdx.x); base < n4; base += 4 * kGemvThreads) {
+      float4 v[4] = {};
 #pragma unroll
-    for (int j = 0; j < NW; ++j) {
-      wrow[j] = w + static_cast<std::size_t>(min(o0 + j, out - 1)) * chunks;
+      for (int u = 0; u < 4; ++u) {
+        const int e = base + u * kGemvThreads;
+        if (e < n4) v[u] = __ldg(x4 + e);
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int e = base + u * kGemvThreads;
+        if (e < n4) {
+          const int r = e / in4;
+          const int k4 = e - r * in4;
+          xs[(r * 2 + (k4 & 1)) * chunks + (k4 >> 1)] = v[u];
+        }
+      }
     }
+  } else {
+    float* xsf = reinterpret_cast<float*>(xs);
+    for (int e = static_cast<int>(threadIdx.x); e < R * in; e += kGemvThreads) {
+      const int r = e / in;
+      const int k = e - r * in;
+      xsf[((r * 2 + ((k >> 2) & 1)) * chunks + (k >> 3)) * 4 + (k & 3)] = x[e];
+    }
+  }
+  __syncthreads();
+
+  for (int tile = first; tile < tiles; tile += stride) {
+    const int o0 = tile * NW;
     float acc[M];
 #pragma unroll
     for (int i = 0; i < M; ++i) acc[i] = 0.0f;
 
     for (int c0 = 0; c0 < chunks; c0 += 32 * U) {
-      uint4 wv[U][NW];
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int c = c0 + u * 32 + lane;
-#pragma unroll
-        for (int j = 0; j < NW; ++j) {
-          wv[u][j] = c < chunks ? __ldcs(wrow[j] + c) : make_uint4(0, 0, 0, 0);
-        }
-      }
+      if (c0 != 0 || tile != first) LoadWBatch(wv, w, o0, out, chunks, c0, lane);
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         const int c = c0 + u * 32 + lane;
@@ -167,7 +201,7 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
   }
 }
 
-using GemvFn = void (*)(const float*, int, const uint4*, int, float*, bool);
+using GemvFn = void (*)(const float*, int, const uint4*, int, float*, bool, bool);
 
 template <int NW>
 GemvFn GemvFor(int rows) {
@@ -334,6 +368,7 @@ Status LaunchGemv(const float* x, std::size_t rows, std::size_t in, const std::u
     const std::size_t r = std::min(batch, rows - r0);
     const GemvFn fn = wide ? GemvFor<4>(static_cast<int>(r)) : GemvFor<1>(static_cast<int>(r));
     const std::size_t smem = r * row_bytes;
+    const bool x_aligned = reinterpret_cast<std::uintptr_t>(x + r0 * in) % 16 == 0;
     if (smem > 48 * 1024) {
       FGNET_TRY(CudaCheck(
           cudaFuncSetAttribute(reinterpret_cast<const void*>(fn),
@@ -351,7 +386,7 @@ Status LaunchGemv(const float* x, std::size_t rows, std::size_t in, const std::u
     const auto grid = static_cast<unsigned>(std::max<std::size_t>(1, std::min(wanted, resident)));
     fn<<<grid, kGemvThreads, smem, stream>>>(x + r0 * in, static_cast<int>(in),
                                              reinterpret_cast<const uint4*>(w_bf16), out_i,
-                                             y + r0 * out, accumulate);
+                                             y + r0 * out, accumulate, x_aligned);
     FGNET_TRY(CudaLastError("cuda::MatMul (GEMV kernel)"));
   }
   return Ok();
