@@ -235,6 +235,9 @@ __global__ void ToBF16Kernel(const float* __restrict__ x, std::size_t n,
 }
 
 // ---- Grouped LoRA ----
+// The groups' ranges of row_index must not overlap (entry i belongs to one group: its t[i] slot
+// in the workspace is that group's). Groups that are not well formed (null matrices, rank outside
+// [1, max_rank], a range outside [0, total_rows)) are skipped on the device: callers check them.
 
 constexpr int kLoraRows = 8;         // rows of one group per block
 constexpr int kShrinkWarps = 8;      // rank rows per shrink block (one per warp)
@@ -284,7 +287,8 @@ __global__ void __launch_bounds__(kShrinkWarps * 32)
 
 // Block (output chunk, row chunk, group): thread o computes B[o, :] . t[i] for the chunk's rows
 // (t staged in shared memory) and adds row_scale[i] times it to y[row, o], atomically since a row
-// may be in several groups.
+// may be in several groups (whose updates then add up in no fixed order: the last bits of such a
+// row may differ between runs; a row in one group gets one add and is reproducible).
 __global__ void __launch_bounds__(kExpandThreads)
     LoraExpandKernel(float* __restrict__ y, std::size_t ldy, int out,
                      const LoraGroup* __restrict__ groups, int max_rank,
