@@ -1,0 +1,443 @@
+// The GEMV kernel of the few-row matrix products, the BF16 rounding of the cuBLAS path's
+// activations, and the grouped LoRA shrink / expand kernels (backend/cuda/matmul.h).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
+#include "backend/cuda/device.h"
+#include "backend/cuda/matmul.h"
+#include "backend/cuda/matmul_kernels.h"
+
+namespace fgnet::cuda {
+namespace {
+
+constexpr unsigned kFullMask = 0xffffffffu;
+
+__host__ __device__ constexpr int Pow2Ceil(int n) {
+  int p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+__host__ __device__ constexpr int Log2(int n) {
+  int l = 0;
+  while ((1 << l) < n) ++l;
+  return l;
+}
+
+// Butterfly reduce-scatter of M (a power of two, <= 32) values held by every lane of a warp: lane
+// l ends with the warp's sum of value l >> (5 - log2 M), in M - 1 + 5 - log2 M shuffles (instead
+// of 5 M for M separate reductions). Halving step: the lanes whose bit OFF is set keep the upper
+// half of the values and receive their partner's upper half.
+template <int N, int Off, int M>
+struct ReduceStep {
+  __device__ __forceinline__ static void Run(float (&v)[M], int lane) {
+    if constexpr (Off >= 1) {
+      if constexpr (N > 1) {
+        const bool upper = (lane & Off) != 0;
+#pragma unroll
+        for (int i = 0; i < N / 2; ++i) {
+          const float send = upper ? v[i] : v[i + N / 2];
+          const float keep = upper ? v[i + N / 2] : v[i];
+          v[i] = keep + __shfl_xor_sync(kFullMask, send, Off);
+        }
+        ReduceStep<N / 2, Off / 2, M>::Run(v, lane);
+      } else {
+        v[0] += __shfl_xor_sync(kFullMask, v[0], Off);
+        ReduceStep<1, Off / 2, M>::Run(v, lane);
+      }
+    }
+  }
+};
+
+template <int M>
+__device__ __forceinline__ float ReduceScatter(float (&v)[M], int lane) {
+  static_assert(M >= 1 && M <= 32 && (M & (M - 1)) == 0);
+  ReduceStep<M, 16, M>::Run(v, lane);
+  return v[0];
+}
+
+// Eight BF16 values (one 16-byte load) widened to f32; widening is exact.
+__device__ __forceinline__ void WidenBF16x8(const uint4& w, float (&f)[8]) {
+  f[0] = __uint_as_float(w.x << 16);
+  f[1] = __uint_as_float(w.x & 0xffff0000u);
+  f[2] = __uint_as_float(w.y << 16);
+  f[3] = __uint_as_float(w.y & 0xffff0000u);
+  f[4] = __uint_as_float(w.z << 16);
+  f[5] = __uint_as_float(w.z & 0xffff0000u);
+  f[6] = __uint_as_float(w.w << 16);
+  f[7] = __uint_as_float(w.w & 0xffff0000u);
+}
+
+constexpr int kGemvThreads = 256;
+constexpr int kGemvWarps = kGemvThreads / 32;
+
+// Lane `lane`'s chunks c0 + 32 u + lane of W rows o0 .. o0 + NW - 1 (rows past `out` read the last
+// row; chunks past the row read as zero), streamed past the caches.
+template <int U, int NW>
+__device__ __forceinline__ void LoadWBatch(uint4 (&wv)[U][NW], const uint4* __restrict__ w, int o0,
+                                           int out, int chunks, int c0, int lane) {
+#pragma unroll
+  for (int j = 0; j < NW; ++j) {
+    const uint4* row = w + static_cast<std::size_t>(min(o0 + j, out - 1)) * chunks;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = c0 + u * 32 + lane;
+      wv[u][j] = c < chunks ? __ldcs(row + c) : make_uint4(0, 0, 0, 0);
+    }
+  }
+}
+
+// y [R, out] = x [R, in] W^T (or +=), W [out, in] BF16 as 16-byte chunks of 8 values.
+//
+// The block stages x in shared memory as f32, permuted so that a warp's loads of lane-consecutive
+// chunks are free of bank conflicts: float4 slot (r * 2 + h) * chunks + c holds
+// x[r, 8c + 4h .. 8c + 4h + 3]. Each warp owns tiles of NW consecutive W rows (grid-stride over
+// the tiles, so that x is staged once per block whatever `out`); lane l reads chunks l, l + 32, ...
+// of each row, U steps of 32 chunks per batch of loads in flight (8 chunks, 128 bytes, per lane),
+// and accumulates the R x NW dot products in f32; one butterfly reduction per tile.
+template <int R, int NW>
+__global__ void __launch_bounds__(kGemvThreads, 2)
+    GemvKernel(const float* __restrict__ x, int in, const uint4* __restrict__ w, int out,
+               float* __restrict__ y, bool accumulate, bool x_aligned) {
+  constexpr int U = 8 / NW;
+  constexpr int M = Pow2Ceil(R * NW);
+  constexpr int kShift = 5 - Log2(M);
+  extern __shared__ float4 xs[];
+  const int chunks = in / 8;
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int warp = static_cast<int>(threadIdx.x) >> 5;
+  const int tiles = (out + NW - 1) / NW;
+  const int first = static_cast<int>(blockIdx.x) * kGemvWarps + warp;
+  const int stride = static_cast<int>(gridDim.x) * kGemvWarps;
+
+  // The first batch of W is requested before x is staged, so that the two latencies overlap.
+  uint4 wv[U][NW];
+  if (first < tiles) LoadWBatch(wv, w, first * NW, out, chunks, 0, lane);
+
+  if (x_aligned) {
+    // Four 16-byte loads in flight per thread.
+    const int in4 = in / 4;
+    const int n4 = R * in4;
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    for (int base = static_cast<int>(threadIdx.x); base < n4; base += 4 * kGemvThreads) {
+      float4 v[4] = {};
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int e = base + u * kGemvThreads;
+        if (e < n4) v[u] = __ldg(x4 + e);
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int e = base + u * kGemvThreads;
+        if (e < n4) {
+          const int r = e / in4;
+          const int k4 = e - r * in4;
+          xs[(r * 2 + (k4 & 1)) * chunks + (k4 >> 1)] = v[u];
+        }
+      }
+    }
+  } else {
+    float* xsf = reinterpret_cast<float*>(xs);
+    for (int e = static_cast<int>(threadIdx.x); e < R * in; e += kGemvThreads) {
+      const int r = e / in;
+      const int k = e - r * in;
+      xsf[((r * 2 + ((k >> 2) & 1)) * chunks + (k >> 3)) * 4 + (k & 3)] = x[e];
+    }
+  }
+  __syncthreads();
+
+  for (int tile = first; tile < tiles; tile += stride) {
+    const int o0 = tile * NW;
+    float acc[M];
+#pragma unroll
+    for (int i = 0; i < M; ++i) acc[i] = 0.0f;
+
+    for (int c0 = 0; c0 < chunks; c0 += 32 * U) {
+      if (c0 != 0 || tile != first) LoadWBatch(wv, w, o0, out, chunks, c0, lane);
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int c = c0 + u * 32 + lane;
+        if (c < chunks) {
+          float wf[NW][8];
+#pragma unroll
+          for (int j = 0; j < NW; ++j) WidenBF16x8(wv[u][j], wf[j]);
+#pragma unroll
+          for (int r = 0; r < R; ++r) {
+            const float4 lo = xs[(r * 2) * chunks + c];
+            const float4 hi = xs[(r * 2 + 1) * chunks + c];
+#pragma unroll
+            for (int j = 0; j < NW; ++j) {
+              float a = acc[j * R + r];
+              a = fmaf(wf[j][0], lo.x, a);
+              a = fmaf(wf[j][1], lo.y, a);
+              a = fmaf(wf[j][2], lo.z, a);
+              a = fmaf(wf[j][3], lo.w, a);
+              a = fmaf(wf[j][4], hi.x, a);
+              a = fmaf(wf[j][5], hi.y, a);
+              a = fmaf(wf[j][6], hi.z, a);
+              a = fmaf(wf[j][7], hi.w, a);
+              acc[j * R + r] = a;
+            }
+          }
+        }
+      }
+    }
+
+    const float v = ReduceScatter<M>(acc, lane);
+    const int e = lane >> kShift;
+    if ((lane & ((1 << kShift) - 1)) == 0 && e < R * NW) {
+      const int j = e / R;
+      const int r = e - j * R;
+      const int o = o0 + j;
+      if (o < out) {
+        float* dst = y + static_cast<std::size_t>(r) * out + o;
+        *dst = accumulate ? *dst + v : v;
+      }
+    }
+  }
+}
+
+using GemvFn = void (*)(const float*, int, const uint4*, int, float*, bool, bool);
+
+template <int NW>
+GemvFn GemvFor(int rows) {
+  switch (rows) {
+    case 1:
+      return GemvKernel<1, NW>;
+    case 2:
+      return GemvKernel<2, NW>;
+    case 3:
+      return GemvKernel<3, NW>;
+    case 4:
+      return GemvKernel<4, NW>;
+    case 5:
+      return GemvKernel<5, NW>;
+    case 6:
+      return GemvKernel<6, NW>;
+    case 7:
+      return GemvKernel<7, NW>;
+    default:
+      return GemvKernel<8, NW>;
+  }
+}
+
+__global__ void ToBF16Kernel(const float* __restrict__ x, std::size_t n,
+                             __nv_bfloat16* __restrict__ out) {
+  const std::size_t stride = static_cast<std::size_t>(gridDim.x) * blockDim.x;
+  for (std::size_t i = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride) {
+    out[i] = __float2bfloat16_rn(x[i]);
+  }
+}
+
+// ---- Grouped LoRA ----
+// The groups' ranges of row_index must not overlap (entry i belongs to one group: its t[i] slot
+// in the workspace is that group's). Groups that are not well formed (null matrices, rank outside
+// [1, max_rank], a range outside [0, total_rows)) are skipped on the device: callers check them.
+
+constexpr int kLoraRows = 8;         // rows of one group per block
+constexpr int kShrinkWarps = 8;      // rank rows per shrink block (one per warp)
+constexpr int kExpandThreads = 256;  // outputs per expand block (one per thread)
+
+__device__ __forceinline__ bool ValidGroup(const LoraGroup& g, int max_rank, int total_rows) {
+  return g.a != nullptr && g.b != nullptr && g.rank > 0 && g.rank <= max_rank && g.first >= 0 &&
+         g.count > 0 && g.count <= total_rows - g.first;
+}
+
+// Block (row chunk, rank chunk, group): warp q of the chunk computes t[i, q] = A[q, :] . x[row]
+// for the chunk's (up to 8) rows of the group, lanes striding over `in`.
+__global__ void __launch_bounds__(kShrinkWarps * 32)
+    LoraShrinkKernel(const float* __restrict__ x, std::size_t ldx, int in,
+                     const LoraGroup* __restrict__ groups, int max_rank,
+                     const std::int32_t* __restrict__ row_index, int total_rows,
+                     float* __restrict__ t) {
+  const LoraGroup g = groups[blockIdx.z];
+  if (!ValidGroup(g, max_rank, total_rows)) return;
+  const int b0 = static_cast<int>(blockIdx.x) * kLoraRows;
+  if (b0 >= g.count) return;
+  const int nb = min(kLoraRows, g.count - b0);
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int q = static_cast<int>(blockIdx.y) * kShrinkWarps + (static_cast<int>(threadIdx.x) >> 5);
+  if (q >= g.rank) return;
+  const float* a = g.a + static_cast<std::size_t>(q) * in;
+  const float* xr[kLoraRows];
+#pragma unroll
+  for (int b = 0; b < kLoraRows; ++b) {
+    xr[b] = x + static_cast<std::size_t>(row_index[g.first + b0 + min(b, nb - 1)]) * ldx;
+  }
+  float acc[kLoraRows];
+#pragma unroll
+  for (int b = 0; b < kLoraRows; ++b) acc[b] = 0.0f;
+  for (int k = lane; k < in; k += 32) {
+    const float av = a[k];
+#pragma unroll
+    for (int b = 0; b < kLoraRows; ++b) acc[b] = fmaf(av, xr[b][k], acc[b]);
+  }
+  const float v = ReduceScatter<kLoraRows>(acc, lane);
+  constexpr int kShift = 5 - Log2(kLoraRows);
+  const int b = lane >> kShift;
+  if ((lane & ((1 << kShift) - 1)) == 0 && b < nb) {
+    t[static_cast<std::size_t>(g.first + b0 + b) * max_rank + q] = v;
+  }
+}
+
+// Block (output chunk, row chunk, group): thread o computes B[o, :] . t[i] for the chunk's rows
+// (t staged in shared memory) and adds row_scale[i] times it to y[row, o], atomically since a row
+// may be in several groups (whose updates then add up in no fixed order: the last bits of such a
+// row may differ between runs; a row in one group gets one add and is reproducible).
+__global__ void __launch_bounds__(kExpandThreads)
+    LoraExpandKernel(float* __restrict__ y, std::size_t ldy, int out,
+                     const LoraGroup* __restrict__ groups, int max_rank,
+                     const std::int32_t* __restrict__ row_index,
+                     const float* __restrict__ row_scale, int total_rows,
+                     const float* __restrict__ t) {
+  extern __shared__ float ts[];  // [kLoraRows, max_rank]
+  const LoraGroup g = groups[blockIdx.z];
+  if (!ValidGroup(g, max_rank, total_rows)) return;
+  const int b0 = static_cast<int>(blockIdx.y) * kLoraRows;
+  if (b0 >= g.count) return;
+  const int nb = min(kLoraRows, g.count - b0);
+  for (int e = threadIdx.x; e < kLoraRows * g.rank; e += kExpandThreads) {
+    const int b = e / g.rank;
+    const int q = e - b * g.rank;
+    ts[b * max_rank + q] =
+        b < nb ? t[static_cast<std::size_t>(g.first + b0 + b) * max_rank + q] : 0.0f;
+  }
+  __syncthreads();
+  const int o = static_cast<int>(blockIdx.x) * kExpandThreads + static_cast<int>(threadIdx.x);
+  if (o >= out) return;
+  const float* brow = g.b + static_cast<std::size_t>(o) * g.rank;
+  float acc[kLoraRows];
+#pragma unroll
+  for (int b = 0; b < kLoraRows; ++b) acc[b] = 0.0f;
+  for (int q = 0; q < g.rank; ++q) {
+    const float bq = brow[q];
+#pragma unroll
+    for (int b = 0; b < kLoraRows; ++b) acc[b] = fmaf(bq, ts[b * max_rank + q], acc[b]);
+  }
+#pragma unroll
+  for (int b = 0; b < kLoraRows; ++b) {
+    if (b < nb) {
+      const int i = g.first + b0 + b;
+      atomicAdd(y + static_cast<std::size_t>(row_index[i]) * ldy + o, row_scale[i] * acc[b]);
+    }
+  }
+}
+
+constexpr std::size_t kMaxDim = static_cast<std::size_t>(std::numeric_limits<int>::max() / 16);
+
+}  // namespace
+
+namespace internal {
+
+Status LaunchGemv(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_bf16,
+                  std::size_t out, float* y, bool accumulate, int multiprocessors, Stream stream) {
+  if (rows == 0 || out == 0) return Ok();
+  if (rows > kGemvMaxRows) {
+    return MakeError("cuda::MatMul: the GEMV kernel takes at most ", kGemvMaxRows, " rows, not ",
+                     rows);
+  }
+  if (in == 0 || in % 8 != 0) {
+    return MakeError("cuda::MatMul: the input size ", in, " is not a positive multiple of 8");
+  }
+  if (reinterpret_cast<std::uintptr_t>(w_bf16) % 16 != 0) {
+    return MakeError("cuda::MatMul: the weights are not 16-byte aligned");
+  }
+  if (in > kMaxDim || out > kMaxDim) {
+    return MakeError("cuda::MatMul: sizes in ", in, ", out ", out, " are too large");
+  }
+  int device = 0;
+  FGNET_TRY(CudaCheck(cudaGetDevice(&device), "cudaGetDevice"));
+  int max_smem = 0;
+  FGNET_TRY(
+      CudaCheck(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+                "cudaDeviceGetAttribute"));
+  // Rows whose activations fit in shared memory together (two blocks per SM where possible).
+  const std::size_t row_bytes = in * sizeof(float);
+  const std::size_t fit = static_cast<std::size_t>(max_smem) / row_bytes;
+  if (fit == 0) {
+    return MakeError("cuda::MatMul: an input row of ", in,
+                     " floats does not fit in shared memory (", max_smem, " bytes)");
+  }
+  const std::size_t batch = std::min(rows, fit);
+  const int out_i = static_cast<int>(out);
+  // Four W rows per warp where there are tiles enough to fill the GPU, else one.
+  const bool wide = out / (4 * kGemvWarps) >= static_cast<std::size_t>(multiprocessors);
+  const int nw = wide ? 4 : 1;
+  for (std::size_t r0 = 0; r0 < rows; r0 += batch) {
+    const std::size_t r = std::min(batch, rows - r0);
+    const GemvFn fn = wide ? GemvFor<4>(static_cast<int>(r)) : GemvFor<1>(static_cast<int>(r));
+    const std::size_t smem = r * row_bytes;
+    const bool x_aligned = reinterpret_cast<std::uintptr_t>(x + r0 * in) % 16 == 0;
+    if (smem > 48 * 1024) {
+      FGNET_TRY(CudaCheck(
+          cudaFuncSetAttribute(reinterpret_cast<const void*>(fn),
+                               cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+          "cudaFuncSetAttribute"));
+    }
+    int per_sm = 0;
+    FGNET_TRY(CudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                            &per_sm, reinterpret_cast<const void*>(fn), kGemvThreads, smem),
+                        "cudaOccupancyMaxActiveBlocksPerMultiprocessor"));
+    const std::size_t tiles = (out + nw - 1) / nw;
+    const std::size_t wanted = (tiles + kGemvWarps - 1) / kGemvWarps;
+    const std::size_t resident =
+        static_cast<std::size_t>(std::max(per_sm, 1)) * static_cast<std::size_t>(multiprocessors);
+    const auto grid = static_cast<unsigned>(std::max<std::size_t>(1, std::min(wanted, resident)));
+    fn<<<grid, kGemvThreads, smem, stream>>>(x + r0 * in, static_cast<int>(in),
+                                             reinterpret_cast<const uint4*>(w_bf16), out_i,
+                                             y + r0 * out, accumulate, x_aligned);
+    FGNET_TRY(CudaLastError("cuda::MatMul (GEMV kernel)"));
+  }
+  return Ok();
+}
+
+Status LaunchToBF16(const float* x, std::size_t n, std::uint16_t* out, Stream stream) {
+  if (n == 0) return Ok();
+  constexpr int kThreads = 256;
+  const auto blocks =
+      static_cast<unsigned>(std::min<std::size_t>((n + kThreads - 1) / kThreads, 65536));
+  ToBF16Kernel<<<blocks, kThreads, 0, stream>>>(x, n, reinterpret_cast<__nv_bfloat16*>(out));
+  return CudaLastError("cuda::MatMul (BF16 rounding kernel)");
+}
+
+}  // namespace internal
+
+Status LoraApply(const float* x, std::size_t ldx, std::size_t in, float* y, std::size_t ldy,
+                 std::size_t out, const LoraGroup* groups, std::int32_t num_groups,
+                 std::int32_t max_rank, const std::int32_t* row_index, const float* row_scale,
+                 std::int32_t total_rows, float* workspace, Stream stream) {
+  if (num_groups <= 0 || total_rows <= 0 || in == 0 || out == 0) return Ok();
+  if (max_rank <= 0 || max_rank > 1024) {
+    return MakeError("cuda::LoraApply: max_rank ", max_rank, " is not in [1, 1024]");
+  }
+  if (num_groups > 65535) {
+    return MakeError("cuda::LoraApply: ", num_groups, " groups exceed 65535");
+  }
+  if (in > kMaxDim || out > kMaxDim) {
+    return MakeError("cuda::LoraApply: sizes in ", in, ", out ", out, " are too large");
+  }
+  const auto row_chunks = static_cast<unsigned>((total_rows + kLoraRows - 1) / kLoraRows);
+  const dim3 shrink_grid(row_chunks,
+                         static_cast<unsigned>((max_rank + kShrinkWarps - 1) / kShrinkWarps),
+                         static_cast<unsigned>(num_groups));
+  if (row_chunks > 65535) {
+    // grid.y of the expand launch: 65535 chunks of 8 rows.
+    return MakeError("cuda::LoraApply: ", total_rows, " rows exceed ", 65535 * kLoraRows);
+  }
+  LoraShrinkKernel<<<shrink_grid, kShrinkWarps * 32, 0, stream>>>(
+      x, ldx, static_cast<int>(in), groups, max_rank, row_index, total_rows, workspace);
+  FGNET_TRY(CudaLastError("cuda::LoraApply (shrink kernel)"));
+  const dim3 expand_grid(static_cast<unsigned>((out + kExpandThreads - 1) / kExpandThreads),
+                         row_chunks, static_cast<unsigned>(num_groups));
+  const std::size_t smem = static_cast<std::size_t>(kLoraRows) * max_rank * sizeof(float);
+  LoraExpandKernel<<<expand_grid, kExpandThreads, smem, stream>>>(
+      y, ldy, static_cast<int>(out), groups, max_rank, row_index, row_scale, total_rows, workspace);
+  return CudaLastError("cuda::LoraApply (expand kernel)");
+}
+
+}  // namespace fgnet::cuda

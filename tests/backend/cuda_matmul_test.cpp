@@ -1,0 +1,469 @@
+// The CUDA matrix products (GEMV and cuBLAS paths) and the grouped LoRA kernels against scalar
+// double-accumulation references, with outputs poisoned with NaN (or filled with random values
+// where the kernels accumulate). Skipped where no CUDA device is present (CI); run on a GPU
+// machine. CudaMatMulTest.Perf prints timings of the 270M model's shapes when FGNET_CUDA_PERF=1.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/device.h"
+#include "backend/cuda/matmul.h"
+#include "tensor/dtype.h"
+
+namespace fgnet::cuda {
+namespace {
+
+// Uniform values in [-scale, scale) from a counter-based generator (splitmix64): fast enough for
+// the 168M weights of the output matrix.
+class Uniform {
+ public:
+  explicit Uniform(std::uint64_t seed) : state_(seed) {}
+  float Next(float scale = 1.0f) {
+    std::uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (static_cast<float>(z >> 40) * (1.0f / 8388608.0f) - 1.0f) * scale;
+  }
+  std::vector<float> Floats(std::size_t n, float scale = 1.0f) {
+    std::vector<float> v(n);
+    for (float& x : v) x = Next(scale);
+    return v;
+  }
+  std::vector<std::uint16_t> BF16(std::size_t n, float scale = 1.0f) {
+    std::vector<std::uint16_t> v(n);
+    for (std::uint16_t& x : v) x = F32ToBF16(Next(scale));
+    return v;
+  }
+
+ private:
+  std::uint64_t state_;
+};
+
+std::vector<float> RoundedToBF16(const std::vector<float>& x) {
+  std::vector<float> r(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) r[i] = BF16ToF32(F32ToBF16(x[i]));
+  return r;
+}
+
+// Checks y (as computed on the device) against the double reference of y0 + x W^T (y0 = 0 unless
+// accumulating) for the outputs o % stride == 0, with an error bound relative to sum |x_k w_k|.
+void ExpectMatMulNear(const std::vector<float>& got, const std::vector<float>& x, std::size_t rows,
+                      std::size_t in, const std::vector<std::uint16_t>& w, std::size_t out,
+                      const std::vector<float>* y0, double rel, std::size_t stride = 1) {
+  ASSERT_EQ(got.size(), rows * out);
+  std::vector<float> wf(in);
+  for (std::size_t o = 0; o < out; o += stride) {
+    for (std::size_t k = 0; k < in; ++k) wf[k] = BF16ToF32(w[o * in + k]);
+    for (std::size_t r = 0; r < rows; ++r) {
+      double sum = y0 != nullptr ? (*y0)[r * out + o] : 0.0;
+      double mag = std::fabs(sum);
+      for (std::size_t k = 0; k < in; ++k) {
+        const double term = static_cast<double>(x[r * in + k]) * wf[k];
+        sum += term;
+        mag += std::fabs(term);
+      }
+      ASSERT_NEAR(got[r * out + o], sum, rel * mag + 1e-30)
+          << "row " << r << " output " << o << " (rows " << rows << ", in " << in << ", out " << out
+          << ")";
+    }
+  }
+}
+
+class CudaMatMulTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto devices = ListCudaDevices();
+    ASSERT_TRUE(devices.ok()) << devices.error().message();
+    if (devices->empty()) GTEST_SKIP() << "no CUDA device";
+    device_name_ = (*devices)[0].name;
+    auto ctx = MatMulContext::Create();
+    ASSERT_TRUE(ctx.ok()) << ctx.error().message();
+    ctx_ = std::make_unique<MatMulContext>(std::move(*ctx));
+  }
+
+  template <typename T>
+  DeviceBuffer<T> Upload(const std::vector<T>& v) {
+    auto b = DeviceBuffer<T>::FromHost(v);
+    EXPECT_TRUE(b.ok()) << b.error().message();
+    return std::move(*b);
+  }
+
+  // Runs MatMul on the device; y starts as NaN, or as *y0 when accumulating.
+  std::vector<float> RunMatMul(const std::vector<float>& x, std::size_t rows, std::size_t in,
+                               const DeviceBuffer<std::uint16_t>& w, std::size_t out,
+                               const std::vector<float>* y0) {
+    DeviceBuffer<float> d_x = Upload(x);
+    DeviceBuffer<float> d_y =
+        Upload(y0 != nullptr ? *y0 : std::vector<float>(rows * out, std::nanf("")));
+    const Status s = ctx_->MatMul(d_x.data(), rows, in, w.data(), out, d_y.data(), y0 != nullptr);
+    EXPECT_TRUE(s.ok()) << s.error().message();
+    auto got = d_y.ToHost();
+    EXPECT_TRUE(got.ok()) << got.error().message();
+    return got.ok() ? std::move(*got) : std::vector<float>();
+  }
+
+  std::string device_name_;
+  std::unique_ptr<MatMulContext> ctx_;
+  Uniform rng_{42};
+};
+
+struct Shape {
+  std::size_t in, out;
+};
+
+TEST_F(CudaMatMulTest, GemvMatchesTheReference) {
+  // 270M shapes, sizes that leave lanes and tiles partly filled, and an `out` large enough for the
+  // four-rows-per-warp kernel with a partial last tile.
+  const Shape shapes[] = {{8, 1},      {24, 5},     {640, 1024}, {640, 256},
+                          {2048, 640}, {1032, 257}, {640, 16901}};
+  for (const Shape& s : shapes) {
+    const std::vector<std::uint16_t> w = rng_.BF16(s.out * s.in);
+    DeviceBuffer<std::uint16_t> d_w = Upload(w);
+    for (std::size_t rows = 1; rows <= MatMulContext::kMaxGemvRows; ++rows) {
+      for (bool accumulate : {false, true}) {
+        SCOPED_TRACE(testing::Message() << "in " << s.in << " out " << s.out << " rows " << rows
+                                        << " accumulate " << accumulate);
+        const std::vector<float> x = rng_.Floats(rows * s.in);
+        const std::vector<float> y0 = rng_.Floats(rows * s.out, 4.0f);
+        const std::vector<float> got =
+            RunMatMul(x, rows, s.in, d_w, s.out, accumulate ? &y0 : nullptr);
+        ExpectMatMulNear(got, x, rows, s.in, w, s.out, accumulate ? &y0 : nullptr, 1e-5);
+      }
+    }
+  }
+}
+
+TEST_F(CudaMatMulTest, GemvSplitsRowsThatDoNotFitInSharedMemoryTogether) {
+  // 8 rows of 16384 floats are 512 KiB: more than one block's shared memory.
+  const std::size_t rows = 8, in = 16384, out = 45;
+  const std::vector<std::uint16_t> w = rng_.BF16(out * in);
+  DeviceBuffer<std::uint16_t> d_w = Upload(w);
+  const std::vector<float> x = rng_.Floats(rows * in);
+  const std::vector<float> got = RunMatMul(x, rows, in, d_w, out, nullptr);
+  ExpectMatMulNear(got, x, rows, in, w, out, nullptr, 1e-5);
+}
+
+TEST_F(CudaMatMulTest, GemvReadsActivationsThatAreNotVectorAligned) {
+  const std::size_t in = 640, out = 300;
+  const std::vector<std::uint16_t> w = rng_.BF16(out * in);
+  DeviceBuffer<std::uint16_t> d_w = Upload(w);
+  for (std::size_t rows : {1u, 3u, 8u}) {
+    SCOPED_TRACE(rows);
+    const std::vector<float> x = rng_.Floats(rows * in);
+    std::vector<float> shifted(rows * in + 1, std::nanf(""));
+    std::copy(x.begin(), x.end(), shifted.begin() + 1);
+    DeviceBuffer<float> d_x = Upload(shifted);
+    DeviceBuffer<float> d_y = Upload(std::vector<float>(rows * out, std::nanf("")));
+    const Status s = ctx_->MatMul(d_x.data() + 1, rows, in, d_w.data(), out, d_y.data());
+    ASSERT_TRUE(s.ok()) << s.error().message();
+    auto got = d_y.ToHost();
+    ASSERT_TRUE(got.ok());
+    ExpectMatMulNear(*got, x, rows, in, w, out, nullptr, 1e-5);
+  }
+}
+
+TEST_F(CudaMatMulTest, GemvHandlesTheTiedOutputMatrix) {
+  // The 270M model's output matrix: 262144 x 640 BF16 (335 MB); every 13th output is checked.
+  const std::size_t in = 640, out = 262144;
+  const std::vector<std::uint16_t> w = rng_.BF16(out * in);
+  DeviceBuffer<std::uint16_t> d_w = Upload(w);
+  for (std::size_t rows : {1u, 8u}) {
+    SCOPED_TRACE(rows);
+    const std::vector<float> x = rng_.Floats(rows * in);
+    const std::vector<float> got = RunMatMul(x, rows, in, d_w, out, nullptr);
+    ExpectMatMulNear(got, x, rows, in, w, out, nullptr, 1e-5, 13);
+  }
+  // The cuBLAS path on the same matrix.
+  const std::size_t rows = 24;
+  const std::vector<float> x = rng_.Floats(rows * in);
+  const std::vector<float> got = RunMatMul(x, rows, in, d_w, out, nullptr);
+  ExpectMatMulNear(got, RoundedToBF16(x), rows, in, w, out, nullptr, 1e-5, 13);
+}
+
+TEST_F(CudaMatMulTest, GemmMatchesTheReference) {
+  const Shape shapes[] = {{24, 5}, {640, 1024}, {2048, 640}, {640, 2048}};
+  for (const Shape& s : shapes) {
+    const std::vector<std::uint16_t> w = rng_.BF16(s.out * s.in);
+    DeviceBuffer<std::uint16_t> d_w = Upload(w);
+    for (std::size_t rows : {9u, 16u, 33u, 64u}) {
+      for (bool accumulate : {false, true}) {
+        SCOPED_TRACE(testing::Message() << "in " << s.in << " out " << s.out << " rows " << rows
+                                        << " accumulate " << accumulate);
+        const std::vector<float> x = rng_.Floats(rows * s.in);
+        const std::vector<float> y0 = rng_.Floats(rows * s.out, 4.0f);
+        const std::vector<float> got =
+            RunMatMul(x, rows, s.in, d_w, s.out, accumulate ? &y0 : nullptr);
+        // Exact products of the BF16-rounded activations, summed in f32...
+        ExpectMatMulNear(got, RoundedToBF16(x), rows, s.in, w, s.out, accumulate ? &y0 : nullptr,
+                         1e-5);
+        // ...within BF16 rounding of the f32 activations' result.
+        ExpectMatMulNear(got, x, rows, s.in, w, s.out, accumulate ? &y0 : nullptr, 1.0 / 256);
+      }
+    }
+  }
+}
+
+TEST_F(CudaMatMulTest, WorkspaceGrowsAcrossCalls) {
+  const std::size_t in = 640, out = 256;
+  const std::vector<std::uint16_t> w = rng_.BF16(out * in);
+  DeviceBuffer<std::uint16_t> d_w = Upload(w);
+  for (std::size_t rows : {12u, 200u, 40u, 700u}) {
+    SCOPED_TRACE(rows);
+    const std::vector<float> x = rng_.Floats(rows * in);
+    const std::vector<float> got = RunMatMul(x, rows, in, d_w, out, nullptr);
+    ExpectMatMulNear(got, RoundedToBF16(x), rows, in, w, out, nullptr, 1e-5, 7);
+  }
+}
+
+TEST_F(CudaMatMulTest, RejectsAnInputSizeThatIsNotAMultipleOf8) {
+  DeviceBuffer<std::uint16_t> d_w = Upload(std::vector<std::uint16_t>(12 * 4));
+  DeviceBuffer<float> d_x = Upload(std::vector<float>(12 * 20));
+  DeviceBuffer<float> d_y = Upload(std::vector<float>(4 * 20));
+  for (std::size_t rows : {1u, 20u}) {
+    const Status s = ctx_->MatMul(d_x.data(), rows, 12, d_w.data(), 4, d_y.data());
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().message().find("multiple of 8"), std::string::npos) << s.error().message();
+  }
+}
+
+// ---- Grouped LoRA ----
+
+struct HostGroup {
+  std::int32_t rank;
+  std::vector<std::int32_t> rows;
+  std::vector<float> scales;
+};
+
+struct LoraCase {
+  std::size_t in, out, ldx, ldy, batch;  // batch: rows of x and y
+  std::vector<HostGroup> groups;
+};
+
+// Applies the groups on the device to y (random, poisoned nowhere: every row must keep its value
+// unless a group updates it) and compares with the double reference.
+void CheckLora(const LoraCase& c, Uniform& rng) {
+  const std::vector<float> x = rng.Floats(c.batch * c.ldx);
+  const std::vector<float> y0 = rng.Floats(c.batch * c.ldy, 2.0f);
+  std::vector<std::vector<float>> a, b;
+  std::vector<std::int32_t> row_index;
+  std::vector<float> row_scale;
+  std::int32_t max_rank = 0;
+  for (const HostGroup& g : c.groups) {
+    a.push_back(rng.Floats(static_cast<std::size_t>(g.rank) * c.in, 0.05f));
+    b.push_back(rng.Floats(c.out * static_cast<std::size_t>(g.rank), 0.05f));
+    row_index.insert(row_index.end(), g.rows.begin(), g.rows.end());
+    row_scale.insert(row_scale.end(), g.scales.begin(), g.scales.end());
+    max_rank = std::max(max_rank, g.rank);
+  }
+  auto up = [](const auto& v) {
+    auto d = DeviceBuffer<typename std::decay_t<decltype(v)>::value_type>::FromHost(v);
+    EXPECT_TRUE(d.ok());
+    return std::move(*d);
+  };
+  std::vector<DeviceBuffer<float>> d_a, d_b;
+  std::vector<LoraGroup> groups;
+  std::int32_t first = 0;
+  for (std::size_t i = 0; i < c.groups.size(); ++i) {
+    d_a.push_back(up(a[i]));
+    d_b.push_back(up(b[i]));
+    const auto count = static_cast<std::int32_t>(c.groups[i].rows.size());
+    groups.push_back({.a = d_a.back().data(),
+                      .b = d_b.back().data(),
+                      .rank = c.groups[i].rank,
+                      .first = first,
+                      .count = count});
+    first += count;
+  }
+  const auto total_rows = static_cast<std::int32_t>(row_index.size());
+  auto d_groups = DeviceBuffer<LoraGroup>::FromHost(groups);
+  ASSERT_TRUE(d_groups.ok());
+  DeviceBuffer<float> d_x = up(x), d_y = up(y0);
+  DeviceBuffer<std::int32_t> d_rows = up(row_index);
+  DeviceBuffer<float> d_scales = up(row_scale);
+  DeviceBuffer<float> d_ws =
+      up(std::vector<float>(static_cast<std::size_t>(max_rank) * total_rows, std::nanf("")));
+  const Status s = LoraApply(d_x.data(), c.ldx, c.in, d_y.data(), c.ldy, c.out, d_groups->data(),
+                             static_cast<std::int32_t>(groups.size()), max_rank, d_rows.data(),
+                             d_scales.data(), total_rows, d_ws.data());
+  ASSERT_TRUE(s.ok()) << s.error().message();
+  auto got = d_y.ToHost();
+  ASSERT_TRUE(got.ok());
+
+  std::vector<double> want(y0.begin(), y0.end());
+  std::vector<double> mag(y0.size());
+  for (std::size_t i = 0; i < y0.size(); ++i) mag[i] = std::fabs(y0[i]);
+  for (std::size_t gi = 0; gi < c.groups.size(); ++gi) {
+    const HostGroup& g = c.groups[gi];
+    for (std::size_t j = 0; j < g.rows.size(); ++j) {
+      const std::size_t row = static_cast<std::size_t>(g.rows[j]);
+      std::vector<double> t(static_cast<std::size_t>(g.rank)), tmag(t.size());
+      for (std::size_t q = 0; q < t.size(); ++q) {
+        for (std::size_t k = 0; k < c.in; ++k) {
+          const double term = static_cast<double>(a[gi][q * c.in + k]) * x[row * c.ldx + k];
+          t[q] += term;
+          tmag[q] += std::fabs(term);
+        }
+      }
+      for (std::size_t o = 0; o < c.out; ++o) {
+        double sum = 0, m = 0;
+        for (std::size_t q = 0; q < t.size(); ++q) {
+          sum += b[gi][o * t.size() + q] * t[q];
+          m += std::fabs(b[gi][o * t.size() + q]) * tmag[q];
+        }
+        want[row * c.ldy + o] += g.scales[j] * sum;
+        mag[row * c.ldy + o] += std::fabs(g.scales[j]) * m;
+      }
+    }
+  }
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    ASSERT_NEAR((*got)[i], want[i], 1e-5 * mag[i] + 1e-30)
+        << "row " << i / c.ldy << " column " << i % c.ldy;
+  }
+}
+
+std::vector<std::int32_t> Range(std::int32_t begin, std::int32_t end, std::int32_t step = 1) {
+  std::vector<std::int32_t> v;
+  for (std::int32_t i = begin; i < end; i += step) v.push_back(i);
+  return v;
+}
+
+std::vector<float> Scales(std::size_t n, float first, float step) {
+  std::vector<float> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = first + step * static_cast<float>(i);
+  return v;
+}
+
+TEST_F(CudaMatMulTest, LoraApplyMatchesTheReference) {
+  // 24 rows; rows 21 and 23 are in no group (their y must stay as it was, columns past `out` too);
+  // rows 0..19 are in a rank-16 group, the even rows also in a rank-1 group, some rows in a rank-2
+  // group; the last group holds row 5 twice.
+  const std::vector<HostGroup> groups = {
+      {16, Range(0, 20), Scales(20, 0.5f, 0.1f)},
+      {1, Range(0, 24, 2), Scales(12, 2.0f, -0.25f)},
+      {2, {3, 22, 7, 20, 11, 5, 0, 13, 17}, Scales(9, 1.0f, 0.5f)},
+      {16, {5, 9, 5}, {0.25f, 1.0f, -1.0f}},
+  };
+  const Shape shapes[] = {{640, 1024}, {640, 256}, {1024, 640}, {640, 2048}, {2048, 640}};
+  for (const Shape& s : shapes) {
+    SCOPED_TRACE(testing::Message() << "in " << s.in << " out " << s.out);
+    CheckLora({.in = s.in,
+               .out = s.out,
+               .ldx = s.in + 8,
+               .ldy = s.out + 3,
+               .batch = 24,
+               .groups = groups},
+              rng_);
+  }
+}
+
+TEST_F(CudaMatMulTest, LoraApplyHandlesLargeGroups) {
+  // A prefill-sized group (more rows than one block takes) beside single-row groups.
+  const std::vector<HostGroup> groups = {
+      {8, Range(0, 300), Scales(300, 1.0f, 0.0f)},
+      {4, {299}, {0.5f}},
+      {16, {7}, {2.0f}},
+  };
+  CheckLora({.in = 640, .out = 2048, .ldx = 640, .ldy = 2048, .batch = 300, .groups = groups},
+            rng_);
+}
+
+// ---- Performance (FGNET_CUDA_PERF=1) ----
+
+// Median time in microseconds of `op` over `repeats` runs, each timed with CUDA events after the
+// L2 cache was flushed by writing `flush` (so weights come from memory, as in a forward pass).
+template <typename Op>
+double MedianMicros(Op op, DeviceBuffer<std::uint8_t>& flush, int repeats = 21) {
+  cudaEvent_t start, stop;
+  EXPECT_EQ(cudaEventCreate(&start), cudaSuccess);
+  EXPECT_EQ(cudaEventCreate(&stop), cudaSuccess);
+  EXPECT_TRUE(op().ok());  // warm-up
+  std::vector<double> times;
+  for (int i = 0; i < repeats; ++i) {
+    EXPECT_EQ(cudaMemsetAsync(flush.data(), i & 0xff, flush.size()), cudaSuccess);
+    EXPECT_EQ(cudaEventRecord(start), cudaSuccess);
+    const Status s = op();
+    EXPECT_TRUE(s.ok()) << s.error().message();
+    EXPECT_EQ(cudaEventRecord(stop), cudaSuccess);
+    EXPECT_EQ(cudaEventSynchronize(stop), cudaSuccess);
+    float ms = 0;
+    EXPECT_EQ(cudaEventElapsedTime(&ms, start, stop), cudaSuccess);
+    times.push_back(ms * 1000.0);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+TEST_F(CudaMatMulTest, Perf) {
+  const char* env = std::getenv("FGNET_CUDA_PERF");
+  if (env == nullptr || std::string(env) != "1") GTEST_SKIP() << "set FGNET_CUDA_PERF=1";
+  struct Named {
+    const char* name;
+    std::size_t out, in;
+  };
+  const Named shapes[] = {{"q", 1024, 640},       {"k/v", 256, 640},   {"o", 640, 1024},
+                          {"gate/up", 2048, 640}, {"down", 640, 2048}, {"lm_head", 262144, 640}};
+  const std::size_t max_rows = 2048;
+  DeviceBuffer<std::uint16_t> d_w = Upload(rng_.BF16(262144 * 640, 0.05f));
+  DeviceBuffer<float> d_x = Upload(rng_.Floats(max_rows * 2048));
+  auto d_y = DeviceBuffer<float>::Allocate(max_rows * 262144);
+  ASSERT_TRUE(d_y.ok());
+  auto flush = DeviceBuffer<std::uint8_t>::Allocate(256u << 20);
+  ASSERT_TRUE(flush.ok());
+  std::printf("device: %s (L2 flushed before each timed run; median of 21)\n",
+              device_name_.c_str());
+  std::printf("| shape | out x in | rows | path | time us | GB/s (weights) | TFLOP/s |\n");
+  std::printf("|---|---|---|---|---|---|---|\n");
+  for (const Named& s : shapes) {
+    for (std::size_t rows : {1u, 4u, 8u, 16u, 64u, 2048u}) {
+      const double us = MedianMicros(
+          [&] { return ctx_->MatMul(d_x.data(), rows, s.in, d_w.data(), s.out, d_y->data()); },
+          *flush);
+      const double bytes = static_cast<double>(s.out * s.in * 2);
+      const double flops = 2.0 * static_cast<double>(rows * s.in * s.out);
+      std::printf("| %s | %zux%zu | %zu | %s | %.2f | %.0f | %.2f |\n", s.name, s.out, s.in, rows,
+                  rows <= MatMulContext::kMaxGemvRows ? "GEMV" : "cuBLAS", us, bytes / us * 1e-3,
+                  flops / us * 1e-6);
+    }
+  }
+  // LoRA: 16 rows, each with its own rank-16 adapter.
+  std::printf(
+      "\n| LoRA site | in -> out | rows x adapters x rank | time us |\n|---|---|---|---|\n");
+  const Named lora_shapes[] = {{"gate/up", 2048, 640}, {"down", 640, 2048}};
+  const int adapters = 16, rank = 16;
+  for (const Named& s : lora_shapes) {
+    std::vector<DeviceBuffer<float>> a, b;
+    std::vector<LoraGroup> groups;
+    for (int g = 0; g < adapters; ++g) {
+      a.push_back(Upload(rng_.Floats(rank * s.in, 0.05f)));
+      b.push_back(Upload(rng_.Floats(s.out * rank, 0.05f)));
+      groups.push_back(
+          {.a = a.back().data(), .b = b.back().data(), .rank = rank, .first = g, .count = 1});
+    }
+    DeviceBuffer<LoraGroup> d_groups = Upload(groups);
+    DeviceBuffer<std::int32_t> d_rows = Upload(Range(0, adapters));
+    DeviceBuffer<float> d_scales = Upload(std::vector<float>(adapters, 0.5f));
+    auto ws = DeviceBuffer<float>::Allocate(rank * adapters);
+    ASSERT_TRUE(ws.ok());
+    const double us = MedianMicros(
+        [&] {
+          return LoraApply(d_x.data(), s.in, s.in, d_y->data(), s.out, s.out, d_groups.data(),
+                           adapters, rank, d_rows.data(), d_scales.data(), adapters, ws->data());
+        },
+        *flush);
+    std::printf("| %s | %zu -> %zu | %d x %d x %d | %.2f |\n", s.name, s.in, s.out, adapters,
+                adapters, rank, us);
+  }
+}
+
+}  // namespace
+}  // namespace fgnet::cuda
