@@ -91,6 +91,13 @@ __device__ __forceinline__ void LoadWBatch(uint4 (&wv)[U][NW], const uint4* __re
   }
 }
 
+// x rounded to the nearest BF16 (ties to even), kept as f32: the GEMV multiplies the same BF16
+// activations as the cuBLAS path, so that a row's result does not depend on how many rows share
+// its pass (up to the order of the f32 sums).
+__device__ __forceinline__ float RoundToBF16(float x) {
+  return __bfloat162float(__float2bfloat16_rn(x));
+}
+
 // y [R, out] = x [R, in] W^T (or +=), W [out, in] BF16 as 16-byte chunks of 8 values.
 //
 // The block stages x in shared memory as f32, permuted so that a warp's loads of lane-consecutive
@@ -136,7 +143,9 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
         if (e < n4) {
           const int r = e / in4;
           const int k4 = e - r * in4;
-          xs[(r * 2 + (k4 & 1)) * chunks + (k4 >> 1)] = v[u];
+          xs[(r * 2 + (k4 & 1)) * chunks + (k4 >> 1)] =
+              make_float4(RoundToBF16(v[u].x), RoundToBF16(v[u].y), RoundToBF16(v[u].z),
+                          RoundToBF16(v[u].w));
         }
       }
     }
@@ -145,7 +154,7 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
     for (int e = static_cast<int>(threadIdx.x); e < R * in; e += kGemvThreads) {
       const int r = e / in;
       const int k = e - r * in;
-      xsf[((r * 2 + ((k >> 2) & 1)) * chunks + (k >> 3)) * 4 + (k & 3)] = x[e];
+      xsf[((r * 2 + ((k >> 2) & 1)) * chunks + (k >> 3)) * 4 + (k & 3)] = RoundToBF16(x[e]);
     }
   }
   __syncthreads();

@@ -2,10 +2,11 @@
 // weights W [out, in] (row-major, as checkpoints store them), f32 results; and the grouped LoRA
 // updates of a pass whose rows use different adapters.
 //
-// Few rows (decode) run a GEMV kernel that streams W once at memory bandwidth, reading x as f32
-// and accumulating in f32; more rows (prefill) round x to BF16 and call cuBLAS (BF16 inputs, f32
-// accumulation and output). The two paths therefore differ by the rounding of x, well inside the
-// tolerance of a BF16 model; tests compare both with the CPU reference.
+// Both paths multiply x rounded to BF16 by W, exactly, accumulating in f32: few rows (decode) run
+// a GEMV kernel that streams W once at memory bandwidth, more rows (prefill) call cuBLAS (BF16
+// inputs, f32 accumulation and output). A row's result therefore does not depend on how many rows
+// share its pass, up to the order of the f32 sums; against f32 activations (the CPU backend) it
+// differs by the BF16 rounding of x, well inside the tolerance of a BF16 model.
 // Thread-safety: a MatMulContext is used by one thread (one stream) at a time.
 #pragma once
 
