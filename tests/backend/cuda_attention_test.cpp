@@ -1,0 +1,644 @@
+// The CUDA attention kernels (backend/cuda/attention.h) against the CPU references: q/k norm +
+// RoPE against reference::RMSNorm / cpu::RopeTable / reference::RoPE, the KV write against a host
+// copy of the blocks, and paged attention against reference::Attention over the same blocks, on
+// random inputs with NaN-poisoned outputs and NaN in every KV float a kernel must not use.
+// Skipped where no CUDA device is present (CI); run on a GPU machine.
+//
+// FGNET_CUDA_PERF=1 enables CudaAttentionPerf, which prints the time of decode and prefill
+// passes of FunctionGemma-270M's attention shapes (no assertions).
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/ops.h"
+#include "backend/cpu/reference.h"
+#include "backend/cuda/attention.h"
+#include "backend/cuda/device.h"
+
+namespace fgnet::cuda {
+namespace {
+
+bool HaveDevice() {
+  auto devices = ListCudaDevices();
+  return devices.ok() && !devices->empty();
+}
+
+std::vector<float> Random(std::mt19937& rng, std::size_t n, float scale = 1.0f) {
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+template <typename T>
+DeviceBuffer<T> Upload(const std::vector<T>& v) {
+  auto b = DeviceBuffer<T>::FromHost(v);
+  EXPECT_TRUE(b.ok()) << b.error().message();
+  return b.ok() ? std::move(*b) : DeviceBuffer<T>();
+}
+
+// Device buffer of n floats filled with NaN, so unwritten outputs fail the comparison.
+DeviceBuffer<float> Poisoned(std::size_t n) {
+  return Upload(std::vector<float>(std::max<std::size_t>(n, 1), std::nanf("")));
+}
+
+std::vector<float> Download(const DeviceBuffer<float>& b) {
+  auto v = b.ToHost();
+  EXPECT_TRUE(v.ok()) << v.error().message();
+  return v.ok() ? std::move(*v) : std::vector<float>();
+}
+
+void ExpectNear(const std::vector<float>& got, const std::vector<float>& want, float rel) {
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    ASSERT_NEAR(got[i], want[i], rel * (1.0f + std::fabs(want[i]))) << "at " << i;
+  }
+}
+
+// Non-fatal: reports how many elements differ and the worst one (row, head, dim).
+void ExpectClose(const std::vector<float>& got, const std::vector<float>& want, float rel,
+                 std::size_t head_dim, std::size_t heads) {
+  ASSERT_EQ(got.size(), want.size());
+  std::size_t bad = 0, worst = 0;
+  float worst_excess = -1.0f;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const float tol = rel * (1.0f + std::fabs(want[i]));
+    const float err = std::fabs(got[i] - want[i]);
+    const float excess = std::isnan(err) ? INFINITY : err - tol;
+    if (excess > 0.0f) ++bad;
+    if (excess > worst_excess) {
+      worst_excess = excess;
+      worst = i;
+    }
+  }
+  EXPECT_EQ(bad, 0u) << bad << " of " << got.size() << " differ; worst at row "
+                     << worst / (head_dim * heads) << " head " << worst / head_dim % heads
+                     << " dim " << worst % head_dim << ": got " << got[worst] << ", want "
+                     << want[worst];
+}
+
+int VisibleFrom(int pos, int window) { return window > 0 ? std::max(0, pos - window + 1) : 0; }
+
+class CudaAttentionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  }
+  std::mt19937 rng_{4321};
+};
+
+// ----------------------------------------------------------------------------------------------
+// QKNormRope
+
+TEST_F(CudaAttentionTest, QKNormRopeMatchesTheReference) {
+  struct Case {
+    int heads, kv_heads, head_dim;
+    double theta;
+  };
+  for (const Case& c : {Case{4, 1, 256, 1e6}, Case{3, 2, 64, 1e4}, Case{8, 8, 32, 1e4}}) {
+    SCOPED_TRACE(testing::Message() << c.heads << "/" << c.kv_heads << "/" << c.head_dim);
+    const std::vector<std::int32_t> pos = {0, 1, 17, 511, 4095, 30000};
+    const int rows = static_cast<int>(pos.size());
+    const std::size_t D = static_cast<std::size_t>(c.head_dim);
+    std::vector<float> q = Random(rng_, rows * c.heads * D, 2.0f);
+    std::vector<float> k = Random(rng_, rows * c.kv_heads * D, 0.5f);
+    const std::vector<float> q_scale = Random(rng_, D);
+    const std::vector<float> k_scale = Random(rng_, D);
+    std::vector<float> inv_freq(D / 2);
+    cpu::RopeInvFreq(c.theta, 1.0, D, inv_freq.data());
+    const float eps = 1e-6f;
+
+    DeviceBuffer<float> d_q = Upload(q), d_k = Upload(k), d_qs = Upload(q_scale),
+                        d_ks = Upload(k_scale), d_inv = Upload(inv_freq);
+    DeviceBuffer<std::int32_t> d_pos = Upload(pos);
+    ASSERT_TRUE(QKNormRope(d_q.data(), d_k.data(), rows, c.heads, c.kv_heads, c.head_dim,
+                           d_qs.data(), d_ks.data(), eps, d_inv.data(), d_pos.data())
+                    .ok());
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+
+    cpu::reference::RMSNorm(q.data(), rows * c.heads, D, q_scale.data(), eps, q.data());
+    cpu::reference::RMSNorm(k.data(), rows * c.kv_heads, D, k_scale.data(), eps, k.data());
+    std::vector<float> cos(D / 2), sin(D / 2);
+    for (int r = 0; r < rows; ++r) {
+      cpu::RopeTable(inv_freq.data(), D / 2, pos[r], 1, cos.data(), sin.data());
+      cpu::reference::RoPE(q.data() + r * c.heads * D, 1, c.heads, D, cos.data(), sin.data());
+      cpu::reference::RoPE(k.data() + r * c.kv_heads * D, 1, c.kv_heads, D, cos.data(), sin.data());
+    }
+    ExpectNear(Download(d_q), q, 1e-5f);
+    ExpectNear(Download(d_k), k, 1e-5f);
+  }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Paged KV on the host: blocks of a pool in shuffled order, NaN everywhere except the key and
+// value rows of the tested layer slot at the positions each sequence holds.
+
+struct PagedCase {
+  int heads = 4;
+  int kv_heads = 1;
+  int head_dim = 256;
+  int window = 0;
+  float softcap = 0.0f;
+  int block_size = 16;
+  int group_layers = 2;
+  int slot = 1;
+  std::vector<std::int32_t> row_seq;
+  std::vector<std::int32_t> row_pos;
+  int num_seqs = 0;
+
+  // Appends rows at positions first .. first + n - 1 of sequence seq.
+  void AddRows(int seq, int first, int n) {
+    for (int i = 0; i < n; ++i) {
+      row_seq.push_back(seq);
+      row_pos.push_back(first + i);
+    }
+    num_seqs = std::max(num_seqs, seq + 1);
+  }
+  int rows() const { return static_cast<int>(row_seq.size()); }
+  std::int64_t row() const { return std::int64_t{kv_heads} * head_dim; }
+  std::int64_t block_floats() const { return 2 * std::int64_t{group_layers} * block_size * row(); }
+  float scale() const { return 2.0f / std::sqrt(static_cast<float>(head_dim)); }
+};
+
+struct HostPool {
+  std::vector<float> memory;
+  std::vector<std::int32_t> seq_table;
+  std::vector<std::int32_t> tables;
+  std::int32_t max_pos = 0;
+};
+
+// Sequence s holds positions 0 .. its largest row position; with a window, blocks before every
+// row's window are not held (-1).
+HostPool BuildPool(const PagedCase& c, std::mt19937& rng) {
+  HostPool pool;
+  std::vector<int> length(c.num_seqs, 0), lo(c.num_seqs, 1 << 30);
+  for (int r = 0; r < c.rows(); ++r) {
+    const int s = c.row_seq[r];
+    length[s] = std::max(length[s], c.row_pos[r] + 1);
+    lo[s] = std::min(lo[s], VisibleFrom(c.row_pos[r], c.window));
+    pool.max_pos = std::max(pool.max_pos, c.row_pos[r]);
+  }
+  struct Held {
+    int seq, index;
+  };
+  std::vector<Held> held;
+  for (int s = 0; s < c.num_seqs; ++s) {
+    pool.seq_table.push_back(static_cast<std::int32_t>(pool.tables.size()));
+    const int blocks = (length[s] + c.block_size - 1) / c.block_size;
+    for (int j = 0; j < blocks; ++j) {
+      const bool outside = c.window > 0 && (j + 1) * c.block_size - 1 < lo[s];
+      pool.tables.push_back(outside ? -1 : static_cast<std::int32_t>(held.size()));
+      if (!outside) held.push_back({s, j});
+    }
+  }
+  // Shuffle the block ids (3 spare blocks stay NaN).
+  std::vector<std::int32_t> ids(held.size() + 3);
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  for (std::int32_t& t : pool.tables) {
+    if (t >= 0) t = ids[static_cast<std::size_t>(t)];
+  }
+  pool.memory.assign(ids.size() * static_cast<std::size_t>(c.block_floats()), std::nanf(""));
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  for (int s = 0; s < c.num_seqs; ++s) {
+    const int blocks = (length[s] + c.block_size - 1) / c.block_size;
+    for (int j = 0; j < blocks; ++j) {
+      const std::int32_t b = pool.tables[pool.seq_table[s] + j];
+      if (b < 0) continue;
+      for (int o = 0; o < c.block_size && j * c.block_size + o < length[s]; ++o) {
+        float* key = pool.memory.data() + b * c.block_floats() +
+                     (std::int64_t{c.slot} * c.block_size + o) * c.row();
+        for (std::int64_t i = 0; i < c.row(); ++i) {
+          key[i] = d(rng);
+          key[c.block_floats() / 2 + i] = d(rng);
+        }
+      }
+    }
+  }
+  return pool;
+}
+
+cpu::AttentionParams Params(const PagedCase& c) {
+  return {.heads = static_cast<std::size_t>(c.heads),
+          .kv_heads = static_cast<std::size_t>(c.kv_heads),
+          .head_dim = static_cast<std::size_t>(c.head_dim),
+          .scale = c.scale(),
+          .softcap = c.softcap,
+          .window = c.window};
+}
+
+AttentionShape Shape(const PagedCase& c) {
+  return {.heads = c.heads,
+          .kv_heads = c.kv_heads,
+          .head_dim = c.head_dim,
+          .scale = c.scale(),
+          .softcap = c.softcap,
+          .window = c.window};
+}
+
+std::vector<float> ReferenceAttention(const PagedCase& c, const HostPool& pool,
+                                      const std::vector<float>& q) {
+  const std::size_t q_dim = static_cast<std::size_t>(c.heads) * c.head_dim;
+  std::vector<float> out(q.size());
+  for (int r = 0; r < c.rows(); ++r) {
+    const int pos = c.row_pos[r];
+    std::vector<cpu::KVSpan> spans;
+    for (int p = VisibleFrom(pos, c.window); p <= pos;) {
+      const int o = p % c.block_size;
+      const std::int32_t b = pool.tables[pool.seq_table[c.row_seq[r]] + p / c.block_size];
+      const int count = std::min(c.block_size - o, pos - p + 1);
+      const float* key = pool.memory.data() + b * c.block_floats() +
+                         (std::int64_t{c.slot} * c.block_size + o) * c.row();
+      spans.push_back({.keys = key,
+                       .values = key + c.block_floats() / 2,
+                       .stride = static_cast<std::size_t>(c.row()),
+                       .first_pos = p,
+                       .count = static_cast<std::size_t>(count)});
+      p += count;
+    }
+    cpu::reference::Attention(q.data() + r * q_dim, 1, pos, spans, Params(c),
+                              out.data() + r * q_dim);
+  }
+  return out;
+}
+
+// Uploads the pool and runs PagedAttention on rows [first, first + n) of the case.
+class DevicePass {
+ public:
+  DevicePass(const PagedCase& c, const HostPool& pool)
+      : c_(c),
+        memory_(Upload(pool.memory)),
+        seq_table_(Upload(pool.seq_table)),
+        tables_(Upload(pool.tables)) {}
+
+  std::vector<float> Run(const std::vector<float>& q, int first, int n) {
+    const std::size_t q_dim = static_cast<std::size_t>(c_.heads) * c_.head_dim;
+    const std::vector<std::int32_t> seq(c_.row_seq.begin() + first, c_.row_seq.begin() + first + n);
+    const std::vector<std::int32_t> pos(c_.row_pos.begin() + first, c_.row_pos.begin() + first + n);
+    DeviceBuffer<std::int32_t> d_seq = Upload(seq), d_pos = Upload(pos);
+    DeviceBuffer<float> d_q =
+        Upload(std::vector<float>(q.begin() + first * q_dim, q.begin() + (first + n) * q_dim));
+    PassRows pass{.rows = n,
+                  .row_seq = d_seq.data(),
+                  .row_pos = d_pos.data(),
+                  .seq_table = seq_table_.data(),
+                  .tables = tables_.data(),
+                  .num_seqs = c_.num_seqs,
+                  .max_pos = *std::max_element(pos.begin(), pos.end())};
+    const PagedLayer layer{.memory = memory_.data(),
+                           .block_floats = c_.block_floats(),
+                           .block_size = c_.block_size,
+                           .slot = c_.slot,
+                           .row = c_.row()};
+    DeviceBuffer<float> ws = Poisoned(PagedAttentionWorkspace(pass, Shape(c_)));
+    DeviceBuffer<float> out = Poisoned(n * q_dim);
+    const Status s = PagedAttention(d_q.data(), pass, layer, Shape(c_), out.data(), ws.data());
+    EXPECT_TRUE(s.ok()) << s.error().message();
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    return Download(out);
+  }
+
+ private:
+  const PagedCase& c_;
+  DeviceBuffer<float> memory_;
+  DeviceBuffer<std::int32_t> seq_table_;
+  DeviceBuffer<std::int32_t> tables_;
+};
+
+struct HeadShape {
+  int heads, kv_heads, head_dim;
+};
+constexpr HeadShape kShapes[] = {{4, 1, 256}, {4, 2, 64}, {4, 4, 32},
+                                 {4, 1, 128}, {6, 2, 96}, {8, 1, 64}};
+
+// Decode rows of several sequences and prefill chunks in one pass: every regime (tiles of one
+// sequence, rows of mixed tiles, one and several slices per row).
+PagedCase MixedCase(const HeadShape& h, int window, float softcap) {
+  PagedCase c;
+  c.heads = h.heads;
+  c.kv_heads = h.kv_heads;
+  c.head_dim = h.head_dim;
+  c.window = window;
+  c.softcap = softcap;
+  c.AddRows(0, 700, 1);
+  c.AddRows(1, 150, 70);
+  c.AddRows(2, 3, 1);
+  c.AddRows(3, 1500, 1);
+  c.AddRows(4, 0, 37);  // a prompt from its first position
+  c.AddRows(5, 64, 1);
+  return c;
+}
+
+TEST_F(CudaAttentionTest, PagedAttentionMatchesTheReference) {
+  for (const HeadShape& h : kShapes) {
+    for (int window : {0, 40}) {
+      for (float softcap : {0.0f, 5.0f}) {
+        SCOPED_TRACE(testing::Message()
+                     << "heads " << h.heads << " kv_heads " << h.kv_heads << " head_dim "
+                     << h.head_dim << " window " << window << " softcap " << softcap);
+        const PagedCase c = MixedCase(h, window, softcap);
+        const HostPool pool = BuildPool(c, rng_);
+        const std::vector<float> q =
+            Random(rng_, static_cast<std::size_t>(c.rows()) * c.heads * c.head_dim);
+        const std::vector<float> want = ReferenceAttention(c, pool, q);
+        DevicePass pass(c, pool);
+        // The whole pass, then its decode rows alone (more slices per row).
+        const std::size_t hd = static_cast<std::size_t>(c.head_dim);
+        const std::size_t nh = static_cast<std::size_t>(c.heads);
+        ExpectClose(pass.Run(q, 0, c.rows()), want, 1e-4f, hd, nh);
+        const std::size_t q_dim = static_cast<std::size_t>(c.heads) * c.head_dim;
+        for (int r : {0, 71, 72}) {
+          SCOPED_TRACE(r);
+          ExpectClose(pass.Run(q, r, 1),
+                      std::vector<float>(want.begin() + r * q_dim, want.begin() + (r + 1) * q_dim),
+                      1e-4f, hd, nh);
+        }
+      }
+    }
+  }
+}
+
+// A row's output does not depend on the other rows of its pass (nor on the kernel that the pass's
+// composition selects): the pass at once equals every row alone.
+TEST_F(CudaAttentionTest, PagedAttentionRowsAreIndependentOfTheirPass) {
+  const PagedCase c = MixedCase({4, 1, 256}, 0, 0.0f);
+  const HostPool pool = BuildPool(c, rng_);
+  const std::vector<float> q =
+      Random(rng_, static_cast<std::size_t>(c.rows()) * c.heads * c.head_dim);
+  DevicePass pass(c, pool);
+  const std::vector<float> all = pass.Run(q, 0, c.rows());
+  const std::size_t q_dim = static_cast<std::size_t>(c.heads) * c.head_dim;
+  for (int r = 0; r < c.rows(); ++r) {
+    SCOPED_TRACE(r);
+    ExpectClose(pass.Run(q, r, 1),
+                std::vector<float>(all.begin() + r * q_dim, all.begin() + (r + 1) * q_dim), 3e-5f,
+                static_cast<std::size_t>(c.head_dim), static_cast<std::size_t>(c.heads));
+  }
+}
+
+// Long prompts: the tiles' key ranges are cut into slices.
+TEST_F(CudaAttentionTest, LongPrefillMatchesTheReference) {
+  for (int window : {0, 300}) {
+    SCOPED_TRACE(window);
+    PagedCase c;
+    c.window = window;
+    c.AddRows(0, 0, 600);
+    const HostPool pool = BuildPool(c, rng_);
+    const std::vector<float> q =
+        Random(rng_, static_cast<std::size_t>(c.rows()) * c.heads * c.head_dim);
+    DevicePass pass(c, pool);
+    ExpectClose(pass.Run(q, 0, c.rows()), ReferenceAttention(c, pool, q), 1e-4f,
+                static_cast<std::size_t>(c.head_dim), static_cast<std::size_t>(c.heads));
+  }
+}
+
+// ----------------------------------------------------------------------------------------------
+// WriteKV
+
+TEST_F(CudaAttentionTest, WriteKVStoresEachRowInItsBlockOnly) {
+  PagedCase c;
+  c.kv_heads = 2;
+  c.head_dim = 64;
+  c.group_layers = 3;
+  c.slot = 2;
+  c.AddRows(0, 5, 1);
+  c.AddRows(1, 30, 20);
+  c.AddRows(2, 0, 3);
+  HostPool pool = BuildPool(c, rng_);
+  std::fill(pool.memory.begin(), pool.memory.end(), std::nanf(""));
+  const std::vector<float> k = Random(rng_, c.rows() * c.row());
+  const std::vector<float> v = Random(rng_, c.rows() * c.row());
+  DeviceBuffer<float> memory = Upload(pool.memory), d_k = Upload(k), d_v = Upload(v);
+  DeviceBuffer<std::int32_t> d_seq = Upload(c.row_seq), d_pos = Upload(c.row_pos),
+                             d_seq_table = Upload(pool.seq_table), d_tables = Upload(pool.tables);
+  const PassRows pass{.rows = c.rows(),
+                      .row_seq = d_seq.data(),
+                      .row_pos = d_pos.data(),
+                      .seq_table = d_seq_table.data(),
+                      .tables = d_tables.data(),
+                      .num_seqs = c.num_seqs,
+                      .max_pos = pool.max_pos};
+  const PagedLayer layer{.memory = memory.data(),
+                         .block_floats = c.block_floats(),
+                         .block_size = c.block_size,
+                         .slot = c.slot,
+                         .row = c.row()};
+  ASSERT_TRUE(WriteKV(d_k.data(), d_v.data(), pass, layer).ok());
+  for (int r = 0; r < c.rows(); ++r) {
+    const int p = c.row_pos[r];
+    const std::int32_t b = pool.tables[pool.seq_table[c.row_seq[r]] + p / c.block_size];
+    float* key = pool.memory.data() + b * c.block_floats() +
+                 (std::int64_t{c.slot} * c.block_size + p % c.block_size) * c.row();
+    std::copy(k.begin() + r * c.row(), k.begin() + (r + 1) * c.row(), key);
+    std::copy(v.begin() + r * c.row(), v.begin() + (r + 1) * c.row(), key + c.block_floats() / 2);
+  }
+  const std::vector<float> got = Download(memory);
+  ASSERT_EQ(got.size(), pool.memory.size());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (std::isnan(pool.memory[i])) {
+      ASSERT_TRUE(std::isnan(got[i])) << "written outside the rows' places at " << i;
+    } else {
+      ASSERT_EQ(got[i], pool.memory[i]) << "at " << i;
+    }
+  }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Argument errors are found before anything touches a device.
+
+TEST(CudaAttentionArgumentsTest, UnsupportedShapesAreErrors) {
+  const PassRows pass{.rows = 1, .num_seqs = 1, .max_pos = 0};
+  PagedLayer layer{.block_floats = 2 * 16 * 48, .block_size = 16, .slot = 0, .row = 48};
+  AttentionShape shape{.heads = 4, .kv_heads = 1, .head_dim = 48};
+  Status s = PagedAttention(nullptr, pass, layer, shape, nullptr, nullptr);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().message(),
+            "cuda::PagedAttention: head_dim 48 is not supported (a multiple of 32, at most 256)");
+  shape.head_dim = 288;
+  EXPECT_FALSE(PagedAttention(nullptr, pass, layer, shape, nullptr, nullptr).ok());
+  shape = {.heads = 6, .kv_heads = 4, .head_dim = 64};
+  s = PagedAttention(nullptr, pass, layer, shape, nullptr, nullptr);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().message(),
+            "cuda::PagedAttention: heads 6 is not a positive multiple of kv_heads 4");
+  shape = {.heads = 4, .kv_heads = 2, .head_dim = 64};
+  s = PagedAttention(nullptr, pass, layer, shape, nullptr, nullptr);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().message(),
+            "cuda::PagedAttention: layer row 48 is not kv_heads 2 * head_dim 64");
+  EXPECT_EQ(PagedAttentionWorkspace(pass, {.heads = 4, .kv_heads = 1, .head_dim = 48}), 0u);
+  s = QKNormRope(nullptr, nullptr, 1, 4, 1, 33, nullptr, nullptr, 1e-6f, nullptr, nullptr);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().message(),
+            "cuda::QKNormRope: heads 4, kv_heads 1, head_dim 33 are not supported (head_dim even, "
+            "at most 8192)");
+  layer.slot = 1;
+  EXPECT_FALSE(WriteKV(nullptr, nullptr, pass, layer).ok());
+}
+
+TEST(CudaAttentionArgumentsTest, EmptyPassesDoNothing) {
+  const PassRows pass{};
+  const PagedLayer layer{.block_floats = 2 * 16 * 64, .block_size = 16, .slot = 0, .row = 64};
+  const AttentionShape shape{.heads = 4, .kv_heads = 1, .head_dim = 64};
+  EXPECT_TRUE(PagedAttention(nullptr, pass, layer, shape, nullptr, nullptr).ok());
+  EXPECT_EQ(PagedAttentionWorkspace(pass, shape), 0u);
+  EXPECT_TRUE(WriteKV(nullptr, nullptr, pass, layer).ok());
+  EXPECT_TRUE(
+      QKNormRope(nullptr, nullptr, 0, 4, 1, 64, nullptr, nullptr, 1e-6f, nullptr, nullptr).ok());
+}
+
+// ----------------------------------------------------------------------------------------------
+// Perf mode: FunctionGemma-270M's attention (4 query heads, 1 kv head, head_dim 256, window
+// 512), blocks of 16 positions, one layer per group. Prints the median of 20 timed runs.
+
+class CudaAttentionPerf : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* env = std::getenv("FGNET_CUDA_PERF");
+    if (env == nullptr || std::string(env) != "1") GTEST_SKIP() << "set FGNET_CUDA_PERF=1";
+    if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  }
+
+  // `rows` rows: `seqs` sequences, each with rows / seqs consecutive rows ending at position
+  // last_pos. Returns the median time of a call in microseconds; *pipelined_us gets the mean
+  // time of back-to-back calls, *bytes / *flops the KV bytes read and the attention FLOPs.
+  double Time(int seqs, int rows_per_seq, int last_pos, int window, double* bytes, double* flops,
+              double* pipelined_us) {
+    constexpr int kHeads = 4, kHeadDim = 256, kBlock = 16;
+    const std::int64_t row = kHeadDim;
+    const std::int64_t block_floats = 2 * kBlock * row;
+    const int blocks_per_seq = (last_pos + kBlock) / kBlock;
+    std::vector<std::int32_t> row_seq, row_pos, seq_table, tables;
+    int held = 0;
+    *bytes = 0;
+    *flops = 0;
+    for (int s = 0; s < seqs; ++s) {
+      const int first = last_pos - rows_per_seq + 1;
+      const int lo = VisibleFrom(first, window);
+      seq_table.push_back(static_cast<std::int32_t>(tables.size()));
+      for (int j = 0; j < blocks_per_seq; ++j) {
+        tables.push_back((j + 1) * kBlock - 1 < lo ? -1 : held++);
+      }
+      for (int p = first; p <= last_pos; ++p) {
+        row_seq.push_back(s);
+        row_pos.push_back(p);
+        const double keys = p - VisibleFrom(p, window) + 1;
+        *flops += keys * kHeads * kHeadDim * 4.0;
+        if (p == last_pos) *bytes += (p - VisibleFrom(p, window) + 1) * row * 2.0 * sizeof(float);
+      }
+    }
+    if (rows_per_seq > 1) *bytes = 0;  // prefill: the FLOPs are what counts
+    const std::size_t total = static_cast<std::size_t>(held) * block_floats;
+    auto memory = DeviceBuffer<float>::Allocate(total);
+    EXPECT_TRUE(memory.ok());
+    if (!memory.ok()) return 0;
+    // Fill with a repeated random pattern (values do not change the work).
+    const std::vector<float> pattern = Random(rng_, std::size_t{1} << 22, 0.3f);
+    for (std::size_t off = 0; off < total; off += pattern.size()) {
+      const std::size_t n = std::min(pattern.size(), total - off);
+      EXPECT_EQ(cudaMemcpy(memory->data() + off, pattern.data(), n * sizeof(float),
+                           cudaMemcpyHostToDevice),
+                cudaSuccess);
+    }
+    const int rows = static_cast<int>(row_seq.size());
+    DeviceBuffer<std::int32_t> d_seq = Upload(row_seq), d_pos = Upload(row_pos),
+                               d_seq_table = Upload(seq_table), d_tables = Upload(tables);
+    DeviceBuffer<float> q =
+        Upload(Random(rng_, static_cast<std::size_t>(rows) * kHeads * kHeadDim));
+    DeviceBuffer<float> out = Poisoned(static_cast<std::size_t>(rows) * kHeads * kHeadDim);
+    const PassRows pass{.rows = rows,
+                        .row_seq = d_seq.data(),
+                        .row_pos = d_pos.data(),
+                        .seq_table = d_seq_table.data(),
+                        .tables = d_tables.data(),
+                        .num_seqs = seqs,
+                        .max_pos = last_pos};
+    const PagedLayer layer{.memory = memory->data(),
+                           .block_floats = block_floats,
+                           .block_size = kBlock,
+                           .slot = 0,
+                           .row = row};
+    const AttentionShape shape{.heads = kHeads,
+                               .kv_heads = 1,
+                               .head_dim = kHeadDim,
+                               .scale = 0.0625f,
+                               .softcap = 0.0f,
+                               .window = window};
+    DeviceBuffer<float> ws = Poisoned(PagedAttentionWorkspace(pass, shape));
+    cudaEvent_t start, stop;
+    cudaEventCreate(&start);
+    cudaEventCreate(&stop);
+    // Per call (launches included), median of 20 after 5 warm-up calls.
+    std::vector<double> times;
+    for (int i = 0; i < 25; ++i) {
+      cudaEventRecord(start);
+      const Status s = PagedAttention(q.data(), pass, layer, shape, out.data(), ws.data());
+      cudaEventRecord(stop);
+      cudaEventSynchronize(stop);
+      EXPECT_TRUE(s.ok()) << s.error().message();
+      float ms = 0;
+      cudaEventElapsedTime(&ms, start, stop);
+      if (i >= 5) times.push_back(ms * 1000.0);
+    }
+    // Back to back: 20 calls queued at once, so that launch gaps are hidden.
+    cudaEventRecord(start);
+    for (int i = 0; i < 20; ++i) {
+      EXPECT_TRUE(PagedAttention(q.data(), pass, layer, shape, out.data(), ws.data()).ok());
+    }
+    cudaEventRecord(stop);
+    cudaEventSynchronize(stop);
+    float total_ms = 0;
+    cudaEventElapsedTime(&total_ms, start, stop);
+    *pipelined_us = total_ms * 1000.0 / 20;
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    const std::vector<float> host = Download(out);
+    for (float x : host) {
+      if (!std::isfinite(x)) {
+        ADD_FAILURE() << "non-finite output";
+        break;
+      }
+    }
+    std::sort(times.begin(), times.end());
+    return times[times.size() / 2];
+  }
+
+  std::mt19937 rng_{99};
+};
+
+TEST_F(CudaAttentionPerf, Figures) {
+  auto devices = ListCudaDevices();
+  ASSERT_TRUE(devices.ok());
+  std::printf("device: %s (%d SMs)\n", (*devices)[0].name.c_str(), (*devices)[0].multiprocessors);
+  std::printf("shape: heads 4, kv_heads 1, head_dim 256, block 16, f32 KV\n");
+  double bytes = 0, flops = 0, piped = 0;
+  for (int window : {0, 512}) {
+    for (int rows : {1, 16, 64}) {
+      const double us = Time(rows, 1, 4095, window, &bytes, &flops, &piped);
+      std::printf(
+          "decode %-7s rows %2d ctx 4096: %8.1f us/call %7.1f GB/s | back-to-back %8.1f us "
+          "%7.1f GB/s (%.1f MB KV)\n",
+          window > 0 ? "sliding" : "global", rows, us, bytes / us / 1e3, piped, bytes / piped / 1e3,
+          bytes / 1e6);
+    }
+  }
+  for (int window : {0, 512}) {
+    const double us = Time(1, 2048, 2047, window, &bytes, &flops, &piped);
+    std::printf(
+        "prefill %-7s rows 2048: %8.1f us/call %6.2f TFLOP/s | back-to-back %8.1f us %6.2f "
+        "TFLOP/s\n",
+        window > 0 ? "sliding" : "global", us, flops / us / 1e6, piped, flops / piped / 1e6);
+  }
+}
+
+}  // namespace
+}  // namespace fgnet::cuda
