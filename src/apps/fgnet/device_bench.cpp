@@ -165,9 +165,10 @@ Result<DeviceBenchResult> RunDeviceBench(const Model& model, AdapterRegistry& re
   EngineOptions e;
   e.max_batch_tokens = std::max<std::int64_t>(o.prefill_tokens, o.prefix_tokens + o.suffix_tokens);
   e.max_running = 256;
+  // Every prompt plus what it generates (one token for the first-token measurements).
   e.max_context = std::max<std::int64_t>(
-      {o.decode_prompt + o.decode_tokens, o.prefill_tokens, o.prefix_tokens + o.suffix_tokens,
-       o.batch_prompt + o.decode_tokens});
+      {o.decode_prompt + o.decode_tokens, o.prefill_tokens + 1,
+       o.prefix_tokens + o.suffix_tokens + 1, o.batch_prompt + o.decode_tokens});
   e.kv_memory_mib = 2048;
   FGNET_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, NewEngine(model, registry, e));
   FGNET_TRY(MeasureSingleDecode(*engine, config, o, log, &result));
