@@ -7,11 +7,14 @@
 //     holds the tile's queries (all query heads of the kv head) in shared memory and walks the
 //     union of their visible keys in steps of kTileK keys, each key and value tile loaded once
 //     into shared memory and used by every query of the tile (an f32 flash-attention loop);
+//     long key ranges are cut into slices done by separate CTAs, so that the GPU is filled and
+//     the tiles late in a long prompt do not set the pace;
 //   * splits: every other row (decode rows, tiles of mixed sequences) is done flash-decoding
 //     style by CTAs of (row, kv head, slice of the visible keys), each computing all the query
 //     heads of its kv head so that a key or value row is read once; each warp keeps an online
-//     softmax over its keys, the CTA merges its warps, and with several slices per row a combine
-//     kernel merges the slices' (max, sum, unnormalised output) from the workspace.
+//     softmax over its keys, and the CTA merges its warps.
+// A row (or tile) whose keys took several slices leaves each slice's (max, sum, unnormalised
+// output) in the workspace, and a combine kernel merges them; one slice writes the output.
 // The number of slices comes from the rows, the longest visible range and the SM count, so that
 // a pass of few rows still fills the GPU.
 
@@ -128,9 +131,18 @@ struct Geometry {
   int splits;         // most slices per row of the split regime
   int chunk;          // keys per slice of the split regime
   int tile_rows;      // rows per tile of the tile regime; 0 when the tile kernel does not run
-  int tile_chunk;     // keys per slice of a tile's key range
+  int tile_chunk;     // keys per slice of a tile's key range (at least; see TileChunk)
+  int tile_splits;    // most slices per tile
   int stride_splits;  // slices per (row, head) in the workspace
 };
+
+// Tile regime: queries (rows x query heads of a kv head) per tile, keys per step.
+constexpr int kTileQ = 64;
+constexpr int kTileK = 32;
+constexpr int kTileThreads = 256;
+constexpr int kPStride = kTileQ + 4;
+constexpr int kMinTileChunk = 64;  // fewest keys per slice of a tile
+constexpr int kTileWaves = 4;      // tile CTAs per SM aimed at (2 are resident at a time)
 
 __device__ __forceinline__ int VisibleFrom(int pos, int window) {
   return window > 0 ? max(0, pos - window + 1) : 0;
@@ -188,6 +200,13 @@ __device__ void TileRange(const Geometry& g, int tile, int* lo, int* hi) {
 }
 
 __device__ __forceinline__ int Slices(int keys, int chunk) { return (keys + chunk - 1) / chunk; }
+
+// Keys per slice of a tile whose keys span `range` positions: tile_chunk, or more for a range
+// longer than planned, so that no tile has more than tile_splits slices.
+__device__ __forceinline__ int TileChunk(const Geometry& g, int range) {
+  const int need = (range + g.tile_splits - 1) / g.tile_splits;
+  return max(g.tile_chunk, (need + kTileK - 1) / kTileK * kTileK);
+}
 
 // Partial result of slice `slice` of (row, head): the unnormalised output [head_dim], its max and
 // its sum.
@@ -384,35 +403,76 @@ __global__ void __launch_bounds__(kSplitThreads) SplitKernel(Geometry g) {
 }
 
 // Merges the slices of each (row, head) whose keys were cut into several slices (of either
-// regime). Grid rows * heads.
-constexpr int kCombineThreads = 128;
+// regime). Grid (rows * heads, head_dim / 64 rounded up): a CTA merges 64 dims; the slices'
+// weights come from a block-wide max and sum of their (max, sum), then the warps take the slices
+// in turn and their sums are added in shared memory.
+constexpr int kCombineThreads = 256;
+constexpr int kCombineWarps = kCombineThreads / 32;
+constexpr int kCombineDims = 64;
+
+// Block-wide max (is_max) or sum of v; every thread gets the result. scratch: kCombineWarps.
+__device__ float BlockReduce(float v, bool is_max, float* scratch) {
+  for (int o = 16; o > 0; o /= 2) {
+    const float t = __shfl_xor_sync(kFullMask, v, o);
+    v = is_max ? fmaxf(v, t) : v + t;
+  }
+  if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = v;
+  __syncthreads();
+  float r = scratch[0];
+  for (int w = 1; w < kCombineWarps; ++w) r = is_max ? fmaxf(r, scratch[w]) : r + scratch[w];
+  __syncthreads();  // scratch is reused by the next call
+  return r;
+}
 
 __global__ void __launch_bounds__(kCombineThreads) CombineKernel(Geometry g) {
+  extern __shared__ float s_weight[];  // [stride_splits]
+  __shared__ float s_scratch[kCombineWarps];
+  __shared__ float s_acc[kCombineWarps][kCombineDims];
   const int row = blockIdx.x / g.heads;
   int slices = 0;
   if (RowInTile(g, row)) {
     int lo = 0;
     int hi = 0;
     TileRange(g, row / g.tile_rows, &lo, &hi);
-    slices = Slices(hi - lo + 1, g.tile_chunk);
+    slices = Slices(hi - lo + 1, TileChunk(g, hi - lo + 1));
   } else {
     const int pos = g.row_pos[row];
     slices = Slices(pos - VisibleFrom(pos, g.window) + 1, g.chunk);
   }
-  if (slices <= 1) return;  // written to the output directly
+  if (slices <= 1) return;  // written to the output directly (uniform over the CTA)
   const int D = g.head_dim;
-  const float* part = Partial(g, blockIdx.x, 0);
   const int stride = D + 2;
+  const float* part = Partial(g, blockIdx.x, 0);
   float mx = -INFINITY;
-  for (int s = 0; s < slices; ++s) mx = fmaxf(mx, part[s * stride + D]);
+  for (int s = threadIdx.x; s < slices; s += blockDim.x) mx = fmaxf(mx, part[s * stride + D]);
+  mx = BlockReduce(mx, true, s_scratch);
   float sum = 0.0f;
-  for (int s = 0; s < slices; ++s)
-    sum += expf(part[s * stride + D] - mx) * part[s * stride + D + 1];
-  const float inv = 1.0f / sum;
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float o = 0.0f;
-    for (int s = 0; s < slices; ++s) o += expf(part[s * stride + D] - mx) * part[s * stride + d];
-    g.out[static_cast<std::size_t>(blockIdx.x) * D + d] = o * inv;
+  for (int s = threadIdx.x; s < slices; s += blockDim.x) {
+    const float w = expf(part[s * stride + D] - mx);  // 0 for a slice that saw no key
+    s_weight[s] = w;
+    sum += w * part[s * stride + D + 1];
+  }
+  sum = BlockReduce(sum, false, s_scratch);  // its barriers also publish s_weight
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  const int d0 = static_cast<int>(blockIdx.y) * kCombineDims;
+  float o[kCombineDims / 32] = {};
+  for (int s = warp; s < slices; s += kCombineWarps) {
+    const float w = s_weight[s];
+    const float* ps = part + s * stride + d0;
+#pragma unroll
+    for (int k = 0; k < kCombineDims / 32; ++k) {
+      if (d0 + k * 32 + lane < D) o[k] += w * ps[k * 32 + lane];
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < kCombineDims / 32; ++k) s_acc[warp][k * 32 + lane] = o[k];
+  __syncthreads();
+  const int d = d0 + static_cast<int>(threadIdx.x);
+  if (threadIdx.x < kCombineDims && d < D) {
+    float t = 0.0f;
+    for (int w = 0; w < kCombineWarps; ++w) t += s_acc[w][threadIdx.x];
+    g.out[static_cast<std::size_t>(blockIdx.x) * D + d] = t / sum;
   }
 }
 
@@ -422,13 +482,6 @@ __global__ void __launch_bounds__(kCombineThreads) CombineKernel(Geometry g) {
 // tx * 2, tx * 2 + 1 of a step, and the output of those queries at dims gr * 64 + tx * 4 .. + 3.
 // Query i of a tile is row r0 + i / group, head kvh * group + i % group. head_dim up to 32 * kDC
 // (kDC in {2, 4, 8}).
-
-constexpr int kTileQ = 64;
-constexpr int kTileK = 32;
-constexpr int kTileThreads = 256;
-constexpr int kPStride = kTileQ + 4;
-constexpr int kMinTileChunk = 64;  // fewest keys per slice of a tile
-constexpr int kTileWaves = 2;      // tile CTAs per SM aimed at (their shared memory allows 2)
 
 template <int kDC>
 constexpr std::size_t TileSmemBytes() {
@@ -482,11 +535,13 @@ __global__ void __launch_bounds__(kTileThreads, 2) TileKernel(Geometry g) {
   }
   __syncthreads();
   // This CTA's slice [k_lo, k_hi] of the tile's keys [s_range[0], s_range[1]] (exit: uniform).
-  const int slices = Slices(s_range[1] - s_range[0] + 1, g.tile_chunk);
+  const int range = s_range[1] - s_range[0] + 1;
+  const int chunk = TileChunk(g, range);
+  const int slices = Slices(range, chunk);
   const int slice = static_cast<int>(blockIdx.z);
   if (slice >= slices) return;
-  const int k_lo = s_range[0] + slice * g.tile_chunk;
-  const int k_hi = min(s_range[1], k_lo + g.tile_chunk - 1);
+  const int k_lo = s_range[0] + slice * chunk;
+  const int k_hi = min(s_range[1], k_lo + chunk - 1);
   for (int idx = tid; idx < kTileQ * kDp / 4; idx += kTileThreads) {
     const int i = idx % kTileQ;
     const int d4 = idx / kTileQ * 4;
@@ -503,15 +558,11 @@ __global__ void __launch_bounds__(kTileThreads, 2) TileKernel(Geometry g) {
   __syncthreads();
   const int ty = tid / 16;
   const int tx = tid % 16;
-  int my_pos[4];
-  int my_lo[4];
   float m[4];
   float l[4];
   float acc[4][kGroups * 4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    my_pos[i] = s_pos[ty * 4 + i];
-    my_lo[i] = s_lo[ty * 4 + i];
     m[i] = -INFINITY;
     l[i] = 0.0f;
 #pragma unroll
@@ -561,7 +612,8 @@ __global__ void __launch_bounds__(kTileThreads, 2) TileKernel(Geometry g) {
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
         const int p = k0 + tx * 2 + j;
-        const bool visible = s_key[tx * 2 + j] >= 0 && my_lo[i] <= p && p <= my_pos[i];
+        const bool visible =
+            s_key[tx * 2 + j] >= 0 && s_lo[ty * 4 + i] <= p && p <= s_pos[ty * 4 + i];
         s[i][j] = visible ? Score(s[i][j], g.scale, g.softcap) : -INFINITY;
         mx = fmaxf(mx, s[i][j]);
       }
@@ -701,17 +753,20 @@ Plan MakePlan(const PassRows& pass, const AttentionShape& shape, int sms) {
   splits = std::max<std::int64_t>(std::min(splits, CeilDiv(max_keys, kMinChunk)), 1);
   p.chunk = static_cast<int>(CeilDiv(max_keys, splits));
   p.splits = static_cast<int>(CeilDiv(max_keys, p.chunk));
-  // Tile regime: a tile's keys lie in [0, max_pos]; long ranges are cut into slices (multiples
-  // of kTileK keys, at least kMinTileChunk) so that the CTAs fill kTileWaves per SM.
+  // Tile regime: a tile of consecutive positions spans at most max_pos + 1 keys, or
+  // window + tile_rows - 1 on a sliding layer; such ranges are cut into slices (multiples of
+  // kTileK keys, at least kMinTileChunk) so that the CTAs fill kTileWaves per SM. A tile with a
+  // longer range takes longer slices (TileChunk).
   if (pass.rows > pass.num_seqs && group <= kTileQ) {
     p.tile_rows = kTileQ / group;
     p.tiles = static_cast<int>(CeilDiv(pass.rows, p.tile_rows));
-    const std::int64_t bound = std::int64_t{pass.max_pos} + 1;
+    std::int64_t range = std::int64_t{pass.max_pos} + 1;
+    if (shape.window > 0) range = std::min(range, std::int64_t{shape.window} + p.tile_rows - 1);
     std::int64_t ts =
         CeilDiv(kTileWaves * std::int64_t{sms}, std::int64_t{p.tiles} * shape.kv_heads);
-    ts = std::max<std::int64_t>(std::min(ts, CeilDiv(bound, kMinTileChunk)), 1);
-    p.tile_chunk = static_cast<int>(CeilDiv(CeilDiv(bound, ts), kTileK) * kTileK);
-    p.tile_splits = static_cast<int>(CeilDiv(bound, p.tile_chunk));
+    ts = std::max<std::int64_t>(std::min(ts, CeilDiv(range, kMinTileChunk)), 1);
+    p.tile_chunk = static_cast<int>(CeilDiv(CeilDiv(range, ts), kTileK) * kTileK);
+    p.tile_splits = static_cast<int>(CeilDiv(range, p.tile_chunk));
   }
   p.stride_splits = std::max(p.splits, p.tile_splits);
   return p;
@@ -854,6 +909,7 @@ Status PagedAttention(const float* q, const PassRows& pass, const PagedLayer& la
   g.chunk = plan.chunk;
   g.tile_rows = plan.tile_rows;
   g.tile_chunk = plan.tile_chunk;
+  g.tile_splits = plan.tile_splits;
   g.stride_splits = plan.stride_splits;
 
   if (plan.tile_rows > 0) {
@@ -889,8 +945,10 @@ Status PagedAttention(const float* q, const PassRows& pass, const PagedLayer& la
   }
   FGNET_TRY(CudaLastError("cuda::PagedAttention (splits)"));
   if (plan.stride_splits > 1) {
-    const auto blocks = static_cast<unsigned>(pass.rows) * static_cast<unsigned>(shape.heads);
-    CombineKernel<<<blocks, kCombineThreads, 0, stream>>>(g);
+    const dim3 grid_c(static_cast<unsigned>(pass.rows) * static_cast<unsigned>(shape.heads),
+                      static_cast<unsigned>((shape.head_dim + kCombineDims - 1) / kCombineDims));
+    const std::size_t smem = static_cast<std::size_t>(plan.stride_splits) * sizeof(float);
+    CombineKernel<<<grid_c, kCombineThreads, smem, stream>>>(g);
     FGNET_TRY(CudaLastError("cuda::PagedAttention (combine)"));
   }
   return Ok();
