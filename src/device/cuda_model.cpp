@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <list>
 #include <mutex>
 #include <optional>
@@ -85,13 +87,15 @@ class CudaKVMemory final : public Memory {
   std::shared_ptr<StreamState> state_;
 };
 
-// Device memory that only grows (contents are not kept when it does).
+// Device memory that only grows (contents are not kept when it does). `moves` counts the
+// reallocations of every buffer that shares it, so that stale CUDA graphs are recognised.
 class Scratch {
  public:
-  Status Reserve(std::size_t bytes) {
+  Status Reserve(std::size_t bytes, std::uint64_t* moves) {
     if (memory_.bytes() >= bytes) return Ok();
     memory_ = cuda::DeviceMemory();
     FGNET_ASSIGN_OR_RETURN(memory_, cuda::DeviceMemory::Allocate(bytes + bytes / 4));
+    ++*moves;
     return Ok();
   }
   template <typename T>
@@ -113,7 +117,7 @@ class PinnedBuffer {
   ~PinnedBuffer() {
     if (data_ != nullptr) cudaFreeHost(data_);
   }
-  Status Reserve(std::size_t bytes) {
+  Status Reserve(std::size_t bytes, std::uint64_t* moves) {
     if (bytes_ >= bytes) return Ok();
     if (data_ != nullptr) cudaFreeHost(data_);
     data_ = nullptr;
@@ -121,6 +125,7 @@ class PinnedBuffer {
     const std::size_t want = bytes + bytes / 4;
     FGNET_TRY(cuda::CudaCheck(cudaMallocHost(&data_, want), "cudaMallocHost"));
     bytes_ = want;
+    ++*moves;
     return Ok();
   }
   template <typename T>
@@ -152,13 +157,103 @@ struct DeviceAdapter {
   std::size_t bytes = 0;
 };
 
-// Byte offsets of the arrays of one pass in its staging buffer (host pinned and device).
-struct PassLayout {
-  std::size_t ids, row_pos, row_seq, logit_rows, seq_table, tables, lora_rows, lora_scales,
-      lora_groups, total;
+std::size_t AlignUp(std::size_t n, std::size_t a = 256) { return (n + a - 1) / a * a; }
+
+// The arrays describing a pass, at fixed offsets of the staging buffer (pinned on the host, and
+// on the device) for given capacities, so that their addresses stay the same from pass to pass
+// (CUDA graphs capture them) until a pass needs more room.
+struct StagingLayout {
+  std::size_t rows = 0, seqs = 0, tables = 0, lora_rows = 0, lora_groups = 0;  // capacities
+  std::size_t ids = 0, row_pos = 0, row_seq = 0, logit_rows = 0, seq_table = 0, lora_rows_at = 0,
+              lora_scales = 0, lora_groups_at = 0, tables_at = 0, total = 0;
+
+  bool Holds(std::size_t r, std::size_t s, std::size_t t, std::size_t lr, std::size_t lg) const {
+    return r <= rows && s <= seqs && t <= tables && lr <= lora_rows && lg <= lora_groups;
+  }
+  static StagingLayout For(std::size_t rows, std::size_t seqs, std::size_t tables,
+                           std::size_t lora_rows, std::size_t lora_groups, std::size_t groups) {
+    StagingLayout l{rows, seqs, tables, lora_rows, lora_groups};
+    std::size_t at = 0;
+    const auto place = [&at](std::size_t bytes) {
+      const std::size_t here = at;
+      at = AlignUp(at + bytes);
+      return here;
+    };
+    l.ids = place(rows * 4);
+    l.row_pos = place(rows * 4);
+    l.row_seq = place(rows * 4);
+    l.logit_rows = place(rows * 4);
+    l.seq_table = place(groups * seqs * 4);
+    l.lora_rows_at = place(lora_rows * 4);
+    l.lora_scales = place(lora_rows * 4);
+    l.lora_groups_at = place(lora_groups * sizeof(cuda::LoraGroup));
+    l.tables_at = place(tables * 4);
+    l.total = at;
+    return l;
+  }
 };
 
-std::size_t AlignUp(std::size_t n, std::size_t a = 256) { return (n + a - 1) / a * a; }
+// What the kernels of a pass depend on besides the contents of the staging buffer: passes of
+// equal shapes launch identical kernels, so a CUDA graph captured for one replays the other.
+struct PassShape {
+  std::int32_t rows = 0, seqs = 0, max_pos = 0;
+  std::int32_t logit_rows = 0;
+  bool argmax = false, full = false;  // some logit row wants its argmax / its logits
+  std::int32_t lora_rows = 0, max_rank = 0;
+  std::vector<std::int32_t> site_first, site_count, site_rank;  // per (layer, module); empty
+                                                                 // without adapters
+
+  std::string Key() const {
+    std::string key;
+    const auto put = [&key](std::int32_t v) { key.append(reinterpret_cast<const char*>(&v), 4); };
+    for (std::int32_t v : {rows, seqs, max_pos, logit_rows, std::int32_t{argmax},
+                           std::int32_t{full}, lora_rows, max_rank}) {
+      put(v);
+    }
+    for (const auto* list : {&site_count, &site_rank})
+      for (std::int32_t v : *list) put(v);
+    return key;
+  }
+};
+
+// Decode passes of at most this many rows run as CUDA graphs.
+constexpr std::int32_t kMaxGraphRows = 256;
+// Graph passes round the longest position up to a multiple of this, so that one graph serves
+// many steps (attention treats the extra keys as masked).
+constexpr std::int32_t kGraphPositionStep = 256;
+// Graphs kept before the cache is emptied.
+constexpr std::size_t kMaxGraphs = 512;
+
+// One captured pass shape.
+struct GraphEntry {
+  cudaGraphExec_t exec = nullptr;
+  std::uint64_t generation = 0;  // of the buffers it captured
+  bool seen = false;             // ran once eagerly at that generation
+  bool failed = false;           // capture did not work: always run eagerly
+};
+
+// Where a row's logits go: a host row, or (kArgmax) only the id of its largest logit.
+struct LogitDest {
+  float* dst;
+  std::int32_t* token;
+};
+
+// The rows of a pass one adapter applies to.
+struct HostLoraGroup {
+  const LoraAdapter* key;
+  const DeviceAdapter* adapter;
+  std::vector<std::int32_t> rows;
+  std::vector<float> scales;
+};
+
+// Host-side arrays of a pass, kept between passes so that decoding allocates nothing.
+struct HostPass {
+  std::vector<std::int32_t> ids, row_pos, row_seq, logit_rows, seq_table, tables, lora_rows;
+  std::vector<float> lora_scales;
+  std::vector<LogitDest> logit_dest;
+  std::vector<HostLoraGroup> lora;
+  std::vector<cuda::LoraGroup> lora_groups;
+};
 
 }  // namespace
 
@@ -187,9 +282,20 @@ struct CudaModel::Impl {
   mutable std::list<std::pair<std::string, DeviceAdapter>> adapters;  // most recent first
   mutable std::unordered_map<std::string, std::list<std::pair<std::string, DeviceAdapter>>::iterator>
       adapter_index;
+  mutable HostPass host;
+  mutable StagingLayout staging_layout;
+  mutable std::uint64_t moves = 0;  // reallocations of the pass buffers (stales graphs)
+  bool use_graphs = true;
+  mutable std::unordered_map<std::string, GraphEntry> graphs;
+  mutable std::uint64_t graph_launches = 0;
 
+  ~Impl() { ClearGraphs(); }
   Result<const DeviceAdapter*> Resident(const LoraAdapter& adapter) const;
   Status RunPass(std::span<const PassSegment> segments) const;
+  // Every kernel and device-to-host copy of a pass whose description is in the staging buffer.
+  Status Enqueue(const PassShape& shape, const kv::BlockPool& pool, std::size_t c) const;
+  Status Capture(const std::function<Status()>& enqueue, cudaGraphExec_t* exec) const;
+  void ClearGraphs() const;
 };
 
 CudaModel::CudaModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -201,6 +307,11 @@ CudaModel::~CudaModel() {
 const Gemma3Config& CudaModel::config() const { return impl_->config; }
 Device CudaModel::device() const { return Device::Cuda(impl_->state->device); }
 std::string CudaModel::device_name() const { return impl_->name; }
+
+std::uint64_t CudaModel::graph_launches() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->graph_launches;
+}
 
 std::size_t CudaModel::device_bytes() const {
   std::lock_guard lock(impl_->mu);
@@ -309,6 +420,10 @@ Result<std::unique_ptr<CudaModel>> CudaModel::Create(const Gemma3Config& config,
   m.final_softcap =
       c.final_logit_softcapping ? static_cast<float>(*c.final_logit_softcapping) : 0.0f;
   m.window = c.sliding_window;
+  // FGNET_CUDA_GRAPHS=0 launches every kernel one by one (for measuring what graphs save).
+  if (const char* graphs = std::getenv("FGNET_CUDA_GRAPHS"); graphs != nullptr) {
+    m.use_graphs = std::string_view(graphs) != "0";
+  }
   if (m.head_dim % 32 != 0 || m.head_dim > 256) {
     return MakeError("config: head_dim ", m.head_dim,
                      " is not supported on CUDA (a multiple of 32, at most 256)");
@@ -420,7 +535,7 @@ Result<const DeviceAdapter*> CudaModel::Impl::Resident(const LoraAdapter& adapte
     return &it->second->second;
   }
   // Pack every adapted module's A and B (B scaled by the module's scale), then one upload.
-  std::vector<float> host;
+  std::vector<float> packed;
   struct At {
     std::size_t a, b;
     std::int32_t rank;
@@ -432,22 +547,22 @@ Result<const DeviceAdapter*> CudaModel::Impl::Resident(const LoraAdapter& adapte
       At& a = at[l][static_cast<std::size_t>(module)];
       a.rank = static_cast<std::int32_t>(layer.rank);
       if (!layer.active()) continue;
-      a.a = host.size();
-      host.insert(host.end(), layer.a.begin(), layer.a.end());
-      host.resize(AlignUp(host.size(), 64));
-      a.b = host.size();
-      for (float v : layer.b) host.push_back(v * layer.scale);
-      host.resize(AlignUp(host.size(), 64));
+      a.a = packed.size();
+      packed.insert(packed.end(), layer.a.begin(), layer.a.end());
+      packed.resize(AlignUp(packed.size(), 64));
+      a.b = packed.size();
+      for (float v : layer.b) packed.push_back(v * layer.scale);
+      packed.resize(AlignUp(packed.size(), 64));
     }
   }
   DeviceAdapter d;
-  d.bytes = std::max<std::size_t>(host.size(), 1) * sizeof(float);
+  d.bytes = std::max<std::size_t>(packed.size(), 1) * sizeof(float);
   auto memory = cuda::DeviceMemory::Allocate(d.bytes);
   if (!memory.ok()) {
     return MakeError("adapter '", adapter.name, "' on ", name, ": ", memory.error().message());
   }
   d.memory = std::move(*memory);
-  FGNET_TRY(d.memory.CopyFromHost(host.data(), host.size() * sizeof(float)));
+  FGNET_TRY(d.memory.CopyFromHost(packed.data(), packed.size() * sizeof(float)));
   const auto* base = static_cast<const float*>(d.memory.data());
   d.layers.resize(at.size());
   for (std::size_t l = 0; l < at.size(); ++l) {
@@ -498,21 +613,31 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
   const std::size_t nseq = segments.size();
 
   // --- Host-side description of the pass -------------------------------------------------------
-  std::vector<std::int32_t> ids(c), row_pos(c), row_seq(c), logit_rows;
-  // Where a row's logits go: a host row, or (kArgmax) only the id of its largest logit.
-  struct LogitDest {
-    float* dst;
-    std::int32_t* token;
-  };
-  std::vector<LogitDest> logit_dest;
-  std::int32_t max_pos = 0;
-  std::vector<std::int32_t> seq_table(groups * nseq), tables;
+  PassShape shape;
+  shape.rows = static_cast<std::int32_t>(c);
+  shape.seqs = static_cast<std::int32_t>(nseq);
+  std::vector<std::int32_t>& ids = host.ids;
+  std::vector<std::int32_t>& row_pos = host.row_pos;
+  std::vector<std::int32_t>& row_seq = host.row_seq;
+  std::vector<std::int32_t>& logit_rows = host.logit_rows;
+  std::vector<LogitDest>& logit_dest = host.logit_dest;
+  std::vector<std::int32_t>& seq_table = host.seq_table;
+  std::vector<std::int32_t>& tables = host.tables;
+  ids.resize(c);
+  row_pos.resize(c);
+  row_seq.resize(c);
+  logit_rows.clear();
+  logit_dest.clear();
+  seq_table.assign(groups * nseq, 0);
+  tables.clear();
+  bool decode = true;  // one token per sequence
   for (std::size_t s = 0; s < nseq; ++s) {
     const PassSegment& seg = segments[s];
     const auto& kv = static_cast<const kv::PagedSequence&>(*seg.step->kv);
     if (&kv.pool() != &pool) {
       return MakeError("Forward: the sequences of one batch must share one KV block pool");
     }
+    decode = decode && seg.count == 1;
     for (std::size_t i = 0; i < seg.count; ++i) {
       const std::size_t row = seg.row + i;
       ids[row] = seg.step->tokens[seg.offset + i];
@@ -521,12 +646,14 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
       if (seg.token != nullptr && i == seg.count - 1) {
         logit_rows.push_back(static_cast<std::int32_t>(row));
         logit_dest.push_back({nullptr, seg.token});
+        shape.argmax = true;
       } else if (seg.logits != nullptr && i >= seg.logits_begin) {
         logit_rows.push_back(static_cast<std::int32_t>(row));
         logit_dest.push_back({seg.logits + (i - seg.logits_begin) * vocab, nullptr});
+        shape.full = true;
       }
     }
-    max_pos = std::max(max_pos, row_pos[seg.row + seg.count - 1]);
+    shape.max_pos = std::max(shape.max_pos, row_pos[seg.row + seg.count - 1]);
     const std::int64_t end = seg.first_pos + static_cast<std::int64_t>(seg.count);
     const std::int64_t blocks = (end + layout.block_size - 1) / layout.block_size;
     for (std::size_t g = 0; g < groups; ++g) {
@@ -535,26 +662,26 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
         tables.push_back(kv.block(static_cast<std::int64_t>(g), b));
     }
   }
+  shape.logit_rows = static_cast<std::int32_t>(logit_rows.size());
+  const bool graph = use_graphs && decode && shape.rows <= kMaxGraphRows &&
+                     shape.logit_rows <= static_cast<std::int32_t>(kLogitRows);
+  if (graph) {
+    shape.max_pos = (shape.max_pos / kGraphPositionStep + 1) * kGraphPositionStep - 1;
+  }
 
   // LoRA: one group per adapter, holding the rows it applies to.
-  struct HostGroup {
-    const DeviceAdapter* adapter;
-    std::vector<std::int32_t> rows;
-    std::vector<float> scales;
-  };
-  std::vector<HostGroup> lora;
-  std::vector<const LoraAdapter*> lora_keys;
+  std::vector<HostLoraGroup>& lora = host.lora;
+  lora.clear();
   for (const PassSegment& seg : segments) {
     for (const AdapterUse& use : seg.step->adapters) {
       const std::int64_t skip = std::clamp<std::int64_t>(use.start - seg.first_pos, 0,
                                                          static_cast<std::int64_t>(seg.count));
       if (skip == static_cast<std::int64_t>(seg.count)) continue;
       std::size_t gi = 0;
-      while (gi < lora_keys.size() && lora_keys[gi] != use.adapter) ++gi;
-      if (gi == lora_keys.size()) {
+      while (gi < lora.size() && lora[gi].key != use.adapter) ++gi;
+      if (gi == lora.size()) {
         FGNET_ASSIGN_OR_RETURN(const DeviceAdapter* d, Resident(*use.adapter));
-        lora_keys.push_back(use.adapter);
-        lora.push_back({d, {}, {}});
+        lora.push_back({use.adapter, d, {}, {}});
       }
       for (std::size_t r = seg.row + static_cast<std::size_t>(skip); r < seg.row + seg.count; ++r) {
         lora[gi].rows.push_back(static_cast<std::int32_t>(r));
@@ -562,79 +689,175 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
       }
     }
   }
-  std::vector<std::int32_t> lora_rows;
-  std::vector<float> lora_scales;
+  std::vector<std::int32_t>& lora_rows = host.lora_rows;
+  std::vector<float>& lora_scales = host.lora_scales;
+  std::vector<cuda::LoraGroup>& lora_groups = host.lora_groups;
+  lora_rows.clear();
+  lora_scales.clear();
+  lora_groups.clear();
   std::vector<std::int32_t> group_first(lora.size());
   for (std::size_t g = 0; g < lora.size(); ++g) {
     group_first[g] = static_cast<std::int32_t>(lora_rows.size());
     lora_rows.insert(lora_rows.end(), lora[g].rows.begin(), lora[g].rows.end());
     lora_scales.insert(lora_scales.end(), lora[g].scales.begin(), lora[g].scales.end());
   }
-  // The groups of every (layer, module) site, and each site's largest rank.
-  const std::size_t sites = layers.size() * kNumLoraModules;
-  std::vector<cuda::LoraGroup> lora_groups;
-  std::vector<std::int32_t> site_first(sites, 0), site_count(sites, 0), site_rank(sites, 0);
   if (!lora.empty()) {
+    const std::size_t sites = layers.size() * kNumLoraModules;
+    shape.site_first.assign(sites, 0);
+    shape.site_count.assign(sites, 0);
+    shape.site_rank.assign(sites, 0);
     for (std::size_t site = 0; site < sites; ++site) {
-      site_first[site] = static_cast<std::int32_t>(lora_groups.size());
+      shape.site_first[site] = static_cast<std::int32_t>(lora_groups.size());
       for (std::size_t g = 0; g < lora.size(); ++g) {
         const DeviceAdapter::Module& mod =
             lora[g].adapter->layers[site / kNumLoraModules][site % kNumLoraModules];
         if (mod.rank == 0) continue;
         lora_groups.push_back({mod.a, mod.b, mod.rank, group_first[g],
                                static_cast<std::int32_t>(lora[g].rows.size())});
-        site_rank[site] = std::max(site_rank[site], mod.rank);
+        shape.site_rank[site] = std::max(shape.site_rank[site], mod.rank);
       }
-      site_count[site] = static_cast<std::int32_t>(lora_groups.size()) - site_first[site];
+      shape.site_count[site] =
+          static_cast<std::int32_t>(lora_groups.size()) - shape.site_first[site];
     }
+    shape.max_rank = *std::max_element(shape.site_rank.begin(), shape.site_rank.end());
   }
-  const std::int32_t max_rank =
-      lora.empty() ? 0 : *std::max_element(site_rank.begin(), site_rank.end());
+  shape.lora_rows = static_cast<std::int32_t>(lora_rows.size());
 
-  // --- Staging: one host-to-device copy of everything above ------------------------------------
-  PassLayout pl{};
-  std::size_t at = 0;
-  const auto place = [&at](std::size_t bytes) {
-    const std::size_t here = at;
-    at = AlignUp(at + bytes);
-    return here;
-  };
-  pl.ids = place(c * 4);
-  pl.row_pos = place(c * 4);
-  pl.row_seq = place(c * 4);
-  pl.logit_rows = place(logit_rows.size() * 4);
-  pl.seq_table = place(seq_table.size() * 4);
-  pl.tables = place(tables.size() * 4);
-  pl.lora_rows = place(lora_rows.size() * 4);
-  pl.lora_scales = place(lora_scales.size() * 4);
-  pl.lora_groups = place(lora_groups.size() * sizeof(cuda::LoraGroup));
-  pl.total = at;
-  FGNET_TRY(host_staging.Reserve(pl.total));
-  FGNET_TRY(staging.Reserve(pl.total));
+  // --- Buffers: staging at fixed offsets, activations, workspaces -------------------------------
+  if (!staging_layout.Holds(c, nseq, tables.size(), lora_rows.size(), lora_groups.size())) {
+    staging_layout = StagingLayout::For(
+        std::max(c, staging_layout.rows), std::max(nseq, staging_layout.seqs),
+        std::max(tables.size() * 2, staging_layout.tables),
+        std::max(lora_rows.size() * 2, staging_layout.lora_rows),
+        std::max(lora_groups.size() * 2, staging_layout.lora_groups), groups);
+    ++moves;
+  }
+  const StagingLayout& sl = staging_layout;
+  FGNET_TRY(host_staging.Reserve(sl.total, &moves));
+  FGNET_TRY(staging.Reserve(sl.total, &moves));
   const auto put = [this](std::size_t offset, const auto& v) {
     if (!v.empty()) std::memcpy(host_staging.as<char>(offset), v.data(), v.size() * sizeof(v[0]));
   };
-  put(pl.ids, ids);
-  put(pl.row_pos, row_pos);
-  put(pl.row_seq, row_seq);
-  put(pl.logit_rows, logit_rows);
-  put(pl.seq_table, seq_table);
-  put(pl.tables, tables);
-  put(pl.lora_rows, lora_rows);
-  put(pl.lora_scales, lora_scales);
-  put(pl.lora_groups, lora_groups);
-  FGNET_TRY(cuda::CudaCheck(cudaMemcpyAsync(staging.as<char>(), host_staging.as<char>(), pl.total,
-                                            cudaMemcpyHostToDevice, stream),
-                            "cudaMemcpyAsync (pass description)"));
-
-  // --- Working memory ---------------------------------------------------------------------------
+  put(sl.ids, ids);
+  put(sl.row_pos, row_pos);
+  put(sl.row_seq, row_seq);
+  put(sl.logit_rows, logit_rows);
+  put(sl.seq_table, seq_table);
+  put(sl.lora_rows_at, lora_rows);
+  put(sl.lora_scales, lora_scales);
+  put(sl.lora_groups_at, lora_groups);
+  put(sl.tables_at, tables);
+  const std::size_t upload = sl.tables_at + tables.size() * 4;
   const std::size_t sizes[] = {c * hidden, c * hidden,       c * q_dim,       c * kv_dim, c * kv_dim,
                                c * q_dim,  c * hidden,       c * intermediate, c * intermediate};
   std::size_t floats = 0;
-  for (std::size_t s : sizes) floats += AlignUp(s, 64);
-  FGNET_TRY(activations.Reserve(floats * sizeof(float)));
-  float* ptr[std::size(sizes)];
+  for (std::size_t size : sizes) floats += AlignUp(size, 64);
+  FGNET_TRY(activations.Reserve(floats * sizeof(float), &moves));
+  cuda::PassRows rows0;
+  rows0.rows = shape.rows;
+  rows0.num_seqs = shape.seqs;
+  rows0.max_pos = shape.max_pos;
+  std::size_t attention_floats = 0;
+  for (int r = 0; r < 2; ++r) {
+    attention_floats =
+        std::max(attention_floats, cuda::PagedAttentionWorkspace(rows0, attention[r]));
+  }
+  FGNET_TRY(attention_ws.Reserve(std::max<std::size_t>(attention_floats, 1) * sizeof(float),
+                                 &moves));
+  FGNET_TRY(lora_ws.Reserve(
+      std::max<std::size_t>(static_cast<std::size_t>(shape.max_rank) * lora_rows.size(), 1) *
+          sizeof(float),
+      &moves));
+  const std::size_t logit_chunk = std::min(kLogitRows, std::max<std::size_t>(logit_rows.size(), 1));
+  const std::size_t ids_at = AlignUp(logit_chunk * vocab * sizeof(float));
+  FGNET_TRY(logits.Reserve(ids_at + logit_chunk * sizeof(std::int32_t), &moves));
+  FGNET_TRY(host_logits.Reserve(ids_at + logit_chunk * sizeof(std::int32_t), &moves));
+
+  FGNET_TRY(cuda::CudaCheck(cudaMemcpyAsync(staging.as<char>(), host_staging.as<char>(), upload,
+                                            cudaMemcpyHostToDevice, stream),
+                            "cudaMemcpyAsync (pass description)"));
+
+  // --- The kernels: replayed from a graph, captured, or launched one by one ---------------------
+  const auto enqueue = [&]() -> Status { return Enqueue(shape, pool, c); };
+  bool ran = false;
+  if (graph) {
+    std::string key = shape.Key();
+    const void* memory = pool.memory().data();
+    key.append(reinterpret_cast<const char*>(&memory), sizeof(memory));
+    const std::uint64_t generation = moves + matmul->generation();
+    if (graphs.size() >= kMaxGraphs && graphs.find(key) == graphs.end()) ClearGraphs();
+    GraphEntry& entry = graphs[key];
+    if (entry.generation != generation) {
+      if (entry.exec != nullptr) cudaGraphExecDestroy(entry.exec);
+      entry = GraphEntry{nullptr, generation, false, entry.failed};
+    }
+    if (entry.exec == nullptr && entry.seen && !entry.failed) {
+      // Second pass of this shape at this generation: every buffer has its size, capture it.
+      Status captured = Capture(enqueue, &entry.exec);
+      if (!captured.ok()) {
+        entry.failed = true;
+        entry.exec = nullptr;
+      }
+    }
+    if (entry.exec != nullptr) {
+      FGNET_TRY(cuda::CudaCheck(cudaGraphLaunch(entry.exec, stream), "cudaGraphLaunch"));
+      ran = true;
+      ++graph_launches;
+    }
+    entry.seen = true;
+  }
+  if (!ran) FGNET_TRY(enqueue());
+  FGNET_TRY(cuda::CudaCheck(cudaStreamSynchronize(stream), "forward pass"));
+
+  // --- Results to their owners (Enqueue handed out each chunk of a longer list itself) ---------
+  if (logit_dest.size() <= logit_chunk) {
+    for (std::size_t i = 0; i < logit_dest.size(); ++i) {
+      const LogitDest& d = logit_dest[i];
+      if (d.token != nullptr) *d.token = host_logits.as<std::int32_t>(ids_at)[i];
+      if (d.dst != nullptr)
+        std::memcpy(d.dst, host_logits.as<float>() + i * vocab, vocab * sizeof(float));
+    }
+  }
+  for (const PassSegment& seg : segments) seg.step->kv->Advance(static_cast<std::int64_t>(seg.count));
+  return Ok();
+}
+
+Status CudaModel::Impl::Capture(const std::function<Status()>& enqueue,
+                                cudaGraphExec_t* exec) const {
+  const cudaStream_t stream = state->stream;
+  FGNET_TRY(cuda::CudaCheck(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal),
+                            "cudaStreamBeginCapture"));
+  const Status enqueued = enqueue();
+  cudaGraph_t graph = nullptr;
+  const Status ended = cuda::CudaCheck(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
+  if (!enqueued.ok() || !ended.ok()) {
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    return enqueued.ok() ? ended : enqueued;
+  }
+  const Status made =
+      cuda::CudaCheck(cudaGraphInstantiate(exec, graph, 0), "cudaGraphInstantiate");
+  cudaGraphDestroy(graph);
+  return made;
+}
+
+void CudaModel::Impl::ClearGraphs() const {
+  for (auto& [key, entry] : graphs) {
+    if (entry.exec != nullptr) cudaGraphExecDestroy(entry.exec);
+  }
+  graphs.clear();
+}
+
+Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& pool,
+                                std::size_t c) const {
+  const cudaStream_t stream = state->stream;
+  const kv::KVLayout& layout = pool.layout();
+  const auto groups = static_cast<std::size_t>(layout.num_groups());
+  const StagingLayout& sl = staging_layout;
+  float* ptr[9];
   {
+    const std::size_t sizes[] = {c * hidden, c * hidden, c * q_dim,        c * kv_dim,      c * kv_dim,
+                                 c * q_dim,  c * hidden, c * intermediate, c * intermediate};
     float* p = activations.as<float>();
     for (std::size_t i = 0; i < std::size(sizes); ++i) {
       ptr[i] = p;
@@ -643,50 +866,38 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
   }
   float *x = ptr[0], *h = ptr[1], *q = ptr[2], *k = ptr[3], *v = ptr[4], *attn = ptr[5],
         *o = ptr[6], *gate = ptr[7], *up = ptr[8];
-
   std::vector<cuda::PassRows> pass(groups);
   for (std::size_t g = 0; g < groups; ++g) {
     cuda::PassRows& p = pass[g];
-    p.rows = static_cast<std::int32_t>(c);
-    p.row_seq = staging.as<std::int32_t>(pl.row_seq);
-    p.row_pos = staging.as<std::int32_t>(pl.row_pos);
-    p.seq_table = staging.as<std::int32_t>(pl.seq_table) + g * nseq;
-    p.tables = staging.as<std::int32_t>(pl.tables);
-    p.num_seqs = static_cast<std::int32_t>(nseq);
-    p.max_pos = max_pos;
+    p.rows = shape.rows;
+    p.row_seq = staging.as<std::int32_t>(sl.row_seq);
+    p.row_pos = staging.as<std::int32_t>(sl.row_pos);
+    p.seq_table = staging.as<std::int32_t>(sl.seq_table) + g * static_cast<std::size_t>(shape.seqs);
+    p.tables = staging.as<std::int32_t>(sl.tables_at);
+    p.num_seqs = shape.seqs;
+    p.max_pos = shape.max_pos;
   }
-  std::size_t attention_floats = 0;
-  for (int r = 0; r < 2; ++r) {
-    attention_floats =
-        std::max(attention_floats, cuda::PagedAttentionWorkspace(pass[0], attention[r]));
-  }
-  FGNET_TRY(attention_ws.Reserve(std::max<std::size_t>(attention_floats, 1) * sizeof(float)));
-  FGNET_TRY(lora_ws.Reserve(
-      std::max<std::size_t>(static_cast<std::size_t>(max_rank) * lora_rows.size(), 1) *
-      sizeof(float)));
-
-  const std::int32_t* d_row_pos = staging.as<std::int32_t>(pl.row_pos);
-  const std::int32_t* d_lora_rows = staging.as<std::int32_t>(pl.lora_rows);
-  const float* d_lora_scales = staging.as<float>(pl.lora_scales);
-  const cuda::LoraGroup* d_lora_groups = staging.as<cuda::LoraGroup>(pl.lora_groups);
+  const std::int32_t* d_row_pos = staging.as<std::int32_t>(sl.row_pos);
+  const std::int32_t* d_lora_rows = staging.as<std::int32_t>(sl.lora_rows_at);
+  const float* d_lora_scales = staging.as<float>(sl.lora_scales);
+  const cuda::LoraGroup* d_lora_groups = staging.as<cuda::LoraGroup>(sl.lora_groups_at);
   const auto apply_lora = [&](std::size_t layer, LoraModule module, const float* in, std::size_t ldx,
                               std::size_t in_dim, float* out, std::size_t out_dim) -> Status {
     const std::size_t site = layer * kNumLoraModules + static_cast<std::size_t>(module);
-    if (lora.empty() || site_count[site] == 0) return Ok();
-    return cuda::LoraApply(in, ldx, in_dim, out, out_dim, out_dim, d_lora_groups + site_first[site],
-                           site_count[site], site_rank[site], d_lora_rows, d_lora_scales,
-                           static_cast<std::int32_t>(lora_rows.size()), lora_ws.as<float>(),
-                           stream);
+    if (shape.site_count.empty() || shape.site_count[site] == 0) return Ok();
+    return cuda::LoraApply(in, ldx, in_dim, out, out_dim, out_dim,
+                           d_lora_groups + shape.site_first[site], shape.site_count[site],
+                           shape.site_rank[site], d_lora_rows, d_lora_scales, shape.lora_rows,
+                           lora_ws.as<float>(), stream);
   };
   cuda::MatMulContext& mm = *matmul;
 
-  // --- The layers -------------------------------------------------------------------------------
-  FGNET_TRY(cuda::EmbedRows(DType::kBF16, embed, hidden, staging.as<std::int32_t>(pl.ids), c,
+  FGNET_TRY(cuda::EmbedRows(DType::kBF16, embed, hidden, staging.as<std::int32_t>(sl.ids), c,
                             embed_scale, x, stream));
   for (std::size_t l = 0; l < layers.size(); ++l) {
     const LayerWeights& w = layers[l];
     const int r = w.sliding ? 0 : 1;
-    const std::size_t group = static_cast<std::size_t>(layout.layer_group[l]);
+    const auto group = static_cast<std::size_t>(layout.layer_group[l]);
     const cuda::PagedLayer paged{static_cast<float*>(pool.memory().data()),
                                  static_cast<std::int64_t>(layout.block_floats()),
                                  layout.block_size, layout.layer_slot[l], layout.row};
@@ -697,9 +908,9 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
     FGNET_TRY(apply_lora(l, LoraModule::kQ, h, hidden, hidden, q, q_dim));
     FGNET_TRY(apply_lora(l, LoraModule::kK, h, hidden, hidden, k, kv_dim));
     FGNET_TRY(apply_lora(l, LoraModule::kV, h, hidden, hidden, v, kv_dim));
-    FGNET_TRY(cuda::QKNormRope(q, k, static_cast<std::int32_t>(c), attention[r].heads,
-                               attention[r].kv_heads, attention[r].head_dim, w.q_norm, w.k_norm,
-                               eps, inv_freq[r], d_row_pos, stream));
+    FGNET_TRY(cuda::QKNormRope(q, k, shape.rows, attention[r].heads, attention[r].kv_heads,
+                               attention[r].head_dim, w.q_norm, w.k_norm, eps, inv_freq[r],
+                               d_row_pos, stream));
     FGNET_TRY(cuda::WriteKV(k, v, pass[group], paged, stream));
     FGNET_TRY(cuda::PagedAttention(q, pass[group], paged, attention[r], attn,
                                    attention_ws.as<float>(), stream));
@@ -717,42 +928,39 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
     FGNET_TRY(cuda::RMSNormAddTo(o, c, hidden, w.post_feedforward_norm, eps, x, stream));
   }
 
-  // --- Logits, in chunks of kLogitRows rows -----------------------------------------------------
-  // Rows that only want their argmax never leave the GPU: their ids do (4 bytes a row).
-  if (!logit_rows.empty()) {
-    const std::size_t chunk = std::min(kLogitRows, logit_rows.size());
-    const std::size_t ids_at = AlignUp(chunk * vocab * sizeof(float));
-    FGNET_TRY(logits.Reserve(ids_at + chunk * sizeof(std::int32_t)));
-    FGNET_TRY(host_logits.Reserve(ids_at + chunk * sizeof(std::int32_t)));
-    for (std::size_t first = 0; first < logit_rows.size(); first += chunk) {
-      const std::size_t n = std::min(chunk, logit_rows.size() - first);
-      bool full = false, argmax = false;
-      for (std::size_t i = first; i < first + n; ++i) {
-        full = full || logit_dest[i].dst != nullptr;
-        argmax = argmax || logit_dest[i].token != nullptr;
-      }
-      FGNET_TRY(cuda::RMSNorm(x, n, hidden, final_norm, eps, h,
-                              staging.as<std::int32_t>(pl.logit_rows) + first, stream));
-      FGNET_TRY(mm.MatMul(h, n, hidden, lm_head, vocab, logits.as<float>()));
-      if (final_softcap > 0.0f)
-        FGNET_TRY(cuda::Softcap(logits.as<float>(), n * vocab, final_softcap, stream));
-      if (argmax) {
-        FGNET_TRY(cuda::ArgmaxRows(logits.as<float>(), n, vocab, logits.as<std::int32_t>(ids_at),
-                                   stream));
-        FGNET_TRY(cuda::CudaCheck(
-            cudaMemcpyAsync(host_logits.as<std::int32_t>(ids_at), logits.as<std::int32_t>(ids_at),
-                            n * sizeof(std::int32_t), cudaMemcpyDeviceToHost, stream),
-            "cudaMemcpyAsync (sampled ids)"));
-      }
-      if (full) {
-        FGNET_TRY(cuda::CudaCheck(cudaMemcpyAsync(host_logits.as<float>(), logits.as<float>(),
-                                                  n * vocab * sizeof(float),
-                                                  cudaMemcpyDeviceToHost, stream),
-                                  "cudaMemcpyAsync (logits)"));
-      }
+  // Logits, kLogitRows rows at a time. Rows that only want their argmax never leave the GPU:
+  // their ids do (4 bytes a row). A pass with more logit rows than one chunk (a kAll prefill)
+  // copies each chunk out as it goes, synchronising; a graph pass has a single chunk.
+  const auto n_logits = static_cast<std::size_t>(shape.logit_rows);
+  if (n_logits == 0) return Ok();
+  const std::size_t chunk = std::min(kLogitRows, n_logits);
+  const std::size_t ids_at = AlignUp(chunk * vocab * sizeof(float));
+  for (std::size_t first = 0; first < n_logits; first += chunk) {
+    const std::size_t n = std::min(chunk, n_logits - first);
+    FGNET_TRY(cuda::RMSNorm(x, n, hidden, final_norm, eps, h,
+                            staging.as<std::int32_t>(sl.logit_rows) + first, stream));
+    FGNET_TRY(mm.MatMul(h, n, hidden, lm_head, vocab, logits.as<float>()));
+    if (final_softcap > 0.0f)
+      FGNET_TRY(cuda::Softcap(logits.as<float>(), n * vocab, final_softcap, stream));
+    if (shape.argmax) {
+      FGNET_TRY(cuda::ArgmaxRows(logits.as<float>(), n, vocab, logits.as<std::int32_t>(ids_at),
+                                 stream));
+      FGNET_TRY(cuda::CudaCheck(
+          cudaMemcpyAsync(host_logits.as<std::int32_t>(ids_at), logits.as<std::int32_t>(ids_at),
+                          n * sizeof(std::int32_t), cudaMemcpyDeviceToHost, stream),
+          "cudaMemcpyAsync (sampled ids)"));
+    }
+    if (shape.full) {
+      FGNET_TRY(cuda::CudaCheck(cudaMemcpyAsync(host_logits.as<float>(), logits.as<float>(),
+                                                n * vocab * sizeof(float), cudaMemcpyDeviceToHost,
+                                                stream),
+                                "cudaMemcpyAsync (logits)"));
+    }
+    if (n_logits > chunk) {
+      // Several chunks (never in a graph): hand each one out before the next overwrites it.
       FGNET_TRY(cuda::CudaCheck(cudaStreamSynchronize(stream), "forward pass"));
       for (std::size_t i = 0; i < n; ++i) {
-        const LogitDest& d = logit_dest[first + i];
+        const LogitDest& d = host.logit_dest[first + i];
         if (d.token != nullptr) *d.token = host_logits.as<std::int32_t>(ids_at)[i];
         if (d.dst != nullptr) {
           std::memcpy(d.dst, host_logits.as<float>() + i * vocab, vocab * sizeof(float));
@@ -760,9 +968,6 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
       }
     }
   }
-  // The staging buffers are reused by the next pass: wait for this one.
-  FGNET_TRY(cuda::CudaCheck(cudaStreamSynchronize(stream), "forward pass"));
-  for (const PassSegment& seg : segments) seg.step->kv->Advance(static_cast<std::int64_t>(seg.count));
   return Ok();
 }
 

@@ -8,13 +8,21 @@
 // sharing and copy-on-write work as on the CPU. Activations are f32. LoRA adapters are uploaded
 // on first use (f32, the module scale folded into B) and stay resident; a pass applies every
 // adapter's rows at every site with the grouped shrink/expand kernels. Logits of the rows that
-// want them are copied to the host.
+// want them are copied to the host; greedy rows (LogitsMode::kArgmax) send only their ids.
+//
+// Decode passes (one token per sequence, up to 256 sequences) run as CUDA graphs: the pass's
+// description (ids, positions, block tables, adapter rows) is uploaded to fixed addresses, and
+// the whole forward, from the embedding gather to the argmax and its copy to the host, replays
+// as one graph launch per step. A graph is captured the second time a pass shape (rows,
+// positions rounded up to 256, adapter groups per site) is seen, and recaptured when a buffer it
+// uses has moved. FGNET_CUDA_GRAPHS=0 turns graphs off.
 //
 // Against the CPU backend the results differ by floating-point order and by the BF16 rounding of
 // prefill activations before cuBLAS (backend/cuda/matmul.h); the parity tests state the tolerance.
 // Thread-safety: as model/model.h; calls are serialised by the model.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
@@ -45,6 +53,7 @@ class CudaModel final : public Model {
 
   // Bytes of GPU memory held for weights, resident adapters and working buffers (not KV).
   std::size_t device_bytes() const override;
+  std::uint64_t graph_launches() const override;
 
  private:
   struct Impl;

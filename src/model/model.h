@@ -68,6 +68,8 @@ class Model {
   // Bytes of device memory the model holds apart from KV blocks: weights, resident adapters and
   // working buffers on a GPU; 0 on the CPU (whose weights are the checkpoint's mapped file).
   virtual std::size_t device_bytes() const { return 0; }
+  // Passes replayed from captured work graphs (CUDA graphs) so far; 0 where the backend has none.
+  virtual std::uint64_t graph_launches() const { return 0; }
 
   // `bytes` of memory for KV blocks on the model's device. Errors: out of device memory.
   virtual Result<std::unique_ptr<Memory>> AllocateKV(std::size_t bytes) const = 0;

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <vector>
 
@@ -233,11 +234,29 @@ TEST_F(CudaModelTest, GreedyDecodingMatchesTheCpu) {
     }
     for (int t = 0; t < 24; ++t) {
       ASSERT_EQ(next_cpu, next_gpu) << "token " << t;
+      // Alternate full logits with argmax-only steps on the GPU (both replayed as graphs).
+      if (t % 2 == 1) {
+        const auto a = cpu->Step({{next_cpu}}, none);
+        std::int32_t token = -1;
+        const std::vector<std::int32_t> ids = {next_gpu};
+        ASSERT_TRUE(gpu->seqs[0]->Reserve(1));
+        std::vector<float> unused;
+        SequenceStep step{ids, gpu->seqs[0].get(), LogitsMode::kArgmax, nullptr, {}, &token};
+        const Status s = gpu->model->ForwardBatch(std::span<const SequenceStep>(&step, 1),
+                                                  gpu->threads, gpu->scratch);
+        ASSERT_TRUE(s.ok()) << s.error().message();
+        next_cpu = Argmax(a[0]);
+        next_gpu = token;
+        continue;
+      }
       const auto a = cpu->Step({{next_cpu}}, none);
       const auto b = gpu->Step({{next_gpu}}, none);
       EXPECT_LT(MaxRelativeDifference(a[0], b[0]), kLogitTolerance) << "token " << t;
       next_cpu = Argmax(a[0]);
       next_gpu = Argmax(b[0]);
+    }
+    if (std::getenv("FGNET_CUDA_GRAPHS") == nullptr) {
+      EXPECT_GT(gpu->model->graph_launches(), 0u);
     }
   }
 }

@@ -14,6 +14,8 @@ namespace {
 
 static_assert(MatMulContext::kMaxGemvRows == internal::kGemvMaxRows);
 
+constexpr std::size_t kCublasWorkspaceBytes = std::size_t{32} << 20;
+
 Status CublasCheck(cublasStatus_t status, const char* what) {
   if (status == CUBLAS_STATUS_SUCCESS) return Ok();
   return MakeError(what, ": cuBLAS status ", static_cast<int>(status), " (",
@@ -27,6 +29,8 @@ struct MatMulContext::Impl {
   Stream stream = nullptr;
   int multiprocessors = 1;
   DeviceMemory x_bf16;  // the BF16 activations of the cuBLAS path
+  DeviceMemory cublas_workspace;
+  std::uint64_t generation = 0;
 
   ~Impl() {
     if (handle != nullptr) cublasDestroy(handle);
@@ -48,10 +52,17 @@ Result<MatMulContext> MatMulContext::Create(Stream stream) {
       "cudaDeviceGetAttribute"));
   FGNET_TRY(CublasCheck(cublasCreate(&impl->handle), "cublasCreate"));
   FGNET_TRY(CublasCheck(cublasSetStream(impl->handle, stream), "cublasSetStream"));
+  // A workspace of cuBLAS's own that never moves, so that captured CUDA graphs stay valid.
+  FGNET_ASSIGN_OR_RETURN(impl->cublas_workspace, DeviceMemory::Allocate(kCublasWorkspaceBytes));
+  FGNET_TRY(CublasCheck(cublasSetWorkspace(impl->handle, impl->cublas_workspace.data(),
+                                           impl->cublas_workspace.bytes()),
+                        "cublasSetWorkspace"));
   return MatMulContext(std::move(impl));
 }
 
 Stream MatMulContext::stream() const { return impl_->stream; }
+
+std::uint64_t MatMulContext::generation() const { return impl_->generation; }
 
 Status MatMulContext::MatMul(const float* x, std::size_t rows, std::size_t in,
                              const std::uint16_t* w_bf16, std::size_t out, float* y,
@@ -81,6 +92,7 @@ Status MatMulContext::MatMul(const float* x, std::size_t rows, std::size_t in,
     FGNET_TRY(CudaCheck(cudaStreamSynchronize(impl_->stream), "cudaStreamSynchronize"));
     impl_->x_bf16 = DeviceMemory();
     FGNET_ASSIGN_OR_RETURN(impl_->x_bf16, DeviceMemory::Allocate(bytes));
+    ++impl_->generation;
   }
   auto* xb = static_cast<std::uint16_t*>(impl_->x_bf16.data());
   FGNET_TRY(internal::LaunchToBF16(x, rows * in, xb, impl_->stream));

@@ -37,6 +37,10 @@ class MatMulContext {
 
   Stream stream() const;
 
+  // Increases whenever the context's device memory moves (its BF16 workspace grows), so that a
+  // caller knows when CUDA graphs that captured MatMul calls are stale.
+  std::uint64_t generation() const;
+
  private:
   struct Impl;
   explicit MatMulContext(std::unique_ptr<Impl> impl);
