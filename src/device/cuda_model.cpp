@@ -901,7 +901,8 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     const cuda::PagedLayer paged{static_cast<float*>(pool.memory().data()),
                                  static_cast<std::int64_t>(layout.block_floats()),
                                  layout.block_size, layout.layer_slot[l], layout.row};
-    FGNET_TRY(cuda::RMSNorm(x, c, hidden, w.input_norm, eps, h, nullptr, stream));
+    // h = the input norm of x: the previous layer's last kernel computed it, except for layer 0.
+    if (l == 0) FGNET_TRY(cuda::RMSNorm(x, c, hidden, w.input_norm, eps, h, nullptr, stream));
     FGNET_TRY(mm.MatMul(h, c, hidden, w.q, q_dim, q));
     FGNET_TRY(mm.MatMul(h, c, hidden, w.k, kv_dim, k));
     FGNET_TRY(mm.MatMul(h, c, hidden, w.v, kv_dim, v));
@@ -916,8 +917,8 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
                                    attention_ws.as<float>(), stream));
     FGNET_TRY(mm.MatMul(attn, c, q_dim, w.o, hidden, o));
     FGNET_TRY(apply_lora(l, LoraModule::kO, attn, q_dim, q_dim, o, hidden));
-    FGNET_TRY(cuda::RMSNormAddTo(o, c, hidden, w.post_attention_norm, eps, x, stream));
-    FGNET_TRY(cuda::RMSNorm(x, c, hidden, w.pre_feedforward_norm, eps, h, nullptr, stream));
+    FGNET_TRY(cuda::RMSNormAddToNorm(o, c, hidden, w.post_attention_norm, eps, x,
+                                     w.pre_feedforward_norm, h, stream));
     FGNET_TRY(mm.MatMul(h, c, hidden, w.gate, intermediate, gate));
     FGNET_TRY(mm.MatMul(h, c, hidden, w.up, intermediate, up));
     FGNET_TRY(apply_lora(l, LoraModule::kGate, h, hidden, hidden, gate, intermediate));
@@ -925,7 +926,12 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     FGNET_TRY(cuda::GeluTanhMul(gate, up, c * intermediate, gate, stream));
     FGNET_TRY(mm.MatMul(gate, c, intermediate, w.down, hidden, o));
     FGNET_TRY(apply_lora(l, LoraModule::kDown, gate, intermediate, intermediate, o, hidden));
-    FGNET_TRY(cuda::RMSNormAddTo(o, c, hidden, w.post_feedforward_norm, eps, x, stream));
+    if (l + 1 < layers.size()) {
+      FGNET_TRY(cuda::RMSNormAddToNorm(o, c, hidden, w.post_feedforward_norm, eps, x,
+                                       layers[l + 1].input_norm, h, stream));
+    } else {
+      FGNET_TRY(cuda::RMSNormAddTo(o, c, hidden, w.post_feedforward_norm, eps, x, stream));
+    }
   }
 
   // Logits, kLogitRows rows at a time. Rows that only want their argmax never leave the GPU:

@@ -105,6 +105,39 @@ TEST_F(CudaOpsTest, RMSNormAddToMatchesTheReference) {
   }
 }
 
+TEST_F(CudaOpsTest, RMSNormAddToNormMatchesTheTwoOpsAndTheReference) {
+  for (std::size_t dim : {1u, 31u, 640u, 2048u, 20000u}) {  // the last exceeds shared memory
+    SCOPED_TRACE(dim);
+    const std::size_t rows = 5;
+    const std::vector<float> x = Random(rows * dim, 3.0f);
+    const std::vector<float> scale = Random(dim);
+    const std::vector<float> next = Random(dim);
+    const std::vector<float> residual = Random(rows * dim);
+    auto d_x = DeviceBuffer<float>::FromHost(x);
+    auto d_scale = DeviceBuffer<float>::FromHost(scale);
+    auto d_next = DeviceBuffer<float>::FromHost(next);
+    auto d_fused = DeviceBuffer<float>::FromHost(residual);
+    auto d_apart = DeviceBuffer<float>::FromHost(residual);
+    ASSERT_TRUE(d_x.ok() && d_scale.ok() && d_next.ok() && d_fused.ok() && d_apart.ok());
+    DeviceBuffer<float> y_fused = Poisoned(rows * dim);
+    DeviceBuffer<float> y_apart = Poisoned(rows * dim);
+    ASSERT_TRUE(RMSNormAddToNorm(d_x->data(), rows, dim, d_scale->data(), 1e-6f, d_fused->data(),
+                                 d_next->data(), y_fused.data())
+                    .ok());
+    ASSERT_TRUE(
+        RMSNormAddTo(d_x->data(), rows, dim, d_scale->data(), 1e-6f, d_apart->data()).ok());
+    ASSERT_TRUE(
+        RMSNorm(d_apart->data(), rows, dim, d_next->data(), 1e-6f, y_apart.data()).ok());
+    ExpectNear(*d_fused->ToHost(), *d_apart->ToHost(), 1e-6f);
+    ExpectNear(*y_fused.ToHost(), *y_apart.ToHost(), 1e-6f);
+    // And the CPU reference of the pair.
+    std::vector<float> want_res = residual, want_y(rows * dim);
+    cpu::reference::RMSNormAddTo(x.data(), rows, dim, scale.data(), 1e-6f, want_res.data());
+    cpu::reference::RMSNorm(want_res.data(), rows, dim, next.data(), 1e-6f, want_y.data());
+    ExpectNear(*y_fused.ToHost(), want_y, 1e-5f);
+  }
+}
+
 TEST_F(CudaOpsTest, GeluTanhMulMatchesTheReference) {
   const std::size_t n = 2048 * 3 + 5;
   const std::vector<float> gate = Random(n, 4.0f);

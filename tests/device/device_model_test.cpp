@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -19,8 +20,11 @@
 #include "forward_reference.h"
 #include "kv/block_pool.h"
 #include "kv/paged_sequence.h"
+#include "model/checkpoint.h"
 #include "model/gemma3_model.h"
 #include "model/synth.h"
+#include "util/json.h"
+#include "util/npy.h"
 
 namespace fgnet {
 namespace {
@@ -314,6 +318,43 @@ TEST_F(CudaModelTest, ForkedSequencesCopyOnWriteOnTheGpu) {
   for (std::size_t i = 0; i < 2; ++i) {
     EXPECT_LT(MaxRelativeDifference(want[i], got[i]), kLogitTolerance) << i;
     EXPECT_EQ(Argmax(want[i]), Argmax(got[i])) << i;
+  }
+}
+
+// transformers' own logits (tests/fixtures/parity/mqa_bf16_v4: MQA, head_dim 32, a sliding window
+// shorter than the prompt, BF16 weights; see tools/README.md) against the GPU forward pass: every
+// prompt logit within kLogitTolerance of the logit scale, and transformers' 40-token greedy
+// continuation reproduced token by token (each step a decode pass, replayed as a graph).
+TEST_F(CudaModelTest, MatchesTransformersOnTheParityFixture) {
+  const std::string dir = std::string(FGNET_TEST_DATA_DIR) + "/parity/mqa_bf16_v4";
+  auto ckpt = Checkpoint::Open(dir);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.error().message();
+  auto model = CreateModel(ckpt->config(), ckpt->weights(), Device::Cuda(0));
+  ASSERT_TRUE(model.ok()) << model.error().message();
+  Backend gpu(std::move(*model), 16, 256);
+  gpu.NewSequence();
+  const std::int64_t vocab = ckpt->config().vocab_size;
+  auto prompt_json = ReadJsonFile(dir + "/prompt.json");
+  auto greedy_json = ReadJsonFile(dir + "/greedy.json");
+  ASSERT_TRUE(prompt_json.ok() && greedy_json.ok());
+  const auto prompt = prompt_json->at("input_ids").get<std::vector<std::int32_t>>();
+  const auto generated = greedy_json->at("generated_ids").get<std::vector<std::int32_t>>();
+  auto want = ReadNpy(dir + "/logits.npy");
+  ASSERT_TRUE(want.ok()) << want.error().message();
+  auto floats = want->AsFloat32();
+  ASSERT_TRUE(floats.ok()) << floats.error().message();
+  const std::vector<float>& want_logits = *floats;
+  ASSERT_EQ(want_logits.size(), prompt.size() * static_cast<std::size_t>(vocab));
+  const std::vector<std::vector<AdapterUse>> none(1);
+  const auto got = gpu.Step({prompt}, none, LogitsMode::kAll);
+  const float diff = MaxRelativeDifference(want_logits, got[0]);
+  std::printf("transformers vs cuda: max |difference| / max |logit| = %.3g\n", diff);
+  EXPECT_LT(diff, kLogitTolerance);
+  std::int32_t next = Argmax(got[0], (prompt.size() - 1) * static_cast<std::size_t>(vocab),
+                             static_cast<std::size_t>(vocab));
+  for (std::size_t t = 0; t < generated.size(); ++t) {
+    ASSERT_EQ(next, generated[t]) << "token " << t;
+    next = Argmax(gpu.Step({{next}}, none)[0]);
   }
 }
 

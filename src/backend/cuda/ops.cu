@@ -7,6 +7,8 @@ namespace fgnet::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+// Widest row RMSNormAddToNorm keeps in shared memory (48 KB); wider rows take two kernels.
+constexpr std::size_t kMaxFusedNormDim = 12288;
 
 __device__ float Bf16ToFloat(std::uint16_t bits) {
   return __uint_as_float(static_cast<unsigned>(bits) << 16);
@@ -52,6 +54,31 @@ __global__ void RMSNormAddToKernel(const float* x, std::size_t dim, const float*
   const float total = BlockSum(sum);
   const float inv = rsqrtf(total / static_cast<float>(dim) + eps);
   for (std::size_t c = threadIdx.x; c < dim; c += blockDim.x) rr[c] += xr[c] * inv * scale[c];
+}
+
+// residual[r] += RMSNorm(x[r]) * scale, then y[r] = RMSNorm(residual[r]) * next_scale: the
+// post-norm and residual add of one block followed by the pre-norm of the next. The new residual
+// row is kept in registers/shared memory between the two reductions.
+__global__ void RMSNormAddToNormKernel(const float* x, std::size_t dim, const float* scale,
+                                       float eps, float* residual, const float* next_scale,
+                                       float* y) {
+  extern __shared__ float row[];
+  const std::size_t r = blockIdx.x;
+  const float* xr = x + r * dim;
+  float* rr = residual + r * dim;
+  float sum = 0;
+  for (std::size_t c = threadIdx.x; c < dim; c += blockDim.x) sum += xr[c] * xr[c];
+  const float inv = rsqrtf(BlockSum(sum) / static_cast<float>(dim) + eps);
+  float sum2 = 0;
+  for (std::size_t c = threadIdx.x; c < dim; c += blockDim.x) {
+    const float v = rr[c] + xr[c] * inv * scale[c];
+    rr[c] = v;
+    row[c] = v;
+    sum2 += v * v;
+  }
+  const float inv2 = rsqrtf(BlockSum(sum2) / static_cast<float>(dim) + eps);
+  float* yr = y + r * dim;
+  for (std::size_t c = threadIdx.x; c < dim; c += blockDim.x) yr[c] = row[c] * inv2 * next_scale[c];
 }
 
 // y[r] = RMSNorm(x[rows ? rows[r] : r]) * scale.
@@ -160,6 +187,19 @@ Status RMSNorm(const float* x, std::size_t n, std::size_t dim, const float* scal
   if (n == 0) return Ok();
   RMSNormKernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(x, rows, dim, scale, eps, y);
   return CudaLastError("cuda::RMSNorm");
+}
+
+Status RMSNormAddToNorm(const float* x, std::size_t rows, std::size_t dim, const float* scale,
+                        float eps, float* residual, const float* next_scale, float* y,
+                        Stream stream) {
+  if (rows == 0) return Ok();
+  if (dim > kMaxFusedNormDim) {
+    FGNET_TRY(RMSNormAddTo(x, rows, dim, scale, eps, residual, stream));
+    return RMSNorm(residual, rows, dim, next_scale, eps, y, nullptr, stream);
+  }
+  RMSNormAddToNormKernel<<<static_cast<unsigned>(rows), kThreads, dim * sizeof(float), stream>>>(
+      x, dim, scale, eps, residual, next_scale, y);
+  return CudaLastError("cuda::RMSNormAddToNorm");
 }
 
 Status Softcap(float* x, std::size_t n, float cap, Stream stream) {

@@ -3,6 +3,8 @@
 //   EmbedRows      out[t, :] = f32(table[ids[t], :]) * scale (F32 or BF16 tables)
 //   RMSNormAddTo   residual[r] += RMSNorm(x[r]) * scale (scale holds 1 + w), fused
 //   RMSNorm        y[r] = RMSNorm(x[r]) * scale, optionally gathering rows of x
+//   RMSNormAddToNorm  RMSNormAddTo, then RMSNorm of the new residual with another scale (the
+//                  end of one block and the pre-norm of the next, in one launch)
 //   GeluTanhMul    out[i] = gelu_tanh(gate[i]) * up[i] (the GeGLU of the MLP)
 //   Softcap        x[i] = cap * tanh(x[i] / cap) (final logit softcapping)
 //   ArgmaxRows     out[r] = the index of row r's largest value (greedy decoding)
@@ -30,6 +32,12 @@ Status EmbedRows(DType table_dtype, const void* table, std::size_t table_cols,
 
 Status RMSNormAddTo(const float* x, std::size_t rows, std::size_t dim, const float* scale,
                     float eps, float* residual, Stream stream = nullptr);
+
+// residual[r] += RMSNorm(x[r]) * scale, then y[r] = RMSNorm(residual[r]) * next_scale, for
+// `rows` rows of `dim`; exactly RMSNormAddTo followed by RMSNorm(residual). y must not alias x.
+Status RMSNormAddToNorm(const float* x, std::size_t rows, std::size_t dim, const float* scale,
+                        float eps, float* residual, const float* next_scale, float* y,
+                        Stream stream = nullptr);
 
 // y [n, dim] = RMSNorm(x[rows[i]]) * scale for i < n, or of x[i] when `rows` (device, [n]) is
 // null. y must not alias x when rows are gathered.
