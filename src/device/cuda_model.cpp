@@ -198,7 +198,8 @@ struct StagingLayout {
 struct PassShape {
   std::int32_t rows = 0, seqs = 0, max_pos = 0;
   std::int32_t logit_rows = 0;
-  bool argmax = false, full = false;  // some logit row wants its argmax / its logits
+  bool argmax = false, full = false, top = false;  // some logit row wants its argmax / its
+                                                   // logits / its largest logits
   std::int32_t lora_rows = 0, max_rank = 0;
   std::vector<std::int32_t> site_first, site_count, site_rank;  // per (layer, module); empty
                                                                  // without adapters
@@ -207,7 +208,7 @@ struct PassShape {
     std::string key;
     const auto put = [&key](std::int32_t v) { key.append(reinterpret_cast<const char*>(&v), 4); };
     for (std::int32_t v : {rows, seqs, max_pos, logit_rows, std::int32_t{argmax},
-                           std::int32_t{full}, lora_rows, max_rank}) {
+                           std::int32_t{full}, std::int32_t{top}, lora_rows, max_rank}) {
       put(v);
     }
     for (const auto* list : {&site_count, &site_rank})
@@ -232,11 +233,29 @@ struct GraphEntry {
   bool failed = false;           // capture did not work: always run eagerly
 };
 
-// Where a row's logits go: a host row, or (kArgmax) only the id of its largest logit.
+// Where a row's logits go: a host row, only the id of its largest logit (kArgmax), or its
+// largest logits (kTop; the step's logits when those might not be enough).
 struct LogitDest {
   float* dst;
   std::int32_t* token;
+  const SequenceStep* select = nullptr;
 };
+
+// Byte offsets in the logits buffers (device and pinned host) for `chunk` rows: the logits, the
+// argmax ids, the largest logits and their ids, and (device only) TopRows' workspace.
+struct LogitsLayout {
+  std::size_t ids, top_values, top_ids, workspace, total;
+  static LogitsLayout For(std::size_t chunk, std::size_t vocab) {
+    LogitsLayout l{};
+    l.ids = AlignUp(chunk * vocab * sizeof(float));
+    l.top_values = AlignUp(l.ids + chunk * sizeof(std::int32_t));
+    l.top_ids = AlignUp(l.top_values + chunk * cuda::kTopRows * sizeof(float));
+    l.workspace = AlignUp(l.top_ids + chunk * cuda::kTopRows * sizeof(std::int32_t));
+    l.total = l.workspace + cuda::TopRowsWorkspace(chunk, vocab);
+    return l;
+  }
+};
+static_assert(cuda::kTopRows == kTopLogits);
 
 // The rows of a pass one adapter applies to.
 struct HostLoraGroup {
@@ -295,6 +314,8 @@ struct CudaModel::Impl {
   // Every kernel and device-to-host copy of a pass whose description is in the staging buffer.
   Status Enqueue(const PassShape& shape, const kv::BlockPool& pool, std::size_t c) const;
   Status Capture(const std::function<Status()>& enqueue, cudaGraphExec_t* exec) const;
+  // Hands logit row i of the current chunk to its owner (after the stream has synchronised).
+  Status Deliver(const LogitDest& d, std::size_t i, const LogitsLayout& ll) const;
   void ClearGraphs() const;
 };
 
@@ -590,7 +611,7 @@ Status CudaModel::ForwardBatch(std::span<const SequenceStep> steps, ThreadPool& 
                        ": the CUDA backend needs a paged KV cache from the model's AllocateKV");
     }
   }
-  FGNET_TRY(RunInPasses(m.config.vocab_size, steps, kMaxPassRows, scratch, /*host_argmax=*/false,
+  FGNET_TRY(RunInPasses(m.config.vocab_size, steps, kMaxPassRows, scratch, /*host_select=*/false,
                         [&m](std::span<const PassSegment> segments) {
                           return m.RunPass(segments);
                         }));
@@ -647,6 +668,10 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
         logit_rows.push_back(static_cast<std::int32_t>(row));
         logit_dest.push_back({nullptr, seg.token});
         shape.argmax = true;
+      } else if (seg.select != nullptr && i == seg.count - 1) {
+        logit_rows.push_back(static_cast<std::int32_t>(row));
+        logit_dest.push_back({nullptr, nullptr, seg.select});
+        shape.top = true;
       } else if (seg.logits != nullptr && i >= seg.logits_begin) {
         logit_rows.push_back(static_cast<std::int32_t>(row));
         logit_dest.push_back({seg.logits + (i - seg.logits_begin) * vocab, nullptr});
@@ -769,9 +794,9 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
           sizeof(float),
       &moves));
   const std::size_t logit_chunk = std::min(kLogitRows, std::max<std::size_t>(logit_rows.size(), 1));
-  const std::size_t ids_at = AlignUp(logit_chunk * vocab * sizeof(float));
-  FGNET_TRY(logits.Reserve(ids_at + logit_chunk * sizeof(std::int32_t), &moves));
-  FGNET_TRY(host_logits.Reserve(ids_at + logit_chunk * sizeof(std::int32_t), &moves));
+  const LogitsLayout ll = LogitsLayout::For(logit_chunk, vocab);
+  FGNET_TRY(logits.Reserve(ll.total, &moves));
+  FGNET_TRY(host_logits.Reserve(ll.workspace, &moves));
 
   FGNET_TRY(cuda::CudaCheck(cudaMemcpyAsync(staging.as<char>(), host_staging.as<char>(), upload,
                                             cudaMemcpyHostToDevice, stream),
@@ -811,14 +836,33 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
 
   // --- Results to their owners (Enqueue handed out each chunk of a longer list itself) ---------
   if (logit_dest.size() <= logit_chunk) {
-    for (std::size_t i = 0; i < logit_dest.size(); ++i) {
-      const LogitDest& d = logit_dest[i];
-      if (d.token != nullptr) *d.token = host_logits.as<std::int32_t>(ids_at)[i];
-      if (d.dst != nullptr)
-        std::memcpy(d.dst, host_logits.as<float>() + i * vocab, vocab * sizeof(float));
-    }
+    for (std::size_t i = 0; i < logit_dest.size(); ++i) FGNET_TRY(Deliver(logit_dest[i], i, ll));
   }
   for (const PassSegment& seg : segments) seg.step->kv->Advance(static_cast<std::int64_t>(seg.count));
+  return Ok();
+}
+
+Status CudaModel::Impl::Deliver(const LogitDest& d, std::size_t i, const LogitsLayout& ll) const {
+  if (d.token != nullptr) *d.token = host_logits.as<std::int32_t>(ll.ids)[i];
+  if (d.dst != nullptr) {
+    std::memcpy(d.dst, host_logits.as<float>() + i * vocab, vocab * sizeof(float));
+  }
+  if (d.select != nullptr) {
+    std::vector<TopLogit>& top = *d.select->top;
+    top.clear();
+    const float* values = host_logits.as<float>(ll.top_values) + i * kTopLogits;
+    const std::int32_t* ids = host_logits.as<std::int32_t>(ll.top_ids) + i * kTopLogits;
+    for (std::size_t k = 0; k < kTopLogits; ++k) {
+      if (static_cast<std::size_t>(ids[k]) < vocab) top.push_back({ids[k], values[k]});
+    }
+    if (!TopIsComplete(top, d.select->top_k, d.select->top_temperature)) {
+      // The sampler needs the whole row: it is still in the device's logits buffer.
+      top.clear();
+      FGNET_TRY(cuda::CudaCheck(cudaMemcpy(d.select->logits->data(), logits.as<float>() + i * vocab,
+                                           vocab * sizeof(float), cudaMemcpyDeviceToHost),
+                                "cudaMemcpy (logits row)"));
+    }
+  }
   return Ok();
 }
 
@@ -940,7 +984,8 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
   const auto n_logits = static_cast<std::size_t>(shape.logit_rows);
   if (n_logits == 0) return Ok();
   const std::size_t chunk = std::min(kLogitRows, n_logits);
-  const std::size_t ids_at = AlignUp(chunk * vocab * sizeof(float));
+  const LogitsLayout ll = LogitsLayout::For(chunk, vocab);
+  const std::size_t ids_at = ll.ids;
   for (std::size_t first = 0; first < n_logits; first += chunk) {
     const std::size_t n = std::min(chunk, n_logits - first);
     FGNET_TRY(cuda::RMSNorm(x, n, hidden, final_norm, eps, h,
@@ -956,6 +1001,15 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
                           n * sizeof(std::int32_t), cudaMemcpyDeviceToHost, stream),
           "cudaMemcpyAsync (sampled ids)"));
     }
+    if (shape.top) {
+      FGNET_TRY(cuda::TopRows(logits.as<float>(), n, vocab, logits.as<float>(ll.top_values),
+                              logits.as<std::int32_t>(ll.top_ids), logits.as<char>(ll.workspace),
+                              stream));
+      FGNET_TRY(cuda::CudaCheck(
+          cudaMemcpyAsync(host_logits.as<char>(ll.top_values), logits.as<char>(ll.top_values),
+                          ll.workspace - ll.top_values, cudaMemcpyDeviceToHost, stream),
+          "cudaMemcpyAsync (largest logits)"));
+    }
     if (shape.full) {
       FGNET_TRY(cuda::CudaCheck(cudaMemcpyAsync(host_logits.as<float>(), logits.as<float>(),
                                                 n * vocab * sizeof(float), cudaMemcpyDeviceToHost,
@@ -965,13 +1019,7 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     if (n_logits > chunk) {
       // Several chunks (never in a graph): hand each one out before the next overwrites it.
       FGNET_TRY(cuda::CudaCheck(cudaStreamSynchronize(stream), "forward pass"));
-      for (std::size_t i = 0; i < n; ++i) {
-        const LogitDest& d = host.logit_dest[first + i];
-        if (d.token != nullptr) *d.token = host_logits.as<std::int32_t>(ids_at)[i];
-        if (d.dst != nullptr) {
-          std::memcpy(d.dst, host_logits.as<float>() + i * vocab, vocab * sizeof(float));
-        }
-      }
+      for (std::size_t i = 0; i < n; ++i) FGNET_TRY(Deliver(host.logit_dest[first + i], i, ll));
     }
   }
   return Ok();

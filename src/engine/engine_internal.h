@@ -67,6 +67,7 @@ struct Member {
   float weight = 1.0f;
   std::vector<float> logits;
   std::int32_t argmax = -1;  // the step's greedy choice, when only that was asked (kArgmax)
+  std::vector<TopLogit> top;  // the step's largest logits (kTop); empty: the row is in `logits`
   bool cacheable = true;  // its KV is exact for its key (not built on an approximate prefix)
   bool has_logits = false;
 };
@@ -113,6 +114,13 @@ struct Group {
   bool argmax_only() const {
     return members.size() == 1 && matcher == nullptr && !return_logits && sampler.has_value() &&
            sampler->params().greedy() && sampler->params().repetition_penalty == 1.0f;
+  }
+  // True when the next token is sampled from one member's largest logits (LogitsMode::kTop):
+  // top-k sampling below kTopLogits, no repetition penalty, no grammar, no ensemble, no logits
+  // returned.
+  bool top_only() const {
+    return members.size() == 1 && matcher == nullptr && !return_logits && sampler.has_value() &&
+           sampler->CanSampleFromTop();
   }
 };
 

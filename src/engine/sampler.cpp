@@ -247,6 +247,37 @@ Status Sampler::Prepare(std::span<const float> logits, std::int32_t* greedy_choi
   return Ok();
 }
 
+bool Sampler::CanSampleFromTop() const {
+  return !params_.greedy() && params_.repetition_penalty == 1.0f && params_.top_k >= 1 &&
+         static_cast<std::size_t>(params_.top_k) < kTopLogits;
+}
+
+Result<std::int32_t> Sampler::SampleFromTop(std::span<const TopLogit> top) {
+  FGNET_CHECK(CanSampleFromTop());
+  // As Prepare: temperature, then the top-k candidates (every alive value at least the k-th
+  // largest) in id order, then top-p and min-p.
+  candidates_.clear();
+  const float t = params_.temperature;
+  std::size_t alive = 0;
+  for (const TopLogit& e : top) {
+    const float v = t != 1.0f ? e.logit / t : e.logit;
+    if (!IsAlive(v)) continue;
+    candidates_.push_back({e.id, v});
+    ++alive;
+  }
+  if (candidates_.empty()) return MakeError("no logit is a number above -inf");
+  if (alive >= static_cast<std::size_t>(params_.top_k)) {
+    // `top` is ordered by logit, so the k-th alive entry is the k-th largest.
+    const float threshold = candidates_[static_cast<std::size_t>(params_.top_k) - 1].logit;
+    std::erase_if(candidates_, [&](const TokenLogit& c) { return c.logit < threshold; });
+  }
+  std::sort(candidates_.begin(), candidates_.end(),
+            [](const TokenLogit& a, const TokenLogit& b) { return a.id < b.id; });
+  if (params_.top_p < 1.0f) KeepTopP(candidates_, params_.top_p);
+  if (params_.min_p > 0.0f) KeepMinP(candidates_, params_.min_p);
+  return DrawFromCandidates(candidates_, rng_.NextDouble(), &weights_);
+}
+
 Result<std::int32_t> Sampler::Sample(std::span<const float> logits) {
   std::int32_t choice = -1;
   FGNET_TRY(Prepare(logits, &choice));

@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "model/model.h"
 #include "util/rng.h"
 #include "util/status.h"
 
@@ -98,6 +99,14 @@ class Sampler {
   // Picks the next token from `logits` ([vocab]). Consumes randomness only when sampling.
   // Error if no logit is a number above -inf.
   Result<std::int32_t> Sample(std::span<const float> logits);
+
+  // Sample() for a row known only by its largest logits (a model's LogitsMode::kTop result, which
+  // TopIsComplete for this sampler's top_k): the same candidates, the same draw, the same use of
+  // randomness. Only for params that CanSampleFromTop.
+  Result<std::int32_t> SampleFromTop(std::span<const TopLogit> top);
+  // True when a row's kTopLogits largest logits are enough: sampling (not greedy) with top-k in
+  // [1, kTopLogits) and no repetition penalty.
+  bool CanSampleFromTop() const;
 
   // The distribution Sample() draws from: the surviving candidates with their probabilities,
   // sorted by id. Greedy params give the argmax with probability 1. For tests and debugging.

@@ -250,10 +250,21 @@ bool Scheduler::Step() {
       const bool logits = last && g.pin_into == nullptr;
       const LogitsMode mode = !logits          ? LogitsMode::kNone
                               : g.argmax_only() ? LogitsMode::kArgmax
+                              : g.top_only()    ? LogitsMode::kTop
                                                 : LogitsMode::kLast;
-      steps_.push_back(
-          {std::span<const std::int32_t>(g.tokens).subspan(from, static_cast<std::size_t>(take)),
-           &*m.kv, mode, mode == LogitsMode::kLast ? &m.logits : nullptr, m.adapters, &m.argmax});
+      SequenceStep step{
+          std::span<const std::int32_t>(g.tokens).subspan(from, static_cast<std::size_t>(take)),
+          &*m.kv,
+          mode,
+          mode == LogitsMode::kLast || mode == LogitsMode::kTop ? &m.logits : nullptr,
+          m.adapters,
+          &m.argmax};
+      if (mode == LogitsMode::kTop) {
+        step.top = &m.top;
+        step.top_k = g.sampler->params().top_k;
+        step.top_temperature = g.sampler->params().temperature;
+      }
+      steps_.push_back(step);
       step_members_.emplace_back(&g, &m);
       budget -= take;
     }
@@ -338,8 +349,7 @@ bool Scheduler::Step() {
     auto [g, m] = step_members_[i];
     if (m->cacheable) tree_.Insert(g->tokens, m->adapters, *m->kv, m->cursor);
     m->kv->Trim();
-    if (steps_[i].mode == LogitsMode::kLast || steps_[i].mode == LogitsMode::kArgmax)
-      m->has_logits = true;
+    if (steps_[i].mode != LogitsMode::kNone) m->has_logits = true;
   }
   for (auto& [g, m] : step_members_) {
     if (g->finished || !g->in_step) continue;
@@ -362,7 +372,9 @@ bool Scheduler::Step() {
 void Scheduler::Sample(Group& g) {
   for (Member& m : g.members) m.has_logits = false;
   Result<std::int32_t> token = g.members[0].argmax;
-  if (!g.argmax_only()) {
+  if (g.top_only() && !g.members[0].top.empty()) {
+    token = g.sampler->SampleFromTop(g.members[0].top);
+  } else if (!g.argmax_only()) {
     token = SampleFromLogits(g);
   } else if (g.members[0].argmax < 0) {
     token = MakeError("no logit is a number above -inf (vocab ", model_.config().vocab_size, ")");

@@ -537,7 +537,7 @@ Status Gemma3Model::HiddenStates(std::span<const std::int32_t> tokens, std::int6
 Status Gemma3Model::ForwardBatch(std::span<const SequenceStep> steps, ThreadPool& pool,
                                  ForwardScratch& scratch) const {
   FGNET_TRY(ValidateSteps(impl_->config, Device::Cpu(), steps));
-  return RunInPasses(impl_->config.vocab_size, steps, kMaxChunk, scratch, /*host_argmax=*/true,
+  return RunInPasses(impl_->config.vocab_size, steps, kMaxChunk, scratch, /*host_select=*/true,
                      [&](std::span<const PassSegment> segments) {
                        impl_->RunPass(segments, pool, scratch);
                        return Ok();

@@ -37,6 +37,7 @@ struct PassSegment {
   std::size_t logits_begin;
   float* logits;
   std::int32_t* token = nullptr;  // a kArgmax step's result (see RunInPasses)
+  const SequenceStep* select = nullptr;  // a kTop step, whose top the backend fills
 };
 
 // Activation buffers and kernel workspace of Gemma3Model::Forward. Not part of a cache's state:

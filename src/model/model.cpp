@@ -31,10 +31,18 @@ Status ValidateStep(const Gemma3Config& c, Device device, const SequenceStep& st
     return MakeError(where, "KV cache full: ", kv.length(), " cached positions + ", n,
                      " tokens exceed its capacity of ", kv.capacity());
   }
-  if ((step.mode == LogitsMode::kLast || step.mode == LogitsMode::kArgmax) && n == 0)
+  if ((step.mode == LogitsMode::kLast || step.mode == LogitsMode::kArgmax ||
+       step.mode == LogitsMode::kTop) &&
+      n == 0)
     return MakeError(where, "no tokens to compute logits for");
   if (step.mode == LogitsMode::kArgmax) {
     if (step.token == nullptr) return MakeError(where, "no token output given");
+  } else if (step.mode == LogitsMode::kTop &&
+             (step.top == nullptr || step.logits == nullptr || step.top_k < 1 ||
+              static_cast<std::size_t>(step.top_k) >= kTopLogits ||
+              !(step.top_temperature > 0.0f))) {
+    return MakeError(where, "a top-logits step needs its outputs and a top_k in [1, ", kTopLogits,
+                     ")");
   } else if (step.mode != LogitsMode::kNone && step.logits == nullptr) {
     return MakeError(where, "no logits buffer given");
   }
@@ -55,6 +63,38 @@ Status ValidateStep(const Gemma3Config& c, Device device, const SequenceStep& st
 
 }  // namespace
 
+bool TopIsComplete(std::span<const TopLogit> top, std::int32_t k, float temperature) {
+  const auto alive = [](float v) { return v > -std::numeric_limits<float>::infinity(); };
+  std::size_t n_alive = 0;
+  while (n_alive < top.size() && alive(top[n_alive].logit)) ++n_alive;
+  if (n_alive < kTopLogits) return true;  // every alive logit of the row is there
+  // The k-th largest is top[k - 1]; its ties all fit if the last entry is strictly smaller after
+  // the division by the temperature (which is monotone but may merge neighbouring values). Every
+  // logit outside `top` is at most the last entry.
+  return top[kTopLogits - 1].logit / temperature <
+         top[static_cast<std::size_t>(k) - 1].logit / temperature;
+}
+
+void SelectTopLogits(std::span<const float> logits, std::vector<TopLogit>* top) {
+  const auto key = [](float v) { return std::isnan(v) ? -std::numeric_limits<float>::infinity() : v; };
+  const auto before = [&](const TopLogit& a, const TopLogit& b) {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+  };
+  top->clear();
+  for (std::size_t i = 0; i < logits.size(); ++i) {
+    const TopLogit t{static_cast<std::int32_t>(i), key(logits[i])};
+    if (top->size() < kTopLogits) {
+      top->push_back(t);
+      std::push_heap(top->begin(), top->end(), before);  // the last kept on top
+    } else if (before(t, top->front())) {
+      std::pop_heap(top->begin(), top->end(), before);
+      top->back() = t;
+      std::push_heap(top->begin(), top->end(), before);
+    }
+  }
+  std::sort_heap(top->begin(), top->end(), before);
+}
+
 Status ValidateSteps(const Gemma3Config& config, Device device,
                      std::span<const SequenceStep> steps) {
   for (std::size_t i = 0; i < steps.size(); ++i) {
@@ -68,7 +108,7 @@ Status ValidateSteps(const Gemma3Config& config, Device device,
 }
 
 Status RunInPasses(std::int64_t vocab_size, std::span<const SequenceStep> steps,
-                   std::size_t max_rows, ForwardScratch& scratch, bool host_argmax,
+                   std::size_t max_rows, ForwardScratch& scratch, bool host_select,
                    const std::function<Status(std::span<const PassSegment>)>& run) {
   const auto vocab = static_cast<std::size_t>(vocab_size);
   // Size the outputs; the first token of each step whose logits are wanted.
@@ -79,7 +119,11 @@ Status RunInPasses(std::int64_t vocab_size, std::span<const SequenceStep> steps,
     const SequenceStep& step = steps[i];
     const std::size_t n = step.tokens.size();
     if (step.mode == LogitsMode::kArgmax) {
-      if (host_argmax) scratch.argmax_logits[i].resize(vocab);
+      if (host_select) scratch.argmax_logits[i].resize(vocab);
+      logits_from[i] = n - 1;
+    } else if (step.mode == LogitsMode::kTop) {
+      step.logits->resize(vocab);
+      step.top->clear();
       logits_from[i] = n - 1;
     } else if (step.mode == LogitsMode::kLast) {
       step.logits->resize(vocab);
@@ -106,7 +150,13 @@ Status RunInPasses(std::int64_t vocab_size, std::span<const SequenceStep> steps,
           seg.logits_begin = first_logit - done;
           if (s.mode == LogitsMode::kArgmax) {
             seg.token = s.token;
-            if (host_argmax) seg.logits = scratch.argmax_logits[step].data();
+            if (host_select) seg.logits = scratch.argmax_logits[step].data();
+          } else if (s.mode == LogitsMode::kTop) {
+            if (host_select) {
+              seg.logits = s.logits->data();
+            } else {
+              seg.select = &s;
+            }
           } else {
             seg.logits = s.logits->data() +
                          (s.mode == LogitsMode::kAll ? first_logit * vocab : std::size_t{0});
@@ -123,8 +173,15 @@ Status RunInPasses(std::int64_t vocab_size, std::span<const SequenceStep> steps,
     }
     if (!segments.empty()) FGNET_TRY(run(segments));
   }
-  if (host_argmax) {
+  if (host_select) {
     for (std::size_t i = 0; i < steps.size(); ++i) {
+      if (steps[i].mode == LogitsMode::kTop) {
+        // The full row stays in *logits when the top might not hold the sampler's candidates.
+        SelectTopLogits(*steps[i].logits, steps[i].top);
+        if (!TopIsComplete(*steps[i].top, steps[i].top_k, steps[i].top_temperature))
+          steps[i].top->clear();
+        continue;
+      }
       if (steps[i].mode != LogitsMode::kArgmax) continue;
       const std::vector<float>& row = scratch.argmax_logits[i];
       std::int32_t best = -1;

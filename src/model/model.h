@@ -35,7 +35,26 @@ enum class LogitsMode : std::uint8_t {
   // Only the id of the last token's largest logit (the lowest id among equals; -1 when no logit
   // is a number above -inf), into *token: greedy decoding without the logits leaving the device.
   kArgmax,
+  // The kTopLogits largest logits of the last token, for sampling with top-k <= step.top_k
+  // without the whole row leaving the device: *top gets them ordered by logit, descending, then
+  // by id (NaN counts as -inf). When the top_k-th largest value's ties might reach past them
+  // (TopIsComplete is false), *top is emptied and the row's logits land in *logits instead.
+  kTop,
 };
+
+// One entry of a kTop result.
+struct TopLogit {
+  std::int32_t id;
+  float logit;
+};
+inline constexpr std::size_t kTopLogits = 64;
+
+// True if `top` (a kTop result over a whole row) holds every alive logit (> -inf) whose value
+// divided by `temperature` is at least the k-th largest such value, 1 <= k < kTopLogits: sampling
+// with top-k k at that temperature needs no other logit.
+bool TopIsComplete(std::span<const TopLogit> top, std::int32_t k, float temperature);
+// The kTop result of a whole row of logits (the CPU's way, and the reference for the GPU's).
+void SelectTopLogits(std::span<const float> logits, std::vector<TopLogit>* top);
 
 // One adapter of a sequence's adapter set.
 struct AdapterUse {
@@ -54,6 +73,9 @@ struct SequenceStep {
   std::vector<float>* logits = nullptr;
   std::span<const AdapterUse> adapters;
   std::int32_t* token = nullptr;  // kArgmax's result
+  std::vector<TopLogit>* top = nullptr;  // kTop's result
+  std::int32_t top_k = 0;                // kTop: the sampler's top-k, in [1, kTopLogits)
+  float top_temperature = 1.0f;          // kTop: the sampler's temperature (> 0)
 };
 
 class Model {
@@ -91,12 +113,12 @@ Status ValidateSteps(const Gemma3Config& config, Device device,
                      std::span<const SequenceStep> steps);
 // RunInPasses sizes each step's logits vector ([vocab] for kLast, [n, vocab] for kAll, cleared
 // for kNone) and calls `run` for each pass of at most `max_rows` rows, filled with the steps'
-// tokens in order (a step may span several passes), stopping at the first error. A kArgmax
-// step's segment carries its `token`; with `host_argmax` its logits go to a scratch row and the
-// argmax is taken here after the passes, else the backend writes *token itself (and the
-// segment's logits pointer is null).
+// tokens in order (a step may span several passes), stopping at the first error. A kArgmax or
+// kTop step's segment carries its `token` or `top` (and `top_k`); with `host_select` its logits go
+// to a scratch row (kArgmax) or to *logits (kTop) and the selection is made here after the passes,
+// else the backend fills *token or *top itself (and the segment's logits pointer is null).
 Status RunInPasses(std::int64_t vocab, std::span<const SequenceStep> steps, std::size_t max_rows,
-                   ForwardScratch& scratch, bool host_argmax,
+                   ForwardScratch& scratch, bool host_select,
                    const std::function<Status(std::span<const PassSegment>)>& run);
 
 }  // namespace fgnet

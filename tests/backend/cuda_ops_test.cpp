@@ -3,6 +3,7 @@
 // on a GPU machine.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -135,6 +136,48 @@ TEST_F(CudaOpsTest, RMSNormAddToNormMatchesTheTwoOpsAndTheReference) {
     cpu::reference::RMSNormAddTo(x.data(), rows, dim, scale.data(), 1e-6f, want_res.data());
     cpu::reference::RMSNorm(want_res.data(), rows, dim, next.data(), 1e-6f, want_y.data());
     ExpectNear(*y_fused.ToHost(), want_y, 1e-5f);
+  }
+}
+
+TEST_F(CudaOpsTest, TopRowsFindsTheLargestValuesInOrder) {
+  for (std::size_t cols : {50u, 1000u, 1024u, 3000u, 262144u}) {
+    SCOPED_TRACE(cols);
+    const std::size_t rows = 3;
+    std::vector<float> x = Random(rows * cols, 4.0f);
+    // Ties (some across chunk boundaries), -inf and NaN among the largest.
+    for (std::size_t r = 0; r < rows; ++r) {
+      float* row = x.data() + r * cols;
+      for (std::size_t i = 0; i < cols; i += 97) row[i] = 9.0f;
+      row[cols - 1] = std::nanf("");
+      row[cols / 2] = -INFINITY;
+    }
+    auto d_x = DeviceBuffer<float>::FromHost(x);
+    ASSERT_TRUE(d_x.ok());
+    DeviceBuffer<float> values = Poisoned(rows * kTopRows);
+    auto indices = DeviceBuffer<std::int32_t>::Allocate(rows * kTopRows);
+    auto ws = DeviceMemory::Allocate(TopRowsWorkspace(rows, cols));
+    ASSERT_TRUE(indices.ok() && ws.ok());
+    ASSERT_TRUE(
+        TopRows(d_x->data(), rows, cols, values.data(), indices->data(), ws->data()).ok());
+    const std::vector<float> got_v = *values.ToHost();
+    const std::vector<std::int32_t> got_i = *indices->ToHost();
+    for (std::size_t r = 0; r < rows; ++r) {
+      // Reference: every (value, index), NaN as -inf, sorted by value then index.
+      std::vector<std::pair<float, std::int32_t>> all;
+      for (std::size_t i = 0; i < cols; ++i) {
+        const float v = x[r * cols + i];
+        all.push_back({std::isnan(v) ? -INFINITY : v, static_cast<std::int32_t>(i)});
+      }
+      std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) {
+        return a.first > b.first || (a.first == b.first && a.second < b.second);
+      });
+      for (std::size_t k = 0; k < kTopRows; ++k) {
+        const float want_v = k < cols ? all[k].first : -INFINITY;
+        const std::int32_t want_i = k < cols ? all[k].second : 0x7fffffff;
+        ASSERT_EQ(got_v[r * kTopRows + k], want_v) << "row " << r << " rank " << k;
+        ASSERT_EQ(got_i[r * kTopRows + k], want_i) << "row " << r << " rank " << k;
+      }
+    }
   }
 }
 

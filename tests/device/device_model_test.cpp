@@ -358,6 +358,41 @@ TEST_F(CudaModelTest, MatchesTransformersOnTheParityFixture) {
   }
 }
 
+// A sampled step's largest logits come from the GPU (LogitsMode::kTop): they are exactly the top
+// of the logits the same pass computes for an identical row (a forked sequence fed the same token).
+TEST_F(CudaModelTest, TopLogitsAreTheTopOfTheRow) {
+  const Gemma3Config config = SmallConfig(4, 1, 32);
+  const testing::RandomCheckpoint ckpt(config, DType::kBF16, 13);
+  auto [cpu, gpu] = Both(ckpt);
+  gpu->NewSequence();
+  const std::vector<std::vector<AdapterUse>> one(1);
+  gpu->Step({testing::RandomTokens(9, config.vocab_size, 3)}, one);
+  gpu->seqs.push_back(std::make_unique<kv::PagedSequence>(gpu->seqs[0]->Fork()));
+  for (int t = 0; t < 4; ++t) {  // several steps: the later ones replay a graph
+    const std::vector<std::int32_t> token = {static_cast<std::int32_t>(5 + t)};
+    std::vector<float> full, fallback;
+    std::vector<TopLogit> top;
+    std::int32_t unused = -1;
+    ASSERT_TRUE(gpu->seqs[0]->Reserve(1) && gpu->seqs[1]->Reserve(1));
+    SequenceStep steps[2] = {{token, gpu->seqs[0].get(), LogitsMode::kLast, &full, {}, &unused},
+                             {token, gpu->seqs[1].get(), LogitsMode::kTop, &fallback, {}, &unused}};
+    steps[1].top = &top;
+    steps[1].top_k = 40;
+    steps[1].top_temperature = 0.8f;
+    const Status s = gpu->model->ForwardBatch(steps, gpu->threads, gpu->scratch);
+    ASSERT_TRUE(s.ok()) << s.error().message();
+    std::vector<TopLogit> want;
+    SelectTopLogits(full, &want);
+    ASSERT_TRUE(TopIsComplete(want, 40, 0.8f));
+    ASSERT_EQ(top.size(), want.size()) << "step " << t;
+    for (std::size_t k = 0; k < want.size(); ++k) {
+      EXPECT_EQ(top[k].id, want[k].id) << "step " << t << " rank " << k;
+      EXPECT_EQ(top[k].logit, want[k].logit) << "step " << t << " rank " << k;
+    }
+  }
+  (void)cpu;
+}
+
 TEST_F(CudaModelTest, ErrorsLeaveTheCacheUnchanged) {
   const Gemma3Config config = SmallConfig(4, 1, 32);
   const testing::RandomCheckpoint ckpt(config, DType::kBF16, 9);

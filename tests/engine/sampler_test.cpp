@@ -381,3 +381,69 @@ TEST(Sampler, SampledFrequenciesFollowTheDistribution) {
 
 }  // namespace
 }  // namespace fgnet
+
+namespace fgnet {
+namespace {
+
+// A row's largest logits (a model's LogitsMode::kTop) give exactly the tokens the whole row gives,
+// draw after draw, whenever TopIsComplete says they hold the sampler's candidates.
+TEST(Sampler, SamplingFromTheTopLogitsEqualsSamplingFromTheRow) {
+  int compared = 0;
+  for (std::uint64_t seed = 0; seed < 40; ++seed) {
+    std::vector<float> logits = RandomLogits(3000, 500 + seed, 6.0f);
+    // Ties, dead values and NaN among the largest.
+    logits[7] = logits[8] = logits[9] = 6.5f;
+    logits[10] = -kInf;
+    logits[11] = std::nanf("");
+    if (seed % 4 == 0) std::fill(logits.begin() + 100, logits.begin() + 200, 7.0f);  // 100 ties
+    SamplingParams p;
+    p.top_k = static_cast<std::int32_t>(1 + seed % 63);
+    p.top_p = seed % 3 == 0 ? 1.0f : 0.5f + 0.01f * static_cast<float>(seed);
+    p.min_p = seed % 5 == 0 ? 0.05f : 0.0f;
+    p.temperature = seed % 2 == 0 ? 1.0f : 0.3f + 0.1f * static_cast<float>(seed % 7);
+    p.seed = seed;
+    Sampler whole(p), from_top(p);
+    ASSERT_TRUE(from_top.CanSampleFromTop());
+    std::vector<TopLogit> top;
+    SelectTopLogits(logits, &top);
+    ASSERT_EQ(top.size(), kTopLogits);
+    for (std::size_t i = 1; i < top.size(); ++i) {
+      ASSERT_TRUE(top[i - 1].logit > top[i].logit ||
+                  (top[i - 1].logit == top[i].logit && top[i - 1].id < top[i].id));
+    }
+    if (!TopIsComplete(top, p.top_k, p.temperature)) {
+      EXPECT_EQ(seed % 4, 0u) << "only the row of 100 ties may not fit";
+      continue;
+    }
+    ++compared;
+    for (int draw = 0; draw < 50; ++draw) {
+      auto a = whole.Sample(logits);
+      auto b = from_top.SampleFromTop(top);
+      ASSERT_TRUE(a.ok() && b.ok());
+      ASSERT_EQ(*a, *b) << "seed " << seed << " draw " << draw;
+    }
+  }
+  EXPECT_GE(compared, 25);
+}
+
+TEST(Sampler, TopLogitsOfARowWithFewLiveValuesHoldThemAll) {
+  std::vector<float> logits(500, -kInf);
+  logits[3] = 1.0f;
+  logits[400] = 2.0f;
+  std::vector<TopLogit> top;
+  SelectTopLogits(logits, &top);
+  EXPECT_EQ(top[0].id, 400);
+  EXPECT_EQ(top[1].id, 3);
+  EXPECT_TRUE(TopIsComplete(top, 5, 1.0f));
+  SamplingParams p;
+  p.top_k = 5;
+  Sampler s(p);
+  for (int i = 0; i < 20; ++i) {
+    auto t = s.SampleFromTop(top);
+    ASSERT_TRUE(t.ok());
+    EXPECT_TRUE(*t == 3 || *t == 400);
+  }
+}
+
+}  // namespace
+}  // namespace fgnet

@@ -144,6 +144,63 @@ __global__ void ArgmaxRowsKernel(const float* x, std::size_t cols, std::int32_t*
   }
 }
 
+constexpr int kTopChunk = 1024;  // values one block sorts
+constexpr int kTopThreads = kTopChunk / 2;
+
+// True if (a, ia) ranks before (b, ib): larger value, or equal value and lower index.
+__device__ bool RanksBefore(float a, int ia, float b, int ib) {
+  return a > b || (a == b && ia < ib);
+}
+
+// Block (chunk, row): sorts values [chunk * 1024, +1024) of the row (with their indices: `ids`,
+// or the positions when null) in shared memory, bitonically, and writes the first kTopRows.
+__global__ void ChunkTopKernel(const float* values, const std::int32_t* ids, int n,
+                               float* out_values, std::int32_t* out_ids, int out_stride) {
+  __shared__ float key[kTopChunk];
+  __shared__ int idx[kTopChunk];
+  const int chunk = static_cast<int>(blockIdx.x);
+  const std::size_t row = blockIdx.y;
+  const float* v = values + row * static_cast<std::size_t>(n);
+  const std::int32_t* id = ids != nullptr ? ids + row * static_cast<std::size_t>(n) : nullptr;
+  for (int t = static_cast<int>(threadIdx.x); t < kTopChunk; t += kTopThreads) {
+    const int i = chunk * kTopChunk + t;
+    if (i < n) {
+      const float x = v[i];
+      key[t] = isnan(x) ? -INFINITY : x;
+      idx[t] = id != nullptr ? id[i] : i;
+    } else {
+      key[t] = -INFINITY;
+      idx[t] = 0x7fffffff;
+    }
+  }
+  for (int size = 2; size <= kTopChunk; size <<= 1) {
+    for (int stride = size / 2; stride > 0; stride >>= 1) {
+      __syncthreads();
+      const int t = static_cast<int>(threadIdx.x);
+      const int i = 2 * t - (t & (stride - 1));
+      const int j = i + stride;
+      // Runs of `size` alternate direction; the last (size == kTopChunk) is descending.
+      const bool first_ranks_first = (i & size) == 0;
+      const bool ordered = RanksBefore(key[i], idx[i], key[j], idx[j]);
+      if (ordered != first_ranks_first) {
+        const float k = key[i];
+        key[i] = key[j];
+        key[j] = k;
+        const int x = idx[i];
+        idx[i] = idx[j];
+        idx[j] = x;
+      }
+    }
+  }
+  __syncthreads();
+  for (int t = static_cast<int>(threadIdx.x); t < static_cast<int>(kTopRows); t += kTopThreads) {
+    const std::size_t at = row * static_cast<std::size_t>(out_stride) +
+                           static_cast<std::size_t>(chunk) * kTopRows + static_cast<std::size_t>(t);
+    out_values[at] = key[t];
+    out_ids[at] = idx[t];
+  }
+}
+
 __global__ void GeluTanhMulKernel(const float* gate, const float* up, std::size_t n, float* out) {
   const std::size_t i = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
@@ -214,6 +271,43 @@ Status ArgmaxRows(const float* x, std::size_t rows, std::size_t cols, std::int32
   if (rows == 0) return Ok();
   ArgmaxRowsKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, cols, out);
   return CudaLastError("cuda::ArgmaxRows");
+}
+
+std::size_t TopRowsWorkspace(std::size_t rows, std::size_t cols) {
+  const std::size_t first = (cols + kTopChunk - 1) / kTopChunk * kTopRows;  // level 1's length
+  // Two levels' worth, each as values then indices.
+  return 2 * rows * first * (sizeof(float) + sizeof(std::int32_t)) + 512;
+}
+
+Status TopRows(const float* x, std::size_t rows, std::size_t cols, float* values,
+               std::int32_t* indices, void* workspace, Stream stream) {
+  if (rows == 0) return Ok();
+  if (cols == 0 || cols > 0x7fffffffu) return MakeError("cuda::TopRows: ", cols, " columns");
+  const std::size_t level = (cols + kTopChunk - 1) / kTopChunk * kTopRows;
+  char* ws = static_cast<char*>(workspace);
+  const std::size_t half = rows * level * (sizeof(float) + sizeof(std::int32_t));
+  float* buf_values[2] = {reinterpret_cast<float*>(ws), reinterpret_cast<float*>(ws + half)};
+  std::int32_t* buf_ids[2] = {reinterpret_cast<std::int32_t*>(ws + rows * level * sizeof(float)),
+                              reinterpret_cast<std::int32_t*>(ws + half +
+                                                              rows * level * sizeof(float))};
+  const float* in_values = x;
+  const std::int32_t* in_ids = nullptr;
+  std::size_t n = cols;
+  for (int pass = 0;; ++pass) {
+    const std::size_t chunks = (n + kTopChunk - 1) / kTopChunk;
+    const bool last = chunks == 1;
+    float* out_values = last ? values : buf_values[pass % 2];
+    std::int32_t* out_ids = last ? indices : buf_ids[pass % 2];
+    const std::size_t out_n = last ? kTopRows : chunks * kTopRows;
+    ChunkTopKernel<<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(rows)), kTopThreads,
+                     0, stream>>>(in_values, in_ids, static_cast<int>(n), out_values, out_ids,
+                                  static_cast<int>(out_n));
+    FGNET_TRY(CudaLastError("cuda::TopRows"));
+    if (last) return Ok();
+    in_values = out_values;
+    in_ids = out_ids;
+    n = out_n;
+  }
 }
 
 Status GeluTanhMul(const float* gate, const float* up, std::size_t n, float* out, Stream stream) {

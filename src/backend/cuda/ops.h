@@ -8,6 +8,7 @@
 //   GeluTanhMul    out[i] = gelu_tanh(gate[i]) * up[i] (the GeGLU of the MLP)
 //   Softcap        x[i] = cap * tanh(x[i] / cap) (final logit softcapping)
 //   ArgmaxRows     out[r] = the index of row r's largest value (greedy decoding)
+//   TopRows        the kTopRows largest values of each row with their indices (top-k sampling)
 // Each launches on `stream` (null: the default stream) and returns the launch's error; results
 // are ready once the stream is synchronised. Inputs must be valid (ids in range, sizes > 0 where a
 // row is reduced): the callers check them, as on the CPU.
@@ -50,6 +51,16 @@ Status Softcap(float* x, std::size_t n, float cap, Stream stream = nullptr);
 // equal ones (as the CPU sampler's ArgMax), or -1 when no value is a number above -inf.
 Status ArgmaxRows(const float* x, std::size_t rows, std::size_t cols, std::int32_t* out,
                   Stream stream = nullptr);
+
+// For each row of x [rows, cols]: its kTopRows largest values, ordered by value descending and then
+// by index ascending (NaN counts as -inf; a row shorter than kTopRows is padded with -inf at index
+// INT32_MAX), into values / indices [rows, kTopRows]. `workspace` holds TopRowsWorkspace(rows,
+// cols) bytes. A few launches whatever the row length (1,024-value chunks sorted in shared memory,
+// then their winners, and so on).
+inline constexpr std::size_t kTopRows = 64;
+std::size_t TopRowsWorkspace(std::size_t rows, std::size_t cols);
+Status TopRows(const float* x, std::size_t rows, std::size_t cols, float* values,
+               std::int32_t* indices, void* workspace, Stream stream = nullptr);
 
 Status GeluTanhMul(const float* gate, const float* up, std::size_t n, float* out,
                    Stream stream = nullptr);
