@@ -44,6 +44,15 @@ ModelSession::~ModelSession() {
 }
 
 Status ModelSession::Append(std::span<const std::int32_t> tokens, std::vector<float>* last_logits) {
+  return Run(tokens, LogitsMode::kLast, last_logits);
+}
+
+Status ModelSession::AppendAll(std::span<const std::int32_t> tokens, std::vector<float>* logits) {
+  return Run(tokens, LogitsMode::kAll, logits);
+}
+
+Status ModelSession::Run(std::span<const std::int32_t> tokens, LogitsMode mode,
+                         std::vector<float>* logits) {
   if (!started_) {
     // The KV: every block of a global group, and of a sliding group what its window needs.
     const kv::KVLayout layout = kv::KVLayout::ForConfig(model_->config(), kSessionBlockSize);
@@ -66,7 +75,7 @@ Status ModelSession::Append(std::span<const std::int32_t> tokens, std::vector<fl
                      " tokens exceed its capacity of ", max_tokens_);
   }
   if (!seq_->Reserve(n)) return MakeError("Forward: the session's KV blocks ran out");
-  const SequenceStep step{tokens, &*seq_, LogitsMode::kLast, last_logits, adapters_};
+  const SequenceStep step{tokens, &*seq_, mode, logits, adapters_};
   const Status status =
       model_->ForwardBatch(std::span<const SequenceStep>(&step, 1), *pool_, scratch_);
   seq_->Trim();

@@ -45,6 +45,8 @@ class ModelSession final : public LogitsSource {
   ~ModelSession() override;
 
   Status Append(std::span<const std::int32_t> tokens, std::vector<float>* last_logits) override;
+  // As Append, with the logits of every appended token: [tokens.size(), vocab].
+  Status AppendAll(std::span<const std::int32_t> tokens, std::vector<float>* logits);
   std::int64_t vocab_size() const override { return model_->config().vocab_size; }
 
   // Positions held so far.
@@ -55,6 +57,8 @@ class ModelSession final : public LogitsSource {
   const std::vector<const LoraAdapter*>& inactive_adapters() const { return inactive_; }
 
  private:
+  Status Run(std::span<const std::int32_t> tokens, LogitsMode mode, std::vector<float>* logits);
+
   const Model* model_;
   ThreadPool* pool_;
   std::int64_t max_tokens_;

@@ -14,7 +14,9 @@ Status RunLogits(const ParsedArgs& args, CommandIo& io) {
   const std::vector<std::int64_t> ids64 = args.IntList("ids");
   if (ids64.empty()) return Error("--ids: no token ids given");
   FGNET_ASSIGN_OR_RETURN(const std::vector<AdapterArg> adapters, AdapterArgs(args));
-  FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(args.String("model"), {.adapters = adapters}));
+  FGNET_ASSIGN_OR_RETURN(const Device device, DeviceOption(args));
+  FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(args.String("model"),
+                                                {.adapters = adapters, .device = device}));
   const std::int64_t vocab = loaded->checkpoint->config().vocab_size;
   std::vector<std::int32_t> ids;
   ids.reserve(ids64.size());
@@ -26,12 +28,11 @@ Status RunLogits(const ParsedArgs& args, CommandIo& io) {
     ids.push_back(static_cast<std::int32_t>(ids64[i]));
   }
   ThreadPool pool(ThreadsOption(args));
-  KVCache cache = loaded->model->NewKVCache(static_cast<std::int64_t>(ids.size()));
+  ModelSession session(loaded->engine_model(), pool, static_cast<std::int64_t>(ids.size()),
+                       loaded->adapter_set);
   std::vector<float> logits;
-  std::vector<const LoraAdapter*> inactive;
-  const std::vector<AdapterUse> set = ResolveAdapterSet(loaded->adapter_set, ids, 0, &inactive);
-  WarnInactiveAdapters(inactive, io.err);
-  FGNET_TRY(loaded->model->Forward(ids, cache, pool, LogitsMode::kAll, &logits, set));
+  FGNET_TRY(session.AppendAll(ids, &logits));
+  WarnInactiveAdapters(session.inactive_adapters(), io.err);
   const std::string& out = args.String("out");
   FGNET_TRY(WriteNpyFloat32(out, {static_cast<std::int64_t>(ids.size()), vocab}, logits.data()));
   io.err << "wrote " << out << ": float32 [" << ids.size() << ", " << vocab << "]\n";
@@ -57,6 +58,7 @@ void AddLogitsCommand(App& app) {
       .Required();
   c.AddString("out", "FILE.npy", "Output file for the logits.").Required();
   AddThreadsOption(c);
+  AddDeviceOption(c);
   c.Example("--model gemma-3-270m --ids 2,105,2364 --out logits.npy");
   c.Example("--model gemma-3-270m --ids @ids.json --out logits.npy --threads 4");
 }
