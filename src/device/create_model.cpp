@@ -5,8 +5,8 @@
 
 namespace fgnet {
 
-Result<std::unique_ptr<Model>> CreateModel(const Gemma3Config& config,
-                                           const Gemma3Weights& weights, Device device) {
+Result<std::unique_ptr<Model>> CreateModel(const Gemma3Config& config, const Gemma3Weights& weights,
+                                           Device device) {
   if (device.is_cuda()) return CreateCudaModel(config, weights, device.index);
   FGNET_ASSIGN_OR_RETURN(Gemma3Model model, Gemma3Model::Create(config, weights));
   return std::unique_ptr<Model>(std::make_unique<Gemma3Model>(std::move(model)));

@@ -16,8 +16,8 @@ namespace fgnet {
 
 // `config` and `weights` must outlive the model. Errors: a CUDA device in a build without CUDA,
 // a GPU index the machine does not have, and the model's own errors.
-Result<std::unique_ptr<Model>> CreateModel(const Gemma3Config& config,
-                                           const Gemma3Weights& weights, Device device);
+Result<std::unique_ptr<Model>> CreateModel(const Gemma3Config& config, const Gemma3Weights& weights,
+                                           Device device);
 
 // True when this build includes the CUDA backend.
 bool CudaBackendBuilt();

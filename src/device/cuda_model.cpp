@@ -202,7 +202,7 @@ struct PassShape {
                                                    // logits / its largest logits
   std::int32_t lora_rows = 0, max_rank = 0;
   std::vector<std::int32_t> site_first, site_count, site_rank;  // per (layer, module); empty
-                                                                 // without adapters
+                                                                // without adapters
 
   std::string Key() const {
     std::string key;
@@ -299,7 +299,8 @@ struct CudaModel::Impl {
   mutable Scratch activations, attention_ws, lora_ws, logits, staging;
   mutable PinnedBuffer host_staging, host_logits;
   mutable std::list<std::pair<std::string, DeviceAdapter>> adapters;  // most recent first
-  mutable std::unordered_map<std::string, std::list<std::pair<std::string, DeviceAdapter>>::iterator>
+  mutable std::unordered_map<std::string,
+                             std::list<std::pair<std::string, DeviceAdapter>>::iterator>
       adapter_index;
   mutable HostPass host;
   mutable StagingLayout staging_layout;
@@ -337,8 +338,8 @@ std::uint64_t CudaModel::graph_launches() const {
 std::size_t CudaModel::device_bytes() const {
   std::lock_guard lock(impl_->mu);
   std::size_t bytes = impl_->weights.bytes() + impl_->activations.bytes() +
-                      impl_->attention_ws.bytes() + impl_->lora_ws.bytes() +
-                      impl_->logits.bytes() + impl_->staging.bytes();
+                      impl_->attention_ws.bytes() + impl_->lora_ws.bytes() + impl_->logits.bytes() +
+                      impl_->staging.bytes();
   for (const auto& [key, adapter] : impl_->adapters) bytes += adapter.bytes;
   return bytes;
 }
@@ -451,9 +452,10 @@ Result<std::unique_ptr<CudaModel>> CudaModel::Create(const Gemma3Config& config,
   }
   for (std::size_t in : {m.hidden, m.q_dim, m.intermediate}) {
     if (in % 8 != 0) {
-      return MakeError("config: the CUDA backend needs hidden_size, heads * head_dim and "
-                       "intermediate_size to be multiples of 8 (got ",
-                       in, ")");
+      return MakeError(
+          "config: the CUDA backend needs hidden_size, heads * head_dim and "
+          "intermediate_size to be multiples of 8 (got ",
+          in, ")");
     }
   }
 
@@ -508,15 +510,15 @@ Result<std::unique_ptr<CudaModel>> CudaModel::Create(const Gemma3Config& config,
     FGNET_ASSIGN_OR_RETURN(o.down, matrix(w.down_proj, LayerName(l, "mlp.down_proj")));
     FGNET_ASSIGN_OR_RETURN(o.in,
                            norm(w.input_layernorm, LayerName(l, "input_layernorm"), c.hidden_size));
-    FGNET_ASSIGN_OR_RETURN(o.post_attn, norm(w.post_attention_layernorm,
-                                             LayerName(l, "post_attention_layernorm"),
-                                             c.hidden_size));
-    FGNET_ASSIGN_OR_RETURN(o.pre_ff, norm(w.pre_feedforward_layernorm,
-                                          LayerName(l, "pre_feedforward_layernorm"),
-                                          c.hidden_size));
-    FGNET_ASSIGN_OR_RETURN(o.post_ff, norm(w.post_feedforward_layernorm,
-                                           LayerName(l, "post_feedforward_layernorm"),
-                                           c.hidden_size));
+    FGNET_ASSIGN_OR_RETURN(
+        o.post_attn,
+        norm(w.post_attention_layernorm, LayerName(l, "post_attention_layernorm"), c.hidden_size));
+    FGNET_ASSIGN_OR_RETURN(
+        o.pre_ff, norm(w.pre_feedforward_layernorm, LayerName(l, "pre_feedforward_layernorm"),
+                       c.hidden_size));
+    FGNET_ASSIGN_OR_RETURN(
+        o.post_ff, norm(w.post_feedforward_layernorm, LayerName(l, "post_feedforward_layernorm"),
+                        c.hidden_size));
     FGNET_ASSIGN_OR_RETURN(o.qn, norm(w.q_norm, LayerName(l, "self_attn.q_norm"), c.head_dim));
     FGNET_ASSIGN_OR_RETURN(o.kn, norm(w.k_norm, LayerName(l, "self_attn.k_norm"), c.head_dim));
   }
@@ -539,10 +541,13 @@ Result<std::unique_ptr<CudaModel>> CudaModel::Create(const Gemma3Config& config,
   m.layers.resize(offsets.size());
   for (std::size_t l = 0; l < offsets.size(); ++l) {
     const LayerOffsets& o = offsets[l];
-    m.layers[l] = {bf16(o.q),       bf16(o.k),         bf16(o.v),      bf16(o.o),
-                   bf16(o.gate),    bf16(o.up),        bf16(o.down),   f32(o.in),
-                   f32(o.post_attn), f32(o.pre_ff),    f32(o.post_ff), f32(o.qn),
-                   f32(o.kn),       c.is_sliding(static_cast<std::int64_t>(l))};
+    m.layers[l] = {bf16(o.q),        bf16(o.k),
+                   bf16(o.v),        bf16(o.o),
+                   bf16(o.gate),     bf16(o.up),
+                   bf16(o.down),     f32(o.in),
+                   f32(o.post_attn), f32(o.pre_ff),
+                   f32(o.post_ff),   f32(o.qn),
+                   f32(o.kn),        c.is_sliding(static_cast<std::int64_t>(l))};
   }
   FGNET_ASSIGN_OR_RETURN(cuda::MatMulContext mm, cuda::MatMulContext::Create(m.state->stream));
   m.matmul.emplace(std::move(mm));
@@ -611,10 +616,9 @@ Status CudaModel::ForwardBatch(std::span<const SequenceStep> steps, ThreadPool& 
                        ": the CUDA backend needs a paged KV cache from the model's AllocateKV");
     }
   }
-  FGNET_TRY(RunInPasses(m.config.vocab_size, steps, kMaxPassRows, scratch, /*host_select=*/false,
-                        [&m](std::span<const PassSegment> segments) {
-                          return m.RunPass(segments);
-                        }));
+  FGNET_TRY(
+      RunInPasses(m.config.vocab_size, steps, kMaxPassRows, scratch, /*host_select=*/false,
+                  [&m](std::span<const PassSegment> segments) { return m.RunPass(segments); }));
   // Evict adapters beyond the resident limit (none of them is in use once the forward is done).
   while (m.adapters.size() > kMaxResidentAdapters) {
     m.adapter_index.erase(m.adapters.back().first);
@@ -750,11 +754,11 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
 
   // --- Buffers: staging at fixed offsets, activations, workspaces -------------------------------
   if (!staging_layout.Holds(c, nseq, tables.size(), lora_rows.size(), lora_groups.size())) {
-    staging_layout = StagingLayout::For(
-        std::max(c, staging_layout.rows), std::max(nseq, staging_layout.seqs),
-        std::max(tables.size() * 2, staging_layout.tables),
-        std::max(lora_rows.size() * 2, staging_layout.lora_rows),
-        std::max(lora_groups.size() * 2, staging_layout.lora_groups), groups);
+    staging_layout =
+        StagingLayout::For(std::max(c, staging_layout.rows), std::max(nseq, staging_layout.seqs),
+                           std::max(tables.size() * 2, staging_layout.tables),
+                           std::max(lora_rows.size() * 2, staging_layout.lora_rows),
+                           std::max(lora_groups.size() * 2, staging_layout.lora_groups), groups);
     ++moves;
   }
   const StagingLayout& sl = staging_layout;
@@ -773,8 +777,9 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
   put(sl.lora_groups_at, lora_groups);
   put(sl.tables_at, tables);
   const std::size_t upload = sl.tables_at + tables.size() * 4;
-  const std::size_t sizes[] = {c * hidden, c * hidden,       c * q_dim,       c * kv_dim, c * kv_dim,
-                               c * q_dim,  c * hidden,       c * intermediate, c * intermediate};
+  const std::size_t sizes[] = {c * hidden, c * hidden,       c * q_dim,
+                               c * kv_dim, c * kv_dim,       c * q_dim,
+                               c * hidden, c * intermediate, c * intermediate};
   std::size_t floats = 0;
   for (std::size_t size : sizes) floats += AlignUp(size, 64);
   FGNET_TRY(activations.Reserve(floats * sizeof(float), &moves));
@@ -787,8 +792,8 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
     attention_floats =
         std::max(attention_floats, cuda::PagedAttentionWorkspace(rows0, attention[r]));
   }
-  FGNET_TRY(attention_ws.Reserve(std::max<std::size_t>(attention_floats, 1) * sizeof(float),
-                                 &moves));
+  FGNET_TRY(
+      attention_ws.Reserve(std::max<std::size_t>(attention_floats, 1) * sizeof(float), &moves));
   FGNET_TRY(lora_ws.Reserve(
       std::max<std::size_t>(static_cast<std::size_t>(shape.max_rank) * lora_rows.size(), 1) *
           sizeof(float),
@@ -838,7 +843,8 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
   if (logit_dest.size() <= logit_chunk) {
     for (std::size_t i = 0; i < logit_dest.size(); ++i) FGNET_TRY(Deliver(logit_dest[i], i, ll));
   }
-  for (const PassSegment& seg : segments) seg.step->kv->Advance(static_cast<std::int64_t>(seg.count));
+  for (const PassSegment& seg : segments)
+    seg.step->kv->Advance(static_cast<std::int64_t>(seg.count));
   return Ok();
 }
 
@@ -873,14 +879,14 @@ Status CudaModel::Impl::Capture(const std::function<Status()>& enqueue,
                             "cudaStreamBeginCapture"));
   const Status enqueued = enqueue();
   cudaGraph_t graph = nullptr;
-  const Status ended = cuda::CudaCheck(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
+  const Status ended =
+      cuda::CudaCheck(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
   if (!enqueued.ok() || !ended.ok()) {
     if (graph != nullptr) cudaGraphDestroy(graph);
     cudaGetLastError();
     return enqueued.ok() ? ended : enqueued;
   }
-  const Status made =
-      cuda::CudaCheck(cudaGraphInstantiate(exec, graph, 0), "cudaGraphInstantiate");
+  const Status made = cuda::CudaCheck(cudaGraphInstantiate(exec, graph, 0), "cudaGraphInstantiate");
   cudaGraphDestroy(graph);
   return made;
 }
@@ -900,8 +906,9 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
   const StagingLayout& sl = staging_layout;
   float* ptr[9];
   {
-    const std::size_t sizes[] = {c * hidden, c * hidden, c * q_dim,        c * kv_dim,      c * kv_dim,
-                                 c * q_dim,  c * hidden, c * intermediate, c * intermediate};
+    const std::size_t sizes[] = {c * hidden, c * hidden,       c * q_dim,
+                                 c * kv_dim, c * kv_dim,       c * q_dim,
+                                 c * hidden, c * intermediate, c * intermediate};
     float* p = activations.as<float>();
     for (std::size_t i = 0; i < std::size(sizes); ++i) {
       ptr[i] = p;
@@ -925,8 +932,9 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
   const std::int32_t* d_lora_rows = staging.as<std::int32_t>(sl.lora_rows_at);
   const float* d_lora_scales = staging.as<float>(sl.lora_scales);
   const cuda::LoraGroup* d_lora_groups = staging.as<cuda::LoraGroup>(sl.lora_groups_at);
-  const auto apply_lora = [&](std::size_t layer, LoraModule module, const float* in, std::size_t ldx,
-                              std::size_t in_dim, float* out, std::size_t out_dim) -> Status {
+  const auto apply_lora = [&](std::size_t layer, LoraModule module, const float* in,
+                              std::size_t ldx, std::size_t in_dim, float* out,
+                              std::size_t out_dim) -> Status {
     const std::size_t site = layer * kNumLoraModules + static_cast<std::size_t>(module);
     if (shape.site_count.empty() || shape.site_count[site] == 0) return Ok();
     return cuda::LoraApply(in, ldx, in_dim, out, out_dim, out_dim,
@@ -994,8 +1002,8 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     if (final_softcap > 0.0f)
       FGNET_TRY(cuda::Softcap(logits.as<float>(), n * vocab, final_softcap, stream));
     if (shape.argmax) {
-      FGNET_TRY(cuda::ArgmaxRows(logits.as<float>(), n, vocab, logits.as<std::int32_t>(ids_at),
-                                 stream));
+      FGNET_TRY(
+          cuda::ArgmaxRows(logits.as<float>(), n, vocab, logits.as<std::int32_t>(ids_at), stream));
       FGNET_TRY(cuda::CudaCheck(
           cudaMemcpyAsync(host_logits.as<std::int32_t>(ids_at), logits.as<std::int32_t>(ids_at),
                           n * sizeof(std::int32_t), cudaMemcpyDeviceToHost, stream),
@@ -1011,10 +1019,10 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
           "cudaMemcpyAsync (largest logits)"));
     }
     if (shape.full) {
-      FGNET_TRY(cuda::CudaCheck(cudaMemcpyAsync(host_logits.as<float>(), logits.as<float>(),
-                                                n * vocab * sizeof(float), cudaMemcpyDeviceToHost,
-                                                stream),
-                                "cudaMemcpyAsync (logits)"));
+      FGNET_TRY(cuda::CudaCheck(
+          cudaMemcpyAsync(host_logits.as<float>(), logits.as<float>(), n * vocab * sizeof(float),
+                          cudaMemcpyDeviceToHost, stream),
+          "cudaMemcpyAsync (logits)"));
     }
     if (n_logits > chunk) {
       // Several chunks (never in a graph): hand each one out before the next overwrites it.

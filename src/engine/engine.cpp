@@ -130,9 +130,8 @@ Result<std::unique_ptr<Engine>> Engine::Create(const Model& model, std::string b
                      " holds fewer blocks than one position needs (", layout.num_groups(),
                      " blocks of ", layout.block_bytes(), " bytes)");
   }
-  FGNET_ASSIGN_OR_RETURN(
-      std::unique_ptr<Memory> memory,
-      model.AllocateKV(layout.block_bytes() * static_cast<std::size_t>(blocks)));
+  FGNET_ASSIGN_OR_RETURN(std::unique_ptr<Memory> memory,
+                         model.AllocateKV(layout.block_bytes() * static_cast<std::size_t>(blocks)));
   auto impl = std::make_unique<Impl>();
   impl->model = &model;
   impl->base_hash = std::move(base_hash);

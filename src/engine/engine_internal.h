@@ -66,9 +66,9 @@ struct Member {
   std::vector<AdapterUse> adapters;
   float weight = 1.0f;
   std::vector<float> logits;
-  std::int32_t argmax = -1;  // the step's greedy choice, when only that was asked (kArgmax)
+  std::int32_t argmax = -1;   // the step's greedy choice, when only that was asked (kArgmax)
   std::vector<TopLogit> top;  // the step's largest logits (kTop); empty: the row is in `logits`
-  bool cacheable = true;  // its KV is exact for its key (not built on an approximate prefix)
+  bool cacheable = true;      // its KV is exact for its key (not built on an approximate prefix)
   bool has_logits = false;
 };
 

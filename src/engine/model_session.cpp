@@ -61,8 +61,9 @@ Status ModelSession::Run(std::span<const std::int32_t> tokens, LogitsMode mode,
     std::int64_t blocks = 0;
     for (bool sliding : layout.group_sliding)
       blocks += sliding ? std::min(all, (layout.window - 1) / b + 2) : all;
-    FGNET_ASSIGN_OR_RETURN(std::unique_ptr<Memory> memory,
-                           model_->AllocateKV(layout.block_bytes() * static_cast<std::size_t>(blocks)));
+    FGNET_ASSIGN_OR_RETURN(
+        std::unique_ptr<Memory> memory,
+        model_->AllocateKV(layout.block_bytes() * static_cast<std::size_t>(blocks)));
     blocks_ = std::make_unique<kv::BlockPool>(layout, blocks, std::move(memory));
     seq_.emplace(*blocks_);
     // Resolve where activated adapters start, from the prompt.

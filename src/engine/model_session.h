@@ -10,11 +10,10 @@
 #pragma once
 
 #include <cstdint>
-#include <span>
-#include <vector>
-
 #include <memory>
 #include <optional>
+#include <span>
+#include <vector>
 
 #include "engine/generator.h"
 #include "kv/paged_sequence.h"

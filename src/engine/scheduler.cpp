@@ -248,7 +248,7 @@ bool Scheduler::Step() {
       const auto from = static_cast<std::size_t>(m.kv->length());
       const bool last = from + static_cast<std::size_t>(take) == g.tokens.size();
       const bool logits = last && g.pin_into == nullptr;
-      const LogitsMode mode = !logits          ? LogitsMode::kNone
+      const LogitsMode mode = !logits           ? LogitsMode::kNone
                               : g.argmax_only() ? LogitsMode::kArgmax
                               : g.top_only()    ? LogitsMode::kTop
                                                 : LogitsMode::kLast;

@@ -14,9 +14,8 @@ namespace fgnet {
 
 class Scheduler {
  public:
-  Scheduler(const Model& model, const std::string& base_hash,
-            std::shared_ptr<kv::BlockPool> pool, std::shared_ptr<Inbox> inbox,
-            const EngineOptions& options, const Tokenizer* tokenizer);
+  Scheduler(const Model& model, const std::string& base_hash, std::shared_ptr<kv::BlockPool> pool,
+            std::shared_ptr<Inbox> inbox, const EngineOptions& options, const Tokenizer* tokenizer);
   ~Scheduler();  // finishes every request left as cancelled and frees their blocks
 
   // Loops until the inbox is stopped.
@@ -33,7 +32,7 @@ class Scheduler {
   void Preempt(Group& group);
   void Sample(Group& group);
   Result<std::int32_t> SampleFromLogits(Group& group);  // ensembles, grammar, the sampler
-  void Commit(Group& group, std::int32_t id);            // emits or finishes on a chosen token
+  void Commit(Group& group, std::int32_t id);           // emits or finishes on a chosen token
   void Finish(Group& group, const std::string& reason, Status status = Ok());
   void Emit(Group& group, StreamEvent event);
   void ReleaseMembers(Group& group);

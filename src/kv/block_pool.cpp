@@ -69,7 +69,8 @@ void BlockPool::Unref(BlockId id) {
 }
 
 float* BlockPool::keys(BlockId id, std::int64_t slot) {
-  return static_cast<float*>(memory_->data()) + static_cast<std::size_t>(id) * layout_.block_floats() +
+  return static_cast<float*>(memory_->data()) +
+         static_cast<std::size_t>(id) * layout_.block_floats() +
          static_cast<std::size_t>(slot * layout_.block_size * layout_.row);
 }
 
@@ -87,7 +88,8 @@ const float* BlockPool::values(BlockId id, std::int64_t slot) const {
 
 void BlockPool::CopyBlock(BlockId from, BlockId to) {
   const std::size_t bytes = layout_.block_bytes();
-  memory_->Copy(static_cast<std::size_t>(to) * bytes, static_cast<std::size_t>(from) * bytes, bytes);
+  memory_->Copy(static_cast<std::size_t>(to) * bytes, static_cast<std::size_t>(from) * bytes,
+                bytes);
 }
 
 }  // namespace fgnet::kv

@@ -10,8 +10,9 @@
 // Block memory: keys [group_layers][block_size][row] then values likewise, f32, row =
 // kv_heads * head_dim. The blocks live in a Memory (backend/device.h) on the device the model runs
 // on (Model::AllocateKV): the pool itself only keeps counts and ids, so block pointers are in that
-// device's address space and only the CPU backend reads them from the host. A block is free (refcount 0), or referenced by sequences, pinned
-// prefixes and the prefix tree, each holding one reference.
+// device's address space and only the CPU backend reads them from the host. A block is free
+// (refcount 0), or referenced by sequences, pinned prefixes and the prefix tree, each holding one
+// reference.
 //
 // When the pool runs dry, Allocate() asks its reclaimer (the prefix tree, which evicts its least
 // recently used unreferenced blocks) before it fails.
@@ -21,9 +22,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <vector>
-
 #include <memory>
+#include <vector>
 
 #include "backend/device.h"
 #include "model/config.h"

@@ -52,8 +52,9 @@ class Gemma3Model final : public Model {
   // to `kv`, and writes logits as `mode` asks into `logits` (resized: [vocab] for kLast,
   // [n, vocab] for kAll; cleared for kNone, where it may be null). Errors, which leave `kv`
   // unchanged: token id out of range, cache full, a cache made for another configuration,
-  // kLast with no tokens, a cache in another device's memory. `adapters`: the sequence's adapter set (errors: a null adapter, one
-  // made for another layer count, a non-finite scale, a negative start).
+  // kLast with no tokens, a cache in another device's memory. `adapters`: the sequence's adapter
+  // set (errors: a null adapter, one made for another layer count, a non-finite scale, a negative
+  // start).
   Status Forward(std::span<const std::int32_t> tokens, KVCache& kv, ThreadPool& pool,
                  LogitsMode mode, std::vector<float>* logits,
                  std::span<const AdapterUse> adapters = {}) const;

@@ -36,7 +36,7 @@ struct PassSegment {
   // Rows [logits_begin, count) of the segment get logits, written from `logits` on.
   std::size_t logits_begin;
   float* logits;
-  std::int32_t* token = nullptr;  // a kArgmax step's result (see RunInPasses)
+  std::int32_t* token = nullptr;         // a kArgmax step's result (see RunInPasses)
   const SequenceStep* select = nullptr;  // a kTop step, whose top the backend fills
 };
 
@@ -50,7 +50,7 @@ struct ForwardScratch {
   std::vector<float> logits;  // logits of a pass when they go to several destinations
   std::vector<PassSegment> segments;
   std::vector<std::size_t> logits_from;
-  std::vector<cpu::KVSpan> spans;  // of one segment's attention
+  std::vector<cpu::KVSpan> spans;                 // of one segment's attention
   std::vector<std::vector<float>> argmax_logits;  // per step, for kArgmax on the host
 };
 

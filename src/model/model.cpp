@@ -76,7 +76,9 @@ bool TopIsComplete(std::span<const TopLogit> top, std::int32_t k, float temperat
 }
 
 void SelectTopLogits(std::span<const float> logits, std::vector<TopLogit>* top) {
-  const auto key = [](float v) { return std::isnan(v) ? -std::numeric_limits<float>::infinity() : v; };
+  const auto key = [](float v) {
+    return std::isnan(v) ? -std::numeric_limits<float>::infinity() : v;
+  };
   const auto before = [&](const TopLogit& a, const TopLogit& b) {
     return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
   };

@@ -72,7 +72,7 @@ struct SequenceStep {
   LogitsMode mode = LogitsMode::kLast;
   std::vector<float>* logits = nullptr;
   std::span<const AdapterUse> adapters;
-  std::int32_t* token = nullptr;  // kArgmax's result
+  std::int32_t* token = nullptr;         // kArgmax's result
   std::vector<TopLogit>* top = nullptr;  // kTop's result
   std::int32_t top_k = 0;                // kTop: the sampler's top-k, in [1, kTopLogits)
   float top_temperature = 1.0f;          // kTop: the sampler's temperature (> 0)

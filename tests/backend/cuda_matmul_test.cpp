@@ -135,7 +135,8 @@ TEST_F(CudaMatMulTest, GemvMatchesTheReference) {
         const std::vector<float> y0 = rng_.Floats(rows * s.out, 4.0f);
         const std::vector<float> got =
             RunMatMul(x, rows, s.in, d_w, s.out, accumulate ? &y0 : nullptr);
-        ExpectMatMulNear(got, RoundedToBF16(x), rows, s.in, w, s.out, accumulate ? &y0 : nullptr, 1e-5);
+        ExpectMatMulNear(got, RoundedToBF16(x), rows, s.in, w, s.out, accumulate ? &y0 : nullptr,
+                         1e-5);
       }
     }
   }

@@ -125,10 +125,8 @@ TEST_F(CudaOpsTest, RMSNormAddToNormMatchesTheTwoOpsAndTheReference) {
     ASSERT_TRUE(RMSNormAddToNorm(d_x->data(), rows, dim, d_scale->data(), 1e-6f, d_fused->data(),
                                  d_next->data(), y_fused.data())
                     .ok());
-    ASSERT_TRUE(
-        RMSNormAddTo(d_x->data(), rows, dim, d_scale->data(), 1e-6f, d_apart->data()).ok());
-    ASSERT_TRUE(
-        RMSNorm(d_apart->data(), rows, dim, d_next->data(), 1e-6f, y_apart.data()).ok());
+    ASSERT_TRUE(RMSNormAddTo(d_x->data(), rows, dim, d_scale->data(), 1e-6f, d_apart->data()).ok());
+    ASSERT_TRUE(RMSNorm(d_apart->data(), rows, dim, d_next->data(), 1e-6f, y_apart.data()).ok());
     ExpectNear(*d_fused->ToHost(), *d_apart->ToHost(), 1e-6f);
     ExpectNear(*y_fused.ToHost(), *y_apart.ToHost(), 1e-6f);
     // And the CPU reference of the pair.
@@ -157,8 +155,7 @@ TEST_F(CudaOpsTest, TopRowsFindsTheLargestValuesInOrder) {
     auto indices = DeviceBuffer<std::int32_t>::Allocate(rows * kTopRows);
     auto ws = DeviceMemory::Allocate(TopRowsWorkspace(rows, cols));
     ASSERT_TRUE(indices.ok() && ws.ok());
-    ASSERT_TRUE(
-        TopRows(d_x->data(), rows, cols, values.data(), indices->data(), ws->data()).ok());
+    ASSERT_TRUE(TopRows(d_x->data(), rows, cols, values.data(), indices->data(), ws->data()).ok());
     const std::vector<float> got_v = *values.ToHost();
     const std::vector<std::int32_t> got_i = *indices->ToHost();
     for (std::size_t r = 0; r < rows; ++r) {

@@ -10,8 +10,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <vector>
@@ -123,7 +123,8 @@ TEST(DeviceTest, TheCpuModelRefusesKVInAnotherDevicesMemory) {
   EXPECT_EQ(seq.length(), 0);
 }
 
-// --- CUDA against the CPU -------------------------------------------------------------------------
+// --- CUDA against the CPU
+// -------------------------------------------------------------------------
 
 // One backend's model, block pool and sequences.
 struct Backend {
@@ -205,8 +206,8 @@ TEST_F(CudaModelTest, GreedyDecodingMatchesTheCpu) {
     std::int64_t heads, kv_heads, head_dim;
     bool softcap;
   };
-  for (const Shape& shape : {Shape{4, 1, 32, false}, Shape{4, 2, 64, true},
-                             Shape{2, 2, 128, false}, Shape{4, 1, 256, false}}) {
+  for (const Shape& shape : {Shape{4, 1, 32, false}, Shape{4, 2, 64, true}, Shape{2, 2, 128, false},
+                             Shape{4, 1, 256, false}}) {
     SCOPED_TRACE("heads " + std::to_string(shape.heads) + "/" + std::to_string(shape.kv_heads) +
                  " head_dim " + std::to_string(shape.head_dim));
     Gemma3Config config = SmallConfig(shape.heads, shape.kv_heads, shape.head_dim);

@@ -7,8 +7,8 @@
 #include <optional>
 
 #include "apps/fgnet/bench_report.h"
-#include "apps/fgnet/device_bench.h"
 #include "apps/fgnet/commands.h"
+#include "apps/fgnet/device_bench.h"
 #include "apps/fgnet/mem_bandwidth.h"
 #include "apps/fgnet/model_bench.h"
 #include "apps/fgnet/model_loading.h"
@@ -50,8 +50,9 @@ Status RunDeviceBenchCommand(const ParsedArgs& args, CommandIo& io, BenchReport&
   report.settings["model"] = args.OptString("model").value_or("synthesized gemma-3-270m (bf16)");
   report.settings["device"] = loaded->engine_model().device_name();
   report.settings["quantization"] = loaded->checkpoint->quantization();
-  FGNET_ASSIGN_OR_RETURN(const DeviceBenchResult result,
-                         RunDeviceBench(loaded->engine_model(), *loaded->registry, options, io.err));
+  FGNET_ASSIGN_OR_RETURN(
+      const DeviceBenchResult result,
+      RunDeviceBench(loaded->engine_model(), *loaded->registry, options, io.err));
   for (Measurement& m : DeviceMeasurements(result, options)) report.results.push_back(std::move(m));
   io.out << BenchContextToMarkdown(report) << "\n"
          << DeviceBenchTable(result, options, baseline ? &*baseline : nullptr);
@@ -65,7 +66,8 @@ Status RunBench(const ParsedArgs& args, CommandIo& io) {
   if (auto path = args.OptString("json")) FGNET_TRY(WriteBenchReportJson(report, *path));
   FGNET_ASSIGN_OR_RETURN(const Device device, DeviceOption(args));
   if (!device.is_cpu()) {
-    if (args.Switch("skip-model")) return Error("--skip-model measures the CPU only: leave out --device");
+    if (args.Switch("skip-model"))
+      return Error("--skip-model measures the CPU only: leave out --device");
     if (args.OptString("quant")) return Error("--quant is not supported with --device cuda yet");
     return RunDeviceBenchCommand(args, io, report, device);
   }

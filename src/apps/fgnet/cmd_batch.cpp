@@ -67,9 +67,9 @@ Status RunBatch(const ParsedArgs& args, CommandIo& io) {
 
   FGNET_ASSIGN_OR_RETURN(const std::vector<AdapterArg> adapter_args, AdapterArgs(args));
   FGNET_ASSIGN_OR_RETURN(const Device device, DeviceOption(args));
-  FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(args.String("model"), {.tokenizer = true,
-                                                                       .adapters = adapter_args,
-                                                                       .device = device}));
+  FGNET_ASSIGN_OR_RETURN(
+      auto loaded, LoadModel(args.String("model"),
+                             {.tokenizer = true, .adapters = adapter_args, .device = device}));
   const Tokenizer& tokenizer = *loaded->tokenizer;
 
   BatchDefaults defaults;

@@ -102,9 +102,9 @@ std::vector<std::int32_t> StopIds(const Tokenizer& tokenizer, const LoadedModel&
 Status RunGenerate(const ParsedArgs& args, CommandIo& io) {
   FGNET_ASSIGN_OR_RETURN(const std::vector<AdapterArg> adapters, AdapterArgs(args));
   FGNET_ASSIGN_OR_RETURN(const Device device, DeviceOption(args));
-  FGNET_ASSIGN_OR_RETURN(auto loaded,
-                         LoadModel(args.String("model"),
-                                   {.tokenizer = true, .adapters = adapters, .device = device}));
+  FGNET_ASSIGN_OR_RETURN(
+      auto loaded,
+      LoadModel(args.String("model"), {.tokenizer = true, .adapters = adapters, .device = device}));
   const Tokenizer& tokenizer = *loaded->tokenizer;
   FGNET_ASSIGN_OR_RETURN(const std::string prompt_text, RenderPrompt(args, tokenizer));
   const std::vector<std::int32_t> prompt = tokenizer.Encode(prompt_text);
@@ -120,8 +120,8 @@ Status RunGenerate(const ParsedArgs& args, CommandIo& io) {
   const std::vector<std::int32_t> stops = StopIds(tokenizer, *loaded);
 
   ThreadPool pool(ThreadsOption(args));
-  ModelSession session(loaded->engine_model(), pool, static_cast<std::int64_t>(prompt.size()) + max_new,
-                       loaded->adapter_set);
+  ModelSession session(loaded->engine_model(), pool,
+                       static_cast<std::int64_t>(prompt.size()) + max_new, loaded->adapter_set);
   const bool json = args.Switch("json");
   StreamDecoder stream(tokenizer);
   std::string text;

@@ -15,8 +15,8 @@ Status RunLogits(const ParsedArgs& args, CommandIo& io) {
   if (ids64.empty()) return Error("--ids: no token ids given");
   FGNET_ASSIGN_OR_RETURN(const std::vector<AdapterArg> adapters, AdapterArgs(args));
   FGNET_ASSIGN_OR_RETURN(const Device device, DeviceOption(args));
-  FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(args.String("model"),
-                                                {.adapters = adapters, .device = device}));
+  FGNET_ASSIGN_OR_RETURN(auto loaded,
+                         LoadModel(args.String("model"), {.adapters = adapters, .device = device}));
   const std::int64_t vocab = loaded->checkpoint->config().vocab_size;
   std::vector<std::int32_t> ids;
   ids.reserve(ids64.size());

@@ -47,15 +47,15 @@ Result<std::unique_ptr<Engine>> NewEngine(const Model& model, AdapterRegistry& r
 }
 
 // One greedy sequence: tokens/s over its decode steps and the gaps between streamed tokens.
-Status MeasureSingleDecode(Engine& engine, const Gemma3Config& config,
-                           const DeviceBenchOptions& o, std::ostream& log,
-                           DeviceBenchResult* result) {
+Status MeasureSingleDecode(Engine& engine, const Gemma3Config& config, const DeviceBenchOptions& o,
+                           std::ostream& log, DeviceBenchResult* result) {
   log << "batch-1 decode: " << o.decode_prompt << "-token prompt, " << o.decode_tokens
       << " new tokens\n";
   std::vector<double> rates, p50s, p99s;
   for (int r = 0; r <= o.repeat; ++r) {  // run 0 warms up
-    RequestHandle h = engine.Submit(Greedy(
-        BenchPromptIds(o.decode_prompt, config.vocab_size, o.seed + 10 + r, 0xdec0), o.decode_tokens));
+    RequestHandle h = engine.Submit(
+        Greedy(BenchPromptIds(o.decode_prompt, config.vocab_size, o.seed + 10 + r, 0xdec0),
+               o.decode_tokens));
     std::vector<Clock::time_point> at;
     StreamEvent event;
     while (h.Next(&event)) at.push_back(Clock::now());
@@ -89,8 +89,8 @@ Status MeasurePrefill(Engine& engine, const Gemma3Config& config, const DeviceBe
     const Completion& c = h.Wait();
     FGNET_TRY(Check(c, "the prefill request"));
     if (r == 0 || c.timings.time_to_first_token_ms <= 0) continue;
-    best = std::max(best, static_cast<double>(o.prefill_tokens) /
-                              (c.timings.time_to_first_token_ms / 1000.0));
+    best = std::max(
+        best, static_cast<double>(o.prefill_tokens) / (c.timings.time_to_first_token_ms / 1000.0));
   }
   result->prefill_tokens_per_s = best;
   engine.FlushPrefixCache();
@@ -125,8 +125,8 @@ Status MeasureNetworkMemory(const Model& model, AdapterRegistry& registry,
   FGNET_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, NewEngine(model, registry, e));
   std::vector<RequestHandle> handles;
   for (std::int64_t i = 0; i < o.experts; ++i) {
-    Request r = Greedy(
-        BenchPromptIds(o.expert_context - 1, config.vocab_size, o.seed + 30 + i, 0x8e7), 1);
+    Request r =
+        Greedy(BenchPromptIds(o.expert_context - 1, config.vocab_size, o.seed + 30 + i, 0x8e7), 1);
     r.adapters = {{AdapterName(i), 1.0f}};
     handles.push_back(engine->Submit(std::move(r)));
   }
@@ -166,9 +166,9 @@ Result<DeviceBenchResult> RunDeviceBench(const Model& model, AdapterRegistry& re
   e.max_batch_tokens = std::max<std::int64_t>(o.prefill_tokens, o.prefix_tokens + o.suffix_tokens);
   e.max_running = 256;
   // Every prompt plus what it generates (one token for the first-token measurements).
-  e.max_context = std::max<std::int64_t>(
-      {o.decode_prompt + o.decode_tokens, o.prefill_tokens + 1,
-       o.prefix_tokens + o.suffix_tokens + 1, o.batch_prompt + o.decode_tokens});
+  e.max_context = std::max<std::int64_t>({o.decode_prompt + o.decode_tokens, o.prefill_tokens + 1,
+                                          o.prefix_tokens + o.suffix_tokens + 1,
+                                          o.batch_prompt + o.decode_tokens});
   e.kv_memory_mib = 2048;
   FGNET_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, NewEngine(model, registry, e));
   FGNET_TRY(MeasureSingleDecode(*engine, config, o, log, &result));
@@ -205,18 +205,17 @@ std::vector<Measurement> DeviceMeasurements(const DeviceBenchResult& r,
     out.push_back({"decode, " + n + " sequences", d.base_tokens_per_s, "tokens/s",
                    "aggregate, no adapters, " + on});
     if (d.adapter_tokens_per_s > 0) {
-      out.push_back({"decode, " + n + " sequences x " + n + " adapters", d.adapter_tokens_per_s,
-                     "tokens/s",
-                     "aggregate, rank " + std::to_string(o.lora_rank) + " on all projections, " +
-                         on});
+      out.push_back(
+          {"decode, " + n + " sequences x " + n + " adapters", d.adapter_tokens_per_s, "tokens/s",
+           "aggregate, rank " + std::to_string(o.lora_rank) + " on all projections, " + on});
     }
   }
   out.push_back({"time to first token, cold", r.serve.ttft_cold_ms, "ms",
                  std::to_string(o.prefix_tokens) + " + " + std::to_string(o.suffix_tokens) +
                      " tokens, " + on});
-  out.push_back({"time to first token, cached prefix", r.serve.ttft_cached_ms, "ms",
-                 std::to_string(r.serve.cached_prompt_tokens) + " tokens from the prefix cache, " +
-                     on});
+  out.push_back(
+      {"time to first token, cached prefix", r.serve.ttft_cached_ms, "ms",
+       std::to_string(r.serve.cached_prompt_tokens) + " tokens from the prefix cache, " + on});
   if (r.network_weights_mib > 0) {
     out.push_back({"8-expert network GPU memory", r.network_total_mib(), "MiB",
                    "weights " + std::to_string(static_cast<int>(r.network_weights_mib)) +
@@ -283,12 +282,12 @@ std::string DeviceBenchTable(const DeviceBenchResult& r, const DeviceBenchOption
                     "results.compile_aggregate_b" + n + ".tokens_per_s", true});
     if (d.adapter_tokens_per_s > 0) {
       rows.push_back({"decode " + n + " sequences, " + n + " adapters", "tokens/s",
-                      d.adapter_tokens_per_s, "results.aggregate_lora_b" + n + ".tokens_per_s",
-                      "", true});
+                      d.adapter_tokens_per_s, "results.aggregate_lora_b" + n + ".tokens_per_s", "",
+                      true});
     }
   }
-  rows.push_back({"time to first token, cold", "ms", r.serve.ttft_cold_ms,
-                  "results.ttft.cold_ms", "", false});
+  rows.push_back(
+      {"time to first token, cold", "ms", r.serve.ttft_cold_ms, "results.ttft.cold_ms", "", false});
   rows.push_back({"time to first token, cached prefix", "ms", r.serve.ttft_cached_ms,
                   "results.ttft.cached_ms", "", false});
   if (r.network_weights_mib > 0) {
@@ -296,15 +295,16 @@ std::string DeviceBenchTable(const DeviceBenchResult& r, const DeviceBenchOption
                     "results.memory.peak_mib", "", false});
   }
   std::string out = "GPU: " + r.device + "\n\n";
-  out += "| Measurement | Unit | fgnet | transformers | transformers, compiled | fgnet advantage |\n";
+  out +=
+      "| Measurement | Unit | fgnet | transformers | transformers, compiled | fgnet advantage |\n";
   out += "|---|---|---:|---:|---:|---:|\n";
   for (const Row& row : rows) {
     const double eager = BaselineFigure(baseline, row.eager);
     const double compiled = row.compiled.empty() ? NAN : BaselineFigure(baseline, row.compiled);
     // Against the better of the two baselines.
     double best = eager;
-    if (!std::isnan(compiled) && (std::isnan(best) || (row.higher_is_better ? compiled > best
-                                                                             : compiled < best))) {
+    if (!std::isnan(compiled) &&
+        (std::isnan(best) || (row.higher_is_better ? compiled > best : compiled < best))) {
       best = compiled;
     }
     double ratio = NAN;
@@ -319,8 +319,9 @@ std::string DeviceBenchTable(const DeviceBenchResult& r, const DeviceBenchOption
            Format(r.serve.ttft_cold_ms / r.serve.ttft_cached_ms) + "x\n";
   }
   if (baseline != nullptr) {
-    out += "Baseline: tools/bench_transformers.py on the same machine; the advantage is against "
-           "the better of its two figures.\n";
+    out +=
+        "Baseline: tools/bench_transformers.py on the same machine; the advantage is against "
+        "the better of its two figures.\n";
   }
   return out;
 }

@@ -143,9 +143,8 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
         if (e < n4) {
           const int r = e / in4;
           const int k4 = e - r * in4;
-          xs[(r * 2 + (k4 & 1)) * chunks + (k4 >> 1)] =
-              make_float4(RoundToBF16(v[u].x), RoundToBF16(v[u].y), RoundToBF16(v[u].z),
-                          RoundToBF16(v[u].w));
+          xs[(r * 2 + (k4 & 1)) * chunks + (k4 >> 1)] = make_float4(
+              RoundToBF16(v[u].x), RoundToBF16(v[u].y), RoundToBF16(v[u].z), RoundToBF16(v[u].w));
         }
       }
     }

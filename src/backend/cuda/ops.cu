@@ -287,9 +287,9 @@ Status TopRows(const float* x, std::size_t rows, std::size_t cols, float* values
   char* ws = static_cast<char*>(workspace);
   const std::size_t half = rows * level * (sizeof(float) + sizeof(std::int32_t));
   float* buf_values[2] = {reinterpret_cast<float*>(ws), reinterpret_cast<float*>(ws + half)};
-  std::int32_t* buf_ids[2] = {reinterpret_cast<std::int32_t*>(ws + rows * level * sizeof(float)),
-                              reinterpret_cast<std::int32_t*>(ws + half +
-                                                              rows * level * sizeof(float))};
+  std::int32_t* buf_ids[2] = {
+      reinterpret_cast<std::int32_t*>(ws + rows * level * sizeof(float)),
+      reinterpret_cast<std::int32_t*>(ws + half + rows * level * sizeof(float))};
   const float* in_values = x;
   const std::int32_t* in_ids = nullptr;
   std::size_t n = cols;
