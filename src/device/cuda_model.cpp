@@ -276,13 +276,10 @@ struct HostPass {
 
 }  // namespace
 
-struct CudaModel::Impl {
+struct CudaModel::Impl : ForwardDims {
   Gemma3Config config;
   std::string name;
   std::shared_ptr<StreamState> state;
-  std::size_t hidden = 0, intermediate = 0, heads = 0, kv_heads = 0, head_dim = 0;
-  std::size_t q_dim = 0, kv_dim = 0, vocab = 0;
-  float eps = 0.0f, embed_scale = 0.0f, final_softcap = 0.0f;
   std::int64_t window = 0;
 
   cuda::DeviceMemory weights;  // every weight, norm factor and RoPE table
@@ -429,18 +426,7 @@ Result<std::unique_ptr<CudaModel>> CudaModel::Create(const Gemma3Config& config,
   m.state->device = device_index;
   FGNET_TRY(cuda::CudaCheck(cudaStreamCreateWithFlags(&m.state->stream, cudaStreamNonBlocking),
                             "cudaStreamCreateWithFlags"));
-  m.hidden = static_cast<std::size_t>(c.hidden_size);
-  m.intermediate = static_cast<std::size_t>(c.intermediate_size);
-  m.heads = static_cast<std::size_t>(c.num_attention_heads);
-  m.kv_heads = static_cast<std::size_t>(c.num_key_value_heads);
-  m.head_dim = static_cast<std::size_t>(c.head_dim);
-  m.q_dim = m.heads * m.head_dim;
-  m.kv_dim = m.kv_heads * m.head_dim;
-  m.vocab = static_cast<std::size_t>(c.vocab_size);
-  m.eps = static_cast<float>(c.rms_norm_eps);
-  m.embed_scale = static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)));
-  m.final_softcap =
-      c.final_logit_softcapping ? static_cast<float>(*c.final_logit_softcapping) : 0.0f;
+  static_cast<ForwardDims&>(m) = ForwardDims::Of(c);
   m.window = c.sliding_window;
   // FGNET_CUDA_GRAPHS=0 launches every kernel one by one (for measuring what graphs save).
   if (const char* graphs = std::getenv("FGNET_CUDA_GRAPHS"); graphs != nullptr) {

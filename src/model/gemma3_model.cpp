@@ -98,13 +98,8 @@ Result<std::vector<float>> GemmaNormFactor(const TensorView& t, const std::strin
   return scale;
 }
 
-struct Gemma3Model::Impl {
+struct Gemma3Model::Impl : ForwardDims {
   Gemma3Config config;
-  std::size_t hidden = 0, intermediate = 0, heads = 0, kv_heads = 0, head_dim = 0;
-  std::size_t q_dim = 0, kv_dim = 0, vocab = 0;
-  float eps = 0.0f;
-  float embed_scale = 0.0f;
-  float final_softcap = 0.0f;  // 0: none
   cpu::WeightMatrix embed, lm_head;
   std::vector<float> final_norm;
   std::vector<LayerParams> layers;
@@ -193,18 +188,7 @@ Result<Gemma3Model> Gemma3Model::Create(const Gemma3Config& config, const Gemma3
   auto impl = std::make_unique<Impl>();
   Impl& m = *impl;
   m.config = c;
-  m.hidden = static_cast<std::size_t>(c.hidden_size);
-  m.intermediate = static_cast<std::size_t>(c.intermediate_size);
-  m.heads = static_cast<std::size_t>(c.num_attention_heads);
-  m.kv_heads = static_cast<std::size_t>(c.num_key_value_heads);
-  m.head_dim = static_cast<std::size_t>(c.head_dim);
-  m.q_dim = m.heads * m.head_dim;
-  m.kv_dim = m.kv_heads * m.head_dim;
-  m.vocab = static_cast<std::size_t>(c.vocab_size);
-  m.eps = static_cast<float>(c.rms_norm_eps);
-  m.embed_scale = static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)));
-  m.final_softcap =
-      c.final_logit_softcapping ? static_cast<float>(*c.final_logit_softcapping) : 0.0f;
+  static_cast<ForwardDims&>(m) = ForwardDims::Of(c);
 
   const std::int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
   const std::int64_t QD = c.q_dim(), KVD = c.kv_dim(), HD = c.head_dim;
@@ -537,9 +521,16 @@ Status Gemma3Model::HiddenStates(std::span<const std::int32_t> tokens, std::int6
 Status Gemma3Model::ForwardBatch(std::span<const SequenceStep> steps, ThreadPool& pool,
                                  ForwardScratch& scratch) const {
   FGNET_TRY(ValidateSteps(impl_->config, Device::Cpu(), steps));
+  // The callback captures one pointer, so that std::function keeps it without allocating
+  // (decoding allocates nothing).
+  struct Pass {
+    const Impl* impl;
+    ThreadPool* pool;
+    ForwardScratch* scratch;
+  } pass{impl_.get(), &pool, &scratch};
   return RunInPasses(impl_->config.vocab_size, steps, kMaxChunk, scratch, /*host_select=*/true,
-                     [&](std::span<const PassSegment> segments) {
-                       impl_->RunPass(segments, pool, scratch);
+                     [p = &pass](std::span<const PassSegment> segments) {
+                       p->impl->RunPass(segments, *p->pool, *p->scratch);
                        return Ok();
                      });
 }

@@ -63,6 +63,23 @@ Status ValidateStep(const Gemma3Config& c, Device device, const SequenceStep& st
 
 }  // namespace
 
+ForwardDims ForwardDims::Of(const Gemma3Config& c) {
+  ForwardDims d;
+  d.hidden = static_cast<std::size_t>(c.hidden_size);
+  d.intermediate = static_cast<std::size_t>(c.intermediate_size);
+  d.heads = static_cast<std::size_t>(c.num_attention_heads);
+  d.kv_heads = static_cast<std::size_t>(c.num_key_value_heads);
+  d.head_dim = static_cast<std::size_t>(c.head_dim);
+  d.q_dim = d.heads * d.head_dim;
+  d.kv_dim = d.kv_heads * d.head_dim;
+  d.vocab = static_cast<std::size_t>(c.vocab_size);
+  d.eps = static_cast<float>(c.rms_norm_eps);
+  d.embed_scale = static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)));
+  d.final_softcap =
+      c.final_logit_softcapping ? static_cast<float>(*c.final_logit_softcapping) : 0.0f;
+  return d;
+}
+
 bool TopIsComplete(std::span<const TopLogit> top, std::int32_t k, float temperature) {
   const auto alive = [](float v) { return v > -std::numeric_limits<float>::infinity(); };
   std::size_t n_alive = 0;

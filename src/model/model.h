@@ -78,6 +78,17 @@ struct SequenceStep {
   float top_temperature = 1.0f;          // kTop: the sampler's temperature (> 0)
 };
 
+// The sizes and constants of the forward pass a config implies, as every backend uses them.
+struct ForwardDims {
+  std::size_t hidden = 0, intermediate = 0, heads = 0, kv_heads = 0, head_dim = 0;
+  std::size_t q_dim = 0, kv_dim = 0, vocab = 0;
+  float eps = 0.0f;
+  float embed_scale = 0.0f;    // the f32 sqrt(hidden_size)
+  float final_softcap = 0.0f;  // 0: none
+
+  static ForwardDims Of(const Gemma3Config& config);
+};
+
 class Model {
  public:
   virtual ~Model() = default;

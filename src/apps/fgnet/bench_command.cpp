@@ -28,12 +28,7 @@ Status RunDeviceBenchCommand(const ParsedArgs& args, CommandIo& io, BenchReport&
     baseline.emplace(std::move(json));
   }
   SynthesizedModel synthesized;
-  std::string dir;
-  if (auto model = args.OptString("model")) {
-    dir = *model;
-  } else {
-    FGNET_ASSIGN_OR_RETURN(dir, synthesized.Create(io.err));
-  }
+  FGNET_ASSIGN_OR_RETURN(const std::string dir, ModelDirOrSynthesized(args, synthesized, io.err));
   io.err << "loading the model onto " << device.ToString() << "\n";
   FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(dir, {.device = device}));
   DeviceBenchOptions options;
@@ -92,12 +87,7 @@ Status RunBench(const ParsedArgs& args, CommandIo& io) {
 
   if (!args.Switch("skip-model")) {
     SynthesizedModel synthesized;
-    std::string dir;
-    if (auto model = args.OptString("model")) {
-      dir = *model;
-    } else {
-      FGNET_ASSIGN_OR_RETURN(dir, synthesized.Create(io.err));
-    }
+    FGNET_ASSIGN_OR_RETURN(const std::string dir, ModelDirOrSynthesized(args, synthesized, io.err));
     FGNET_ASSIGN_OR_RETURN(const std::vector<AdapterArg> adapters, AdapterArgs(args));
     FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(dir, {.adapters = adapters}));
     const Checkpoint* checkpoint = loaded->checkpoint.get();

@@ -31,12 +31,7 @@ Status RunBenchServe(const ParsedArgs& args, CommandIo& io) {
   o.repeat = static_cast<int>(args.Int("repeat"));
 
   SynthesizedModel synthesized;
-  std::string dir;
-  if (auto model = args.OptString("model")) {
-    dir = *model;
-  } else {
-    FGNET_ASSIGN_OR_RETURN(dir, synthesized.Create(io.err));
-  }
+  FGNET_ASSIGN_OR_RETURN(const std::string dir, ModelDirOrSynthesized(args, synthesized, io.err));
   FGNET_ASSIGN_OR_RETURN(const Device device, DeviceOption(args));
   FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(dir, {.device = device}));
   const Gemma3Config& config = loaded->checkpoint->config();

@@ -17,22 +17,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr double kMiB = 1024.0 * 1024.0;
 
-std::string AdapterName(std::int64_t i) { return "serve-bench-" + std::to_string(i); }
-
-Request Greedy(std::vector<std::int32_t> prompt, std::int64_t max_tokens) {
-  Request r;
-  r.prompt_ids = std::move(prompt);
-  r.sampling = SamplingParams{.do_sample = false};
-  r.max_tokens = max_tokens;
-  return r;
-}
-
-Status Check(const Completion& c, std::string_view what) {
-  if (!c.status.ok()) return c.status.error().WithContext(what);
-  if (c.finish_reason == "error") return MakeError(what, ": failed");
-  return Ok();
-}
-
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -54,12 +38,12 @@ Status MeasureSingleDecode(Engine& engine, const Gemma3Config& config, const Dev
   std::vector<double> rates, p50s, p99s;
   for (int r = 0; r <= o.repeat; ++r) {  // run 0 warms up
     RequestHandle h = engine.Submit(
-        Greedy(BenchPromptIds(o.decode_prompt, config.vocab_size, o.seed + 10 + r, 0xdec0),
-               o.decode_tokens));
+        GreedyRequest(BenchPromptIds(o.decode_prompt, config.vocab_size, o.seed + 10 + r, 0xdec0),
+                      o.decode_tokens));
     std::vector<Clock::time_point> at;
     StreamEvent event;
     while (h.Next(&event)) at.push_back(Clock::now());
-    FGNET_TRY(Check(h.Wait(), "the batch-1 decode request"));
+    FGNET_TRY(CompletionStatus(h.Wait(), "the batch-1 decode request"));
     if (static_cast<std::int64_t>(at.size()) != o.decode_tokens || at.size() < 2)
       return MakeError("the batch-1 decode request streamed ", at.size(), " tokens");
     if (r == 0) continue;
@@ -84,10 +68,10 @@ Status MeasurePrefill(Engine& engine, const Gemma3Config& config, const DeviceBe
   double best = 0;
   for (int r = 0; r <= o.repeat; ++r) {
     engine.FlushPrefixCache();
-    RequestHandle h = engine.Submit(
-        Greedy(BenchPromptIds(o.prefill_tokens, config.vocab_size, o.seed + 20 + r, 0xf111), 1));
+    RequestHandle h = engine.Submit(GreedyRequest(
+        BenchPromptIds(o.prefill_tokens, config.vocab_size, o.seed + 20 + r, 0xf111), 1));
     const Completion& c = h.Wait();
-    FGNET_TRY(Check(c, "the prefill request"));
+    FGNET_TRY(CompletionStatus(c, "the prefill request"));
     if (r == 0 || c.timings.time_to_first_token_ms <= 0) continue;
     best = std::max(
         best, static_cast<double>(o.prefill_tokens) / (c.timings.time_to_first_token_ms / 1000.0));
@@ -125,12 +109,13 @@ Status MeasureNetworkMemory(const Model& model, AdapterRegistry& registry,
   FGNET_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, NewEngine(model, registry, e));
   std::vector<RequestHandle> handles;
   for (std::int64_t i = 0; i < o.experts; ++i) {
-    Request r =
-        Greedy(BenchPromptIds(o.expert_context - 1, config.vocab_size, o.seed + 30 + i, 0x8e7), 1);
-    r.adapters = {{AdapterName(i), 1.0f}};
+    Request r = GreedyRequest(
+        BenchPromptIds(o.expert_context - 1, config.vocab_size, o.seed + 30 + i, 0x8e7), 1);
+    r.adapters = {{BenchAdapterName(i), 1.0f}};
     handles.push_back(engine->Submit(std::move(r)));
   }
-  for (RequestHandle& h : handles) FGNET_TRY(Check(h.Wait(), "a network memory request"));
+  for (RequestHandle& h : handles)
+    FGNET_TRY(CompletionStatus(h.Wait(), "a network memory request"));
   const EngineMetrics m = engine->Metrics();
   result->network_weights_mib = static_cast<double>(before) / kMiB;
   result->network_adapters_mib = static_cast<double>(model.device_bytes() - before) / kMiB;
@@ -152,10 +137,10 @@ Result<DeviceBenchResult> RunDeviceBench(const Model& model, AdapterRegistry& re
   if (o.lora_rank > 0) {
     log << "making " << most << " random rank-" << o.lora_rank << " adapters\n";
     for (std::int64_t i = 0; i < most; ++i) {
-      if (registry.Find(AdapterName(i)) != nullptr) continue;
+      if (registry.Find(BenchAdapterName(i)) != nullptr) continue;
       FGNET_TRY(registry.Add(RandomLoraAdapter(config, static_cast<std::size_t>(o.lora_rank),
                                                o.seed + 100 + static_cast<std::uint64_t>(i),
-                                               AdapterName(i))));
+                                               BenchAdapterName(i))));
     }
   }
   // First, while the model holds only its weights.

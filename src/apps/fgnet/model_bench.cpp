@@ -93,6 +93,12 @@ std::uint64_t ModelWeightBytes(const Gemma3Config& config, const Gemma3Weights& 
   return bytes;
 }
 
+Result<std::string> ModelDirOrSynthesized(const ParsedArgs& args, SynthesizedModel& synthesized,
+                                          std::ostream& log) {
+  if (auto model = args.OptString("model")) return *model;
+  return synthesized.Create(log);
+}
+
 Result<ModelBenchResult> BenchModel(const Gemma3Model& model, const Gemma3Weights& weights,
                                     ThreadPool& pool, const ModelBenchOptions& options) {
   const Gemma3Config& config = model.config();

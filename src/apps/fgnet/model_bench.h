@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "apps/fgnet/bench_report.h"
+#include "apps/fgnet/cli_args.h"
 #include "model/gemma3_model.h"
 #include "model/weights.h"
 #include "util/status.h"
@@ -62,6 +63,10 @@ class SynthesizedModel {
  private:
   std::string dir_;
 };
+
+// --model's directory, or a SynthesizedModel made in `synthesized` when it is not given.
+Result<std::string> ModelDirOrSynthesized(const ParsedArgs& args, SynthesizedModel& synthesized,
+                                          std::ostream& log);
 
 Result<ModelBenchResult> BenchModel(const Gemma3Model& model, const Gemma3Weights& weights,
                                     ThreadPool& pool, const ModelBenchOptions& options);

@@ -23,22 +23,6 @@ std::vector<std::int32_t> RandomIds(std::int64_t n, std::int64_t vocab, std::uin
   return BenchPromptIds(n, vocab, seed, /*stream=*/0x5e7e);
 }
 
-std::string AdapterName(std::int64_t i) { return "serve-bench-" + std::to_string(i); }
-
-Request GreedyRequest(std::vector<std::int32_t> prompt, std::int64_t max_tokens) {
-  Request r;
-  r.prompt_ids = std::move(prompt);
-  r.sampling = SamplingParams{.do_sample = false};
-  r.max_tokens = max_tokens;
-  return r;
-}
-
-Status CompletionStatus(const Completion& c, std::string_view what) {
-  if (!c.status.ok()) return c.status.error().WithContext(what);
-  if (c.finish_reason == "error") return MakeError(what, ": failed");
-  return Ok();
-}
-
 // Decode tokens/s of `n` concurrent greedy sequences (with adapters 0..n-1 when `adapters`).
 Result<double> DecodeRun(Engine& engine, const Gemma3Config& config, std::int64_t n, bool adapters,
                          const ServeBenchOptions& o, std::uint64_t seed,
@@ -49,7 +33,7 @@ Result<double> DecodeRun(Engine& engine, const Gemma3Config& config, std::int64_
     Request r = GreedyRequest(RandomIds(o.prompt_tokens, config.vocab_size,
                                         seed * 1000003 + static_cast<std::uint64_t>(i)),
                               decode_tokens);
-    if (adapters) r.adapters = {{AdapterName(i), 1.0f}};
+    if (adapters) r.adapters = {{BenchAdapterName(i), 1.0f}};
     handles.push_back(engine.Submit(std::move(r)));
   }
   // Once every sequence has its first token, only decode steps are left.
@@ -86,10 +70,10 @@ Status MeasureDecode(Engine& engine, const Gemma3Config& config, AdapterRegistry
     if (registry == nullptr) return Error("adapter runs need the engine's adapter registry");
     log << "making " << most << " random rank-" << o.lora_rank << " adapters\n";
     for (std::int64_t i = 0; i < most; ++i) {
-      if (registry->Find(AdapterName(i)) != nullptr) continue;
+      if (registry->Find(BenchAdapterName(i)) != nullptr) continue;
       FGNET_TRY(registry->Add(RandomLoraAdapter(config, static_cast<std::size_t>(o.lora_rank),
                                                 o.seed + 100 + static_cast<std::uint64_t>(i),
-                                                AdapterName(i))));
+                                                BenchAdapterName(i))));
     }
   }
   // Warm-up: pages in the weights and the KV pool.
@@ -273,6 +257,22 @@ std::string Fmt(const char* format, double v) {
 }
 
 }  // namespace
+
+std::string BenchAdapterName(std::int64_t i) { return "serve-bench-" + std::to_string(i); }
+
+Request GreedyRequest(std::vector<std::int32_t> prompt, std::int64_t max_tokens) {
+  Request r;
+  r.prompt_ids = std::move(prompt);
+  r.sampling = SamplingParams{.do_sample = false};
+  r.max_tokens = max_tokens;
+  return r;
+}
+
+Status CompletionStatus(const Completion& c, std::string_view what) {
+  if (!c.status.ok()) return c.status.error().WithContext(what);
+  if (c.finish_reason == "error") return MakeError(what, ": failed");
+  return Ok();
+}
 
 Result<ServeBenchResult> RunServeBench(Engine& engine, const Gemma3Config& config,
                                        AdapterRegistry* registry, const ServeBenchOptions& o,

@@ -71,6 +71,12 @@ struct ServeBenchResult {
   std::uint64_t grammar_masks = 0;   // masks of the first run
 };
 
+// The name of random benchmark adapter i ("serve-bench-<i>"), a greedy request without stop ids
+// of its own, and a completion's failure as an error naming `what`.
+std::string BenchAdapterName(std::int64_t i);
+Request GreedyRequest(std::vector<std::int32_t> prompt, std::int64_t max_tokens);
+Status CompletionStatus(const Completion& c, std::string_view what);
+
 // Runs every measurement on `engine`, whose stop ids must be empty. `registry` is the engine's
 // (random adapters "serve-bench-<i>" are added to it when lora_rank > 0); `log` gets progress.
 Result<ServeBenchResult> RunServeBench(Engine& engine, const Gemma3Config& config,
