@@ -1,7 +1,8 @@
 // The CUDA matrix products (GEMV and cuBLAS paths) and the grouped LoRA kernels against scalar
 // double-accumulation references, with outputs poisoned with NaN (or filled with random values
 // where the kernels accumulate). Skipped where no CUDA device is present (CI); run on a GPU
-// machine. CudaMatMulTest.Perf prints timings of the 270M model's shapes when FGNET_CUDA_PERF=1.
+// machine. CudaMatMulTest.Perf prints timings of the 270M model's shapes, and PerfFusedDecode the
+// per-layer decode time of the fused products against separate calls, when FGNET_CUDA_PERF=1.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
