@@ -1,20 +1,24 @@
 // The CUDA matrix products (GEMV and cuBLAS paths) and the grouped LoRA kernels against scalar
 // double-accumulation references, with outputs poisoned with NaN (or filled with random values
 // where the kernels accumulate). Skipped where no CUDA device is present (CI); run on a GPU
-// machine. CudaMatMulTest.Perf prints timings of the 270M model's shapes when FGNET_CUDA_PERF=1.
+// machine. CudaMatMulTest.Perf prints timings of the 270M model's shapes, and PerfFusedDecode the
+// per-layer decode time of the fused products against separate calls, when FGNET_CUDA_PERF=1.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "backend/cuda/device.h"
 #include "backend/cuda/matmul.h"
+#include "backend/cuda/ops.h"
 #include "tensor/dtype.h"
 
 namespace fgnet::cuda {
@@ -248,6 +252,240 @@ TEST_F(CudaMatMulTest, RejectsAnInputSizeThatIsNotAMultipleOf8) {
   }
 }
 
+// ---- Fused products: MatMulMany, MatMulGeGLU ----
+
+// Bit-for-bit equality of two device results.
+void ExpectSameBits(const std::vector<float>& got, const std::vector<float>& want,
+                    const char* what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    ASSERT_EQ(std::bit_cast<std::uint32_t>(got[i]), std::bit_cast<std::uint32_t>(want[i]))
+        << what << " element " << i << ": " << got[i] << " vs " << want[i];
+  }
+}
+
+double GeluTanh(double g) {
+  return 0.5 * g * (1.0 + std::tanh(0.7978845608028654 * (g + 0.044715 * g * g * g)));
+}
+
+// Checks out [rows, n] against the double reference gelu_tanh(x W_gate^T) * (x W_up^T), the error
+// bound propagated from the products' bound rel * sum |x_k w_k| (|gelu_tanh'| < 1.2) plus the f32
+// evaluation of gelu_tanh.
+void ExpectGeGLUNear(const std::vector<float>& got, const std::vector<float>& x, std::size_t rows,
+                     std::size_t in, const std::vector<std::uint16_t>& wg,
+                     const std::vector<std::uint16_t>& wu, std::size_t n, double rel) {
+  ASSERT_EQ(got.size(), rows * n);
+  std::vector<float> gf(in), uf(in);
+  for (std::size_t o = 0; o < n; ++o) {
+    for (std::size_t k = 0; k < in; ++k) {
+      gf[k] = BF16ToF32(wg[o * in + k]);
+      uf[k] = BF16ToF32(wu[o * in + k]);
+    }
+    for (std::size_t r = 0; r < rows; ++r) {
+      double g = 0, gm = 0, u = 0, um = 0;
+      for (std::size_t k = 0; k < in; ++k) {
+        const double xk = x[r * in + k];
+        g += xk * gf[k];
+        gm += std::fabs(xk * gf[k]);
+        u += xk * uf[k];
+        um += std::fabs(xk * uf[k]);
+      }
+      const double want = GeluTanh(g) * u;
+      const double bound = rel * (1.2 * gm * std::fabs(u) + std::fabs(GeluTanh(g)) * um) +
+                           1e-6 * std::fabs(g * u) + 1e-30;
+      ASSERT_NEAR(got[r * n + o], want, bound) << "row " << r << " output " << o << " (rows "
+                                               << rows << ", in " << in << ", n " << n << ")";
+    }
+  }
+}
+
+std::vector<float> Download(const DeviceBuffer<float>& d) {
+  auto h = d.ToHost();
+  EXPECT_TRUE(h.ok()) << h.error().message();
+  return h.ok() ? std::move(*h) : std::vector<float>();
+}
+
+const std::size_t kFusedRows[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 64};
+
+TEST_F(CudaMatMulTest, MatMulManyMatchesTheReferenceAndSeparateProducts) {
+  struct Case {
+    std::size_t in;
+    std::vector<std::size_t> outs;
+  };
+  // q/k/v of the 270M model; odd sizes with an empty output; enough rows for the four-rows-per-warp
+  // kernel, with partial last tiles in both outputs; rows that do not fit in shared memory
+  // together.
+  const Case cases[] = {{640, {1024, 256, 256}},
+                        {1032, {257, 5, 0, 1}},
+                        {24, {3, 7}},
+                        {640, {16901, 643}},
+                        {16384, {45, 13}}};
+  for (const Case& c : cases) {
+    std::vector<std::vector<std::uint16_t>> w;
+    std::vector<DeviceBuffer<std::uint16_t>> d_w;
+    for (std::size_t out : c.outs) {
+      w.push_back(rng_.BF16(out * c.in));
+      d_w.push_back(Upload(w.back()));
+    }
+    for (std::size_t rows : kFusedRows) {
+      if (c.in == 16384 && rows != 8 && rows != 16) continue;
+      SCOPED_TRACE(testing::Message()
+                   << "in " << c.in << " outputs " << c.outs.size() << " rows " << rows);
+      const std::vector<float> x = rng_.Floats(rows * c.in);
+      DeviceBuffer<float> d_x = Upload(x);
+      std::vector<DeviceBuffer<float>> d_y;
+      std::vector<MatMulContext::MatMulOutput> outputs;
+      for (std::size_t i = 0; i < c.outs.size(); ++i) {
+        d_y.push_back(Upload(std::vector<float>(rows * c.outs[i], std::nanf(""))));
+        outputs.push_back({d_w[i].data(), c.outs[i], d_y.back().data()});
+      }
+      const Status s = ctx_->MatMulMany(d_x.data(), rows, c.in, outputs);
+      ASSERT_TRUE(s.ok()) << s.error().message();
+      for (std::size_t i = 0; i < c.outs.size(); ++i) {
+        SCOPED_TRACE(testing::Message() << "output " << i);
+        const std::vector<float> got = Download(d_y[i]);
+        ExpectMatMulNear(got, RoundedToBF16(x), rows, c.in, w[i], c.outs[i], nullptr, 1e-5,
+                         c.outs[i] > 4096 ? 7 : 1);
+        ExpectSameBits(got, RunMatMul(x, rows, c.in, d_w[i], c.outs[i], nullptr),
+                       "MatMulMany vs MatMul");
+      }
+    }
+  }
+}
+
+TEST_F(CudaMatMulTest, MatMulGeGLUMatchesTheReferenceAndSeparateOps) {
+  // gate/up of the 270M model; odd sizes; enough outputs for two rows of each matrix per warp,
+  // with a partial last tile; rows that do not fit in shared memory together.
+  const Shape shapes[] = {{640, 2048}, {1032, 257}, {24, 5}, {640, 4225}, {16384, 45}};
+  for (const Shape& s : shapes) {
+    const std::vector<std::uint16_t> wg = rng_.BF16(s.out * s.in);
+    const std::vector<std::uint16_t> wu = rng_.BF16(s.out * s.in);
+    DeviceBuffer<std::uint16_t> d_wg = Upload(wg), d_wu = Upload(wu);
+    for (std::size_t rows : kFusedRows) {
+      if (s.in == 16384 && rows != 8 && rows != 16) continue;
+      SCOPED_TRACE(testing::Message() << "in " << s.in << " n " << s.out << " rows " << rows);
+      const std::vector<float> x = rng_.Floats(rows * s.in);
+      DeviceBuffer<float> d_x = Upload(x);
+      DeviceBuffer<float> d_out = Upload(std::vector<float>(rows * s.out, std::nanf("")));
+      const Status st =
+          ctx_->MatMulGeGLU(d_x.data(), rows, s.in, d_wg.data(), d_wu.data(), s.out, d_out.data());
+      ASSERT_TRUE(st.ok()) << st.error().message();
+      const std::vector<float> got = Download(d_out);
+      ExpectGeGLUNear(got, RoundedToBF16(x), rows, s.in, wg, wu, s.out, 1e-5);
+
+      // Two MatMul calls and GeluTanhMul.
+      DeviceBuffer<float> d_g = Upload(std::vector<float>(rows * s.out, std::nanf("")));
+      DeviceBuffer<float> d_u = Upload(std::vector<float>(rows * s.out, std::nanf("")));
+      DeviceBuffer<float> d_ref = Upload(std::vector<float>(rows * s.out, std::nanf("")));
+      ASSERT_TRUE(ctx_->MatMul(d_x.data(), rows, s.in, d_wg.data(), s.out, d_g.data()).ok());
+      ASSERT_TRUE(ctx_->MatMul(d_x.data(), rows, s.in, d_wu.data(), s.out, d_u.data()).ok());
+      ASSERT_TRUE(GeluTanhMul(d_g.data(), d_u.data(), rows * s.out, d_ref.data()).ok());
+      const std::vector<float> ref = Download(d_ref);
+      for (std::size_t i = 0; i < ref.size(); ++i) {
+        ASSERT_NEAR(got[i], ref[i], 1e-6 * std::fabs(ref[i]) + 1e-30) << "element " << i;
+      }
+    }
+  }
+}
+
+TEST_F(CudaMatMulTest, FusedProductsReadActivationsThatAreNotVectorAligned) {
+  const std::size_t in = 640, n = 300;
+  const std::vector<std::uint16_t> wg = rng_.BF16(n * in), wu = rng_.BF16(n * in);
+  DeviceBuffer<std::uint16_t> d_wg = Upload(wg), d_wu = Upload(wu);
+  for (std::size_t rows : {1u, 3u, 8u}) {
+    SCOPED_TRACE(rows);
+    const std::vector<float> x = rng_.Floats(rows * in);
+    std::vector<float> shifted(rows * in + 1, std::nanf(""));
+    std::copy(x.begin(), x.end(), shifted.begin() + 1);
+    DeviceBuffer<float> d_x = Upload(shifted);
+    DeviceBuffer<float> d_g = Upload(std::vector<float>(rows * n, std::nanf("")));
+    DeviceBuffer<float> d_u = Upload(std::vector<float>(rows * n, std::nanf("")));
+    DeviceBuffer<float> d_out = Upload(std::vector<float>(rows * n, std::nanf("")));
+    const MatMulContext::MatMulOutput outputs[] = {{d_wg.data(), n, d_g.data()},
+                                                   {d_wu.data(), n, d_u.data()}};
+    ASSERT_TRUE(ctx_->MatMulMany(d_x.data() + 1, rows, in, outputs).ok());
+    ASSERT_TRUE(
+        ctx_->MatMulGeGLU(d_x.data() + 1, rows, in, d_wg.data(), d_wu.data(), n, d_out.data())
+            .ok());
+    ExpectMatMulNear(Download(d_g), RoundedToBF16(x), rows, in, wg, n, nullptr, 1e-5);
+    ExpectMatMulNear(Download(d_u), RoundedToBF16(x), rows, in, wu, n, nullptr, 1e-5);
+    ExpectGeGLUNear(Download(d_out), RoundedToBF16(x), rows, in, wg, wu, n, 1e-5);
+  }
+}
+
+TEST_F(CudaMatMulTest, FusedProductsReplayInACudaGraph) {
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  auto made = MatMulContext::Create(stream);
+  ASSERT_TRUE(made.ok()) << made.error().message();
+  MatMulContext& ctx = *made;
+  const std::size_t in = 640, q = 1024, kv = 256, n = 2048;
+  DeviceBuffer<std::uint16_t> d_wq = Upload(rng_.BF16(q * in)), d_wk = Upload(rng_.BF16(kv * in));
+  DeviceBuffer<std::uint16_t> d_wg = Upload(rng_.BF16(n * in)), d_wu = Upload(rng_.BF16(n * in));
+  for (std::size_t rows : {3u, 16u}) {
+    SCOPED_TRACE(rows);
+    DeviceBuffer<float> d_x = Upload(rng_.Floats(rows * in));
+    DeviceBuffer<float> d_q = Upload(std::vector<float>(rows * q, std::nanf("")));
+    DeviceBuffer<float> d_k = Upload(std::vector<float>(rows * kv, std::nanf("")));
+    DeviceBuffer<float> d_out = Upload(std::vector<float>(rows * n, std::nanf("")));
+    const MatMulContext::MatMulOutput outputs[] = {{d_wq.data(), q, d_q.data()},
+                                                   {d_wk.data(), kv, d_k.data()}};
+    auto issue = [&] {
+      EXPECT_TRUE(ctx.MatMulMany(d_x.data(), rows, in, outputs).ok());
+      EXPECT_TRUE(
+          ctx.MatMulGeGLU(d_x.data(), rows, in, d_wg.data(), d_wu.data(), n, d_out.data()).ok());
+    };
+    // Eagerly first (the cuBLAS path's workspace grows outside capture), then captured.
+    issue();
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    const std::vector<float> want_q = Download(d_q), want_k = Download(d_k),
+                             want_out = Download(d_out);
+    const std::uint64_t generation = ctx.generation();
+    cudaGraph_t graph = nullptr;
+    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    issue();
+    ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+    EXPECT_EQ(ctx.generation(), generation);
+    cudaGraphExec_t exec = nullptr;
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    for (DeviceBuffer<float>* b : {&d_q, &d_k, &d_out}) {
+      ASSERT_EQ(cudaMemset(b->data(), 0xff, b->size() * sizeof(float)), cudaSuccess);  // NaN
+    }
+    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    ExpectSameBits(Download(d_q), want_q, "q");
+    ExpectSameBits(Download(d_k), want_k, "k");
+    ExpectSameBits(Download(d_out), want_out, "GeGLU");
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+  }
+  made = MatMulContext::Create();  // releases the context on `stream`
+  cudaStreamDestroy(stream);
+}
+
+TEST_F(CudaMatMulTest, FusedProductsRejectBadArguments) {
+  DeviceBuffer<std::uint16_t> d_w = Upload(std::vector<std::uint16_t>(16 * 8));
+  DeviceBuffer<float> d_x = Upload(std::vector<float>(20 * 16));
+  DeviceBuffer<float> d_y = Upload(std::vector<float>(20 * 8));
+  for (std::size_t rows : {1u, 20u}) {
+    const MatMulContext::MatMulOutput one[] = {{d_w.data(), 4, d_y.data()}};
+    Status s = ctx_->MatMulMany(d_x.data(), rows, 12, one);
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().message().find("multiple of 8"), std::string::npos) << s.error().message();
+    s = ctx_->MatMulGeGLU(d_x.data(), rows, 12, d_w.data(), d_w.data(), 4, d_y.data());
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().message().find("multiple of 8"), std::string::npos) << s.error().message();
+    const MatMulContext::MatMulOutput five[] = {{d_w.data(), 1, d_y.data()},
+                                                {d_w.data(), 1, d_y.data() + 1},
+                                                {d_w.data(), 1, d_y.data() + 2},
+                                                {d_w.data(), 1, d_y.data() + 3},
+                                                {d_w.data(), 1, d_y.data() + 4}};
+    s = ctx_->MatMulMany(d_x.data(), rows, 8, five);
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().message().find("5 outputs"), std::string::npos) << s.error().message();
+  }
+}
+
 // ---- Grouped LoRA ----
 
 struct HostGroup {
@@ -390,6 +628,131 @@ TEST_F(CudaMatMulTest, LoraApplyHandlesLargeGroups) {
 }
 
 // ---- Performance (FGNET_CUDA_PERF=1) ----
+
+// Median time in microseconds of one replay of the CUDA graph that `issue` captures on `stream`
+// (after one eager run), each replay timed with CUDA events after the L2 cache was flushed.
+template <typename Issue>
+double GraphMedianMicros(Issue issue, cudaStream_t stream, DeviceBuffer<std::uint8_t>& flush,
+                         int repeats = 21) {
+  EXPECT_TRUE(issue());  // eagerly: cuBLAS workspaces grow outside capture
+  EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  EXPECT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  const bool ok = issue();
+  EXPECT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  EXPECT_TRUE(ok);
+  EXPECT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  cudaEvent_t start, stop;
+  EXPECT_EQ(cudaEventCreate(&start), cudaSuccess);
+  EXPECT_EQ(cudaEventCreate(&stop), cudaSuccess);
+  EXPECT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);  // warm-up
+  std::vector<double> times;
+  for (int i = 0; i < repeats; ++i) {
+    EXPECT_EQ(cudaMemsetAsync(flush.data(), i & 0xff, flush.size(), stream), cudaSuccess);
+    EXPECT_EQ(cudaEventRecord(start, stream), cudaSuccess);
+    EXPECT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    EXPECT_EQ(cudaEventRecord(stop, stream), cudaSuccess);
+    EXPECT_EQ(cudaEventSynchronize(stop), cudaSuccess);
+    float ms = 0;
+    EXPECT_EQ(cudaEventElapsedTime(&ms, start, stop), cudaSuccess);
+    times.push_back(ms * 1000.0);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+TEST_F(CudaMatMulTest, PerfFusedDecode) {
+  const char* env = std::getenv("FGNET_CUDA_PERF");
+  if (env == nullptr || std::string(env) != "1") GTEST_SKIP() << "set FGNET_CUDA_PERF=1";
+  // The 270M model's 18 layers, each with weights of its own (so that they come from memory).
+  constexpr std::size_t kLayers = 18, kIn = 640, kQ = 1024, kKV = 256, kFF = 2048;
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  auto made = MatMulContext::Create(stream);
+  ASSERT_TRUE(made.ok()) << made.error().message();
+  MatMulContext& ctx = *made;
+  const std::size_t qkv = (kQ + 2 * kKV) * kIn, ff = kFF * kIn;
+  DeviceBuffer<std::uint16_t> d_attn = Upload(rng_.BF16(kLayers * qkv, 0.05f));
+  DeviceBuffer<std::uint16_t> d_mlp = Upload(rng_.BF16(kLayers * 2 * ff, 0.05f));
+  const std::size_t max_rows = 16;
+  DeviceBuffer<float> d_x = Upload(rng_.Floats(max_rows * kIn));
+  auto d_q = DeviceBuffer<float>::Allocate(max_rows * kQ);
+  auto d_k = DeviceBuffer<float>::Allocate(max_rows * kKV);
+  auto d_v = DeviceBuffer<float>::Allocate(max_rows * kKV);
+  auto d_g = DeviceBuffer<float>::Allocate(max_rows * kFF);
+  auto d_u = DeviceBuffer<float>::Allocate(max_rows * kFF);
+  auto d_h = DeviceBuffer<float>::Allocate(max_rows * kFF);
+  ASSERT_TRUE(d_q.ok() && d_k.ok() && d_v.ok() && d_g.ok() && d_u.ok() && d_h.ok());
+  auto flush = DeviceBuffer<std::uint8_t>::Allocate(256u << 20);
+  ASSERT_TRUE(flush.ok());
+  auto wq = [&](std::size_t l) { return d_attn.data() + l * qkv; };
+  auto wk = [&](std::size_t l) { return wq(l) + kQ * kIn; };
+  auto wv = [&](std::size_t l) { return wk(l) + kKV * kIn; };
+  auto wg = [&](std::size_t l) { return d_mlp.data() + l * 2 * ff; };
+  auto wu = [&](std::size_t l) { return wg(l) + ff; };
+  std::printf(
+      "\ndevice: %s; %zu layers captured in a CUDA graph and replayed (L2 flushed before each "
+      "replay; median of 21), time per layer\n",
+      device_name_.c_str(), kLayers);
+  std::printf("| part | rows | separate us | fused us | speedup |\n|---|---|---|---|---|\n");
+  for (std::size_t rows : {1u, 8u, 16u}) {
+    const float* x = d_x.data();
+    const double qkv_separate = GraphMedianMicros(
+        [&] {
+          for (std::size_t l = 0; l < kLayers; ++l) {
+            if (!ctx.MatMul(x, rows, kIn, wq(l), kQ, d_q->data()).ok() ||
+                !ctx.MatMul(x, rows, kIn, wk(l), kKV, d_k->data()).ok() ||
+                !ctx.MatMul(x, rows, kIn, wv(l), kKV, d_v->data()).ok()) {
+              return false;
+            }
+          }
+          return true;
+        },
+        stream, *flush);
+    const double qkv_fused = GraphMedianMicros(
+        [&] {
+          for (std::size_t l = 0; l < kLayers; ++l) {
+            const MatMulContext::MatMulOutput outputs[] = {
+                {wq(l), kQ, d_q->data()}, {wk(l), kKV, d_k->data()}, {wv(l), kKV, d_v->data()}};
+            if (!ctx.MatMulMany(x, rows, kIn, outputs).ok()) return false;
+          }
+          return true;
+        },
+        stream, *flush);
+    const double mlp_separate = GraphMedianMicros(
+        [&] {
+          for (std::size_t l = 0; l < kLayers; ++l) {
+            if (!ctx.MatMul(x, rows, kIn, wg(l), kFF, d_g->data()).ok() ||
+                !ctx.MatMul(x, rows, kIn, wu(l), kFF, d_u->data()).ok() ||
+                !GeluTanhMul(d_g->data(), d_u->data(), rows * kFF, d_h->data(), stream).ok()) {
+              return false;
+            }
+          }
+          return true;
+        },
+        stream, *flush);
+    const double mlp_fused = GraphMedianMicros(
+        [&] {
+          for (std::size_t l = 0; l < kLayers; ++l) {
+            if (!ctx.MatMulGeGLU(x, rows, kIn, wg(l), wu(l), kFF, d_h->data()).ok()) return false;
+          }
+          return true;
+        },
+        stream, *flush);
+    const double n = static_cast<double>(kLayers);
+    std::printf("| q/k/v: 3 MatMul vs MatMulMany | %zu | %.2f | %.2f | %.2fx |\n", rows,
+                qkv_separate / n, qkv_fused / n, qkv_separate / qkv_fused);
+    std::printf("| gate/up: 2 MatMul + GeluTanhMul vs MatMulGeGLU | %zu | %.2f | %.2f | %.2fx |\n",
+                rows, mlp_separate / n, mlp_fused / n, mlp_separate / mlp_fused);
+  }
+  made = MatMulContext::Create();  // releases the context on `stream`
+  cudaStreamDestroy(stream);
+}
 
 // Median time in microseconds of `op` over `repeats` runs, each timed with CUDA events after the
 // L2 cache was flushed by writing `flush` (so weights come from memory, as in a forward pass).

@@ -13,6 +13,7 @@ namespace fgnet::cuda {
 namespace {
 
 static_assert(MatMulContext::kMaxGemvRows == internal::kGemvMaxRows);
+static_assert(MatMulContext::kMaxOutputs == internal::kGemvMaxOutputs);
 
 constexpr std::size_t kCublasWorkspaceBytes = std::size_t{32} << 20;
 
@@ -30,12 +31,59 @@ struct MatMulContext::Impl {
   int multiprocessors = 1;
   DeviceMemory x_bf16;  // the BF16 activations of the cuBLAS path
   DeviceMemory cublas_workspace;
+  DeviceMemory up;  // the up products of MatMulGeGLU's cuBLAS path
   std::uint64_t generation = 0;
 
   ~Impl() {
     if (handle != nullptr) cublasDestroy(handle);
   }
+
+  // Grows `memory` to at least `bytes`; the old memory may still be read by queued work, so the
+  // stream is drained before it is freed.
+  Status Reserve(DeviceMemory& memory, std::size_t bytes) {
+    if (memory.bytes() >= bytes) return Ok();
+    FGNET_TRY(CudaCheck(cudaStreamSynchronize(stream), "cudaStreamSynchronize"));
+    memory = DeviceMemory();
+    FGNET_ASSIGN_OR_RETURN(memory, DeviceMemory::Allocate(bytes));
+    ++generation;
+    return Ok();
+  }
+
+  // x [rows, in] rounded to BF16 in x_bf16.
+  Result<const std::uint16_t*> ToBF16(const float* x, std::size_t rows, std::size_t in) {
+    FGNET_TRY(Reserve(x_bf16, rows * in * sizeof(std::uint16_t)));
+    auto* xb = static_cast<std::uint16_t*>(x_bf16.data());
+    FGNET_TRY(internal::LaunchToBF16(x, rows * in, xb, stream));
+    return static_cast<const std::uint16_t*>(xb);
+  }
+
+  // y [rows, out] = xb [rows, in] W^T (+ y if accumulating); sizes checked by the caller.
+  Status Gemm(const std::uint16_t* xb, std::size_t rows, std::size_t in, const std::uint16_t* w,
+              std::size_t out, float* y, bool accumulate) {
+    // Column-major view: y^T [out, rows] = W [in, out]^T x^T [in, rows].
+    const float alpha = 1.0f;
+    const float beta = accumulate ? 1.0f : 0.0f;
+    return CublasCheck(
+        cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out),
+                     static_cast<int>(rows), static_cast<int>(in), &alpha, w, CUDA_R_16BF,
+                     static_cast<int>(in), xb, CUDA_R_16BF, static_cast<int>(in), &beta, y,
+                     CUDA_R_32F, static_cast<int>(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        "cublasGemmEx");
+  }
 };
+
+namespace {
+
+Status CheckGemmSizes(const char* what, std::size_t rows, std::size_t in, std::size_t out) {
+  constexpr auto kIntMax = static_cast<std::size_t>(std::numeric_limits<int>::max());
+  if (rows > kIntMax || in > kIntMax || out > kIntMax) {
+    return MakeError(what, ": sizes rows ", rows, ", in ", in, ", out ", out,
+                     " exceed cuBLAS's int dimensions");
+  }
+  return Ok();
+}
+
+}  // namespace
 
 MatMulContext::MatMulContext(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 MatMulContext::MatMulContext(MatMulContext&&) noexcept = default;
@@ -81,30 +129,71 @@ Status MatMulContext::MatMul(const float* x, std::size_t rows, std::size_t in,
     return internal::LaunchGemv(x, rows, in, w_bf16, out, y, accumulate, impl_->multiprocessors,
                                 impl_->stream);
   }
-  constexpr auto kIntMax = static_cast<std::size_t>(std::numeric_limits<int>::max());
-  if (rows > kIntMax || in > kIntMax || out > kIntMax) {
-    return MakeError("cuda::MatMul: sizes rows ", rows, ", in ", in, ", out ", out,
-                     " exceed cuBLAS's int dimensions");
+  FGNET_TRY(CheckGemmSizes("cuda::MatMul", rows, in, out));
+  FGNET_ASSIGN_OR_RETURN(const std::uint16_t* xb, impl_->ToBF16(x, rows, in));
+  return impl_->Gemm(xb, rows, in, w_bf16, out, y, accumulate);
+}
+
+Status MatMulContext::MatMulMany(const float* x, std::size_t rows, std::size_t in,
+                                 std::span<const MatMulOutput> outputs) {
+  if (outputs.size() > kMaxOutputs) {
+    return MakeError("cuda::MatMulMany: ", outputs.size(), " outputs exceed ", kMaxOutputs);
   }
-  const std::size_t bytes = rows * in * sizeof(std::uint16_t);
-  if (impl_->x_bf16.bytes() < bytes) {
-    // The old workspace may still be read by queued work: let it finish before freeing it.
-    FGNET_TRY(CudaCheck(cudaStreamSynchronize(impl_->stream), "cudaStreamSynchronize"));
-    impl_->x_bf16 = DeviceMemory();
-    FGNET_ASSIGN_OR_RETURN(impl_->x_bf16, DeviceMemory::Allocate(bytes));
-    ++impl_->generation;
+  if (in % 8 != 0) {
+    return MakeError("cuda::MatMulMany: the input size ", in, " is not a multiple of 8");
   }
-  auto* xb = static_cast<std::uint16_t*>(impl_->x_bf16.data());
-  FGNET_TRY(internal::LaunchToBF16(x, rows * in, xb, impl_->stream));
-  // Column-major view: y^T [out, rows] = W [in, out]^T x^T [in, rows].
-  const float alpha = 1.0f;
-  const float beta = accumulate ? 1.0f : 0.0f;
-  return CublasCheck(
-      cublasGemmEx(impl_->handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out),
-                   static_cast<int>(rows), static_cast<int>(in), &alpha, w_bf16, CUDA_R_16BF,
-                   static_cast<int>(in), xb, CUDA_R_16BF, static_cast<int>(in), &beta, y,
-                   CUDA_R_32F, static_cast<int>(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-      "cublasGemmEx");
+  if (rows == 0) return Ok();
+  if (in == 0) {
+    for (const MatMulOutput& o : outputs) {
+      if (o.out == 0) continue;
+      FGNET_TRY(CudaCheck(cudaMemsetAsync(o.y, 0, rows * o.out * sizeof(float), impl_->stream),
+                          "cudaMemsetAsync"));
+    }
+    return Ok();
+  }
+  if (rows <= kMaxGemvRows) {
+    return internal::LaunchGemvMany(x, rows, in, outputs, /*accumulate=*/false,
+                                    impl_->multiprocessors, impl_->stream);
+  }
+  bool any = false;
+  for (const MatMulOutput& o : outputs) {
+    if (o.out == 0) continue;
+    FGNET_TRY(CheckGemmSizes("cuda::MatMulMany", rows, in, o.out));
+    any = true;
+  }
+  if (!any) return Ok();
+  FGNET_ASSIGN_OR_RETURN(const std::uint16_t* xb, impl_->ToBF16(x, rows, in));
+  for (const MatMulOutput& o : outputs) {
+    if (o.out == 0) continue;
+    FGNET_TRY(impl_->Gemm(xb, rows, in, o.w, o.out, o.y, /*accumulate=*/false));
+  }
+  return Ok();
+}
+
+Status MatMulContext::MatMulGeGLU(const float* x, std::size_t rows, std::size_t in,
+                                  const std::uint16_t* w_gate, const std::uint16_t* w_up,
+                                  std::size_t n, float* out) {
+  if (in % 8 != 0) {
+    return MakeError("cuda::MatMulGeGLU: the input size ", in, " is not a multiple of 8");
+  }
+  if (rows == 0 || n == 0) return Ok();
+  if (in == 0) {
+    // gelu_tanh(0) * 0 = 0.
+    return CudaCheck(cudaMemsetAsync(out, 0, rows * n * sizeof(float), impl_->stream),
+                     "cudaMemsetAsync");
+  }
+  if (rows <= kMaxGemvRows) {
+    return internal::LaunchGemvGeGLU(x, rows, in, w_gate, w_up, n, out, impl_->multiprocessors,
+                                     impl_->stream);
+  }
+  FGNET_TRY(CheckGemmSizes("cuda::MatMulGeGLU", rows, in, n));
+  FGNET_TRY(impl_->Reserve(impl_->up, rows * n * sizeof(float)));
+  FGNET_ASSIGN_OR_RETURN(const std::uint16_t* xb, impl_->ToBF16(x, rows, in));
+  auto* up = static_cast<float*>(impl_->up.data());
+  FGNET_TRY(impl_->Gemm(xb, rows, in, w_gate, n, out, /*accumulate=*/false));
+  FGNET_TRY(impl_->Gemm(xb, rows, in, w_up, n, up, /*accumulate=*/false));
+  // In place: each element's gate is read before its result is written.
+  return GeluTanhMul(out, up, rows * n, out, impl_->stream);
 }
 
 }  // namespace fgnet::cuda

@@ -75,18 +75,20 @@ __device__ __forceinline__ void WidenBF16x8(const uint4& w, float (&f)[8]) {
 constexpr int kGemvThreads = 256;
 constexpr int kGemvWarps = kGemvThreads / 32;
 
-// Lane `lane`'s chunks c0 + 32 u + lane of W rows o0 .. o0 + NW - 1 (rows past `out` read the last
-// row; chunks past the row read as zero), streamed past the caches.
-template <int U, int NW>
+// Lane `lane`'s chunks c0 + 32 u + lane of W rows o0 .. o0 + N - 1 into wv[u][J0 ..
+// J0 + N - 1] (rows past `out` read the last row; chunks past the row read as zero), streamed past
+// the caches.
+template <int U, int NW, int J0, int N>
 __device__ __forceinline__ void LoadWBatch(uint4 (&wv)[U][NW], const uint4* __restrict__ w, int o0,
                                            int out, int chunks, int c0, int lane) {
+  static_assert(J0 + N <= NW);
 #pragma unroll
-  for (int j = 0; j < NW; ++j) {
+  for (int j = 0; j < N; ++j) {
     const uint4* row = w + static_cast<std::size_t>(min(o0 + j, out - 1)) * chunks;
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int c = c0 + u * 32 + lane;
-      wv[u][j] = c < chunks ? __ldcs(row + c) : make_uint4(0, 0, 0, 0);
+      wv[u][J0 + j] = c < chunks ? __ldcs(row + c) : make_uint4(0, 0, 0, 0);
     }
   }
 }
@@ -98,33 +100,13 @@ __device__ __forceinline__ float RoundToBF16(float x) {
   return __bfloat162float(__float2bfloat16_rn(x));
 }
 
-// y [R, out] = x [R, in] W^T (or +=), W [out, in] BF16 as 16-byte chunks of 8 values.
-//
-// The block stages x in shared memory as f32, permuted so that a warp's loads of lane-consecutive
-// chunks are free of bank conflicts: float4 slot (r * 2 + h) * chunks + c holds
-// x[r, 8c + 4h .. 8c + 4h + 3]. Each warp owns tiles of NW consecutive W rows (grid-stride over
-// the tiles, so that x is staged once per block whatever `out`); lane l reads chunks l, l + 32, ...
-// of each row, U steps of 32 chunks per batch of loads in flight (8 chunks, 128 bytes, per lane),
-// and accumulates the R x NW dot products in f32; one butterfly reduction per tile.
-template <int R, int NW>
-__global__ void __launch_bounds__(kGemvThreads, 2)
-    GemvKernel(const float* __restrict__ x, int in, const uint4* __restrict__ w, int out,
-               float* __restrict__ y, bool accumulate, bool x_aligned) {
-  constexpr int U = 8 / NW;
-  constexpr int M = Pow2Ceil(R * NW);
-  constexpr int kShift = 5 - Log2(M);
-  extern __shared__ float4 xs[];
+// Stages x [R, in] in shared memory as f32 rounded to BF16, permuted so that a warp's loads of
+// lane-consecutive chunks are free of bank conflicts: float4 slot (r * 2 + h) * chunks + c holds
+// x[r, 8c + 4h .. 8c + 4h + 3]. The caller synchronises the block afterwards.
+template <int R>
+__device__ __forceinline__ void StageX(const float* __restrict__ x, int in, float4* xs,
+                                       bool x_aligned) {
   const int chunks = in / 8;
-  const int lane = static_cast<int>(threadIdx.x) & 31;
-  const int warp = static_cast<int>(threadIdx.x) >> 5;
-  const int tiles = (out + NW - 1) / NW;
-  const int first = static_cast<int>(blockIdx.x) * kGemvWarps + warp;
-  const int stride = static_cast<int>(gridDim.x) * kGemvWarps;
-
-  // The first batch of W is requested before x is staged, so that the two latencies overlap.
-  uint4 wv[U][NW];
-  if (first < tiles) LoadWBatch(wv, w, first * NW, out, chunks, 0, lane);
-
   if (x_aligned) {
     // Four 16-byte loads in flight per thread.
     const int in4 = in / 4;
@@ -156,43 +138,116 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
       xsf[((r * 2 + ((k >> 2) & 1)) * chunks + (k >> 3)) * 4 + (k & 3)] = RoundToBF16(x[e]);
     }
   }
+}
+
+// acc[j * R + r] += the dot products of the batch's chunks of W row j (wv[.][j]) and x row r, in
+// chunk order, the 8 values of a chunk in order. A lane's chunks, and so the order of every sum,
+// do not depend on NW: a W row gives the same f32 result whatever the tile it is computed in.
+template <int R, int NW, int U, int M>
+__device__ __forceinline__ void AccumulateBatch(const uint4 (&wv)[U][NW], const float4* xs,
+                                                int chunks, int c0, int lane, float (&acc)[M]) {
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int c = c0 + u * 32 + lane;
+    if (c < chunks) {
+      float wf[NW][8];
+#pragma unroll
+      for (int j = 0; j < NW; ++j) WidenBF16x8(wv[u][j], wf[j]);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float4 lo = xs[(r * 2) * chunks + c];
+        const float4 hi = xs[(r * 2 + 1) * chunks + c];
+#pragma unroll
+        for (int j = 0; j < NW; ++j) {
+          float a = acc[j * R + r];
+          a = fmaf(wf[j][0], lo.x, a);
+          a = fmaf(wf[j][1], lo.y, a);
+          a = fmaf(wf[j][2], lo.z, a);
+          a = fmaf(wf[j][3], lo.w, a);
+          a = fmaf(wf[j][4], hi.x, a);
+          a = fmaf(wf[j][5], hi.y, a);
+          a = fmaf(wf[j][6], hi.z, a);
+          a = fmaf(wf[j][7], hi.w, a);
+          acc[j * R + r] = a;
+        }
+      }
+    }
+  }
+}
+
+// The outputs of one GEMV launch: their tiles of NW W rows are numbered consecutively, output i's
+// ending before tile_end (its rows past `out` are clamped, their results not written).
+struct GemvTarget {
+  const uint4* w;
+  float* y;
+  int out;
+  int tile_end;
+};
+
+struct GemvTargets {
+  GemvTarget t[internal::kGemvMaxOutputs];
+  int count;
+};
+
+struct TileRef {
+  const uint4* w;
+  float* y;
+  int out;
+  int o0;  // first W row of the tile in its output
+};
+
+template <int NW>
+__device__ __forceinline__ TileRef LocateTile(const GemvTargets& g, int tile) {
+  TileRef t{g.t[0].w, g.t[0].y, g.t[0].out, tile * NW};
+#pragma unroll
+  for (int i = 1; i < internal::kGemvMaxOutputs; ++i) {
+    if (i < g.count && tile >= g.t[i - 1].tile_end) {
+      t = TileRef{g.t[i].w, g.t[i].y, g.t[i].out, (tile - g.t[i - 1].tile_end) * NW};
+    }
+  }
+  return t;
+}
+
+// y_i [R, out_i] = x [R, in] W_i^T (or +=) for the targets' W_i [out_i, in], BF16 as 16-byte
+// chunks of 8 values.
+//
+// The block stages x in shared memory (StageX). Each warp owns tiles of NW consecutive rows of one
+// W (grid-stride over the tiles of all targets, so that x is staged once per block whatever the
+// sizes); lane l reads chunks l, l + 32, ... of each row, U steps of 32 chunks per batch of loads
+// in flight (8 chunks, 128 bytes, per lane), and accumulates the R x NW dot products in f32; one
+// butterfly reduction per tile.
+template <int R, int NW>
+__global__ void __launch_bounds__(kGemvThreads, 2)
+    GemvKernel(const float* __restrict__ x, int in, const GemvTargets targets, int tiles,
+               bool accumulate, bool x_aligned) {
+  constexpr int U = 8 / NW;
+  constexpr int M = Pow2Ceil(R * NW);
+  constexpr int kShift = 5 - Log2(M);
+  extern __shared__ float4 xs[];
+  const int chunks = in / 8;
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int warp = static_cast<int>(threadIdx.x) >> 5;
+  const int first = static_cast<int>(blockIdx.x) * kGemvWarps + warp;
+  const int stride = static_cast<int>(gridDim.x) * kGemvWarps;
+
+  // The first batch of W is requested before x is staged, so that the two latencies overlap.
+  uint4 wv[U][NW];
+  if (first < tiles) {
+    const TileRef t = LocateTile<NW>(targets, first);
+    LoadWBatch<U, NW, 0, NW>(wv, t.w, t.o0, t.out, chunks, 0, lane);
+  }
+  StageX<R>(x, in, xs, x_aligned);
   __syncthreads();
 
   for (int tile = first; tile < tiles; tile += stride) {
-    const int o0 = tile * NW;
+    const TileRef t = LocateTile<NW>(targets, tile);
     float acc[M];
 #pragma unroll
     for (int i = 0; i < M; ++i) acc[i] = 0.0f;
-
     for (int c0 = 0; c0 < chunks; c0 += 32 * U) {
-      if (c0 != 0 || tile != first) LoadWBatch(wv, w, o0, out, chunks, c0, lane);
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int c = c0 + u * 32 + lane;
-        if (c < chunks) {
-          float wf[NW][8];
-#pragma unroll
-          for (int j = 0; j < NW; ++j) WidenBF16x8(wv[u][j], wf[j]);
-#pragma unroll
-          for (int r = 0; r < R; ++r) {
-            const float4 lo = xs[(r * 2) * chunks + c];
-            const float4 hi = xs[(r * 2 + 1) * chunks + c];
-#pragma unroll
-            for (int j = 0; j < NW; ++j) {
-              float a = acc[j * R + r];
-              a = fmaf(wf[j][0], lo.x, a);
-              a = fmaf(wf[j][1], lo.y, a);
-              a = fmaf(wf[j][2], lo.z, a);
-              a = fmaf(wf[j][3], lo.w, a);
-              a = fmaf(wf[j][4], hi.x, a);
-              a = fmaf(wf[j][5], hi.y, a);
-              a = fmaf(wf[j][6], hi.z, a);
-              a = fmaf(wf[j][7], hi.w, a);
-              acc[j * R + r] = a;
-            }
-          }
-        }
-      }
+      if (c0 != 0 || tile != first)
+        LoadWBatch<U, NW, 0, NW>(wv, t.w, t.o0, t.out, chunks, c0, lane);
+      AccumulateBatch<R, NW, U, M>(wv, xs, chunks, c0, lane, acc);
     }
 
     const float v = ReduceScatter<M>(acc, lane);
@@ -200,16 +255,78 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
     if ((lane & ((1 << kShift) - 1)) == 0 && e < R * NW) {
       const int j = e / R;
       const int r = e - j * R;
-      const int o = o0 + j;
-      if (o < out) {
-        float* dst = y + static_cast<std::size_t>(r) * out + o;
+      const int o = t.o0 + j;
+      if (o < t.out) {
+        float* dst = t.y + static_cast<std::size_t>(r) * t.out + o;
         *dst = accumulate ? *dst + v : v;
       }
     }
   }
 }
 
-using GemvFn = void (*)(const float*, int, const uint4*, int, float*, bool, bool);
+// gelu_tanh(g) * u in f32, the expression of GeluTanhMul (backend/cuda/ops.cu).
+__device__ __forceinline__ float GeluTanhTimes(float g, float u) {
+  const float inner = 0.7978845608028654f * (g + 0.044715f * g * g * g);
+  return 0.5f * g * (1.0f + tanhf(inner)) * u;
+}
+
+// out [R, n] = gelu_tanh(x W_gate^T) * (x W_up^T): GemvKernel's scheme where a warp's tile is NP
+// rows o0 .. of W_gate together with the same rows of W_up (2 NP W rows), and the lane that ends
+// with gate value (o, r) receives the up value of (o, r) from its partner lane by one shuffle.
+template <int R, int NP>
+__global__ void __launch_bounds__(kGemvThreads, 2)
+    GeGLUKernel(const float* __restrict__ x, int in, const uint4* __restrict__ w_gate,
+                const uint4* __restrict__ w_up, int n, float* __restrict__ out, bool x_aligned) {
+  constexpr int NW = 2 * NP;
+  constexpr int U = 8 / NW;
+  constexpr int M = Pow2Ceil(R * NW);
+  constexpr int kShift = 5 - Log2(M);
+  static_assert(R * NW <= 32);
+  extern __shared__ float4 xs[];
+  const int chunks = in / 8;
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int warp = static_cast<int>(threadIdx.x) >> 5;
+  const int tiles = (n + NP - 1) / NP;
+  const int first = static_cast<int>(blockIdx.x) * kGemvWarps + warp;
+  const int stride = static_cast<int>(gridDim.x) * kGemvWarps;
+
+  uint4 wv[U][NW];
+  if (first < tiles) {
+    LoadWBatch<U, NW, 0, NP>(wv, w_gate, first * NP, n, chunks, 0, lane);
+    LoadWBatch<U, NW, NP, NP>(wv, w_up, first * NP, n, chunks, 0, lane);
+  }
+  StageX<R>(x, in, xs, x_aligned);
+  __syncthreads();
+
+  for (int tile = first; tile < tiles; tile += stride) {
+    const int o0 = tile * NP;
+    float acc[M];
+#pragma unroll
+    for (int i = 0; i < M; ++i) acc[i] = 0.0f;
+    for (int c0 = 0; c0 < chunks; c0 += 32 * U) {
+      if (c0 != 0 || tile != first) {
+        LoadWBatch<U, NW, 0, NP>(wv, w_gate, o0, n, chunks, c0, lane);
+        LoadWBatch<U, NW, NP, NP>(wv, w_up, o0, n, chunks, c0, lane);
+      }
+      AccumulateBatch<R, NW, U, M>(wv, xs, chunks, c0, lane, acc);
+    }
+
+    // Lane (e << kShift) holds value e = j * R + r: gate row o0 + j for j < NP, up row
+    // o0 + j - NP otherwise.
+    const float v = ReduceScatter<M>(acc, lane);
+    const float u = __shfl_down_sync(kFullMask, v, (NP * R) << kShift);
+    const int e = lane >> kShift;
+    if ((lane & ((1 << kShift) - 1)) == 0 && e < R * NP) {
+      const int j = e / R;
+      const int r = e - j * R;
+      const int o = o0 + j;
+      if (o < n) out[static_cast<std::size_t>(r) * n + o] = GeluTanhTimes(v, u);
+    }
+  }
+}
+
+using GemvFn = void (*)(const float*, int, const GemvTargets, int, bool, bool);
+using GeGLUFn = void (*)(const float*, int, const uint4*, const uint4*, int, float*, bool);
 
 template <int NW>
 GemvFn GemvFor(int rows) {
@@ -230,6 +347,28 @@ GemvFn GemvFor(int rows) {
       return GemvKernel<7, NW>;
     default:
       return GemvKernel<8, NW>;
+  }
+}
+
+template <int NP>
+GeGLUFn GeGLUFor(int rows) {
+  switch (rows) {
+    case 1:
+      return GeGLUKernel<1, NP>;
+    case 2:
+      return GeGLUKernel<2, NP>;
+    case 3:
+      return GeGLUKernel<3, NP>;
+    case 4:
+      return GeGLUKernel<4, NP>;
+    case 5:
+      return GeGLUKernel<5, NP>;
+    case 6:
+      return GeGLUKernel<6, NP>;
+    case 7:
+      return GeGLUKernel<7, NP>;
+    default:
+      return GeGLUKernel<8, NP>;
   }
 }
 
@@ -342,64 +481,135 @@ constexpr std::size_t kMaxDim = static_cast<std::size_t>(std::numeric_limits<int
 
 namespace internal {
 
-Status LaunchGemv(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_bf16,
-                  std::size_t out, float* y, bool accumulate, int multiprocessors, Stream stream) {
-  if (rows == 0 || out == 0) return Ok();
+namespace {
+
+// Checks what every GEMV launch requires and returns the rows whose activations fit in shared
+// memory together.
+Result<std::size_t> GemvRowBatch(const char* what, std::size_t rows, std::size_t in) {
   if (rows > kGemvMaxRows) {
-    return MakeError("cuda::MatMul: the GEMV kernel takes at most ", kGemvMaxRows, " rows, not ",
-                     rows);
+    return MakeError(what, ": the GEMV kernel takes at most ", kGemvMaxRows, " rows, not ", rows);
   }
   if (in == 0 || in % 8 != 0) {
-    return MakeError("cuda::MatMul: the input size ", in, " is not a positive multiple of 8");
+    return MakeError(what, ": the input size ", in, " is not a positive multiple of 8");
   }
-  if (reinterpret_cast<std::uintptr_t>(w_bf16) % 16 != 0) {
-    return MakeError("cuda::MatMul: the weights are not 16-byte aligned");
-  }
-  if (in > kMaxDim || out > kMaxDim) {
-    return MakeError("cuda::MatMul: sizes in ", in, ", out ", out, " are too large");
-  }
+  if (in > kMaxDim) return MakeError(what, ": the input size ", in, " is too large");
   int device = 0;
   FGNET_TRY(CudaCheck(cudaGetDevice(&device), "cudaGetDevice"));
   int max_smem = 0;
   FGNET_TRY(
       CudaCheck(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
                 "cudaDeviceGetAttribute"));
-  // Rows whose activations fit in shared memory together (two blocks per SM where possible).
   const std::size_t row_bytes = in * sizeof(float);
   const std::size_t fit = static_cast<std::size_t>(max_smem) / row_bytes;
   if (fit == 0) {
-    return MakeError("cuda::MatMul: an input row of ", in,
-                     " floats does not fit in shared memory (", max_smem, " bytes)");
+    return MakeError(what, ": an input row of ", in, " floats does not fit in shared memory (",
+                     max_smem, " bytes)");
   }
-  const std::size_t batch = std::min(rows, fit);
-  const int out_i = static_cast<int>(out);
+  return std::min(rows, fit);
+}
+
+// The grid of a GEMV-style kernel `fn` with `smem` bytes of shared memory over `tiles` warp tiles:
+// one block per kGemvWarps tiles, at most as many as are resident at once.
+Result<unsigned> GemvGrid(const void* fn, std::size_t smem, std::size_t tiles,
+                          int multiprocessors) {
+  if (smem > 48 * 1024) {
+    FGNET_TRY(CudaCheck(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(smem)),
+                        "cudaFuncSetAttribute"));
+  }
+  int per_sm = 0;
+  FGNET_TRY(
+      CudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kGemvThreads, smem),
+                "cudaOccupancyMaxActiveBlocksPerMultiprocessor"));
+  const std::size_t wanted = (tiles + kGemvWarps - 1) / kGemvWarps;
+  const std::size_t resident =
+      static_cast<std::size_t>(std::max(per_sm, 1)) * static_cast<std::size_t>(multiprocessors);
+  return static_cast<unsigned>(std::max<std::size_t>(1, std::min(wanted, resident)));
+}
+
+}  // namespace
+
+Status LaunchGemv(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_bf16,
+                  std::size_t out, float* y, bool accumulate, int multiprocessors, Stream stream) {
+  const MatMulContext::MatMulOutput output{w_bf16, out, y};
+  return LaunchGemvMany(x, rows, in, std::span(&output, 1), accumulate, multiprocessors, stream);
+}
+
+Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
+                      std::span<const MatMulContext::MatMulOutput> outputs, bool accumulate,
+                      int multiprocessors, Stream stream) {
+  constexpr const char* kWhat = "cuda::MatMul";
+  if (rows == 0) return Ok();
+  if (outputs.size() > kGemvMaxOutputs) {
+    return MakeError(kWhat, ": ", outputs.size(), " outputs exceed ", kGemvMaxOutputs);
+  }
+  std::size_t total_out = 0;
+  for (const MatMulContext::MatMulOutput& o : outputs) {
+    if (o.out == 0) continue;
+    if (reinterpret_cast<std::uintptr_t>(o.w) % 16 != 0) {
+      return MakeError(kWhat, ": the weights are not 16-byte aligned");
+    }
+    if (o.out > kMaxDim) return MakeError(kWhat, ": the output size ", o.out, " is too large");
+    total_out += o.out;
+  }
+  if (total_out == 0) return Ok();
+  if (total_out > kMaxDim) {
+    return MakeError(kWhat, ": the outputs' sizes add up to ", total_out, ", too many");
+  }
+  FGNET_ASSIGN_OR_RETURN(const std::size_t batch, GemvRowBatch(kWhat, rows, in));
   // Four W rows per warp where there are tiles enough to fill the GPU, else one.
-  const bool wide = out / (4 * kGemvWarps) >= static_cast<std::size_t>(multiprocessors);
+  const bool wide = total_out / (4 * kGemvWarps) >= static_cast<std::size_t>(multiprocessors);
   const int nw = wide ? 4 : 1;
   for (std::size_t r0 = 0; r0 < rows; r0 += batch) {
     const std::size_t r = std::min(batch, rows - r0);
-    const GemvFn fn = wide ? GemvFor<4>(static_cast<int>(r)) : GemvFor<1>(static_cast<int>(r));
-    const std::size_t smem = r * row_bytes;
-    const bool x_aligned = reinterpret_cast<std::uintptr_t>(x + r0 * in) % 16 == 0;
-    if (smem > 48 * 1024) {
-      FGNET_TRY(CudaCheck(
-          cudaFuncSetAttribute(reinterpret_cast<const void*>(fn),
-                               cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-          "cudaFuncSetAttribute"));
+    GemvTargets targets{};
+    int tiles = 0;
+    for (const MatMulContext::MatMulOutput& o : outputs) {
+      if (o.out == 0) continue;
+      const int out_i = static_cast<int>(o.out);
+      tiles += (out_i + nw - 1) / nw;
+      targets.t[targets.count++] =
+          GemvTarget{reinterpret_cast<const uint4*>(o.w), o.y + r0 * o.out, out_i, tiles};
     }
-    int per_sm = 0;
-    FGNET_TRY(CudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                            &per_sm, reinterpret_cast<const void*>(fn), kGemvThreads, smem),
-                        "cudaOccupancyMaxActiveBlocksPerMultiprocessor"));
-    const std::size_t tiles = (out + nw - 1) / nw;
-    const std::size_t wanted = (tiles + kGemvWarps - 1) / kGemvWarps;
-    const std::size_t resident =
-        static_cast<std::size_t>(std::max(per_sm, 1)) * static_cast<std::size_t>(multiprocessors);
-    const auto grid = static_cast<unsigned>(std::max<std::size_t>(1, std::min(wanted, resident)));
-    fn<<<grid, kGemvThreads, smem, stream>>>(x + r0 * in, static_cast<int>(in),
-                                             reinterpret_cast<const uint4*>(w_bf16), out_i,
-                                             y + r0 * out, accumulate, x_aligned);
+    const GemvFn fn = wide ? GemvFor<4>(static_cast<int>(r)) : GemvFor<1>(static_cast<int>(r));
+    const std::size_t smem = r * in * sizeof(float);
+    const bool x_aligned = reinterpret_cast<std::uintptr_t>(x + r0 * in) % 16 == 0;
+    FGNET_ASSIGN_OR_RETURN(const unsigned grid,
+                           GemvGrid(reinterpret_cast<const void*>(fn), smem,
+                                    static_cast<std::size_t>(tiles), multiprocessors));
+    fn<<<grid, kGemvThreads, smem, stream>>>(x + r0 * in, static_cast<int>(in), targets, tiles,
+                                             accumulate, x_aligned);
     FGNET_TRY(CudaLastError("cuda::MatMul (GEMV kernel)"));
+  }
+  return Ok();
+}
+
+Status LaunchGemvGeGLU(const float* x, std::size_t rows, std::size_t in,
+                       const std::uint16_t* w_gate, const std::uint16_t* w_up, std::size_t n,
+                       float* out, int multiprocessors, Stream stream) {
+  constexpr const char* kWhat = "cuda::MatMulGeGLU";
+  if (rows == 0 || n == 0) return Ok();
+  if (reinterpret_cast<std::uintptr_t>(w_gate) % 16 != 0 ||
+      reinterpret_cast<std::uintptr_t>(w_up) % 16 != 0) {
+    return MakeError(kWhat, ": the weights are not 16-byte aligned");
+  }
+  if (n > kMaxDim) return MakeError(kWhat, ": the output size ", n, " is too large");
+  FGNET_ASSIGN_OR_RETURN(const std::size_t batch, GemvRowBatch(kWhat, rows, in));
+  // Two rows of each matrix per warp where there are tiles enough to fill the GPU, else one.
+  const bool wide = n / (2 * kGemvWarps) >= static_cast<std::size_t>(multiprocessors);
+  const int np = wide ? 2 : 1;
+  const std::size_t tiles = (n + np - 1) / np;
+  for (std::size_t r0 = 0; r0 < rows; r0 += batch) {
+    const std::size_t r = std::min(batch, rows - r0);
+    const GeGLUFn fn = wide ? GeGLUFor<2>(static_cast<int>(r)) : GeGLUFor<1>(static_cast<int>(r));
+    const std::size_t smem = r * in * sizeof(float);
+    const bool x_aligned = reinterpret_cast<std::uintptr_t>(x + r0 * in) % 16 == 0;
+    FGNET_ASSIGN_OR_RETURN(const unsigned grid, GemvGrid(reinterpret_cast<const void*>(fn), smem,
+                                                         tiles, multiprocessors));
+    fn<<<grid, kGemvThreads, smem, stream>>>(
+        x + r0 * in, static_cast<int>(in), reinterpret_cast<const uint4*>(w_gate),
+        reinterpret_cast<const uint4*>(w_up), static_cast<int>(n), out + r0 * n, x_aligned);
+    FGNET_TRY(CudaLastError("cuda::MatMulGeGLU (GEMV kernel)"));
   }
   return Ok();
 }

@@ -35,6 +35,36 @@ class MatMulContext {
   Status MatMul(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_bf16,
                 std::size_t out, float* y, bool accumulate = false);
 
+  // One product of MatMulMany: y [rows, out] = x W^T, W [out, in] BF16 (16-byte aligned).
+  struct MatMulOutput {
+    const std::uint16_t* w;
+    std::size_t out;
+    float* y;
+  };
+
+  // Outputs MatMulMany takes.
+  static constexpr std::size_t kMaxOutputs = 4;
+
+  // y_i = x [rows, in] W_i^T for up to kMaxOutputs products of the same x (q/k/v), each y_i equal
+  // to what MatMul computes for it alone. Up to kMaxGemvRows rows: one GEMV launch over the rows
+  // of all W_i (x staged once per block); more rows: x rounded to BF16 once, then one cuBLAS GEMM
+  // per output. `in` must be a multiple of 8; the y_i must not overlap x or each other.
+  Status MatMulMany(const float* x, std::size_t rows, std::size_t in,
+                    std::span<const MatMulOutput> outputs);
+
+  // out [rows, n] = gelu_tanh(x W_gate^T) * (x W_up^T), W_gate and W_up [n, in] BF16, gelu_tanh(g)
+  // = 0.5 g (1 + tanh(0.7978845608028654 (g + 0.044715 g^3))) in f32 as GeluTanhMul computes it.
+  // Up to kMaxGemvRows rows: one launch, a warp computing gate and up row o together (each product
+  // as MatMul computes it); more rows: two cuBLAS GEMMs (the gate into `out`, the up into the
+  // context's workspace, which grows as needed and then bumps generation()) and GeluTanhMul.
+  // `in` must be a multiple of 8; `out` must not overlap x.
+  Status MatMulGeGLU(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_gate,
+                     const std::uint16_t* w_up, std::size_t n, float* out);
+
+  // Both are usable inside CUDA stream capture (MatMul too): the GEMV path neither allocates nor
+  // synchronises; the cuBLAS path does only when its workspace grows, so each many-row shape is
+  // run once outside capture first.
+
   Stream stream() const;
 
   // Increases whenever the context's device memory moves (its BF16 workspace grows), so that a

@@ -5,7 +5,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 
+#include "backend/cuda/matmul.h"
 #include "backend/cuda/ops.h"
 #include "util/status.h"
 
@@ -14,11 +16,27 @@ namespace fgnet::cuda::internal {
 // Rows one GEMV launch handles (MatMulContext::kMaxGemvRows).
 inline constexpr std::size_t kGemvMaxRows = 8;
 
+// Outputs one GEMV launch computes (MatMulContext::kMaxOutputs).
+inline constexpr int kGemvMaxOutputs = 4;
+
 // y [rows, out] = x [rows, in] W^T (or +=) for rows <= kGemvMaxRows; `in` a multiple of 8, W
 // 16-byte aligned. `multiprocessors` sizes the grid. Rows whose activations do not fit in shared
 // memory together are split over several launches.
 Status LaunchGemv(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_bf16,
                   std::size_t out, float* y, bool accumulate, int multiprocessors, Stream stream);
+
+// y_i [rows, out_i] = x [rows, in] W_i^T (or +=) for up to kGemvMaxOutputs outputs in one launch
+// per batch of rows (as LaunchGemv; outputs with out_i = 0 are skipped). Each y_i equals what
+// LaunchGemv computes for W_i alone, bit for bit.
+Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
+                      std::span<const MatMulContext::MatMulOutput> outputs, bool accumulate,
+                      int multiprocessors, Stream stream);
+
+// out [rows, n] = gelu_tanh(x W_gate^T) * (x W_up^T) for rows <= kGemvMaxRows, one launch per batch
+// of rows (as LaunchGemv); the two products equal LaunchGemv's bit for bit.
+Status LaunchGemvGeGLU(const float* x, std::size_t rows, std::size_t in,
+                       const std::uint16_t* w_gate, const std::uint16_t* w_up, std::size_t n,
+                       float* out, int multiprocessors, Stream stream);
 
 // out[i] = bf16(x[i]) (round to nearest even) for i < n.
 Status LaunchToBF16(const float* x, std::size_t n, std::uint16_t* out, Stream stream);
