@@ -4,8 +4,12 @@
 // random inputs with NaN-poisoned outputs and NaN in every KV float a kernel must not use.
 // Skipped where no CUDA device is present (CI); run on a GPU machine.
 //
+// QKNormRopeWriteKV is compared bit for bit with QKNormRope then WriteKV.
 // FGNET_CUDA_PERF=1 enables CudaAttentionPerf, which prints the time of decode and prefill
-// passes of FunctionGemma-270M's attention shapes (no assertions).
+// passes of FunctionGemma-270M's attention shapes (no assertions): per call and back to back
+// (Figures), and as 20 back-to-back calls captured in a CUDA graph and replayed
+// (DecodeGraphFigures: decode attention of 1/4/16/64 rows at contexts 256/512/4096, and
+// QKNormRopeWriteKV against QKNormRope + WriteKV).
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -14,6 +18,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <string>
@@ -280,7 +285,9 @@ class DevicePass {
         seq_table_(Upload(pool.seq_table)),
         tables_(Upload(pool.tables)) {}
 
-  std::vector<float> Run(const std::vector<float>& q, int first, int n) {
+  // max_pos < 0: the rows' largest position; else a larger bound (as a pass rounded up for graph
+  // reuse gives), whose slices beyond a row's position are empty.
+  std::vector<float> Run(const std::vector<float>& q, int first, int n, int max_pos = -1) {
     const std::size_t q_dim = static_cast<std::size_t>(c_.heads) * c_.head_dim;
     const std::vector<std::int32_t> seq(c_.row_seq.begin() + first, c_.row_seq.begin() + first + n);
     const std::vector<std::int32_t> pos(c_.row_pos.begin() + first, c_.row_pos.begin() + first + n);
@@ -293,7 +300,7 @@ class DevicePass {
                   .seq_table = seq_table_.data(),
                   .tables = tables_.data(),
                   .num_seqs = c_.num_seqs,
-                  .max_pos = *std::max_element(pos.begin(), pos.end())};
+                  .max_pos = std::max(max_pos, *std::max_element(pos.begin(), pos.end()))};
     const PagedLayer layer{.memory = memory_.data(),
                            .block_floats = c_.block_floats(),
                            .block_size = c_.block_size,
@@ -401,6 +408,54 @@ TEST_F(CudaAttentionTest, LongPrefillMatchesTheReference) {
   }
 }
 
+// Decode passes of 1 to 64 rows (one per sequence) at contexts from a few keys to 4096, with the
+// pass's max_pos as given and rounded up to a multiple of 256: every split of the keys (one slice,
+// a few, many) and the merge of slices.
+TEST_F(CudaAttentionTest, DecodeRowsMatchTheReference) {
+  for (const HeadShape& h : {HeadShape{4, 1, 256}, HeadShape{8, 1, 64}, HeadShape{4, 2, 128}}) {
+    for (int window : {0, 512}) {
+      for (int rows : {1, 4, 16, 64}) {
+        SCOPED_TRACE(testing::Message()
+                     << "heads " << h.heads << " kv_heads " << h.kv_heads << " head_dim "
+                     << h.head_dim << " window " << window << " rows " << rows);
+        PagedCase c;
+        c.heads = h.heads;
+        c.kv_heads = h.kv_heads;
+        c.head_dim = h.head_dim;
+        c.window = window;
+        c.group_layers = 1;
+        c.slot = 0;
+        std::uniform_int_distribution<int> len(0, rows > 16 ? 1100 : 4200);
+        for (int r = 0; r < rows; ++r) {
+          const int pos = r == 0 ? 4095 : r == 1 ? 0 : r == 2 ? 255 : r == 3 ? 511 : len(rng_);
+          c.AddRows(r, pos, 1);
+        }
+        const HostPool pool = BuildPool(c, rng_);
+        const std::vector<float> q =
+            Random(rng_, static_cast<std::size_t>(c.rows()) * c.heads * c.head_dim);
+        const std::vector<float> want = ReferenceAttention(c, pool, q);
+        DevicePass pass(c, pool);
+        const std::size_t hd = static_cast<std::size_t>(c.head_dim);
+        const std::size_t nh = static_cast<std::size_t>(c.heads);
+        ExpectClose(pass.Run(q, 0, c.rows()), want, 1e-4f, hd, nh);
+        ExpectClose(pass.Run(q, 0, c.rows(), (pool.max_pos / 256 + 1) * 256 - 1), want, 1e-4f, hd,
+                    nh);
+        if (rows == 4) {
+          // Each row alone, at small contexts too (the pass's max_pos rounded up).
+          const std::size_t q_dim = nh * hd;
+          for (int r = 1; r < rows; ++r) {
+            SCOPED_TRACE(r);
+            ExpectClose(
+                pass.Run(q, r, 1, 255),
+                std::vector<float>(want.begin() + r * q_dim, want.begin() + (r + 1) * q_dim), 1e-4f,
+                hd, nh);
+          }
+        }
+      }
+    }
+  }
+}
+
 // ----------------------------------------------------------------------------------------------
 // WriteKV
 
@@ -452,6 +507,82 @@ TEST_F(CudaAttentionTest, WriteKVStoresEachRowInItsBlockOnly) {
   }
 }
 
+// QKNormRopeWriteKV equals QKNormRope then WriteKV bit for bit: q, k and every float of the blocks.
+TEST_F(CudaAttentionTest, QKNormRopeWriteKVEqualsTheTwoCalls) {
+  auto same_bits = [](const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](float x, float y) {
+             return std::memcmp(&x, &y, sizeof(float)) == 0;
+           });
+  };
+  for (const HeadShape& h : {HeadShape{4, 1, 256}, HeadShape{6, 2, 96}, HeadShape{4, 4, 32}}) {
+    SCOPED_TRACE(testing::Message() << h.heads << "/" << h.kv_heads << "/" << h.head_dim);
+    PagedCase c;
+    c.heads = h.heads;
+    c.kv_heads = h.kv_heads;
+    c.head_dim = h.head_dim;
+    c.group_layers = 3;
+    c.slot = 1;
+    c.AddRows(0, 4095, 1);
+    c.AddRows(1, 30, 20);
+    c.AddRows(2, 0, 3);
+    c.AddRows(3, 517, 1);
+    HostPool pool = BuildPool(c, rng_);
+    std::fill(pool.memory.begin(), pool.memory.end(), std::nanf(""));
+    const std::size_t D = static_cast<std::size_t>(c.head_dim);
+    const std::vector<float> q = Random(rng_, c.rows() * c.heads * D, 2.0f);
+    const std::vector<float> k = Random(rng_, c.rows() * c.row(), 0.5f);
+    const std::vector<float> v = Random(rng_, c.rows() * c.row());
+    const std::vector<float> q_scale = Random(rng_, D);
+    const std::vector<float> k_scale = Random(rng_, D);
+    std::vector<float> inv_freq(D / 2);
+    cpu::RopeInvFreq(1e6, 1.0, D, inv_freq.data());
+    DeviceBuffer<float> d_v = Upload(v), d_qs = Upload(q_scale), d_ks = Upload(k_scale),
+                        d_inv = Upload(inv_freq);
+    DeviceBuffer<std::int32_t> d_seq = Upload(c.row_seq), d_pos = Upload(c.row_pos),
+                               d_seq_table = Upload(pool.seq_table), d_tables = Upload(pool.tables);
+    const PassRows pass{.rows = c.rows(),
+                        .row_seq = d_seq.data(),
+                        .row_pos = d_pos.data(),
+                        .seq_table = d_seq_table.data(),
+                        .tables = d_tables.data(),
+                        .num_seqs = c.num_seqs,
+                        .max_pos = pool.max_pos};
+    DeviceBuffer<float> q1 = Upload(q), k1 = Upload(k), mem1 = Upload(pool.memory);
+    DeviceBuffer<float> q2 = Upload(q), k2 = Upload(k), mem2 = Upload(pool.memory);
+    PagedLayer layer{.memory = mem1.data(),
+                     .block_floats = c.block_floats(),
+                     .block_size = c.block_size,
+                     .slot = c.slot,
+                     .row = c.row()};
+    ASSERT_TRUE(QKNormRope(q1.data(), k1.data(), c.rows(), c.heads, c.kv_heads, c.head_dim,
+                           d_qs.data(), d_ks.data(), 1e-6f, d_inv.data(), d_pos.data())
+                    .ok());
+    ASSERT_TRUE(WriteKV(k1.data(), d_v.data(), pass, layer).ok());
+    layer.memory = mem2.data();
+    const Status s =
+        QKNormRopeWriteKV(q2.data(), k2.data(), d_v.data(), pass, layer, c.heads, c.kv_heads,
+                          c.head_dim, d_qs.data(), d_ks.data(), 1e-6f, d_inv.data());
+    ASSERT_TRUE(s.ok()) << s.error().message();
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const std::vector<float> got_q = Download(q2), got_k = Download(k2);
+    EXPECT_TRUE(same_bits(got_q, Download(q1)));
+    EXPECT_TRUE(same_bits(got_k, Download(k1)));
+    EXPECT_TRUE(same_bits(Download(mem2), Download(mem1)));
+    // And it did the work: k differs from its input, and its rows are in the blocks.
+    EXPECT_FALSE(same_bits(got_k, k));
+    const std::vector<float> mem = Download(mem2);
+    const int p = c.row_pos[0];
+    const std::int32_t b = pool.tables[pool.seq_table[0] + p / c.block_size];
+    const float* key = mem.data() + b * c.block_floats() +
+                       (std::int64_t{c.slot} * c.block_size + p % c.block_size) * c.row();
+    EXPECT_TRUE(same_bits(std::vector<float>(key, key + c.row()),
+                          std::vector<float>(got_k.begin(), got_k.begin() + c.row())));
+    EXPECT_TRUE(same_bits(
+        std::vector<float>(key + c.block_floats() / 2, key + c.block_floats() / 2 + c.row()),
+        std::vector<float>(v.begin(), v.begin() + c.row())));
+  }
+}
+
 // ----------------------------------------------------------------------------------------------
 // Argument errors are found before anything touches a device.
 
@@ -483,6 +614,17 @@ TEST(CudaAttentionArgumentsTest, UnsupportedShapesAreErrors) {
             "at most 8192)");
   layer.slot = 1;
   EXPECT_FALSE(WriteKV(nullptr, nullptr, pass, layer).ok());
+  layer.slot = 0;
+  s = QKNormRopeWriteKV(nullptr, nullptr, nullptr, pass, layer, 4, 1, 64, nullptr, nullptr, 1e-6f,
+                        nullptr);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().message(),
+            "cuda::QKNormRopeWriteKV: layer row 48 is not kv_heads 1 * "
+            "head_dim 64");
+  layer.slot = 1;
+  EXPECT_FALSE(QKNormRopeWriteKV(nullptr, nullptr, nullptr, pass, layer, 4, 1, 48, nullptr, nullptr,
+                                 1e-6f, nullptr)
+                   .ok());
 }
 
 TEST(CudaAttentionArgumentsTest, EmptyPassesDoNothing) {
@@ -494,6 +636,9 @@ TEST(CudaAttentionArgumentsTest, EmptyPassesDoNothing) {
   EXPECT_TRUE(WriteKV(nullptr, nullptr, pass, layer).ok());
   EXPECT_TRUE(
       QKNormRope(nullptr, nullptr, 0, 4, 1, 64, nullptr, nullptr, 1e-6f, nullptr, nullptr).ok());
+  EXPECT_TRUE(QKNormRopeWriteKV(nullptr, nullptr, nullptr, pass, layer, 4, 1, 64, nullptr, nullptr,
+                                1e-6f, nullptr)
+                  .ok());
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -612,8 +757,145 @@ class CudaAttentionPerf : public ::testing::Test {
     return times[times.size() / 2];
   }
 
+  // Median time of one `call` in microseconds when kCalls calls, captured back to back in a CUDA
+  // graph on `stream`, are replayed (15 timed replays after 2 warm-up ones).
+  template <typename F>
+  double GraphUs(cudaStream_t stream, F call) {
+    constexpr int kCalls = 20;
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    EXPECT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    for (int i = 0; i < kCalls; ++i) {
+      const Status s = call(stream);
+      EXPECT_TRUE(s.ok()) << s.error().message();
+    }
+    EXPECT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+    EXPECT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    cudaEvent_t start, stop;
+    cudaEventCreate(&start);
+    cudaEventCreate(&stop);
+    std::vector<double> times;
+    for (int i = 0; i < 17; ++i) {
+      cudaEventRecord(start, stream);
+      cudaGraphLaunch(exec, stream);
+      cudaEventRecord(stop, stream);
+      cudaEventSynchronize(stop);
+      float ms = 0;
+      cudaEventElapsedTime(&ms, start, stop);
+      if (i >= 2) times.push_back(ms * 1000.0 / kCalls);
+    }
+    EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    std::sort(times.begin(), times.end());
+    return times[times.size() / 2];
+  }
+
+  // Decode pass of `rows` rows, one per sequence, each at position ctx - 1 (FunctionGemma-270M's
+  // attention, blocks of 16): the graph-replayed time of PagedAttention (*attention_us), of
+  // QKNormRope + WriteKV (*two_us) and of QKNormRopeWriteKV (*fused_us).
+  void DecodeGraph(int rows, int ctx, int window, double* attention_us, double* two_us,
+                   double* fused_us) {
+    constexpr int kHeads = 4, kHeadDim = 256, kBlock = 16;
+    const std::int64_t row = kHeadDim;
+    const std::int64_t block_floats = 2 * kBlock * row;
+    const int last = ctx - 1;
+    const int blocks_per_seq = (last + kBlock) / kBlock;
+    std::vector<std::int32_t> row_seq, row_pos, seq_table, tables;
+    int held = 0;
+    for (int s = 0; s < rows; ++s) {
+      const int lo = VisibleFrom(last, window);
+      seq_table.push_back(static_cast<std::int32_t>(tables.size()));
+      for (int j = 0; j < blocks_per_seq; ++j) {
+        tables.push_back((j + 1) * kBlock - 1 < lo ? -1 : held++);
+      }
+      row_seq.push_back(s);
+      row_pos.push_back(last);
+    }
+    const std::size_t total = static_cast<std::size_t>(held) * block_floats;
+    DeviceBuffer<float> memory = Upload(Random(rng_, total, 0.3f));
+    DeviceBuffer<std::int32_t> d_seq = Upload(row_seq), d_pos = Upload(row_pos),
+                               d_seq_table = Upload(seq_table), d_tables = Upload(tables);
+    const std::size_t q_floats = static_cast<std::size_t>(rows) * kHeads * kHeadDim;
+    DeviceBuffer<float> q = Upload(Random(rng_, q_floats));
+    DeviceBuffer<float> k = Upload(Random(rng_, static_cast<std::size_t>(rows) * row));
+    DeviceBuffer<float> v = Upload(Random(rng_, static_cast<std::size_t>(rows) * row));
+    DeviceBuffer<float> scale = Upload(Random(rng_, kHeadDim, 0.1f));
+    std::vector<float> inv_freq(kHeadDim / 2);
+    cpu::RopeInvFreq(1e6, 1.0, kHeadDim, inv_freq.data());
+    DeviceBuffer<float> d_inv = Upload(inv_freq);
+    DeviceBuffer<float> out = Poisoned(q_floats);
+    const PassRows pass{.rows = rows,
+                        .row_seq = d_seq.data(),
+                        .row_pos = d_pos.data(),
+                        .seq_table = d_seq_table.data(),
+                        .tables = d_tables.data(),
+                        .num_seqs = rows,
+                        .max_pos = last};
+    const PagedLayer layer{.memory = memory.data(),
+                           .block_floats = block_floats,
+                           .block_size = kBlock,
+                           .slot = 0,
+                           .row = row};
+    const AttentionShape shape{.heads = kHeads,
+                               .kv_heads = 1,
+                               .head_dim = kHeadDim,
+                               .scale = 0.0625f,
+                               .softcap = 0.0f,
+                               .window = window};
+    DeviceBuffer<float> ws = Poisoned(PagedAttentionWorkspace(pass, shape));
+    cudaStream_t stream = nullptr;
+    EXPECT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+    // One uncaptured call first (a first call on a device may query it).
+    EXPECT_TRUE(PagedAttention(q.data(), pass, layer, shape, out.data(), ws.data(), stream).ok());
+    *attention_us = GraphUs(stream, [&](cudaStream_t st) {
+      return PagedAttention(q.data(), pass, layer, shape, out.data(), ws.data(), st);
+    });
+    const std::vector<float> host = Download(out);
+    for (float x : host) {
+      if (!std::isfinite(x)) {
+        ADD_FAILURE() << "non-finite output";
+        break;
+      }
+    }
+    *two_us = GraphUs(stream, [&](cudaStream_t st) -> Status {
+      FGNET_TRY(QKNormRope(q.data(), k.data(), rows, kHeads, 1, kHeadDim, scale.data(),
+                           scale.data(), 1e-6f, d_inv.data(), d_pos.data(), st));
+      return WriteKV(k.data(), v.data(), pass, layer, st);
+    });
+    *fused_us = GraphUs(stream, [&](cudaStream_t st) {
+      return QKNormRopeWriteKV(q.data(), k.data(), v.data(), pass, layer, kHeads, 1, kHeadDim,
+                               scale.data(), scale.data(), 1e-6f, d_inv.data(), st);
+    });
+    cudaStreamDestroy(stream);
+  }
+
   std::mt19937 rng_{99};
 };
+
+// Decode figures as a served model sees them: launches captured in a CUDA graph and replayed.
+TEST_F(CudaAttentionPerf, DecodeGraphFigures) {
+  auto devices = ListCudaDevices();
+  ASSERT_TRUE(devices.ok());
+  std::printf("device: %s (%d SMs); graph of 20 back-to-back calls, median of 15 replays\n",
+              (*devices)[0].name.c_str(), (*devices)[0].multiprocessors);
+  struct Ctx {
+    int ctx, window;
+  };
+  for (const Ctx& c : {Ctx{256, 512}, Ctx{512, 512}, Ctx{4096, 512}, Ctx{4096, 0}}) {
+    for (int rows : {1, 4, 16, 64}) {
+      double att = 0, two = 0, fused = 0;
+      DecodeGraph(rows, c.ctx, c.window, &att, &two, &fused);
+      const double mb = rows * std::min(c.ctx, c.window > 0 ? c.window : c.ctx) * 256.0 * 8 / 1e6;
+      std::printf(
+          "graph decode %-7s ctx %4d rows %2d: attention %7.2f us (%6.1f GB/s) | qknorm+rope "
+          "then write_kv %6.2f us, fused %6.2f us\n",
+          c.window > 0 ? "sliding" : "global", c.ctx, rows, att, mb / att * 1e3, two, fused);
+    }
+  }
+}
 
 TEST_F(CudaAttentionPerf, Figures) {
   auto devices = ListCudaDevices();

@@ -17,13 +17,21 @@
 // output) in the workspace, and a combine kernel merges them; one slice writes the output.
 // The number of slices comes from the rows, the longest visible range and the SM count, so that
 // a pass of few rows still fills the GPU.
+// The host side queries the device once (CurrentDevice) and makes no synchronising call, so that
+// calls can be captured in CUDA graphs. On sm_90+ the split and combine kernels (and
+// QKNormRopeWriteKV) are launched as programmatic dependents: they start while the previous
+// kernel of the stream finishes and wait for it (griddepcontrol) before reading anything.
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <memory>
+#include <mutex>
+#include <utility>
 
 #include "backend/cuda/attention.h"
 #include "backend/cuda/device.h"
@@ -39,11 +47,42 @@ constexpr unsigned kFullMask = 0xffffffffu;
 
 constexpr int kNormThreads = 128;
 
+// Programmatic dependent launch (sm_90+): a kernel launched with the programmatic serialisation
+// attribute may start while the previous kernel of the stream finishes; WaitPrior() (first thing
+// in every CTA) waits for that kernel's completion and the visibility of its writes, and
+// AllowDependents() lets the next such kernel start early. Both are no-ops before sm_90.
+__device__ __forceinline__ void WaitPrior() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void AllowDependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Where QKNormRopeWriteKV stores the row's key and value (unused by QKNormRope).
+struct KVDest {
+  const float* v;
+  const std::int32_t* row_seq;
+  const std::int32_t* seq_table;
+  const std::int32_t* tables;
+  float* memory;
+  std::int64_t block_floats;
+  std::int64_t block_size;
+  std::int64_t slot;
+};
+
+template <bool kWrite>
 __global__ void __launch_bounds__(kNormThreads)
     QKNormRopeKernel(float* q, float* k, int heads, int kv_heads, int head_dim,
                      const float* q_scale, const float* k_scale, float eps, const float* inv_freq,
-                     const std::int32_t* row_pos) {
+                     const std::int32_t* row_pos, KVDest kv) {
   extern __shared__ float rope[];  // cos [half], then sin [half]
+  WaitPrior();
+  AllowDependents();
   const int r = blockIdx.x;
   const int half = head_dim / 2;
   const float pos = static_cast<float>(row_pos[r]);
@@ -62,9 +101,12 @@ __global__ void __launch_bounds__(kNormThreads)
                     : k + (static_cast<std::size_t>(r) * kv_heads + (h - heads)) * head_dim;
     const float* scale = is_q ? q_scale : k_scale;
     double ss = 0.0;
-    for (int i = lane; i < head_dim; i += 32) ss += static_cast<double>(v[i]) * v[i];
-    for (int o = 16; o > 0; o /= 2) ss += __shfl_xor_sync(kFullMask, ss, o);
-    const float mean = static_cast<float>(ss / head_dim);
+    for (int i = lane; i < head_dim; i += 32) {
+      const double x = static_cast<double>(v[i]);
+      ss = __fma_rn(x, x, ss);
+    }
+    for (int o = 16; o > 0; o /= 2) ss = __dadd_rn(ss, __shfl_xor_sync(kFullMask, ss, o));
+    const float mean = static_cast<float>(__ddiv_rn(ss, static_cast<double>(head_dim)));
     const float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(mean, eps)));
     // Every lane has read its elements (above) before any lane writes.
     __syncwarp();
@@ -76,6 +118,21 @@ __global__ void __launch_bounds__(kNormThreads)
       const float s = rope[half + i];
       v[i] = __fsub_rn(__fmul_rn(x1, c), __fmul_rn(x2, s));
       v[half + i] = __fadd_rn(__fmul_rn(x2, c), __fmul_rn(x1, s));
+    }
+  }
+  if constexpr (kWrite) {
+    __syncthreads();  // the row's keys are final (and visible to the CTA)
+    const std::int64_t row = static_cast<std::int64_t>(kv_heads) * head_dim;
+    const std::int64_t p = row_pos[r];
+    const std::int64_t block = kv.tables[kv.seq_table[kv.row_seq[r]] + p / kv.block_size];
+    float* dst =
+        kv.memory + block * kv.block_floats + (kv.slot * kv.block_size + p % kv.block_size) * row;
+    const float* ks = k + r * row;
+    const float* vs = kv.v + r * row;
+    const std::int64_t values = kv.block_floats / 2;
+    for (std::int64_t c = threadIdx.x; c < row; c += blockDim.x) {
+      dst[c] = ks[c];
+      dst[values + c] = vs[c];
     }
   }
 }
@@ -257,8 +314,12 @@ __device__ __forceinline__ void LoadLane(const float* p, int lane, int head_dim,
 constexpr int kSplitWarps = 4;
 constexpr int kSplitThreads = kSplitWarps * 32;
 constexpr int kSplitUnroll = 4;  // keys per warp and step
-constexpr int kMinChunk = 32;    // fewest keys per slice
-constexpr int kSplitWaves = 4;   // split CTAs per SM aimed at
+// Slices: few keys each, so that a decode row's keys are spread over many SMs (short dependent
+// chains of loads per warp), and about kSplitWaves CTAs per SM in all; at most kMaxSplits slices
+// per row, so that the merge stays short.
+constexpr int kMinChunk = 16;    // fewest keys per slice (one step of every warp)
+constexpr int kSplitWaves = 2;   // split CTAs per SM aimed at
+constexpr int kMaxSplits = 128;  // most slices per row
 
 template <int kDC, int kG>
 __global__ void __launch_bounds__(kSplitThreads) SplitKernel(Geometry g) {
@@ -267,6 +328,8 @@ __global__ void __launch_bounds__(kSplitThreads) SplitKernel(Geometry g) {
   __shared__ float s_ml[kSplitWarps][kG][2];
   __shared__ float s_acc[kSplitWarps][kG][kDp];
 
+  WaitPrior();
+  AllowDependents();
   const int row = blockIdx.x;
   if (RowInTile(g, row)) return;
   const int subgroups = g.group / kG;
@@ -428,6 +491,7 @@ __global__ void __launch_bounds__(kCombineThreads) CombineKernel(Geometry g) {
   extern __shared__ float s_weight[];  // [stride_splits]
   __shared__ float s_scratch[kCombineWarps];
   __shared__ float s_acc[kCombineWarps][kCombineDims];
+  WaitPrior();
   const int row = blockIdx.x / g.heads;
   int slices = 0;
   if (RowInTile(g, row)) {
@@ -709,17 +773,81 @@ __global__ void __launch_bounds__(kTileThreads, 2) TileKernel(Geometry g) {
 // ---------------------------------------------------------------------------------------------
 // Host side.
 
-// The CUDA error state of a failed query is cleared so that it is not reported by a later launch.
-int SmCount() {
-  int device = 0;
+// What the host side needs of a device, queried once per device (the first call on it) and kept
+// for the process: later calls make no device queries, so that they are cheap and fit in stream
+// capture. The CUDA error state of a failed query is cleared so that it is not reported by a later
+// launch.
+struct DeviceInfo {
+  int sms = 132;
+  bool pdl = false;    // programmatic dependent launch (sm_90+)
+  bool tiles[9] = {};  // TileKernel<kDC> has its shared memory (index kDC)
+};
+
+template <int kDC>
+bool EnableTiles(int optin) {
+  constexpr std::size_t bytes = TileSmemBytes<kDC>();
+  return static_cast<std::size_t>(optin) >= bytes + 1024 &&
+         cudaFuncSetAttribute(TileKernel<kDC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              static_cast<int>(bytes)) == cudaSuccess;
+}
+
+DeviceInfo QueryDevice(int device) {
+  DeviceInfo info;
   int sms = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-      sms <= 0) {
-    cudaGetLastError();
-    return 132;
+  int optin = 0;
+  int major = 0;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) == cudaSuccess &&
+      sms > 0) {
+    info.sms = sms;
   }
-  return sms;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess) {
+    info.pdl = major >= 9;
+  }
+  if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) ==
+      cudaSuccess) {
+    info.tiles[2] = EnableTiles<2>(optin);
+    info.tiles[4] = EnableTiles<4>(optin);
+    info.tiles[8] = EnableTiles<8>(optin);
+  }
+  cudaGetLastError();
+  return info;
+}
+
+const DeviceInfo& CurrentDevice() {
+  constexpr int kMaxDevices = 64;
+  static std::mutex mu;
+  static std::array<std::unique_ptr<DeviceInfo>, kMaxDevices> infos;
+  static const DeviceInfo fallback;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) {
+    cudaGetLastError();
+    return fallback;
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  if (!infos[device]) infos[device] = std::make_unique<DeviceInfo>(QueryDevice(device));
+  return *infos[device];
+}
+
+// Launches kernel<<<grid, block, smem, stream>>>(args...), with programmatic serialisation after
+// the stream's previous kernel where `pdl` (the kernel starts with WaitPrior()).
+template <typename... Params, typename... Args>
+void Launch(void (*kernel)(Params...), dim3 grid, int block, std::size_t smem, Stream stream,
+            bool pdl, Args&&... args) {
+  if (!pdl) {
+    kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
+    return;
+  }
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = dim3(static_cast<unsigned>(block));
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
 }
 
 // How a pass is cut: the split regime's slices and, where some sequence has several rows, the
@@ -750,7 +878,8 @@ Plan MakePlan(const PassRows& pass, const AttentionShape& shape, int sms) {
   // Split regime: about kSplitWaves CTAs per SM, slices of at least kMinChunk keys.
   const std::int64_t ctas = std::int64_t{pass.rows} * shape.kv_heads * p.subgroups;
   std::int64_t splits = CeilDiv(kSplitWaves * std::int64_t{sms}, ctas);
-  splits = std::max<std::int64_t>(std::min(splits, CeilDiv(max_keys, kMinChunk)), 1);
+  splits = std::max<std::int64_t>(
+      std::min({splits, CeilDiv(max_keys, kMinChunk), std::int64_t{kMaxSplits}}), 1);
   p.chunk = static_cast<int>(CeilDiv(max_keys, splits));
   p.splits = static_cast<int>(CeilDiv(max_keys, p.chunk));
   // Tile regime: a tile of consecutive positions spans at most max_pos + 1 keys, or
@@ -785,38 +914,27 @@ Status CheckShape(const char* what, const AttentionShape& s) {
 }
 
 template <int kDC>
-void LaunchSplit(int kg, dim3 grid, Stream stream, const Geometry& g) {
+void LaunchSplit(int kg, dim3 grid, Stream stream, bool pdl, const Geometry& g) {
   switch (kg) {
     case 4:
-      SplitKernel<kDC, 4><<<grid, kSplitThreads, 0, stream>>>(g);
+      Launch(SplitKernel<kDC, 4>, grid, kSplitThreads, 0, stream, pdl, g);
       break;
     case 2:
-      SplitKernel<kDC, 2><<<grid, kSplitThreads, 0, stream>>>(g);
+      Launch(SplitKernel<kDC, 2>, grid, kSplitThreads, 0, stream, pdl, g);
       break;
     default:
-      SplitKernel<kDC, 1><<<grid, kSplitThreads, 0, stream>>>(g);
+      Launch(SplitKernel<kDC, 1>, grid, kSplitThreads, 0, stream, pdl, g);
       break;
   }
 }
 
 // Launches the tile kernel if the device has the shared memory for it; false otherwise.
 template <int kDC>
-bool LaunchTiles(const Plan& plan, Stream stream, const Geometry& g) {
-  constexpr std::size_t bytes = TileSmemBytes<kDC>();
-  int device = 0;
-  int optin = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) !=
-          cudaSuccess ||
-      static_cast<std::size_t>(optin) < bytes + 1024 ||
-      cudaFuncSetAttribute(TileKernel<kDC>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(bytes)) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
+bool LaunchTiles(const Plan& plan, const DeviceInfo& info, Stream stream, const Geometry& g) {
+  if (!info.tiles[kDC]) return false;
   const dim3 grid(static_cast<unsigned>(plan.tiles), static_cast<unsigned>(g.kv_heads),
                   static_cast<unsigned>(plan.tile_splits));
-  TileKernel<kDC><<<grid, kTileThreads, bytes, stream>>>(g);
+  TileKernel<kDC><<<grid, kTileThreads, TileSmemBytes<kDC>(), stream>>>(g);
   return true;
 }
 
@@ -831,9 +949,43 @@ Status QKNormRope(float* q, float* k, std::int32_t rows, std::int32_t heads, std
   }
   if (rows <= 0 || heads + kv_heads == 0) return Ok();
   const std::size_t smem = static_cast<std::size_t>(head_dim) * sizeof(float);
-  QKNormRopeKernel<<<static_cast<unsigned>(rows), kNormThreads, smem, stream>>>(
-      q, k, heads, kv_heads, head_dim, q_scale, k_scale, eps, inv_freq, row_pos);
+  QKNormRopeKernel<false><<<static_cast<unsigned>(rows), kNormThreads, smem, stream>>>(
+      q, k, heads, kv_heads, head_dim, q_scale, k_scale, eps, inv_freq, row_pos, KVDest{});
   return CudaLastError("cuda::QKNormRope");
+}
+
+Status QKNormRopeWriteKV(float* q, float* k, const float* v, const PassRows& pass,
+                         const PagedLayer& layer, std::int32_t heads, std::int32_t kv_heads,
+                         std::int32_t head_dim, const float* q_scale, const float* k_scale,
+                         float eps, const float* inv_freq, Stream stream) {
+  if (heads < 0 || kv_heads < 0 || head_dim <= 0 || head_dim % 2 != 0 || head_dim > 8192) {
+    return MakeError("cuda::QKNormRopeWriteKV: heads ", heads, ", kv_heads ", kv_heads,
+                     ", head_dim ", head_dim, " are not supported (head_dim even, at most 8192)");
+  }
+  if (layer.block_size <= 0 || layer.row <= 0 || layer.slot < 0 ||
+      layer.block_floats < 2 * (layer.slot + 1) * layer.block_size * layer.row) {
+    return MakeError("cuda::QKNormRopeWriteKV: layer block_size ", layer.block_size, ", row ",
+                     layer.row, ", slot ", layer.slot, " do not fit blocks of ", layer.block_floats,
+                     " floats");
+  }
+  if (layer.row != std::int64_t{kv_heads} * head_dim) {
+    return MakeError("cuda::QKNormRopeWriteKV: layer row ", layer.row, " is not kv_heads ",
+                     kv_heads, " * head_dim ", head_dim);
+  }
+  if (pass.rows <= 0) return Ok();
+  const KVDest kv{.v = v,
+                  .row_seq = pass.row_seq,
+                  .seq_table = pass.seq_table,
+                  .tables = pass.tables,
+                  .memory = layer.memory,
+                  .block_floats = layer.block_floats,
+                  .block_size = layer.block_size,
+                  .slot = layer.slot};
+  const std::size_t smem = static_cast<std::size_t>(head_dim) * sizeof(float);
+  Launch(QKNormRopeKernel<true>, dim3(static_cast<unsigned>(pass.rows)), kNormThreads, smem, stream,
+         CurrentDevice().pdl, q, k, heads, kv_heads, head_dim, q_scale, k_scale, eps, inv_freq,
+         pass.row_pos, kv);
+  return CudaLastError("cuda::QKNormRopeWriteKV");
 }
 
 Status WriteKV(const float* k, const float* v, const PassRows& pass, const PagedLayer& layer,
@@ -853,7 +1005,7 @@ Status WriteKV(const float* k, const float* v, const PassRows& pass, const Paged
 
 std::size_t PagedAttentionWorkspace(const PassRows& pass, const AttentionShape& shape) {
   if (!CheckShape("", shape).ok() || pass.rows <= 0 || pass.max_pos < 0) return 0;
-  const Plan p = MakePlan(pass, shape, SmCount());
+  const Plan p = MakePlan(pass, shape, CurrentDevice().sms);
   if (p.stride_splits <= 1) return 0;
   return static_cast<std::size_t>(pass.rows) * static_cast<std::size_t>(shape.heads) *
          static_cast<std::size_t>(p.stride_splits) * static_cast<std::size_t>(shape.head_dim + 2);
@@ -875,7 +1027,8 @@ Status PagedAttention(const float* q, const PassRows& pass, const PagedLayer& la
   if (pass.max_pos < 0) {
     return MakeError("cuda::PagedAttention: max_pos ", pass.max_pos, " is negative");
   }
-  const Plan plan = MakePlan(pass, shape, SmCount());
+  const DeviceInfo& info = CurrentDevice();
+  const Plan plan = MakePlan(pass, shape, info.sms);
   if (plan.stride_splits > 1 && workspace == nullptr) {
     return MakeError("cuda::PagedAttention: a workspace of ", PagedAttentionWorkspace(pass, shape),
                      " floats is needed");
@@ -915,32 +1068,35 @@ Status PagedAttention(const float* q, const PassRows& pass, const PagedLayer& la
   if (plan.tile_rows > 0) {
     bool launched = false;
     if (shape.head_dim <= 64) {
-      launched = LaunchTiles<2>(plan, stream, g);
+      launched = LaunchTiles<2>(plan, info, stream, g);
     } else if (shape.head_dim <= 128) {
-      launched = LaunchTiles<4>(plan, stream, g);
+      launched = LaunchTiles<4>(plan, info, stream, g);
     } else {
-      launched = LaunchTiles<8>(plan, stream, g);
+      launched = LaunchTiles<8>(plan, info, stream, g);
     }
     if (!launched) g.tile_rows = 0;
     FGNET_TRY(CudaLastError("cuda::PagedAttention (tiles)"));
   }
 
+  // The split kernel follows the tile kernel in stream order (a plain launch), or the stream's
+  // previous kernel programmatically.
+  const bool split_pdl = info.pdl && g.tile_rows == 0;
   const dim3 grid(static_cast<unsigned>(pass.rows),
                   static_cast<unsigned>(shape.kv_heads * plan.subgroups),
                   static_cast<unsigned>(plan.splits));
   switch ((shape.head_dim + 31) / 32) {
     case 1:
-      LaunchSplit<1>(plan.kg, grid, stream, g);
+      LaunchSplit<1>(plan.kg, grid, stream, split_pdl, g);
       break;
     case 2:
-      LaunchSplit<2>(plan.kg, grid, stream, g);
+      LaunchSplit<2>(plan.kg, grid, stream, split_pdl, g);
       break;
     case 3:
     case 4:
-      LaunchSplit<4>(plan.kg, grid, stream, g);
+      LaunchSplit<4>(plan.kg, grid, stream, split_pdl, g);
       break;
     default:
-      LaunchSplit<8>(plan.kg, grid, stream, g);
+      LaunchSplit<8>(plan.kg, grid, stream, split_pdl, g);
       break;
   }
   FGNET_TRY(CudaLastError("cuda::PagedAttention (splits)"));
@@ -948,7 +1104,7 @@ Status PagedAttention(const float* q, const PassRows& pass, const PagedLayer& la
     const dim3 grid_c(static_cast<unsigned>(pass.rows) * static_cast<unsigned>(shape.heads),
                       static_cast<unsigned>((shape.head_dim + kCombineDims - 1) / kCombineDims));
     const std::size_t smem = static_cast<std::size_t>(plan.stride_splits) * sizeof(float);
-    CombineKernel<<<grid_c, kCombineThreads, smem, stream>>>(g);
+    Launch(CombineKernel, grid_c, kCombineThreads, smem, stream, info.pdl, g);
     FGNET_TRY(CudaLastError("cuda::PagedAttention (combine)"));
   }
   return Ok();

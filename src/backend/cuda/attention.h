@@ -68,6 +68,16 @@ Status QKNormRope(float* q, float* k, std::int32_t rows, std::int32_t heads, std
 Status WriteKV(const float* k, const float* v, const PassRows& pass, const PagedLayer& layer,
                Stream stream = nullptr);
 
+// QKNormRope (at pass.row_pos) followed by WriteKV of the normalised, rotated k and of v
+// [rows, layer.row] (layer.row = kv_heads * head_dim), in one launch; the results (q, k and the
+// blocks) are bit-identical to the two calls. On sm_90+ the launch may overlap the end of the
+// stream's previous kernel (programmatic dependent launch); it reads nothing before that kernel
+// completes.
+Status QKNormRopeWriteKV(float* q, float* k, const float* v, const PassRows& pass,
+                         const PagedLayer& layer, std::int32_t heads, std::int32_t kv_heads,
+                         std::int32_t head_dim, const float* q_scale, const float* k_scale,
+                         float eps, const float* inv_freq, Stream stream = nullptr);
+
 // Floats of workspace PagedAttention needs for a pass (its split-K partial results).
 std::size_t PagedAttentionWorkspace(const PassRows& pass, const AttentionShape& shape);
 
