@@ -914,7 +914,6 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     p.num_seqs = shape.seqs;
     p.max_pos = shape.max_pos;
   }
-  const std::int32_t* d_row_pos = staging.as<std::int32_t>(sl.row_pos);
   const std::int32_t* d_lora_rows = staging.as<std::int32_t>(sl.lora_rows_at);
   const float* d_lora_scales = staging.as<float>(sl.lora_scales);
   const cuda::LoraGroup* d_lora_groups = staging.as<cuda::LoraGroup>(sl.lora_groups_at);
@@ -927,6 +926,10 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
                            d_lora_groups + shape.site_first[site], shape.site_count[site],
                            shape.site_rank[site], d_lora_rows, d_lora_scales, shape.lora_rows,
                            lora_ws.as<float>(), stream);
+  };
+  const auto has_lora = [&](std::size_t layer, LoraModule module) {
+    const std::size_t site = layer * kNumLoraModules + static_cast<std::size_t>(module);
+    return !shape.site_count.empty() && shape.site_count[site] > 0;
   };
   cuda::MatMulContext& mm = *matmul;
 
@@ -941,27 +944,32 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
                                  layout.block_size, layout.layer_slot[l], layout.row};
     // h = the input norm of x: the previous layer's last kernel computed it, except for layer 0.
     if (l == 0) FGNET_TRY(cuda::RMSNorm(x, c, hidden, w.input_norm, eps, h, nullptr, stream));
-    FGNET_TRY(mm.MatMul(h, c, hidden, w.q, q_dim, q));
-    FGNET_TRY(mm.MatMul(h, c, hidden, w.k, kv_dim, k));
-    FGNET_TRY(mm.MatMul(h, c, hidden, w.v, kv_dim, v));
+    const cuda::MatMulContext::MatMulOutput qkv[] = {
+        {w.q, q_dim, q}, {w.k, kv_dim, k}, {w.v, kv_dim, v}};
+    FGNET_TRY(mm.MatMulMany(h, c, hidden, qkv));
     FGNET_TRY(apply_lora(l, LoraModule::kQ, h, hidden, hidden, q, q_dim));
     FGNET_TRY(apply_lora(l, LoraModule::kK, h, hidden, hidden, k, kv_dim));
     FGNET_TRY(apply_lora(l, LoraModule::kV, h, hidden, hidden, v, kv_dim));
-    FGNET_TRY(cuda::QKNormRope(q, k, shape.rows, attention[r].heads, attention[r].kv_heads,
-                               attention[r].head_dim, w.q_norm, w.k_norm, eps, inv_freq[r],
-                               d_row_pos, stream));
-    FGNET_TRY(cuda::WriteKV(k, v, pass[group], paged, stream));
+    FGNET_TRY(cuda::QKNormRopeWriteKV(q, k, v, pass[group], paged, attention[r].heads,
+                                      attention[r].kv_heads, attention[r].head_dim, w.q_norm,
+                                      w.k_norm, eps, inv_freq[r], stream));
     FGNET_TRY(cuda::PagedAttention(q, pass[group], paged, attention[r], attn,
                                    attention_ws.as<float>(), stream));
     FGNET_TRY(mm.MatMul(attn, c, q_dim, w.o, hidden, o));
     FGNET_TRY(apply_lora(l, LoraModule::kO, attn, q_dim, q_dim, o, hidden));
     FGNET_TRY(cuda::RMSNormAddToNorm(o, c, hidden, w.post_attention_norm, eps, x,
                                      w.pre_feedforward_norm, h, stream));
-    FGNET_TRY(mm.MatMul(h, c, hidden, w.gate, intermediate, gate));
-    FGNET_TRY(mm.MatMul(h, c, hidden, w.up, intermediate, up));
-    FGNET_TRY(apply_lora(l, LoraModule::kGate, h, hidden, hidden, gate, intermediate));
-    FGNET_TRY(apply_lora(l, LoraModule::kUp, h, hidden, hidden, up, intermediate));
-    FGNET_TRY(cuda::GeluTanhMul(gate, up, c * intermediate, gate, stream));
+    if (has_lora(l, LoraModule::kGate) || has_lora(l, LoraModule::kUp)) {
+      // Adapters change gate and up before the GeGLU: the products, their updates, then GeGLU.
+      const cuda::MatMulContext::MatMulOutput gate_up[] = {{w.gate, intermediate, gate},
+                                                           {w.up, intermediate, up}};
+      FGNET_TRY(mm.MatMulMany(h, c, hidden, gate_up));
+      FGNET_TRY(apply_lora(l, LoraModule::kGate, h, hidden, hidden, gate, intermediate));
+      FGNET_TRY(apply_lora(l, LoraModule::kUp, h, hidden, hidden, up, intermediate));
+      FGNET_TRY(cuda::GeluTanhMul(gate, up, c * intermediate, gate, stream));
+    } else {
+      FGNET_TRY(mm.MatMulGeGLU(h, c, hidden, w.gate, w.up, intermediate, gate));
+    }
     FGNET_TRY(mm.MatMul(gate, c, intermediate, w.down, hidden, o));
     FGNET_TRY(apply_lora(l, LoraModule::kDown, gate, intermediate, intermediate, o, hidden));
     if (l + 1 < layers.size()) {

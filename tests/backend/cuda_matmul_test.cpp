@@ -51,12 +51,6 @@ class Uniform {
   std::uint64_t state_;
 };
 
-std::vector<float> RoundedToBF16(const std::vector<float>& x) {
-  std::vector<float> r(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) r[i] = BF16ToF32(F32ToBF16(x[i]));
-  return r;
-}
-
 // Checks y (as computed on the device) against the double reference of y0 + x W^T (y0 = 0 unless
 // accumulating) for the outputs o % stride == 0, with an error bound relative to sum |x_k w_k|.
 void ExpectMatMulNear(const std::vector<float>& got, const std::vector<float>& x, std::size_t rows,
@@ -139,8 +133,7 @@ TEST_F(CudaMatMulTest, GemvMatchesTheReference) {
         const std::vector<float> y0 = rng_.Floats(rows * s.out, 4.0f);
         const std::vector<float> got =
             RunMatMul(x, rows, s.in, d_w, s.out, accumulate ? &y0 : nullptr);
-        ExpectMatMulNear(got, RoundedToBF16(x), rows, s.in, w, s.out, accumulate ? &y0 : nullptr,
-                         1e-5);
+        ExpectMatMulNear(got, x, rows, s.in, w, s.out, accumulate ? &y0 : nullptr, 3e-5);
       }
     }
   }
@@ -153,7 +146,7 @@ TEST_F(CudaMatMulTest, GemvSplitsRowsThatDoNotFitInSharedMemoryTogether) {
   DeviceBuffer<std::uint16_t> d_w = Upload(w);
   const std::vector<float> x = rng_.Floats(rows * in);
   const std::vector<float> got = RunMatMul(x, rows, in, d_w, out, nullptr);
-  ExpectMatMulNear(got, RoundedToBF16(x), rows, in, w, out, nullptr, 1e-5);
+  ExpectMatMulNear(got, x, rows, in, w, out, nullptr, 3e-5);
 }
 
 TEST_F(CudaMatMulTest, GemvReadsActivationsThatAreNotVectorAligned) {
@@ -171,7 +164,7 @@ TEST_F(CudaMatMulTest, GemvReadsActivationsThatAreNotVectorAligned) {
     ASSERT_TRUE(s.ok()) << s.error().message();
     auto got = d_y.ToHost();
     ASSERT_TRUE(got.ok());
-    ExpectMatMulNear(*got, RoundedToBF16(x), rows, in, w, out, nullptr, 1e-5);
+    ExpectMatMulNear(*got, x, rows, in, w, out, nullptr, 3e-5);
   }
 }
 
@@ -184,13 +177,13 @@ TEST_F(CudaMatMulTest, GemvHandlesTheTiedOutputMatrix) {
     SCOPED_TRACE(rows);
     const std::vector<float> x = rng_.Floats(rows * in);
     const std::vector<float> got = RunMatMul(x, rows, in, d_w, out, nullptr);
-    ExpectMatMulNear(got, RoundedToBF16(x), rows, in, w, out, nullptr, 1e-5, 13);
+    ExpectMatMulNear(got, x, rows, in, w, out, nullptr, 3e-5, 13);
   }
   // The cuBLAS path on the same matrix.
   const std::size_t rows = 24;
   const std::vector<float> x = rng_.Floats(rows * in);
   const std::vector<float> got = RunMatMul(x, rows, in, d_w, out, nullptr);
-  ExpectMatMulNear(got, RoundedToBF16(x), rows, in, w, out, nullptr, 1e-5, 13);
+  ExpectMatMulNear(got, x, rows, in, w, out, nullptr, 3e-5, 13);
 }
 
 TEST_F(CudaMatMulTest, ARowsResultDoesNotDependOnTheRowsBesideIt) {
@@ -203,7 +196,7 @@ TEST_F(CudaMatMulTest, ARowsResultDoesNotDependOnTheRowsBesideIt) {
   const std::vector<float> first(x.begin(), x.begin() + static_cast<std::ptrdiff_t>(in));
   const std::vector<float> alone = RunMatMul(first, 1, in, d_w, out, nullptr);
   for (std::size_t o = 0; o < out; ++o)
-    ASSERT_NEAR(alone[o], many[o], 1e-5f * (1.0f + std::fabs(many[o]))) << "output " << o;
+    ASSERT_NEAR(alone[o], many[o], 2e-4f * (1.0f + std::fabs(many[o]))) << "output " << o;
 }
 
 TEST_F(CudaMatMulTest, GemmMatchesTheReference) {
@@ -219,11 +212,8 @@ TEST_F(CudaMatMulTest, GemmMatchesTheReference) {
         const std::vector<float> y0 = rng_.Floats(rows * s.out, 4.0f);
         const std::vector<float> got =
             RunMatMul(x, rows, s.in, d_w, s.out, accumulate ? &y0 : nullptr);
-        // Exact products of the BF16-rounded activations, summed in f32...
-        ExpectMatMulNear(got, RoundedToBF16(x), rows, s.in, w, s.out, accumulate ? &y0 : nullptr,
-                         1e-5);
-        // ...within BF16 rounding of the f32 activations' result.
-        ExpectMatMulNear(got, x, rows, s.in, w, s.out, accumulate ? &y0 : nullptr, 1.0 / 256);
+        // The activations split into two BF16 terms: within 2^-16 of the f32 products.
+        ExpectMatMulNear(got, x, rows, s.in, w, s.out, accumulate ? &y0 : nullptr, 3e-5);
       }
     }
   }
@@ -237,7 +227,7 @@ TEST_F(CudaMatMulTest, WorkspaceGrowsAcrossCalls) {
     SCOPED_TRACE(rows);
     const std::vector<float> x = rng_.Floats(rows * in);
     const std::vector<float> got = RunMatMul(x, rows, in, d_w, out, nullptr);
-    ExpectMatMulNear(got, RoundedToBF16(x), rows, in, w, out, nullptr, 1e-5, 7);
+    ExpectMatMulNear(got, x, rows, in, w, out, nullptr, 3e-5, 7);
   }
 }
 
@@ -344,7 +334,7 @@ TEST_F(CudaMatMulTest, MatMulManyMatchesTheReferenceAndSeparateProducts) {
       for (std::size_t i = 0; i < c.outs.size(); ++i) {
         SCOPED_TRACE(testing::Message() << "output " << i);
         const std::vector<float> got = Download(d_y[i]);
-        ExpectMatMulNear(got, RoundedToBF16(x), rows, c.in, w[i], c.outs[i], nullptr, 1e-5,
+        ExpectMatMulNear(got, x, rows, c.in, w[i], c.outs[i], nullptr, 3e-5,
                          c.outs[i] > 4096 ? 7 : 1);
         ExpectSameBits(got, RunMatMul(x, rows, c.in, d_w[i], c.outs[i], nullptr),
                        "MatMulMany vs MatMul");
@@ -371,7 +361,7 @@ TEST_F(CudaMatMulTest, MatMulGeGLUMatchesTheReferenceAndSeparateOps) {
           ctx_->MatMulGeGLU(d_x.data(), rows, s.in, d_wg.data(), d_wu.data(), s.out, d_out.data());
       ASSERT_TRUE(st.ok()) << st.error().message();
       const std::vector<float> got = Download(d_out);
-      ExpectGeGLUNear(got, RoundedToBF16(x), rows, s.in, wg, wu, s.out, 1e-5);
+      ExpectGeGLUNear(got, x, rows, s.in, wg, wu, s.out, 3e-5);
 
       // Two MatMul calls and GeluTanhMul.
       DeviceBuffer<float> d_g = Upload(std::vector<float>(rows * s.out, std::nanf("")));
@@ -407,9 +397,9 @@ TEST_F(CudaMatMulTest, FusedProductsReadActivationsThatAreNotVectorAligned) {
     ASSERT_TRUE(
         ctx_->MatMulGeGLU(d_x.data() + 1, rows, in, d_wg.data(), d_wu.data(), n, d_out.data())
             .ok());
-    ExpectMatMulNear(Download(d_g), RoundedToBF16(x), rows, in, wg, n, nullptr, 1e-5);
-    ExpectMatMulNear(Download(d_u), RoundedToBF16(x), rows, in, wu, n, nullptr, 1e-5);
-    ExpectGeGLUNear(Download(d_out), RoundedToBF16(x), rows, in, wg, wu, n, 1e-5);
+    ExpectMatMulNear(Download(d_g), x, rows, in, wg, n, nullptr, 3e-5);
+    ExpectMatMulNear(Download(d_u), x, rows, in, wu, n, nullptr, 3e-5);
+    ExpectGeGLUNear(Download(d_out), x, rows, in, wg, wu, n, 3e-5);
   }
 }
 

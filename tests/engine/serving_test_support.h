@@ -83,8 +83,8 @@ class ServingFixture {
     return engine_model_ != nullptr ? *engine_model_ : static_cast<const Model&>(*model_);
   }
   // How far engine logits may be from the CPU model's, relative to the largest logit of the row
-  // (at least 1): on a GPU, weights and activations are rounded to BF16.
-  float LogitTolerance() const { return engine_model_ != nullptr ? 2e-2f : 1e-4f; }
+  // (at least 1): on a GPU, F32 weights are rounded to BF16 and sums run in another order.
+  float LogitTolerance() const { return engine_model_ != nullptr ? 1e-3f : 1e-4f; }
   AdapterRegistry& registry() { return registry_; }
 
  private:

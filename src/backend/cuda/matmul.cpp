@@ -49,26 +49,32 @@ struct MatMulContext::Impl {
     return Ok();
   }
 
-  // x [rows, in] rounded to BF16 in x_bf16.
+  // x [rows, in] split into two BF16 terms in x_bf16: hi = bf16(x), then lo = bf16(x - hi) at
+  // hi + rows * in. hi + lo is x to about 2^-17 relative.
   Result<const std::uint16_t*> ToBF16(const float* x, std::size_t rows, std::size_t in) {
-    FGNET_TRY(Reserve(x_bf16, rows * in * sizeof(std::uint16_t)));
-    auto* xb = static_cast<std::uint16_t*>(x_bf16.data());
-    FGNET_TRY(internal::LaunchToBF16(x, rows * in, xb, stream));
-    return static_cast<const std::uint16_t*>(xb);
+    FGNET_TRY(Reserve(x_bf16, 2 * rows * in * sizeof(std::uint16_t)));
+    auto* hi = static_cast<std::uint16_t*>(x_bf16.data());
+    FGNET_TRY(internal::LaunchToBF16(x, rows * in, hi, hi + rows * in, stream));
+    return static_cast<const std::uint16_t*>(hi);
   }
 
-  // y [rows, out] = xb [rows, in] W^T (+ y if accumulating); sizes checked by the caller.
+  // y [rows, out] = x W^T (+ y if accumulating) for x given as ToBF16's two terms: one product per
+  // term, the second added to the first. Sizes checked by the caller.
   Status Gemm(const std::uint16_t* xb, std::size_t rows, std::size_t in, const std::uint16_t* w,
               std::size_t out, float* y, bool accumulate) {
     // Column-major view: y^T [out, rows] = W [in, out]^T x^T [in, rows].
     const float alpha = 1.0f;
-    const float beta = accumulate ? 1.0f : 0.0f;
-    return CublasCheck(
-        cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out),
-                     static_cast<int>(rows), static_cast<int>(in), &alpha, w, CUDA_R_16BF,
-                     static_cast<int>(in), xb, CUDA_R_16BF, static_cast<int>(in), &beta, y,
-                     CUDA_R_32F, static_cast<int>(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-        "cublasGemmEx");
+    for (int term = 0; term < 2; ++term) {
+      const float beta = accumulate || term == 1 ? 1.0f : 0.0f;
+      FGNET_TRY(
+          CublasCheck(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out),
+                                   static_cast<int>(rows), static_cast<int>(in), &alpha, w,
+                                   CUDA_R_16BF, static_cast<int>(in), xb + term * rows * in,
+                                   CUDA_R_16BF, static_cast<int>(in), &beta, y, CUDA_R_32F,
+                                   static_cast<int>(out), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                      "cublasGemmEx"));
+    }
+    return Ok();
   }
 };
 

@@ -93,14 +93,7 @@ __device__ __forceinline__ void LoadWBatch(uint4 (&wv)[U][NW], const uint4* __re
   }
 }
 
-// x rounded to the nearest BF16 (ties to even), kept as f32: the GEMV multiplies the same BF16
-// activations as the cuBLAS path, so that a row's result does not depend on how many rows share
-// its pass (up to the order of the f32 sums).
-__device__ __forceinline__ float RoundToBF16(float x) {
-  return __bfloat162float(__float2bfloat16_rn(x));
-}
-
-// Stages x [R, in] in shared memory as f32 rounded to BF16, permuted so that a warp's loads of
+// Stages x [R, in] in shared memory as f32, permuted so that a warp's loads of
 // lane-consecutive chunks are free of bank conflicts: float4 slot (r * 2 + h) * chunks + c holds
 // x[r, 8c + 4h .. 8c + 4h + 3]. The caller synchronises the block afterwards.
 template <int R>
@@ -125,8 +118,7 @@ __device__ __forceinline__ void StageX(const float* __restrict__ x, int in, floa
         if (e < n4) {
           const int r = e / in4;
           const int k4 = e - r * in4;
-          xs[(r * 2 + (k4 & 1)) * chunks + (k4 >> 1)] = make_float4(
-              RoundToBF16(v[u].x), RoundToBF16(v[u].y), RoundToBF16(v[u].z), RoundToBF16(v[u].w));
+          xs[(r * 2 + (k4 & 1)) * chunks + (k4 >> 1)] = v[u];
         }
       }
     }
@@ -135,7 +127,7 @@ __device__ __forceinline__ void StageX(const float* __restrict__ x, int in, floa
     for (int e = static_cast<int>(threadIdx.x); e < R * in; e += kGemvThreads) {
       const int r = e / in;
       const int k = e - r * in;
-      xsf[((r * 2 + ((k >> 2) & 1)) * chunks + (k >> 3)) * 4 + (k & 3)] = RoundToBF16(x[e]);
+      xsf[((r * 2 + ((k >> 2) & 1)) * chunks + (k >> 3)) * 4 + (k & 3)] = x[e];
     }
   }
 }
@@ -373,11 +365,13 @@ GeGLUFn GeGLUFor(int rows) {
 }
 
 __global__ void ToBF16Kernel(const float* __restrict__ x, std::size_t n,
-                             __nv_bfloat16* __restrict__ out) {
+                             __nv_bfloat16* __restrict__ hi, __nv_bfloat16* __restrict__ lo) {
   const std::size_t stride = static_cast<std::size_t>(gridDim.x) * blockDim.x;
   for (std::size_t i = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += stride) {
-    out[i] = __float2bfloat16_rn(x[i]);
+    const __nv_bfloat16 h = __float2bfloat16_rn(x[i]);
+    hi[i] = h;
+    lo[i] = __float2bfloat16_rn(x[i] - __bfloat162float(h));  // exact difference
   }
 }
 
@@ -614,12 +608,14 @@ Status LaunchGemvGeGLU(const float* x, std::size_t rows, std::size_t in,
   return Ok();
 }
 
-Status LaunchToBF16(const float* x, std::size_t n, std::uint16_t* out, Stream stream) {
+Status LaunchToBF16(const float* x, std::size_t n, std::uint16_t* hi, std::uint16_t* lo,
+                    Stream stream) {
   if (n == 0) return Ok();
   constexpr int kThreads = 256;
   const auto blocks =
       static_cast<unsigned>(std::min<std::size_t>((n + kThreads - 1) / kThreads, 65536));
-  ToBF16Kernel<<<blocks, kThreads, 0, stream>>>(x, n, reinterpret_cast<__nv_bfloat16*>(out));
+  ToBF16Kernel<<<blocks, kThreads, 0, stream>>>(x, n, reinterpret_cast<__nv_bfloat16*>(hi),
+                                                reinterpret_cast<__nv_bfloat16*>(lo));
   return CudaLastError("cuda::MatMul (BF16 rounding kernel)");
 }
 

@@ -2,11 +2,12 @@
 // weights W [out, in] (row-major, as checkpoints store them), f32 results; and the grouped LoRA
 // updates of a pass whose rows use different adapters.
 //
-// Both paths multiply x rounded to BF16 by W, exactly, accumulating in f32: few rows (decode) run
-// a GEMV kernel that streams W once at memory bandwidth, more rows (prefill) call cuBLAS (BF16
-// inputs, f32 accumulation and output). A row's result therefore does not depend on how many rows
-// share its pass, up to the order of the f32 sums; against f32 activations (the CPU backend) it
-// differs by the BF16 rounding of x, well inside the tolerance of a BF16 model.
+// Few rows (decode) run a GEMV kernel that streams W once at memory bandwidth, multiplying the f32
+// activations by the BF16 weights exactly and accumulating in f32. More rows (prefill) call cuBLAS
+// (BF16 inputs, f32 accumulation) on the activations split into two BF16 terms, x = hi + lo to
+// about 2^-17 relative, one product per term: results within about 2^-16 of the exact f32
+// products, so that the CPU backend's f32-activation results (and a transformers float32 run) are
+// matched closely and a row's result barely depends on how many rows share its pass.
 // Thread-safety: a MatMulContext is used by one thread (one stream) at a time.
 #pragma once
 
@@ -47,15 +48,16 @@ class MatMulContext {
 
   // y_i = x [rows, in] W_i^T for up to kMaxOutputs products of the same x (q/k/v), each y_i equal
   // to what MatMul computes for it alone. Up to kMaxGemvRows rows: one GEMV launch over the rows
-  // of all W_i (x staged once per block); more rows: x rounded to BF16 once, then one cuBLAS GEMM
-  // per output. `in` must be a multiple of 8; the y_i must not overlap x or each other.
+  // of all W_i (x staged once per block); more rows: x split into its two BF16 terms once, then
+  // cuBLAS products per output. `in` must be a multiple of 8; the y_i must not overlap x or each
+  // other.
   Status MatMulMany(const float* x, std::size_t rows, std::size_t in,
                     std::span<const MatMulOutput> outputs);
 
   // out [rows, n] = gelu_tanh(x W_gate^T) * (x W_up^T), W_gate and W_up [n, in] BF16, gelu_tanh(g)
   // = 0.5 g (1 + tanh(0.7978845608028654 (g + 0.044715 g^3))) in f32 as GeluTanhMul computes it.
   // Up to kMaxGemvRows rows: one launch, a warp computing gate and up row o together (each product
-  // as MatMul computes it); more rows: two cuBLAS GEMMs (the gate into `out`, the up into the
+  // as MatMul computes it); more rows: the cuBLAS products (the gate into `out`, the up into the
   // context's workspace, which grows as needed and then bumps generation()) and GeluTanhMul.
   // `in` must be a multiple of 8; `out` must not overlap x.
   Status MatMulGeGLU(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_gate,

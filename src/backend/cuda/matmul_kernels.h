@@ -38,7 +38,8 @@ Status LaunchGemvGeGLU(const float* x, std::size_t rows, std::size_t in,
                        const std::uint16_t* w_gate, const std::uint16_t* w_up, std::size_t n,
                        float* out, int multiprocessors, Stream stream);
 
-// out[i] = bf16(x[i]) (round to nearest even) for i < n.
-Status LaunchToBF16(const float* x, std::size_t n, std::uint16_t* out, Stream stream);
+// hi[i] = bf16(x[i]) and lo[i] = bf16(x[i] - hi[i]) (round to nearest even) for i < n.
+Status LaunchToBF16(const float* x, std::size_t n, std::uint16_t* hi, std::uint16_t* lo,
+                    Stream stream);
 
 }  // namespace fgnet::cuda::internal
