@@ -83,8 +83,9 @@ class ServingFixture {
     return engine_model_ != nullptr ? *engine_model_ : static_cast<const Model&>(*model_);
   }
   // How far engine logits may be from the CPU model's, relative to the largest logit of the row
-  // (at least 1): on a GPU, F32 weights are rounded to BF16 and sums run in another order.
-  float LogitTolerance() const { return engine_model_ != nullptr ? 1e-3f : 1e-4f; }
+  // (at least 1): on a GPU this F32 checkpoint's weights are held as BF16 (1.2e-3 measured on an
+  // H100) and sums run in another order.
+  float LogitTolerance() const { return engine_model_ != nullptr ? 5e-3f : 1e-4f; }
   AdapterRegistry& registry() { return registry_; }
 
  private:
