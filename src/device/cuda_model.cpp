@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <list>
 #include <mutex>
 #include <optional>
@@ -138,8 +139,16 @@ class PinnedBuffer {
   std::size_t bytes_ = 0;
 };
 
+// A weight matrix [out, in] on the GPU: BF16, or block-quantized and repacked
+// (backend/cuda/quant_matmul.h).
+struct DeviceMatrix {
+  const std::uint16_t* bf16 = nullptr;
+  cuda::QuantMatrix quant;  // quant.values is null for a BF16 matrix
+  bool quantized() const { return quant.values != nullptr; }
+};
+
 struct LayerWeights {
-  const std::uint16_t *q, *k, *v, *o, *gate, *up, *down;  // BF16 [out, in]
+  DeviceMatrix q, k, v, o, gate, up, down;
   const float *input_norm, *post_attention_norm, *pre_feedforward_norm, *post_feedforward_norm;
   const float *q_norm, *k_norm;
   bool sliding = false;
@@ -283,8 +292,7 @@ struct CudaModel::Impl : ForwardDims {
   std::int64_t window = 0;
 
   cuda::DeviceMemory weights;  // every weight, norm factor and RoPE table
-  const std::uint16_t* embed = nullptr;
-  const std::uint16_t* lm_head = nullptr;
+  DeviceMatrix embed, lm_head;
   const float* final_norm = nullptr;
   const float* inv_freq[2] = {nullptr, nullptr};  // sliding, global
   cuda::AttentionShape attention[2];
@@ -368,9 +376,9 @@ Result<std::vector<std::uint16_t>> ToBF16(const TensorView& t, const std::string
       for (std::size_t i = 0; i < n; ++i) out[i] = F32ToBF16(F16ToF32(t.as<std::uint16_t>()[i]));
       break;
     default:
-      return MakeError("tensor '", name, "' is ", DTypeName(t.dtype),
-                       ": the CUDA backend reads F32, F16 and BF16 weights (quantized weights run "
-                       "on the CPU for now)");
+      return MakeError(
+          "tensor '", name, "' is ", DTypeName(t.dtype),
+          ": the CUDA backend reads F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K weights");
   }
   return out;
 }
@@ -392,6 +400,26 @@ class UploadPlan {
 
  private:
   std::vector<char> bytes_;
+};
+
+// Where a matrix went in the upload: BF16 at `at`, or repacked values at `at` and scales at
+// `scales_at`.
+struct MatrixAt {
+  std::size_t at = 0, scales_at = 0;
+  bool quantized = false;
+  cuda::QuantLayout layout = cuda::QuantLayout::kInt8G32;
+  std::size_t rows = 0, cols = 0;
+
+  DeviceMatrix On(const char* base) const {
+    DeviceMatrix m;
+    if (!quantized) {
+      m.bf16 = reinterpret_cast<const std::uint16_t*>(base + at);
+    } else {
+      m.quant = {layout, reinterpret_cast<const std::uint8_t*>(base + at),
+                 reinterpret_cast<const float*>(base + scales_at), rows, cols};
+    }
+    return m;
+  }
 };
 
 std::string LayerName(std::size_t layer, const char* suffix) {
@@ -447,9 +475,25 @@ Result<std::unique_ptr<CudaModel>> CudaModel::Create(const Gemma3Config& config,
 
   // Pack every tensor into one host buffer, then one upload.
   UploadPlan plan;
-  const auto matrix = [&plan](const TensorView& t, const std::string& name) -> Result<std::size_t> {
+  // Quantized matrices keep their values (repacked); float ones become BF16.
+  const auto matrix = [&plan](const TensorView& t, const std::string& name) -> Result<MatrixAt> {
+    MatrixAt at;
+    if (IsQuantized(t.dtype)) {
+      const auto rows = static_cast<std::size_t>(t.shape[0]);
+      const auto cols = static_cast<std::size_t>(t.shape[1]);
+      auto packed = cuda::PackQuantMatrix(t.dtype, t.data, rows, cols);
+      if (!packed.ok()) return MakeError("tensor '", name, "': ", packed.error().message());
+      at.quantized = true;
+      at.layout = packed->layout;
+      at.rows = rows;
+      at.cols = cols;
+      at.at = plan.Add(packed->values);
+      at.scales_at = plan.Add(packed->scales);
+      return at;
+    }
     FGNET_ASSIGN_OR_RETURN(std::vector<std::uint16_t> bits, ToBF16(t, name));
-    return plan.Add(bits);
+    at.at = plan.Add(bits);
+    return at;
   };
   const auto norm = [&plan, &weights](const TensorView& t, const std::string& name,
                                       std::int64_t dim) -> Result<std::size_t> {
@@ -457,9 +501,9 @@ Result<std::unique_ptr<CudaModel>> CudaModel::Create(const Gemma3Config& config,
                            GemmaNormFactor(t, name, dim, weights.norms_include_one));
     return plan.Add(f);
   };
-  FGNET_ASSIGN_OR_RETURN(const std::size_t embed_at,
+  FGNET_ASSIGN_OR_RETURN(const MatrixAt embed_at,
                          matrix(weights.embed_tokens, "model.embed_tokens.weight"));
-  std::size_t lm_head_at = embed_at;
+  MatrixAt lm_head_at = embed_at;
   if (!weights.lm_head.empty() && weights.lm_head.data != weights.embed_tokens.data) {
     FGNET_ASSIGN_OR_RETURN(lm_head_at, matrix(weights.lm_head, "lm_head.weight"));
   }
@@ -481,7 +525,8 @@ Result<std::unique_ptr<CudaModel>> CudaModel::Create(const Gemma3Config& config,
     a.window = r == 0 ? static_cast<std::int32_t>(c.sliding_window) : 0;
   }
   struct LayerOffsets {
-    std::size_t q, k, v, o, gate, up, down, in, post_attn, pre_ff, post_ff, qn, kn;
+    MatrixAt q, k, v, o, gate, up, down;
+    std::size_t in, post_attn, pre_ff, post_ff, qn, kn;
   };
   std::vector<LayerOffsets> offsets(weights.layers.size());
   for (std::size_t l = 0; l < weights.layers.size(); ++l) {
@@ -516,21 +561,18 @@ Result<std::unique_ptr<CudaModel>> CudaModel::Create(const Gemma3Config& config,
   m.weights = std::move(*uploaded);
   FGNET_TRY(m.weights.CopyFromHost(plan.bytes().data(), plan.bytes().size()));
   const char* base = static_cast<const char*>(m.weights.data());
-  const auto bf16 = [base](std::size_t at) {
-    return reinterpret_cast<const std::uint16_t*>(base + at);
-  };
   const auto f32 = [base](std::size_t at) { return reinterpret_cast<const float*>(base + at); };
-  m.embed = bf16(embed_at);
-  m.lm_head = bf16(lm_head_at);
+  m.embed = embed_at.On(base);
+  m.lm_head = lm_head_at.On(base);
   m.final_norm = f32(final_norm_at);
   for (int r = 0; r < 2; ++r) m.inv_freq[r] = f32(inv_freq_at[r]);
   m.layers.resize(offsets.size());
   for (std::size_t l = 0; l < offsets.size(); ++l) {
     const LayerOffsets& o = offsets[l];
-    m.layers[l] = {bf16(o.q),        bf16(o.k),
-                   bf16(o.v),        bf16(o.o),
-                   bf16(o.gate),     bf16(o.up),
-                   bf16(o.down),     f32(o.in),
+    m.layers[l] = {o.q.On(base),     o.k.On(base),
+                   o.v.On(base),     o.o.On(base),
+                   o.gate.On(base),  o.up.On(base),
+                   o.down.On(base),  f32(o.in),
                    f32(o.post_attn), f32(o.pre_ff),
                    f32(o.post_ff),   f32(o.qn),
                    f32(o.kn),        c.is_sliding(static_cast<std::int64_t>(l))};
@@ -932,9 +974,47 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     return !shape.site_count.empty() && shape.site_count[site] > 0;
   };
   cuda::MatMulContext& mm = *matmul;
+  const auto product = [&mm](const float* in_x, std::size_t rows, std::size_t in,
+                             const DeviceMatrix& w, std::size_t out, float* y) -> Status {
+    if (w.quantized()) return mm.MatMul(in_x, rows, w.quant, y);
+    return mm.MatMul(in_x, rows, in, w.bf16, out, y);
+  };
+  // Products of one x: in one launch where the matrices allow (all BF16, or all quantized alike),
+  // else one by one.
+  const auto products = [&](const float* in_x, std::size_t rows, std::size_t in,
+                            std::initializer_list<std::pair<const DeviceMatrix*, float*>> outs,
+                            std::initializer_list<std::size_t> sizes) -> Status {
+    const DeviceMatrix& first = *outs.begin()->first;
+    bool alike = true;
+    for (const auto& [matrix, dst] : outs) {
+      alike = alike && matrix->quantized() == first.quantized() &&
+              (!matrix->quantized() || matrix->quant.layout == first.quant.layout);
+    }
+    if (alike && first.quantized()) {
+      std::array<cuda::QuantProduct, cuda::MatMulContext::kMaxOutputs> quant{};
+      std::size_t n = 0;
+      for (const auto& [matrix, dst] : outs) quant[n++] = {&matrix->quant, dst};
+      return mm.MatMulMany(in_x, rows, std::span(quant.data(), n));
+    }
+    if (alike) {
+      std::array<cuda::MatMulContext::MatMulOutput, cuda::MatMulContext::kMaxOutputs> bf16{};
+      std::size_t n = 0;
+      auto size = sizes.begin();
+      for (const auto& [matrix, dst] : outs) bf16[n++] = {matrix->bf16, *size++, dst};
+      return mm.MatMulMany(in_x, rows, in, std::span(bf16.data(), n));
+    }
+    auto size = sizes.begin();
+    for (const auto& [matrix, dst] : outs)
+      FGNET_TRY(product(in_x, rows, in, *matrix, *size++, dst));
+    return Ok();
+  };
 
-  FGNET_TRY(cuda::EmbedRows(DType::kBF16, embed, hidden, staging.as<std::int32_t>(sl.ids), c,
-                            embed_scale, x, stream));
+  const std::int32_t* ids = staging.as<std::int32_t>(sl.ids);
+  if (embed.quantized()) {
+    FGNET_TRY(cuda::EmbedRowsQuant(embed.quant, ids, c, embed_scale, x, stream));
+  } else {
+    FGNET_TRY(cuda::EmbedRows(DType::kBF16, embed.bf16, hidden, ids, c, embed_scale, x, stream));
+  }
   for (std::size_t l = 0; l < layers.size(); ++l) {
     const LayerWeights& w = layers[l];
     const int r = w.sliding ? 0 : 1;
@@ -944,9 +1024,7 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
                                  layout.block_size, layout.layer_slot[l], layout.row};
     // h = the input norm of x: the previous layer's last kernel computed it, except for layer 0.
     if (l == 0) FGNET_TRY(cuda::RMSNorm(x, c, hidden, w.input_norm, eps, h, nullptr, stream));
-    const cuda::MatMulContext::MatMulOutput qkv[] = {
-        {w.q, q_dim, q}, {w.k, kv_dim, k}, {w.v, kv_dim, v}};
-    FGNET_TRY(mm.MatMulMany(h, c, hidden, qkv));
+    FGNET_TRY(products(h, c, hidden, {{&w.q, q}, {&w.k, k}, {&w.v, v}}, {q_dim, kv_dim, kv_dim}));
     FGNET_TRY(apply_lora(l, LoraModule::kQ, h, hidden, hidden, q, q_dim));
     FGNET_TRY(apply_lora(l, LoraModule::kK, h, hidden, hidden, k, kv_dim));
     FGNET_TRY(apply_lora(l, LoraModule::kV, h, hidden, hidden, v, kv_dim));
@@ -955,22 +1033,22 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
                                       w.k_norm, eps, inv_freq[r], stream));
     FGNET_TRY(cuda::PagedAttention(q, pass[group], paged, attention[r], attn,
                                    attention_ws.as<float>(), stream));
-    FGNET_TRY(mm.MatMul(attn, c, q_dim, w.o, hidden, o));
+    FGNET_TRY(product(attn, c, q_dim, w.o, hidden, o));
     FGNET_TRY(apply_lora(l, LoraModule::kO, attn, q_dim, q_dim, o, hidden));
     FGNET_TRY(cuda::RMSNormAddToNorm(o, c, hidden, w.post_attention_norm, eps, x,
                                      w.pre_feedforward_norm, h, stream));
-    if (has_lora(l, LoraModule::kGate) || has_lora(l, LoraModule::kUp)) {
-      // Adapters change gate and up before the GeGLU: the products, their updates, then GeGLU.
-      const cuda::MatMulContext::MatMulOutput gate_up[] = {{w.gate, intermediate, gate},
-                                                           {w.up, intermediate, up}};
-      FGNET_TRY(mm.MatMulMany(h, c, hidden, gate_up));
+    if (has_lora(l, LoraModule::kGate) || has_lora(l, LoraModule::kUp) || w.gate.quantized() ||
+        w.up.quantized()) {
+      // The products, adapters' updates to them, then the GeGLU.
+      FGNET_TRY(
+          products(h, c, hidden, {{&w.gate, gate}, {&w.up, up}}, {intermediate, intermediate}));
       FGNET_TRY(apply_lora(l, LoraModule::kGate, h, hidden, hidden, gate, intermediate));
       FGNET_TRY(apply_lora(l, LoraModule::kUp, h, hidden, hidden, up, intermediate));
       FGNET_TRY(cuda::GeluTanhMul(gate, up, c * intermediate, gate, stream));
     } else {
-      FGNET_TRY(mm.MatMulGeGLU(h, c, hidden, w.gate, w.up, intermediate, gate));
+      FGNET_TRY(mm.MatMulGeGLU(h, c, hidden, w.gate.bf16, w.up.bf16, intermediate, gate));
     }
-    FGNET_TRY(mm.MatMul(gate, c, intermediate, w.down, hidden, o));
+    FGNET_TRY(product(gate, c, intermediate, w.down, hidden, o));
     FGNET_TRY(apply_lora(l, LoraModule::kDown, gate, intermediate, intermediate, o, hidden));
     if (l + 1 < layers.size()) {
       FGNET_TRY(cuda::RMSNormAddToNorm(o, c, hidden, w.post_feedforward_norm, eps, x,
@@ -992,7 +1070,7 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     const std::size_t n = std::min(chunk, n_logits - first);
     FGNET_TRY(cuda::RMSNorm(x, n, hidden, final_norm, eps, h,
                             staging.as<std::int32_t>(sl.logit_rows) + first, stream));
-    FGNET_TRY(mm.MatMul(h, n, hidden, lm_head, vocab, logits.as<float>()));
+    FGNET_TRY(product(h, n, hidden, lm_head, vocab, logits.as<float>()));
     if (final_softcap > 0.0f)
       FGNET_TRY(cuda::Softcap(logits.as<float>(), n * vocab, final_softcap, stream));
     if (shape.argmax) {

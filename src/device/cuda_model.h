@@ -1,14 +1,15 @@
 // The Gemma 3 forward pass on an NVIDIA GPU: the Model interface (model/model.h) over the CUDA
 // kernels of backend/cuda.
 //
-// Weights are uploaded once, as BF16 (F32 and F16 checkpoints are rounded to BF16 on upload;
-// quantized ones are refused for now), with the f32 norm factors and RoPE frequencies. Keys and
-// values live in paged blocks in GPU memory (AllocateKV), in the block layout of kv/block_pool.h;
-// each pass writes its fresh keys into their blocks and attends over the blocks, so prefix
-// sharing and copy-on-write work as on the CPU. Activations are f32. LoRA adapters are uploaded
-// on first use (f32, the module scale folded into B) and stay resident; a pass applies every
-// adapter's rows at every site with the grouped shrink/expand kernels. Logits of the rows that
-// want them are copied to the host; greedy rows (LogitsMode::kArgmax) send only their ids.
+// Weights are uploaded once: float ones as BF16 (F32 and F16 checkpoints are rounded to BF16 on
+// upload), block-quantized ones (Q8_0, Q4_0, Q4_K, Q6_K) repacked losslessly into the layouts of
+// backend/cuda/quant_matmul.h, with the f32 norm factors and RoPE frequencies. Keys and values live
+// in paged blocks in GPU memory (AllocateKV), in the block layout of kv/block_pool.h; each pass
+// writes its fresh keys into their blocks and attends over the blocks, so prefix sharing and
+// copy-on-write work as on the CPU. Activations are f32. LoRA adapters are uploaded on first use
+// (f32, the module scale folded into B) and stay resident; a pass applies every adapter's rows at
+// every site with the grouped shrink/expand kernels. Logits of the rows that want them are copied
+// to the host; greedy rows (LogitsMode::kArgmax) send only their ids.
 //
 // Decode passes (one token per sequence, up to 256 sequences) run as CUDA graphs: the pass's
 // description (ids, positions, block tables, adapter rows) is uploaded to fixed addresses, and

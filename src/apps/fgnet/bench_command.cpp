@@ -12,6 +12,7 @@
 #include "apps/fgnet/mem_bandwidth.h"
 #include "apps/fgnet/model_bench.h"
 #include "apps/fgnet/model_loading.h"
+#include "device/create_model.h"
 #include "model/quantize.h"
 #include "model/synth.h"
 #include "util/thread_pool.h"
@@ -29,8 +30,25 @@ Status RunDeviceBenchCommand(const ParsedArgs& args, CommandIo& io, BenchReport&
   }
   SynthesizedModel synthesized;
   FGNET_ASSIGN_OR_RETURN(const std::string dir, ModelDirOrSynthesized(args, synthesized, io.err));
-  io.err << "loading the model onto " << device.ToString() << "\n";
-  FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(dir, {.device = device}));
+  // With --quant the checkpoint is read on the host, quantized in memory, and the quantized weights
+  // go to the device.
+  const std::optional<std::string> quant = args.OptString("quant");
+  if (!quant) io.err << "loading the model onto " << device.ToString() << "\n";
+  FGNET_ASSIGN_OR_RETURN(auto loaded, LoadModel(dir, {.device = quant ? Device::Cpu() : device}));
+  const Model* model = &loaded->engine_model();
+  std::unique_ptr<Checkpoint> quantized;
+  std::unique_ptr<Model> quantized_model;
+  if (quant) {
+    FGNET_ASSIGN_OR_RETURN(const QuantScheme scheme, ParseQuantScheme(*quant));
+    io.err << "quantizing the weights to " << QuantSchemeName(scheme) << "\n";
+    ThreadPool pool(ThreadsOption(args));
+    FGNET_ASSIGN_OR_RETURN(Checkpoint q, QuantizeCheckpoint(*loaded->checkpoint, scheme, pool));
+    quantized = std::make_unique<Checkpoint>(std::move(q));
+    io.err << "loading the quantized model onto " << device.ToString() << "\n";
+    FGNET_ASSIGN_OR_RETURN(quantized_model,
+                           CreateModel(quantized->config(), quantized->weights(), device));
+    model = quantized_model.get();
+  }
   DeviceBenchOptions options;
   options.repeat = static_cast<int>(std::min<std::int64_t>(args.Int("repeat"), 5));
   if (auto rank = args.OptInt("lora-rank")) options.lora_rank = *rank;
@@ -43,11 +61,11 @@ Status RunDeviceBenchCommand(const ParsedArgs& args, CommandIo& io, BenchReport&
     options.repeat = 1;
   }
   report.settings["model"] = args.OptString("model").value_or("synthesized gemma-3-270m (bf16)");
-  report.settings["device"] = loaded->engine_model().device_name();
-  report.settings["quantization"] = loaded->checkpoint->quantization();
-  FGNET_ASSIGN_OR_RETURN(
-      const DeviceBenchResult result,
-      RunDeviceBench(loaded->engine_model(), *loaded->registry, options, io.err));
+  report.settings["device"] = model->device_name();
+  report.settings["quantization"] =
+      quantized != nullptr ? quantized->quantization() : loaded->checkpoint->quantization();
+  FGNET_ASSIGN_OR_RETURN(const DeviceBenchResult result,
+                         RunDeviceBench(*model, *loaded->registry, options, io.err));
   for (Measurement& m : DeviceMeasurements(result, options)) report.results.push_back(std::move(m));
   io.out << BenchContextToMarkdown(report) << "\n"
          << DeviceBenchTable(result, options, baseline ? &*baseline : nullptr);
@@ -63,7 +81,6 @@ Status RunBench(const ParsedArgs& args, CommandIo& io) {
   if (!device.is_cpu()) {
     if (args.Switch("skip-model"))
       return Error("--skip-model measures the CPU only: leave out --device");
-    if (args.OptString("quant")) return Error("--quant is not supported with --device cuda yet");
     return RunDeviceBenchCommand(args, io, report, device);
   }
   const std::int64_t repeat = args.Int("repeat");

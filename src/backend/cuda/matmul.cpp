@@ -3,6 +3,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <limits>
 #include <utility>
 
@@ -16,6 +17,8 @@ static_assert(MatMulContext::kMaxGemvRows == internal::kGemvMaxRows);
 static_assert(MatMulContext::kMaxOutputs == internal::kGemvMaxOutputs);
 
 constexpr std::size_t kCublasWorkspaceBytes = std::size_t{32} << 20;
+// Floats of quantized weights dequantized at once on the many-row path.
+constexpr std::size_t kDequantFloats = std::size_t{8} << 20;
 
 Status CublasCheck(cublasStatus_t status, const char* what) {
   if (status == CUBLAS_STATUS_SUCCESS) return Ok();
@@ -31,7 +34,8 @@ struct MatMulContext::Impl {
   int multiprocessors = 1;
   DeviceMemory x_bf16;  // the BF16 activations of the cuBLAS path
   DeviceMemory cublas_workspace;
-  DeviceMemory up;  // the up products of MatMulGeGLU's cuBLAS path
+  DeviceMemory up;       // the up products of MatMulGeGLU's cuBLAS path
+  DeviceMemory dequant;  // slices of quantized weights as f32
   std::uint64_t generation = 0;
 
   ~Impl() {
@@ -138,6 +142,44 @@ Status MatMulContext::MatMul(const float* x, std::size_t rows, std::size_t in,
   FGNET_TRY(CheckGemmSizes("cuda::MatMul", rows, in, out));
   FGNET_ASSIGN_OR_RETURN(const std::uint16_t* xb, impl_->ToBF16(x, rows, in));
   return impl_->Gemm(xb, rows, in, w_bf16, out, y, accumulate);
+}
+
+Status MatMulContext::MatMul(const float* x, std::size_t rows, const QuantMatrix& w, float* y,
+                             bool accumulate) {
+  const QuantProduct product{&w, y};
+  return MatMulMany(x, rows, std::span(&product, 1), accumulate);
+}
+
+Status MatMulContext::MatMulMany(const float* x, std::size_t rows,
+                                 std::span<const QuantProduct> products, bool accumulate) {
+  if (rows == 0) return Ok();
+  if (rows <= kMaxGemvRows) {
+    return internal::LaunchQuantGemv(x, rows, products, accumulate, impl_->multiprocessors,
+                                     impl_->stream);
+  }
+  for (const QuantProduct& p : products) {
+    const QuantMatrix& w = *p.w;
+    if (w.rows == 0) continue;
+    FGNET_TRY(CheckGemmSizes("cuda::MatMul (quantized)", rows, w.cols, w.rows));
+    const std::size_t slice = std::min(w.rows, std::max<std::size_t>(1, kDequantFloats / w.cols));
+    FGNET_TRY(impl_->Reserve(impl_->dequant, slice * w.cols * sizeof(float)));
+    auto* wf = static_cast<float*>(impl_->dequant.data());
+    const float alpha = 1.0f;
+    const float beta = accumulate ? 1.0f : 0.0f;
+    for (std::size_t o0 = 0; o0 < w.rows; o0 += slice) {
+      const std::size_t n = std::min(slice, w.rows - o0);
+      FGNET_TRY(DequantizeRows(w, o0, n, wf, impl_->stream));
+      // Column-major view: y^T [n, rows] (rows of y w.rows apart) = W_slice [cols, n]^T x^T.
+      FGNET_TRY(CublasCheck(
+          cublasGemmEx(impl_->handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n),
+                       static_cast<int>(rows), static_cast<int>(w.cols), &alpha, wf, CUDA_R_32F,
+                       static_cast<int>(w.cols), x, CUDA_R_32F, static_cast<int>(w.cols), &beta,
+                       p.y + o0, CUDA_R_32F, static_cast<int>(w.rows), CUBLAS_COMPUTE_32F,
+                       CUBLAS_GEMM_DEFAULT),
+          "cublasGemmEx (f32)"));
+    }
+  }
+  return Ok();
 }
 
 Status MatMulContext::MatMulMany(const float* x, std::size_t rows, std::size_t in,

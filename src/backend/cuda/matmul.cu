@@ -8,57 +8,19 @@
 #include <limits>
 
 #include "backend/cuda/device.h"
+#include "backend/cuda/gemv_common.cuh"
 #include "backend/cuda/matmul.h"
 #include "backend/cuda/matmul_kernels.h"
 
 namespace fgnet::cuda {
 namespace {
 
-constexpr unsigned kFullMask = 0xffffffffu;
-
-__host__ __device__ constexpr int Pow2Ceil(int n) {
-  int p = 1;
-  while (p < n) p *= 2;
-  return p;
-}
-
-__host__ __device__ constexpr int Log2(int n) {
-  int l = 0;
-  while ((1 << l) < n) ++l;
-  return l;
-}
-
-// Butterfly reduce-scatter of M (a power of two, <= 32) values held by every lane of a warp: lane
-// l ends with the warp's sum of value l >> (5 - log2 M), in M - 1 + 5 - log2 M shuffles (instead
-// of 5 M for M separate reductions). Halving step: the lanes whose bit OFF is set keep the upper
-// half of the values and receive their partner's upper half.
-template <int N, int Off, int M>
-struct ReduceStep {
-  __device__ __forceinline__ static void Run(float (&v)[M], int lane) {
-    if constexpr (Off >= 1) {
-      if constexpr (N > 1) {
-        const bool upper = (lane & Off) != 0;
-#pragma unroll
-        for (int i = 0; i < N / 2; ++i) {
-          const float send = upper ? v[i] : v[i + N / 2];
-          const float keep = upper ? v[i + N / 2] : v[i];
-          v[i] = keep + __shfl_xor_sync(kFullMask, send, Off);
-        }
-        ReduceStep<N / 2, Off / 2, M>::Run(v, lane);
-      } else {
-        v[0] += __shfl_xor_sync(kFullMask, v[0], Off);
-        ReduceStep<1, Off / 2, M>::Run(v, lane);
-      }
-    }
-  }
-};
-
-template <int M>
-__device__ __forceinline__ float ReduceScatter(float (&v)[M], int lane) {
-  static_assert(M >= 1 && M <= 32 && (M & (M - 1)) == 0);
-  ReduceStep<M, 16, M>::Run(v, lane);
-  return v[0];
-}
+using internal::kFullMask;
+using internal::kGemvThreads;
+using internal::kGemvWarps;
+using internal::Log2;
+using internal::Pow2Ceil;
+using internal::ReduceScatter;
 
 // Eight BF16 values (one 16-byte load) widened to f32; widening is exact.
 __device__ __forceinline__ void WidenBF16x8(const uint4& w, float (&f)[8]) {
@@ -71,9 +33,6 @@ __device__ __forceinline__ void WidenBF16x8(const uint4& w, float (&f)[8]) {
   f[6] = __uint_as_float(w.w << 16);
   f[7] = __uint_as_float(w.w & 0xffff0000u);
 }
-
-constexpr int kGemvThreads = 256;
-constexpr int kGemvWarps = kGemvThreads / 32;
 
 // Lane `lane`'s chunks c0 + 32 u + lane of W rows o0 .. o0 + N - 1 into wv[u][J0 ..
 // J0 + N - 1] (rows past `out` read the last row; chunks past the row read as zero), streamed past
@@ -475,10 +434,6 @@ constexpr std::size_t kMaxDim = static_cast<std::size_t>(std::numeric_limits<int
 
 namespace internal {
 
-namespace {
-
-// Checks what every GEMV launch requires and returns the rows whose activations fit in shared
-// memory together.
 Result<std::size_t> GemvRowBatch(const char* what, std::size_t rows, std::size_t in) {
   if (rows > kGemvMaxRows) {
     return MakeError(what, ": the GEMV kernel takes at most ", kGemvMaxRows, " rows, not ", rows);
@@ -502,8 +457,6 @@ Result<std::size_t> GemvRowBatch(const char* what, std::size_t rows, std::size_t
   return std::min(rows, fit);
 }
 
-// The grid of a GEMV-style kernel `fn` with `smem` bytes of shared memory over `tiles` warp tiles:
-// one block per kGemvWarps tiles, at most as many as are resident at once.
 Result<unsigned> GemvGrid(const void* fn, std::size_t smem, std::size_t tiles,
                           int multiprocessors) {
   if (smem > 48 * 1024) {
@@ -520,8 +473,6 @@ Result<unsigned> GemvGrid(const void* fn, std::size_t smem, std::size_t tiles,
       static_cast<std::size_t>(std::max(per_sm, 1)) * static_cast<std::size_t>(multiprocessors);
   return static_cast<unsigned>(std::max<std::size_t>(1, std::min(wanted, resident)));
 }
-
-}  // namespace
 
 Status LaunchGemv(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_bf16,
                   std::size_t out, float* y, bool accumulate, int multiprocessors, Stream stream) {

@@ -17,6 +17,7 @@
 #include <span>
 
 #include "backend/cuda/ops.h"
+#include "backend/cuda/quant_matmul.h"
 #include "util/status.h"
 
 namespace fgnet::cuda {
@@ -35,6 +36,19 @@ class MatMulContext {
   // y [rows, out] = x [rows, in] W^T (accumulate: y += x W^T). `in` must be a multiple of 8.
   Status MatMul(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_bf16,
                 std::size_t out, float* y, bool accumulate = false);
+
+  // y [rows, w.rows] = x [rows, w.cols] w^T (or +=) for a repacked quantized matrix
+  // (quant_matmul.h). Up to kMaxGemvRows rows: the quantized GEMV. More rows: slices of w are
+  // dequantized to f32 in the context's workspace (it grows to at most 32 MiB, bumping
+  // generation()) and multiplied by cuBLAS in f32, neither side rounded to BF16.
+  Status MatMul(const float* x, std::size_t rows, const QuantMatrix& w, float* y,
+                bool accumulate = false);
+
+  // The quantized products of up to kMaxOutputs matrices of one layout and input size with the
+  // same x (q/k/v, gate/up), each y_i equal to what MatMul computes for it alone: one GEMV launch
+  // up to kMaxGemvRows rows, else MatMul's many-row path per matrix.
+  Status MatMulMany(const float* x, std::size_t rows, std::span<const QuantProduct> products,
+                    bool accumulate = false);
 
   // One product of MatMulMany: y [rows, out] = x W^T, W [out, in] BF16 (16-byte aligned).
   struct MatMulOutput {

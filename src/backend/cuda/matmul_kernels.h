@@ -19,6 +19,14 @@ inline constexpr std::size_t kGemvMaxRows = 8;
 // Outputs one GEMV launch computes (MatMulContext::kMaxOutputs).
 inline constexpr int kGemvMaxOutputs = 4;
 
+// Checks what every GEMV launch requires (rows <= kGemvMaxRows, `in` a positive multiple of 8)
+// and returns the rows whose f32 activations fit in shared memory together.
+Result<std::size_t> GemvRowBatch(const char* what, std::size_t rows, std::size_t in);
+
+// The grid of a GEMV-style kernel `fn` (256 threads a block) with `smem` bytes of shared memory
+// over `tiles` warp tiles: one block per 8 tiles, at most as many as are resident at once.
+Result<unsigned> GemvGrid(const void* fn, std::size_t smem, std::size_t tiles, int multiprocessors);
+
 // y [rows, out] = x [rows, in] W^T (or +=) for rows <= kGemvMaxRows; `in` a multiple of 8, W
 // 16-byte aligned. `multiprocessors` sizes the grid. Rows whose activations do not fit in shared
 // memory together are split over several launches.
