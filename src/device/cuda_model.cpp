@@ -88,14 +88,17 @@ class CudaKVMemory final : public Memory {
   std::shared_ptr<StreamState> state_;
 };
 
-// Device memory that only grows (contents are not kept when it does). `moves` counts the
-// reallocations of every buffer that shares it, so that stale CUDA graphs are recognised.
+// Device memory that only grows (contents are not kept when it does): exactly to the first size
+// asked, then by a quarter more than asked, so that passes growing step by step reallocate
+// rarely. `moves` counts the reallocations of every buffer that shares it, so that stale CUDA
+// graphs are recognised.
 class Scratch {
  public:
   Status Reserve(std::size_t bytes, std::uint64_t* moves) {
     if (memory_.bytes() >= bytes) return Ok();
+    const std::size_t want = memory_.bytes() == 0 ? bytes : bytes + bytes / 4;
     memory_ = cuda::DeviceMemory();
-    FGNET_ASSIGN_OR_RETURN(memory_, cuda::DeviceMemory::Allocate(bytes + bytes / 4));
+    FGNET_ASSIGN_OR_RETURN(memory_, cuda::DeviceMemory::Allocate(want));
     ++*moves;
     return Ok();
   }
@@ -344,7 +347,7 @@ std::size_t CudaModel::device_bytes() const {
   std::lock_guard lock(impl_->mu);
   std::size_t bytes = impl_->weights.bytes() + impl_->activations.bytes() +
                       impl_->attention_ws.bytes() + impl_->lora_ws.bytes() + impl_->logits.bytes() +
-                      impl_->staging.bytes();
+                      impl_->staging.bytes() + impl_->matmul->device_bytes();
   for (const auto& [key, adapter] : impl_->adapters) bytes += adapter.bytes;
   return bytes;
 }

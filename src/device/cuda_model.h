@@ -53,7 +53,8 @@ class CudaModel final : public Model {
   Status ForwardBatch(std::span<const SequenceStep> steps, ThreadPool& pool,
                       ForwardScratch& scratch) const override;
 
-  // Bytes of GPU memory held for weights, resident adapters and working buffers (not KV).
+  // Bytes of GPU memory held for weights, resident adapters and working buffers (cuBLAS's workspace
+  // included; not KV).
   std::size_t device_bytes() const override;
   std::uint64_t graph_launches() const override;
 

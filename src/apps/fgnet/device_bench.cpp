@@ -202,13 +202,13 @@ std::vector<Measurement> DeviceMeasurements(const DeviceBenchResult& r,
       {"time to first token, cached prefix", r.serve.ttft_cached_ms, "ms",
        std::to_string(r.serve.cached_prompt_tokens) + " tokens from the prefix cache, " + on});
   if (r.network_weights_mib > 0) {
-    out.push_back({"8-expert network GPU memory", r.network_total_mib(), "MiB",
-                   "weights " + std::to_string(static_cast<int>(r.network_weights_mib)) +
-                       " + adapters and buffers " +
-                       std::to_string(static_cast<int>(r.network_adapters_mib)) + " + KV " +
-                       std::to_string(static_cast<int>(r.network_kv_mib)) + " (" +
-                       std::to_string(o.experts) + " x " + std::to_string(o.expert_context) +
-                       " tokens), CUDA context excluded"});
+    out.push_back(
+        {"8-expert network GPU memory", r.network_total_mib(), "MiB",
+         "weights and cuBLAS workspace " + std::to_string(static_cast<int>(r.network_weights_mib)) +
+             " + adapters and buffers " + std::to_string(static_cast<int>(r.network_adapters_mib)) +
+             " + KV " + std::to_string(static_cast<int>(r.network_kv_mib)) + " (" +
+             std::to_string(o.experts) + " x " + std::to_string(o.expert_context) +
+             " tokens), CUDA context excluded"});
   }
   return out;
 }

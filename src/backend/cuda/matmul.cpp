@@ -122,6 +122,11 @@ Stream MatMulContext::stream() const { return impl_->stream; }
 
 std::uint64_t MatMulContext::generation() const { return impl_->generation; }
 
+std::size_t MatMulContext::device_bytes() const {
+  return impl_->cublas_workspace.bytes() + impl_->x_bf16.bytes() + impl_->up.bytes() +
+         impl_->dequant.bytes();
+}
+
 Status MatMulContext::MatMul(const float* x, std::size_t rows, std::size_t in,
                              const std::uint16_t* w_bf16, std::size_t out, float* y,
                              bool accumulate) {

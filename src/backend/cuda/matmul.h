@@ -83,6 +83,9 @@ class MatMulContext {
 
   Stream stream() const;
 
+  // Bytes of device memory the context holds: cuBLAS's workspace and the many-row paths' buffers.
+  std::size_t device_bytes() const;
+
   // Increases whenever the context's device memory moves (its BF16 workspace grows), so that a
   // caller knows when CUDA graphs that captured MatMul calls are stale.
   std::uint64_t generation() const;
