@@ -18,7 +18,8 @@
 // exact (at most 21 significant bits) except Q6_K's, which rounds as the CPU's does, and
 // s * q - m has one rounding on both. The kernels widen weights to f32 in registers and multiply
 // the f32 activations with them, so the GPU's products differ from the CPU's only by summation
-// order. Bytes read per weight: 1.125 (Q8_0), 1.125 (Q6_K: 8-bit values), 0.75 (4-bit).
+// order. Bytes read per weight: 1.125 (Q8_0), 1.25 (Q6_K: 8-bit values, a scale per 16), 0.75
+// (4-bit).
 // Thread-safety: reentrant; launches on one stream are ordered by the stream.
 #pragma once
 
