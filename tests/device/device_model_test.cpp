@@ -322,8 +322,9 @@ TEST_F(CudaModelTest, QuantizedCheckpointsMatchTheCpu) {
     const auto a = cpu.Step({prompt}, none, LogitsMode::kAll);
     const auto b = gpu.Step({prompt}, none, LogitsMode::kAll);
     EXPECT_LT(MaxRelativeDifference(a[0], b[0]), kLogitTolerance) << "prefill";
-    std::int32_t next_cpu = Argmax(a[0], (prompt.size() - 1) * 211, 211);
-    std::int32_t next_gpu = Argmax(b[0], (prompt.size() - 1) * 211, 211);
+    const auto vocab = static_cast<std::size_t>(config.vocab_size);
+    std::int32_t next_cpu = Argmax(a[0], (prompt.size() - 1) * vocab, vocab);
+    std::int32_t next_gpu = Argmax(b[0], (prompt.size() - 1) * vocab, vocab);
     for (int t = 0; t < 16; ++t) {
       ASSERT_EQ(next_cpu, next_gpu) << "token " << t;
       const auto x = cpu.Step({{next_cpu}}, none);

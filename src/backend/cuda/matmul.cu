@@ -15,6 +15,7 @@
 namespace fgnet::cuda {
 namespace {
 
+using internal::Dot8;
 using internal::kFullMask;
 using internal::kGemvThreads;
 using internal::kGemvWarps;
@@ -109,18 +110,7 @@ __device__ __forceinline__ void AccumulateBatch(const uint4 (&wv)[U][NW], const 
         const float4 lo = xs[(r * 2) * chunks + c];
         const float4 hi = xs[(r * 2 + 1) * chunks + c];
 #pragma unroll
-        for (int j = 0; j < NW; ++j) {
-          float a = acc[j * R + r];
-          a = fmaf(wf[j][0], lo.x, a);
-          a = fmaf(wf[j][1], lo.y, a);
-          a = fmaf(wf[j][2], lo.z, a);
-          a = fmaf(wf[j][3], lo.w, a);
-          a = fmaf(wf[j][4], hi.x, a);
-          a = fmaf(wf[j][5], hi.y, a);
-          a = fmaf(wf[j][6], hi.z, a);
-          a = fmaf(wf[j][7], hi.w, a);
-          acc[j * R + r] = a;
-        }
+        for (int j = 0; j < NW; ++j) acc[j * R + r] = Dot8(wf[j], lo, hi, acc[j * R + r]);
       }
     }
   }
@@ -281,46 +271,14 @@ using GeGLUFn = void (*)(const float*, int, const uint4*, const uint4*, int, flo
 
 template <int NW>
 GemvFn GemvFor(int rows) {
-  switch (rows) {
-    case 1:
-      return GemvKernel<1, NW>;
-    case 2:
-      return GemvKernel<2, NW>;
-    case 3:
-      return GemvKernel<3, NW>;
-    case 4:
-      return GemvKernel<4, NW>;
-    case 5:
-      return GemvKernel<5, NW>;
-    case 6:
-      return GemvKernel<6, NW>;
-    case 7:
-      return GemvKernel<7, NW>;
-    default:
-      return GemvKernel<8, NW>;
-  }
+  return internal::ForRows<internal::kGemvMaxRows>(
+      rows, [](auto r) -> GemvFn { return GemvKernel<decltype(r)::value, NW>; });
 }
 
 template <int NP>
 GeGLUFn GeGLUFor(int rows) {
-  switch (rows) {
-    case 1:
-      return GeGLUKernel<1, NP>;
-    case 2:
-      return GeGLUKernel<2, NP>;
-    case 3:
-      return GeGLUKernel<3, NP>;
-    case 4:
-      return GeGLUKernel<4, NP>;
-    case 5:
-      return GeGLUKernel<5, NP>;
-    case 6:
-      return GeGLUKernel<6, NP>;
-    case 7:
-      return GeGLUKernel<7, NP>;
-    default:
-      return GeGLUKernel<8, NP>;
-  }
+  return internal::ForRows<internal::kGemvMaxRows>(
+      rows, [](auto r) -> GeGLUFn { return GeGLUKernel<decltype(r)::value, NP>; });
 }
 
 __global__ void ToBF16Kernel(const float* __restrict__ x, std::size_t n,

@@ -15,6 +15,7 @@
 namespace fgnet::cuda {
 namespace {
 
+using internal::Dot8;
 using internal::kGemvThreads;
 using internal::kGemvWarps;
 using internal::Log2;
@@ -214,18 +215,7 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
             const float4 lo = xs[(r * P + 2 * piece) * chunks + c];
             const float4 hi = xs[(r * P + 2 * piece + 1) * chunks + c];
 #pragma unroll
-            for (int j = 0; j < NW; ++j) {
-              float a = acc[j * R + r];
-              a = fmaf(w[j][0], lo.x, a);
-              a = fmaf(w[j][1], lo.y, a);
-              a = fmaf(w[j][2], lo.z, a);
-              a = fmaf(w[j][3], lo.w, a);
-              a = fmaf(w[j][4], hi.x, a);
-              a = fmaf(w[j][5], hi.y, a);
-              a = fmaf(w[j][6], hi.z, a);
-              a = fmaf(w[j][7], hi.w, a);
-              acc[j * R + r] = a;
-            }
+            for (int j = 0; j < NW; ++j) acc[j * R + r] = Dot8(w[j], lo, hi, acc[j * R + r]);
           }
         }
       }
@@ -283,24 +273,8 @@ using QuantGemvFn = void (*)(const float*, int, const QuantTargets, int, bool);
 
 template <QuantLayout L, int NW>
 QuantGemvFn QuantGemvFor(int rows) {
-  switch (rows) {
-    case 1:
-      return QuantGemvKernel<L, 1, NW>;
-    case 2:
-      return QuantGemvKernel<L, 2, NW>;
-    case 3:
-      return QuantGemvKernel<L, 3, NW>;
-    case 4:
-      return QuantGemvKernel<L, 4, NW>;
-    case 5:
-      return QuantGemvKernel<L, 5, NW>;
-    case 6:
-      return QuantGemvKernel<L, 6, NW>;
-    case 7:
-      return QuantGemvKernel<L, 7, NW>;
-    default:
-      return QuantGemvKernel<L, 8, NW>;
-  }
+  return internal::ForRows<internal::kGemvMaxRows>(
+      rows, [](auto r) -> QuantGemvFn { return QuantGemvKernel<L, decltype(r)::value, NW>; });
 }
 
 template <int NW>

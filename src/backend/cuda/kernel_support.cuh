@@ -1,0 +1,80 @@
+// Helpers shared by the CUDA kernels: the full warp mask, and programmatic dependent launch
+// (sm_90+), by which a kernel may start while the previous kernel of its stream finishes.
+// Thread-safety: DependentLaunchSupported is reentrant (one cached query per device).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <utility>
+
+#include "backend/cuda/ops.h"
+
+namespace fgnet::cuda::internal {
+
+constexpr unsigned kFullMask = 0xffffffffu;
+
+// Programmatic dependent launch (sm_90+): a kernel launched with the programmatic serialisation
+// attribute may start while the previous kernel of the stream finishes; WaitPrior() (first thing
+// in every CTA) waits for that kernel's completion and the visibility of its writes, and
+// AllowDependents() lets the next such kernel start early. Both are no-ops before sm_90.
+__device__ __forceinline__ void WaitPrior() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void AllowDependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// True when the current device runs programmatic dependent launches (compute capability 9.0 or
+// newer), queried once per device; a failed query counts as false and its error state is cleared.
+inline bool DependentLaunchSupported() {
+  constexpr int kMaxDevices = 64;
+  static std::array<std::atomic<int>, kMaxDevices> known{};  // 0 unknown, 1 no, 2 yes
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) {
+    cudaGetLastError();
+    return false;
+  }
+  int v = known[static_cast<std::size_t>(device)].load(std::memory_order_relaxed);
+  if (v == 0) {
+    int major = 0;
+    v = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+                major >= 9
+            ? 2
+            : 1;
+    cudaGetLastError();
+    known[static_cast<std::size_t>(device)].store(v, std::memory_order_relaxed);
+  }
+  return v == 2;
+}
+
+// Launches kernel<<<grid, block, smem, stream>>>(args...), with programmatic serialisation after
+// the stream's previous kernel where `pdl` (the kernel starts with WaitPrior()).
+template <typename... Params, typename... Args>
+void Launch(void (*kernel)(Params...), dim3 grid, int block, std::size_t smem, Stream stream,
+            bool pdl, Args&&... args) {
+  if (!pdl) {
+    kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
+    return;
+  }
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = dim3(static_cast<unsigned>(block));
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+}
+
+}  // namespace fgnet::cuda::internal

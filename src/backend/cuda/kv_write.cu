@@ -1,0 +1,191 @@
+// The kernels that prepare a pass's keys and values (attention.h): RMS norm of q and k heads with
+// RoPE (QKNormRope), the same fused with the write of each row's key and value into its KV block
+// (QKNormRopeWriteKV, launched as a programmatic dependent on sm_90+), and the plain KV write
+// (WriteKV).
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "backend/cuda/attention.h"
+#include "backend/cuda/device.h"
+#include "backend/cuda/kernel_support.cuh"
+
+namespace fgnet::cuda {
+namespace {
+
+using internal::AllowDependents;
+using internal::DependentLaunchSupported;
+using internal::kFullMask;
+using internal::Launch;
+using internal::WaitPrior;
+
+// ---------------------------------------------------------------------------------------------
+// QKNormRope: one CTA per row; the row's cos/sin are computed once into shared memory, then each
+// warp normalises and rotates whole heads (q heads, then k heads).
+
+constexpr int kNormThreads = 128;
+
+// Where QKNormRopeWriteKV stores the row's key and value (unused by QKNormRope).
+struct KVDest {
+  const float* v;
+  const std::int32_t* row_seq;
+  const std::int32_t* seq_table;
+  const std::int32_t* tables;
+  float* memory;
+  std::int64_t block_floats;
+  std::int64_t block_size;
+  std::int64_t slot;
+};
+
+template <bool kWrite>
+__global__ void __launch_bounds__(kNormThreads)
+    QKNormRopeKernel(float* q, float* k, int heads, int kv_heads, int head_dim,
+                     const float* q_scale, const float* k_scale, float eps, const float* inv_freq,
+                     const std::int32_t* row_pos, KVDest kv) {
+  extern __shared__ float rope[];  // cos [half], then sin [half]
+  WaitPrior();
+  AllowDependents();
+  const int r = blockIdx.x;
+  const int half = head_dim / 2;
+  const float pos = static_cast<float>(row_pos[r]);
+  for (int i = threadIdx.x; i < half; i += blockDim.x) {
+    // The f32 angle, its cos and sin computed in double and rounded once (as cpu::RopeTable).
+    const double angle = static_cast<double>(__fmul_rn(pos, inv_freq[i]));
+    rope[i] = static_cast<float>(cos(angle));
+    rope[half + i] = static_cast<float>(sin(angle));
+  }
+  __syncthreads();
+  const int lane = threadIdx.x % 32;
+  const int warps = blockDim.x / 32;
+  for (int h = threadIdx.x / 32; h < heads + kv_heads; h += warps) {
+    const bool is_q = h < heads;
+    float* v = is_q ? q + (static_cast<std::size_t>(r) * heads + h) * head_dim
+                    : k + (static_cast<std::size_t>(r) * kv_heads + (h - heads)) * head_dim;
+    const float* scale = is_q ? q_scale : k_scale;
+    double ss = 0.0;
+    for (int i = lane; i < head_dim; i += 32) {
+      const double x = static_cast<double>(v[i]);
+      ss = __fma_rn(x, x, ss);
+    }
+    for (int o = 16; o > 0; o /= 2) ss = __dadd_rn(ss, __shfl_xor_sync(kFullMask, ss, o));
+    const float mean = static_cast<float>(__ddiv_rn(ss, static_cast<double>(head_dim)));
+    const float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(mean, eps)));
+    // Every lane has read its elements (above) before any lane writes.
+    __syncwarp();
+    // Products and sums rounded separately (no FMA), as the CPU kernels do.
+    for (int i = lane; i < half; i += 32) {
+      const float x1 = __fmul_rn(__fmul_rn(v[i], inv), scale[i]);
+      const float x2 = __fmul_rn(__fmul_rn(v[half + i], inv), scale[half + i]);
+      const float c = rope[i];
+      const float s = rope[half + i];
+      v[i] = __fsub_rn(__fmul_rn(x1, c), __fmul_rn(x2, s));
+      v[half + i] = __fadd_rn(__fmul_rn(x2, c), __fmul_rn(x1, s));
+    }
+  }
+  if constexpr (kWrite) {
+    __syncthreads();  // the row's keys are final (and visible to the CTA)
+    const std::int64_t row = static_cast<std::int64_t>(kv_heads) * head_dim;
+    const std::int64_t p = row_pos[r];
+    const std::int64_t block = kv.tables[kv.seq_table[kv.row_seq[r]] + p / kv.block_size];
+    float* dst =
+        kv.memory + block * kv.block_floats + (kv.slot * kv.block_size + p % kv.block_size) * row;
+    const float* ks = k + r * row;
+    const float* vs = kv.v + r * row;
+    const std::int64_t values = kv.block_floats / 2;
+    for (std::int64_t c = threadIdx.x; c < row; c += blockDim.x) {
+      dst[c] = ks[c];
+      dst[values + c] = vs[c];
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// WriteKV: one CTA per row.
+
+constexpr int kWriteThreads = 256;
+
+__global__ void __launch_bounds__(kWriteThreads)
+    WriteKVKernel(const float* k, const float* v, const std::int32_t* row_seq,
+                  const std::int32_t* row_pos, const std::int32_t* seq_table,
+                  const std::int32_t* tables, float* memory, std::int64_t block_floats,
+                  std::int64_t block_size, std::int64_t slot, std::int64_t row) {
+  const int r = blockIdx.x;
+  const std::int64_t pos = row_pos[r];
+  const std::int64_t block = tables[seq_table[row_seq[r]] + pos / block_size];
+  float* dst = memory + block * block_floats + (slot * block_size + pos % block_size) * row;
+  const float* ks = k + r * row;
+  const float* vs = v + r * row;
+  const std::int64_t values = block_floats / 2;
+  for (std::int64_t c = threadIdx.x; c < row; c += blockDim.x) {
+    dst[c] = ks[c];
+    dst[values + c] = vs[c];
+  }
+}
+
+}  // namespace
+
+Status QKNormRope(float* q, float* k, std::int32_t rows, std::int32_t heads, std::int32_t kv_heads,
+                  std::int32_t head_dim, const float* q_scale, const float* k_scale, float eps,
+                  const float* inv_freq, const std::int32_t* row_pos, Stream stream) {
+  if (heads < 0 || kv_heads < 0 || head_dim <= 0 || head_dim % 2 != 0 || head_dim > 8192) {
+    return MakeError("cuda::QKNormRope: heads ", heads, ", kv_heads ", kv_heads, ", head_dim ",
+                     head_dim, " are not supported (head_dim even, at most 8192)");
+  }
+  if (rows <= 0 || heads + kv_heads == 0) return Ok();
+  const std::size_t smem = static_cast<std::size_t>(head_dim) * sizeof(float);
+  QKNormRopeKernel<false><<<static_cast<unsigned>(rows), kNormThreads, smem, stream>>>(
+      q, k, heads, kv_heads, head_dim, q_scale, k_scale, eps, inv_freq, row_pos, KVDest{});
+  return CudaLastError("cuda::QKNormRope");
+}
+
+Status QKNormRopeWriteKV(float* q, float* k, const float* v, const PassRows& pass,
+                         const PagedLayer& layer, std::int32_t heads, std::int32_t kv_heads,
+                         std::int32_t head_dim, const float* q_scale, const float* k_scale,
+                         float eps, const float* inv_freq, Stream stream) {
+  if (heads < 0 || kv_heads < 0 || head_dim <= 0 || head_dim % 2 != 0 || head_dim > 8192) {
+    return MakeError("cuda::QKNormRopeWriteKV: heads ", heads, ", kv_heads ", kv_heads,
+                     ", head_dim ", head_dim, " are not supported (head_dim even, at most 8192)");
+  }
+  if (layer.block_size <= 0 || layer.row <= 0 || layer.slot < 0 ||
+      layer.block_floats < 2 * (layer.slot + 1) * layer.block_size * layer.row) {
+    return MakeError("cuda::QKNormRopeWriteKV: layer block_size ", layer.block_size, ", row ",
+                     layer.row, ", slot ", layer.slot, " do not fit blocks of ", layer.block_floats,
+                     " floats");
+  }
+  if (layer.row != std::int64_t{kv_heads} * head_dim) {
+    return MakeError("cuda::QKNormRopeWriteKV: layer row ", layer.row, " is not kv_heads ",
+                     kv_heads, " * head_dim ", head_dim);
+  }
+  if (pass.rows <= 0) return Ok();
+  const KVDest kv{.v = v,
+                  .row_seq = pass.row_seq,
+                  .seq_table = pass.seq_table,
+                  .tables = pass.tables,
+                  .memory = layer.memory,
+                  .block_floats = layer.block_floats,
+                  .block_size = layer.block_size,
+                  .slot = layer.slot};
+  const std::size_t smem = static_cast<std::size_t>(head_dim) * sizeof(float);
+  Launch(QKNormRopeKernel<true>, dim3(static_cast<unsigned>(pass.rows)), kNormThreads, smem, stream,
+         DependentLaunchSupported(), q, k, heads, kv_heads, head_dim, q_scale, k_scale, eps,
+         inv_freq, pass.row_pos, kv);
+  return CudaLastError("cuda::QKNormRopeWriteKV");
+}
+
+Status WriteKV(const float* k, const float* v, const PassRows& pass, const PagedLayer& layer,
+               Stream stream) {
+  if (layer.block_size <= 0 || layer.row <= 0 || layer.slot < 0 ||
+      layer.block_floats < 2 * (layer.slot + 1) * layer.block_size * layer.row) {
+    return MakeError("cuda::WriteKV: layer block_size ", layer.block_size, ", row ", layer.row,
+                     ", slot ", layer.slot, " do not fit blocks of ", layer.block_floats,
+                     " floats");
+  }
+  if (pass.rows <= 0) return Ok();
+  WriteKVKernel<<<static_cast<unsigned>(pass.rows), kWriteThreads, 0, stream>>>(
+      k, v, pass.row_seq, pass.row_pos, pass.seq_table, pass.tables, layer.memory,
+      layer.block_floats, layer.block_size, layer.slot, layer.row);
+  return CudaLastError("cuda::WriteKV");
+}
+
+}  // namespace fgnet::cuda
