@@ -160,31 +160,50 @@ std::size_t AlignUp(std::size_t n, std::size_t a = 256) { return (n + a - 1) / a
 // on the device) for given capacities, so that their addresses stay the same from pass to pass
 // (CUDA graphs capture them) until a pass needs more room.
 struct StagingLayout {
-  std::size_t rows = 0, seqs = 0, tables = 0, lora_rows = 0, lora_groups = 0;  // capacities
-  std::size_t ids = 0, row_pos = 0, row_seq = 0, logit_rows = 0, seq_table = 0, lora_rows_at = 0,
-              lora_scales = 0, lora_groups_at = 0, tables_at = 0, total = 0;
+  struct Sizes {
+    std::size_t rows = 0, seqs = 0, tables = 0, lora_rows = 0, lora_groups = 0;
+    std::size_t filter_words = 0, penalized = 0;  // allowed-token words and penalised ids
+  };
+  Sizes capacity;
+  std::size_t ids = 0, row_pos = 0, row_seq = 0, logit_rows = 0, filters = 0, seq_table = 0,
+              lora_rows_at = 0, lora_scales = 0, lora_groups_at = 0, tables_at = 0, words_at = 0,
+              penalized_at = 0, total = 0;
 
-  bool Holds(std::size_t r, std::size_t s, std::size_t t, std::size_t lr, std::size_t lg) const {
-    return r <= rows && s <= seqs && t <= tables && lr <= lora_rows && lg <= lora_groups;
+  bool Holds(const Sizes& n) const {
+    const Sizes& c = capacity;
+    return n.rows <= c.rows && n.seqs <= c.seqs && n.tables <= c.tables &&
+           n.lora_rows <= c.lora_rows && n.lora_groups <= c.lora_groups &&
+           n.filter_words <= c.filter_words && n.penalized <= c.penalized;
   }
-  static StagingLayout For(std::size_t rows, std::size_t seqs, std::size_t tables,
-                           std::size_t lora_rows, std::size_t lora_groups, std::size_t groups) {
-    StagingLayout l{rows, seqs, tables, lora_rows, lora_groups};
+  // Room for `n` and for twice the variable-length arrays, at least what `old` had.
+  static StagingLayout For(const Sizes& n, const Sizes& old, std::size_t groups) {
+    StagingLayout l;
+    Sizes& c = l.capacity;
+    c.rows = std::max(n.rows, old.rows);
+    c.seqs = std::max(n.seqs, old.seqs);
+    c.tables = std::max(n.tables * 2, old.tables);
+    c.lora_rows = std::max(n.lora_rows * 2, old.lora_rows);
+    c.lora_groups = std::max(n.lora_groups * 2, old.lora_groups);
+    c.filter_words = std::max(n.filter_words, old.filter_words);
+    c.penalized = std::max(n.penalized * 2, old.penalized);
     std::size_t at = 0;
     const auto place = [&at](std::size_t bytes) {
       const std::size_t here = at;
       at = AlignUp(at + bytes);
       return here;
     };
-    l.ids = place(rows * 4);
-    l.row_pos = place(rows * 4);
-    l.row_seq = place(rows * 4);
-    l.logit_rows = place(rows * 4);
-    l.seq_table = place(groups * seqs * 4);
-    l.lora_rows_at = place(lora_rows * 4);
-    l.lora_scales = place(lora_rows * 4);
-    l.lora_groups_at = place(lora_groups * sizeof(cuda::LoraGroup));
-    l.tables_at = place(tables * 4);
+    l.ids = place(c.rows * 4);
+    l.row_pos = place(c.rows * 4);
+    l.row_seq = place(c.rows * 4);
+    l.logit_rows = place(c.rows * 4);
+    l.filters = place(c.rows * sizeof(cuda::RowFilter));
+    l.seq_table = place(groups * c.seqs * 4);
+    l.lora_rows_at = place(c.lora_rows * 4);
+    l.lora_scales = place(c.lora_rows * 4);
+    l.lora_groups_at = place(c.lora_groups * sizeof(cuda::LoraGroup));
+    l.tables_at = place(c.tables * 4);
+    l.words_at = place(c.filter_words * 8);
+    l.penalized_at = place(c.penalized * 4);
     l.total = at;
     return l;
   }
@@ -197,6 +216,7 @@ struct PassShape {
   std::int32_t logit_rows = 0;
   bool argmax = false, full = false, top = false;  // some logit row wants its argmax / its
                                                    // logits / its largest logits
+  bool filter = false;                             // some logit row has a LogitsFilter
   std::int32_t lora_rows = 0, max_rank = 0;
   std::vector<std::int32_t> site_first, site_count, site_rank;  // per (layer, module); empty
                                                                 // without adapters
@@ -204,8 +224,9 @@ struct PassShape {
   std::string Key() const {
     std::string key;
     const auto put = [&key](std::int32_t v) { key.append(reinterpret_cast<const char*>(&v), 4); };
-    for (std::int32_t v : {rows, seqs, max_pos, logit_rows, std::int32_t{argmax},
-                           std::int32_t{full}, std::int32_t{top}, lora_rows, max_rank}) {
+    for (std::int32_t v :
+         {rows, seqs, max_pos, logit_rows, std::int32_t{argmax}, std::int32_t{full},
+          std::int32_t{top}, std::int32_t{filter}, lora_rows, max_rank}) {
       put(v);
     }
     for (const auto* list : {&site_count, &site_rank})
@@ -266,6 +287,9 @@ struct HostLoraGroup {
 struct HostPass {
   std::vector<std::int32_t> ids, row_pos, row_seq, logit_rows, seq_table, tables, lora_rows;
   std::vector<float> lora_scales;
+  std::vector<cuda::RowFilter> filters;  // per logit row
+  std::vector<std::uint64_t> filter_words;
+  std::vector<std::int32_t> penalized;
   std::vector<LogitDest> logit_dest;
   std::vector<HostLoraGroup> lora;
   std::vector<cuda::LoraGroup> lora_groups;
@@ -503,6 +527,28 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
   logit_dest.clear();
   seq_table.assign(groups * nseq, 0);
   tables.clear();
+  std::vector<cuda::RowFilter>& filters = host.filters;
+  std::vector<std::uint64_t>& filter_words = host.filter_words;
+  std::vector<std::int32_t>& penalized = host.penalized;
+  filters.clear();
+  filter_words.clear();
+  penalized.clear();
+  // A kArgmax or kTop row's filter: its bitset and ids appended to the pass's arrays.
+  const auto add_filter = [&](const LogitsFilter& f) {
+    cuda::RowFilter row;
+    if (!f.allowed.empty()) {
+      row.allowed = static_cast<std::int32_t>(filter_words.size());
+      filter_words.insert(filter_words.end(), f.allowed.begin(), f.allowed.end());
+    }
+    if (f.repetition_penalty != 1.0f && !f.penalized.empty()) {
+      row.penalized = static_cast<std::int32_t>(penalized.size());
+      row.count = static_cast<std::int32_t>(f.penalized.size());
+      row.penalty = f.repetition_penalty;
+      penalized.insert(penalized.end(), f.penalized.begin(), f.penalized.end());
+    }
+    shape.filter = shape.filter || !f.empty();
+    filters.push_back(row);
+  };
   bool decode = true;  // one token per sequence
   for (std::size_t s = 0; s < nseq; ++s) {
     const PassSegment& seg = segments[s];
@@ -519,14 +565,17 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
       if (seg.token != nullptr && i == seg.count - 1) {
         logit_rows.push_back(static_cast<std::int32_t>(row));
         logit_dest.push_back({nullptr, seg.token});
+        add_filter(seg.step->filter);
         shape.argmax = true;
       } else if (seg.select != nullptr && i == seg.count - 1) {
         logit_rows.push_back(static_cast<std::int32_t>(row));
         logit_dest.push_back({nullptr, nullptr, seg.select});
+        add_filter(seg.step->filter);
         shape.top = true;
       } else if (seg.logits != nullptr && i >= seg.logits_begin) {
         logit_rows.push_back(static_cast<std::int32_t>(row));
         logit_dest.push_back({seg.logits + (i - seg.logits_begin) * vocab, nullptr});
+        filters.emplace_back();
         shape.full = true;
       }
     }
@@ -601,12 +650,15 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
   shape.lora_rows = static_cast<std::int32_t>(lora_rows.size());
 
   // --- Buffers: staging at fixed offsets, activations, workspaces -------------------------------
-  if (!staging_layout.Holds(c, nseq, tables.size(), lora_rows.size(), lora_groups.size())) {
-    staging_layout =
-        StagingLayout::For(std::max(c, staging_layout.rows), std::max(nseq, staging_layout.seqs),
-                           std::max(tables.size() * 2, staging_layout.tables),
-                           std::max(lora_rows.size() * 2, staging_layout.lora_rows),
-                           std::max(lora_groups.size() * 2, staging_layout.lora_groups), groups);
+  const StagingLayout::Sizes needed{c,
+                                    nseq,
+                                    tables.size(),
+                                    lora_rows.size(),
+                                    lora_groups.size(),
+                                    filter_words.size(),
+                                    penalized.size()};
+  if (!staging_layout.Holds(needed)) {
+    staging_layout = StagingLayout::For(needed, staging_layout.capacity, groups);
     ++moves;
   }
   const StagingLayout& sl = staging_layout;
@@ -624,7 +676,12 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
   put(sl.lora_scales, lora_scales);
   put(sl.lora_groups_at, lora_groups);
   put(sl.tables_at, tables);
-  const std::size_t upload = sl.tables_at + tables.size() * 4;
+  put(sl.filters, filters);
+  put(sl.words_at, filter_words);
+  put(sl.penalized_at, penalized);
+  const std::size_t upload = !penalized.empty()      ? sl.penalized_at + penalized.size() * 4
+                             : !filter_words.empty() ? sl.words_at + filter_words.size() * 8
+                                                     : sl.tables_at + tables.size() * 4;
   const std::size_t sizes[] = {c * hidden, c * hidden,       c * q_dim,
                                c * kv_dim, c * kv_dim,       c * q_dim,
                                c * hidden, c * intermediate, c * intermediate};
@@ -893,6 +950,12 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     FGNET_TRY(product(h, n, hidden, lm_head, vocab, logits.as<float>()));
     if (final_softcap > 0.0f)
       FGNET_TRY(cuda::Softcap(logits.as<float>(), n * vocab, final_softcap, stream));
+    if (shape.filter) {
+      FGNET_TRY(cuda::FilterRows(logits.as<float>(), n, vocab,
+                                 staging.as<cuda::RowFilter>(sl.filters) + first,
+                                 staging.as<std::uint64_t>(sl.words_at),
+                                 staging.as<std::int32_t>(sl.penalized_at), stream));
+    }
     if (shape.argmax) {
       FGNET_TRY(
           cuda::ArgmaxRows(logits.as<float>(), n, vocab, logits.as<std::int32_t>(ids_at), stream));

@@ -66,9 +66,11 @@ struct Member {
   std::vector<AdapterUse> adapters;
   float weight = 1.0f;
   std::vector<float> logits;
+  LogitsMode mode = LogitsMode::kNone;  // how its latest step asked for logits
   std::int32_t argmax = -1;   // the step's greedy choice, when only that was asked (kArgmax)
   std::vector<TopLogit> top;  // the step's largest logits (kTop); empty: the row is in `logits`
-  bool cacheable = true;      // its KV is exact for its key (not built on an approximate prefix)
+  std::vector<std::uint64_t> allowed;  // the grammar's mask of a kArgmax or kTop step
+  bool cacheable = true;  // its KV is exact for its key (not built on an approximate prefix)
   bool has_logits = false;
 };
 
@@ -108,20 +110,6 @@ struct Group {
   std::uint64_t last_decode_step = 0;  // fairness when decodes exceed the token budget
 
   std::int64_t generated() const { return static_cast<std::int64_t>(tokens.size()) - prompt_len; }
-  // True when the next token is the argmax of one member's logits, so the model need not hand
-  // the logits over (LogitsMode::kArgmax): greedy without a repetition penalty, no grammar, no
-  // ensemble, no logits returned.
-  bool argmax_only() const {
-    return members.size() == 1 && matcher == nullptr && !return_logits && sampler.has_value() &&
-           sampler->params().greedy() && sampler->params().repetition_penalty == 1.0f;
-  }
-  // True when the next token is sampled from one member's largest logits (LogitsMode::kTop):
-  // top-k sampling below kTopLogits, no repetition penalty, no grammar, no ensemble, no logits
-  // returned.
-  bool top_only() const {
-    return members.size() == 1 && matcher == nullptr && !return_logits && sampler.has_value() &&
-           sampler->CanSampleFromTop();
-  }
 };
 
 }  // namespace fgnet

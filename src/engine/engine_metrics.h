@@ -47,7 +47,8 @@ struct EngineMetrics {
   std::uint64_t prompt_tokens = 0, cached_prompt_tokens = 0;  // hit rate = cached / prompt
   std::uint64_t generated_tokens = 0;
   std::uint64_t steps = 0, step_tokens = 0;
-  // Constrained decoding: token masks applied, and the time spent computing and applying them.
+  // Constrained decoding: token masks applied (or handed to the model as a bitset), and the time
+  // spent computing and applying them.
   std::uint64_t grammar_masks = 0;
   double grammar_mask_ms = 0;
   Histogram time_to_first_token, time_per_output_token;

@@ -211,16 +211,18 @@ void Sampler::AddHistory(std::span<const std::int32_t> ids) {
   }
 }
 
-Status Sampler::Prepare(std::span<const float> logits, std::int32_t* greedy_choice) {
+Status Sampler::Prepare(std::span<const float> logits, bool penalized,
+                        std::int32_t* greedy_choice) {
   *greedy_choice = -1;
-  if (params_.greedy() && params_.repetition_penalty == 1.0f) {
+  const bool penalize = params_.repetition_penalty != 1.0f && !penalized;
+  if (params_.greedy() && !penalize) {
     const std::int64_t best = ArgMax(logits);
     if (best < 0) return MakeError("no logit is a number above -inf (vocab ", logits.size(), ")");
     *greedy_choice = static_cast<std::int32_t>(best);
     return Ok();
   }
   scratch_.assign(logits.begin(), logits.end());
-  if (params_.repetition_penalty != 1.0f) {
+  if (penalize) {
     const float penalty = params_.repetition_penalty;
     for (const std::int32_t id : seen_ids_) {
       if (static_cast<std::size_t>(id) >= scratch_.size()) continue;
@@ -248,8 +250,14 @@ Status Sampler::Prepare(std::span<const float> logits, std::int32_t* greedy_choi
 }
 
 bool Sampler::CanSampleFromTop() const {
-  return !params_.greedy() && params_.repetition_penalty == 1.0f && params_.top_k >= 1 &&
+  return !params_.greedy() && params_.top_k >= 1 &&
          static_cast<std::size_t>(params_.top_k) < kTopLogits;
+}
+
+void Sampler::FillFilter(LogitsFilter* filter) const {
+  filter->repetition_penalty = params_.repetition_penalty;
+  filter->penalized = params_.repetition_penalty != 1.0f ? std::span<const std::int32_t>(seen_ids_)
+                                                         : std::span<const std::int32_t>();
 }
 
 Result<std::int32_t> Sampler::SampleFromTop(std::span<const TopLogit> top) {
@@ -278,17 +286,25 @@ Result<std::int32_t> Sampler::SampleFromTop(std::span<const TopLogit> top) {
   return DrawFromCandidates(candidates_, rng_.NextDouble(), &weights_);
 }
 
-Result<std::int32_t> Sampler::Sample(std::span<const float> logits) {
+Result<std::int32_t> Sampler::Draw(std::span<const float> logits, bool penalized) {
   std::int32_t choice = -1;
-  FGNET_TRY(Prepare(logits, &choice));
+  FGNET_TRY(Prepare(logits, penalized, &choice));
   if (choice >= 0) return choice;
   return DrawFromCandidates(candidates_, rng_.NextDouble(), &weights_);
+}
+
+Result<std::int32_t> Sampler::Sample(std::span<const float> logits) {
+  return Draw(logits, /*penalized=*/false);
+}
+
+Result<std::int32_t> Sampler::SamplePenalized(std::span<const float> logits) {
+  return Draw(logits, /*penalized=*/true);
 }
 
 Result<std::vector<std::pair<std::int32_t, double>>> Sampler::Distribution(
     std::span<const float> logits) {
   std::int32_t choice = -1;
-  FGNET_TRY(Prepare(logits, &choice));
+  FGNET_TRY(Prepare(logits, /*penalized=*/false, &choice));
   std::vector<std::pair<std::int32_t, double>> dist;
   if (choice >= 0) {
     dist.emplace_back(choice, 1.0);

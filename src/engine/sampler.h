@@ -100,12 +100,20 @@ class Sampler {
   // Error if no logit is a number above -inf.
   Result<std::int32_t> Sample(std::span<const float> logits);
 
+  // The repetition penalty as a model applies it before selecting (LogitsFilter): the ids seen so
+  // far and the penalty. Leaves filter->allowed alone.
+  void FillFilter(LogitsFilter* filter) const;
+  // Sample() for a row that already has the repetition penalty (a kArgmax or kTop step's row,
+  // filtered by the model with FillFilter's filter).
+  Result<std::int32_t> SamplePenalized(std::span<const float> logits);
+
   // Sample() for a row known only by its largest logits (a model's LogitsMode::kTop result, which
-  // TopIsComplete for this sampler's top_k): the same candidates, the same draw, the same use of
-  // randomness. Only for params that CanSampleFromTop.
+  // TopIsComplete for this sampler's top_k, of the row filtered with FillFilter's filter): the
+  // same candidates, the same draw, the same use of randomness. Only for params that
+  // CanSampleFromTop.
   Result<std::int32_t> SampleFromTop(std::span<const TopLogit> top);
   // True when a row's kTopLogits largest logits are enough: sampling (not greedy) with top-k in
-  // [1, kTopLogits) and no repetition penalty.
+  // [1, kTopLogits).
   bool CanSampleFromTop() const;
 
   // The distribution Sample() draws from: the surviving candidates with their probabilities,
@@ -113,8 +121,10 @@ class Sampler {
   Result<std::vector<std::pair<std::int32_t, double>>> Distribution(std::span<const float> logits);
 
  private:
-  // Runs stages 1-6 into candidates_ (or sets greedy_choice).
-  Status Prepare(std::span<const float> logits, std::int32_t* greedy_choice);
+  // Runs stages 1-6 (2-6 when `penalized`) into candidates_ (or sets greedy_choice).
+  Status Prepare(std::span<const float> logits, bool penalized, std::int32_t* greedy_choice);
+  // Prepare, then the draw (stage 7).
+  Result<std::int32_t> Draw(std::span<const float> logits, bool penalized);
 
   SamplingParams params_;
   Philox rng_;

@@ -248,10 +248,9 @@ bool Scheduler::Step() {
       const auto from = static_cast<std::size_t>(m.kv->length());
       const bool last = from + static_cast<std::size_t>(take) == g.tokens.size();
       const bool logits = last && g.pin_into == nullptr;
-      const LogitsMode mode = !logits           ? LogitsMode::kNone
-                              : g.argmax_only() ? LogitsMode::kArgmax
-                              : g.top_only()    ? LogitsMode::kTop
-                                                : LogitsMode::kLast;
+      LogitsFilter filter;
+      const LogitsMode mode = logits ? SelectionMode(g, m, &filter) : LogitsMode::kNone;
+      m.mode = mode;
       SequenceStep step{
           std::span<const std::int32_t>(g.tokens).subspan(from, static_cast<std::size_t>(take)),
           &*m.kv,
@@ -259,6 +258,7 @@ bool Scheduler::Step() {
           mode == LogitsMode::kLast || mode == LogitsMode::kTop ? &m.logits : nullptr,
           m.adapters,
           &m.argmax};
+      step.filter = filter;
       if (mode == LogitsMode::kTop) {
         step.top = &m.top;
         step.top_k = g.sampler->params().top_k;
@@ -369,15 +369,39 @@ bool Scheduler::Step() {
   return true;
 }
 
+LogitsMode Scheduler::SelectionMode(Group& g, Member& m, LogitsFilter* filter) {
+  if (g.members.size() != 1 || g.return_logits || !g.sampler.has_value()) return LogitsMode::kLast;
+  const Sampler& sampler = *g.sampler;
+  const bool greedy = sampler.params().greedy();
+  if (!greedy && !sampler.CanSampleFromTop()) return LogitsMode::kLast;
+  if (g.matcher != nullptr) {
+    const Clock::time_point start = Clock::now();
+    const std::shared_ptr<const TokenMask> mask = g.matcher->StepMask(g.max_tokens - g.generated());
+    if (mask == nullptr) return LogitsMode::kLast;
+    m.allowed.resize(LogitsFilterWords(model_.config().vocab_size));
+    mask->FillBits(m.allowed);
+    filter->allowed = m.allowed;
+    const double ms = Ms(Clock::now() - start);
+    std::lock_guard lock(metrics_mu_);
+    ++metrics_.grammar_masks;
+    metrics_.grammar_mask_ms += ms;
+  }
+  sampler.FillFilter(filter);
+  return greedy ? LogitsMode::kArgmax : LogitsMode::kTop;
+}
+
 void Scheduler::Sample(Group& g) {
   for (Member& m : g.members) m.has_logits = false;
-  Result<std::int32_t> token = g.members[0].argmax;
-  if (g.top_only() && !g.members[0].top.empty()) {
-    token = g.sampler->SampleFromTop(g.members[0].top);
-  } else if (!g.argmax_only()) {
-    token = SampleFromLogits(g);
-  } else if (g.members[0].argmax < 0) {
-    token = MakeError("no logit is a number above -inf (vocab ", model_.config().vocab_size, ")");
+  const Member& first = g.members[0];
+  Result<std::int32_t> token = first.argmax;
+  if (first.mode == LogitsMode::kArgmax) {
+    if (first.argmax < 0) {
+      token = MakeError("no logit is a number above -inf (vocab ", model_.config().vocab_size, ")");
+    }
+  } else if (first.mode == LogitsMode::kTop && !first.top.empty()) {
+    token = g.sampler->SampleFromTop(first.top);
+  } else {
+    token = SampleFromLogits(g, /*filtered=*/first.mode == LogitsMode::kTop);
   }
   if (!token.ok()) {
     Finish(g, "error", Error("sampling: " + token.error().message()));
@@ -386,8 +410,9 @@ void Scheduler::Sample(Group& g) {
   Commit(g, *token);
 }
 
-Result<std::int32_t> Scheduler::SampleFromLogits(Group& g) {
+Result<std::int32_t> Scheduler::SampleFromLogits(Group& g, bool filtered) {
   std::span<float> logits(g.members[0].logits);
+  if (filtered) return g.sampler->SamplePenalized(logits);
   if (g.members.size() > 1) {
     const std::size_t vocab = g.members[0].logits.size();
     g.combined.assign(

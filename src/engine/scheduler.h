@@ -30,9 +30,15 @@ class Scheduler {
   bool Admit(Group& group);
   bool ReserveFor(Group& group, std::int64_t tokens, std::size_t order_index);
   void Preempt(Group& group);
+  // How a member asks for the logits of the group's next token: kArgmax (greedy) or kTop (top-k
+  // sampling below kTopLogits) when the selection can happen in the model, with the grammar's
+  // mask and the repetition penalty as `filter`; kLast (the row comes here) for ensembles,
+  // returned logits, other sampling, and a grammar whose token budget needs the logits.
+  LogitsMode SelectionMode(Group& group, Member& member, LogitsFilter* filter);
   void Sample(Group& group);
-  Result<std::int32_t> SampleFromLogits(Group& group);  // ensembles, grammar, the sampler
-  void Commit(Group& group, std::int32_t id);           // emits or finishes on a chosen token
+  // Ensembles, grammar, the sampler; `filtered`: a kTop step's row, already masked and penalised.
+  Result<std::int32_t> SampleFromLogits(Group& group, bool filtered);
+  void Commit(Group& group, std::int32_t id);  // emits or finishes on a chosen token
   void Finish(Group& group, const std::string& reason, Status status = Ok());
   void Emit(Group& group, StreamEvent event);
   void ReleaseMembers(Group& group);

@@ -202,6 +202,10 @@ class GrammarMatcher {
   // token only stop ids stay allowed. In a terminal state only stop ids are allowed: with none
   // configured, everything is masked (check IsTerminal() first).
   void MaskLogits(std::span<float> logits, std::int64_t remaining);
+  // The mask MaskLogits(logits, remaining) would apply, when that mask is all it would do (so that
+  // a model can apply it to logits it keeps on the device); nullptr when the output has stopped or
+  // the token budget is tight enough to need MaskLogits' walk over the logits themselves.
+  std::shared_ptr<const TokenMask> StepMask(std::int64_t remaining) const;
   // Advances by one generated token. Error (and no change) when the token is not allowed.
   Status Accept(std::int32_t token);
   // The output so far is complete: a stop id is allowed.

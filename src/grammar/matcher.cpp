@@ -60,6 +60,14 @@ void GrammarMatcher::MaskLogits(std::span<float> logits, std::int64_t remaining)
   if (mask->max_end_distance() > budget) grammar_->MaskOverBudget(state_, budget, logits);
 }
 
+std::shared_ptr<const TokenMask> GrammarMatcher::StepMask(std::int64_t remaining) const {
+  if (stopped_) return nullptr;
+  std::shared_ptr<const TokenMask> mask = grammar_->Mask(state_);
+  const std::int64_t budget = std::max<std::int64_t>(remaining, 1) - 1;
+  if (mask->max_end_distance() > budget) return nullptr;
+  return mask;
+}
+
 Status GrammarMatcher::Accept(std::int32_t token) {
   const TokenVocabulary& vocab = grammar_->vocab();
   if (token < 0 || token >= vocab.size()) {

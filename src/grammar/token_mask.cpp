@@ -46,6 +46,20 @@ std::vector<std::int32_t> TokenMask::AllowedIds() const {
   return out;
 }
 
+void TokenMask::FillBits(std::span<std::uint64_t> words) const {
+  const std::size_t covered = std::min(words.size(), bits_.size());
+  if (sparse_) {
+    std::fill(words.begin(), words.end(), 0);
+    for (const std::int32_t t : ids_) {
+      if (static_cast<std::size_t>(t >> 6) < words.size())
+        words[t >> 6] |= std::uint64_t{1} << (t & 63);
+    }
+    return;
+  }
+  std::copy_n(bits_.begin(), covered, words.begin());
+  std::fill(words.begin() + static_cast<std::ptrdiff_t>(covered), words.end(), 0);
+}
+
 void TokenMask::Apply(std::span<float> logits) const {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const std::size_t n = logits.size();

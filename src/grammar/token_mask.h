@@ -28,6 +28,9 @@ class TokenMask {
   // Sets every logit of a token it does not allow to -infinity; logits past the vocabulary too.
   // `logits` may be shorter than the vocabulary (ids past its end cannot be sampled anyway).
   void Apply(std::span<float> logits) const;
+  // Writes the mask as a bitset (token t allowed when bit t % 64 of words[t / 64] is set) over
+  // words.size() * 64 tokens; tokens past the mask's vocabulary are not allowed.
+  void FillBits(std::span<std::uint64_t> words) const;
   // Approximate heap bytes held.
   std::size_t bytes() const { return bits_.size() * 8 + ids_.size() * 4; }
 

@@ -46,6 +46,20 @@ Status ValidateStep(const Gemma3Config& c, Device device, const SequenceStep& st
   } else if (step.mode != LogitsMode::kNone && step.logits == nullptr) {
     return MakeError(where, "no logits buffer given");
   }
+  if (!step.filter.empty()) {
+    if (step.mode != LogitsMode::kArgmax && step.mode != LogitsMode::kTop)
+      return MakeError(where, "a logits filter needs an argmax or top-logits step");
+    if (!step.filter.allowed.empty() &&
+        step.filter.allowed.size() != LogitsFilterWords(c.vocab_size)) {
+      return MakeError(where, "the allowed-token bitset has ", step.filter.allowed.size(),
+                       " words but the vocabulary of ", c.vocab_size, " tokens needs ",
+                       LogitsFilterWords(c.vocab_size));
+    }
+    if (!std::isfinite(step.filter.repetition_penalty) || step.filter.repetition_penalty <= 0.0f) {
+      return MakeError(where, "repetition penalty ", step.filter.repetition_penalty,
+                       " must be a finite number > 0");
+    }
+  }
   for (std::size_t i = 0; i < step.adapters.size(); ++i) {
     const AdapterUse& use = step.adapters[i];
     if (use.adapter == nullptr) return MakeError(where, "adapter ", i, " is null");
@@ -78,6 +92,22 @@ ForwardDims ForwardDims::Of(const Gemma3Config& c) {
   d.final_softcap =
       c.final_logit_softcapping ? static_cast<float>(*c.final_logit_softcapping) : 0.0f;
   return d;
+}
+
+void ApplyLogitsFilter(std::span<float> logits, const LogitsFilter& filter) {
+  if (!filter.allowed.empty()) {
+    for (std::size_t t = 0; t < logits.size(); ++t) {
+      if ((filter.allowed[t / 64] >> (t % 64) & 1) == 0)
+        logits[t] = -std::numeric_limits<float>::infinity();
+    }
+  }
+  const float penalty = filter.repetition_penalty;
+  if (penalty == 1.0f) return;
+  for (const std::int32_t id : filter.penalized) {
+    if (id < 0 || static_cast<std::size_t>(id) >= logits.size()) continue;
+    float& v = logits[static_cast<std::size_t>(id)];
+    v = v < 0.0f ? v * penalty : v / penalty;
+  }
 }
 
 bool TopIsComplete(std::span<const TopLogit> top, std::int32_t k, float temperature) {
@@ -195,6 +225,7 @@ Status RunInPasses(std::int64_t vocab_size, std::span<const SequenceStep> steps,
   if (host_select) {
     for (std::size_t i = 0; i < steps.size(); ++i) {
       if (steps[i].mode == LogitsMode::kTop) {
+        ApplyLogitsFilter(*steps[i].logits, steps[i].filter);
         // The full row stays in *logits when the top might not hold the sampler's candidates.
         SelectTopLogits(*steps[i].logits, steps[i].top);
         if (!TopIsComplete(*steps[i].top, steps[i].top_k, steps[i].top_temperature))
@@ -202,7 +233,8 @@ Status RunInPasses(std::int64_t vocab_size, std::span<const SequenceStep> steps,
         continue;
       }
       if (steps[i].mode != LogitsMode::kArgmax) continue;
-      const std::vector<float>& row = scratch.argmax_logits[i];
+      std::vector<float>& row = scratch.argmax_logits[i];
+      ApplyLogitsFilter(row, steps[i].filter);
       std::int32_t best = -1;
       float best_value = -std::numeric_limits<float>::infinity();
       for (std::size_t v = 0; v < vocab; ++v) {

@@ -56,6 +56,29 @@ bool TopIsComplete(std::span<const TopLogit> top, std::int32_t k, float temperat
 // The kTop result of a whole row of logits (the CPU's way, and the reference for the GPU's).
 void SelectTopLogits(std::span<const float> logits, std::vector<TopLogit>* top);
 
+// What happens to the last token's logits of a kArgmax or kTop step before the selection, so
+// that greedy and top-k decoding under a grammar or a repetition penalty need not bring the row
+// to the host: first every token `allowed` does not hold becomes -inf, then each id of `penalized`
+// gets the repetition penalty (logit < 0 ? logit * penalty : logit / penalty, as the sampler's
+// stage 1). The row a kTop step falls back to (*logits) is the filtered one.
+struct LogitsFilter {
+  // A bitset over the vocabulary (token t is allowed when bit t % 64 of word t / 64 is set):
+  // exactly LogitsFilterWords(vocab) words, or empty for every token allowed.
+  std::span<const std::uint64_t> allowed;
+  // Distinct token ids; ids outside the vocabulary are ignored.
+  std::span<const std::int32_t> penalized;
+  float repetition_penalty = 1.0f;  // finite, > 0; 1 disables the penalty
+
+  bool empty() const {
+    return allowed.empty() && (penalized.empty() || repetition_penalty == 1.0f);
+  }
+};
+inline constexpr std::size_t LogitsFilterWords(std::int64_t vocab) {
+  return (static_cast<std::size_t>(vocab) + 63) / 64;
+}
+// Applies `filter` to one row of logits (the CPU's way, and the reference for the GPU's).
+void ApplyLogitsFilter(std::span<float> logits, const LogitsFilter& filter);
+
 // One adapter of a sequence's adapter set.
 struct AdapterUse {
   const LoraAdapter* adapter = nullptr;  // must outlive the call
@@ -76,6 +99,7 @@ struct SequenceStep {
   std::vector<TopLogit>* top = nullptr;  // kTop's result
   std::int32_t top_k = 0;                // kTop: the sampler's top-k, in [1, kTopLogits)
   float top_temperature = 1.0f;          // kTop: the sampler's temperature (> 0)
+  LogitsFilter filter;                   // kArgmax and kTop only
 };
 
 // The sizes and constants of the forward pass a config implies, as every backend uses them.
@@ -126,8 +150,9 @@ Status ValidateSteps(const Gemma3Config& config, Device device,
 // for kNone) and calls `run` for each pass of at most `max_rows` rows, filled with the steps'
 // tokens in order (a step may span several passes), stopping at the first error. A kArgmax or
 // kTop step's segment carries its `token` or `top` (and `top_k`); with `host_select` its logits go
-// to a scratch row (kArgmax) or to *logits (kTop) and the selection is made here after the passes,
-// else the backend fills *token or *top itself (and the segment's logits pointer is null).
+// to a scratch row (kArgmax) or to *logits (kTop) and the filter and the selection are applied here
+// after the passes, else the backend does both and fills *token or *top itself (and the segment's
+// logits pointer is null).
 Status RunInPasses(std::int64_t vocab, std::span<const SequenceStep> steps, std::size_t max_rows,
                    ForwardScratch& scratch, bool host_select,
                    const std::function<Status(std::span<const PassSegment>)>& run);

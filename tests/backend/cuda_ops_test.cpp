@@ -12,6 +12,7 @@
 #include "backend/cpu/reference.h"
 #include "backend/cuda/device.h"
 #include "backend/cuda/ops.h"
+#include "model/model.h"
 #include "tensor/dtype.h"
 
 namespace fgnet::cuda {
@@ -175,6 +176,62 @@ TEST_F(CudaOpsTest, TopRowsFindsTheLargestValuesInOrder) {
         ASSERT_EQ(got_i[r * kTopRows + k], want_i) << "row " << r << " rank " << k;
       }
     }
+  }
+}
+
+// A grammar's bitset and a repetition penalty on logit rows, as the model's LogitsFilter does them
+// on the host: rows without a filter, with a mask only, a penalty only (negative, positive, -inf
+// and NaN logits among the ids; ids past the row ignored), and both.
+TEST_F(CudaOpsTest, FilterRowsMatchesTheLogitsFilter) {
+  for (std::size_t cols : {97u, 4096u, 262144u}) {
+    SCOPED_TRACE(cols);
+    const std::size_t rows = 4;
+    const std::size_t words = LogitsFilterWords(static_cast<std::int64_t>(cols));
+    std::vector<float> x = Random(rows * cols, 3.0f);
+    x[1 * cols + 3] = -INFINITY;
+    x[2 * cols + 5] = std::nanf("");
+    std::vector<std::uint64_t> bits(2 * words);
+    for (std::uint64_t& w : bits) w = (static_cast<std::uint64_t>(rng_()) << 32) ^ rng_();
+    std::vector<std::int32_t> ids;
+    for (std::size_t i = 0; i < 300; ++i)
+      ids.push_back(static_cast<std::int32_t>((i * 7919) % (cols + 50)));
+    ids.push_back(3);  // the -inf of row 1 and the NaN of row 2 are penalised too
+    ids.push_back(5);
+    std::sort(ids.begin(), ids.end());  // distinct, as a filter's ids must be
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    const auto n_ids = static_cast<std::int32_t>(ids.size());
+    // Row 0: nothing. Row 1: penalty 1.7 only. Row 2: mask only. Row 3: mask and penalty 0.6.
+    const std::vector<RowFilter> filters = {{},
+                                            {-1, 0, n_ids, 1.7f},
+                                            {0, 0, 0, 1.0f},
+                                            {static_cast<std::int32_t>(words), 0, n_ids, 0.6f}};
+    std::vector<float> want = x;
+    for (std::size_t r = 0; r < rows; ++r) {
+      LogitsFilter f;
+      if (filters[r].allowed >= 0)
+        f.allowed = std::span<const std::uint64_t>(bits).subspan(
+            static_cast<std::size_t>(filters[r].allowed), words);
+      f.penalized =
+          std::span<const std::int32_t>(ids).first(static_cast<std::size_t>(filters[r].count));
+      f.repetition_penalty = filters[r].penalty;
+      ApplyLogitsFilter(std::span<float>(want).subspan(r * cols, cols), f);
+    }
+    auto d_x = DeviceBuffer<float>::FromHost(x);
+    auto d_filters = DeviceBuffer<RowFilter>::FromHost(filters);
+    auto d_bits = DeviceBuffer<std::uint64_t>::FromHost(bits);
+    auto d_ids = DeviceBuffer<std::int32_t>::FromHost(ids);
+    ASSERT_TRUE(d_x.ok() && d_filters.ok() && d_bits.ok() && d_ids.ok());
+    ASSERT_TRUE(
+        FilterRows(d_x->data(), rows, cols, d_filters->data(), d_bits->data(), d_ids->data()).ok());
+    const std::vector<float> got = *d_x->ToHost();
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      if (std::isnan(want[i])) {
+        ASSERT_TRUE(std::isnan(got[i])) << "at " << i;
+      } else {
+        ASSERT_EQ(got[i], want[i]) << "at " << i;  // the same f32 operations: bit for bit
+      }
+    }
+    EXPECT_GT(std::count(want.begin(), want.end(), -INFINITY), 2);
   }
 }
 

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -452,6 +453,57 @@ TEST_F(CudaModelTest, TopLogitsAreTheTopOfTheRow) {
     steps[1].top_temperature = 0.8f;
     const Status s = gpu->model->ForwardBatch(steps, gpu->threads, gpu->scratch);
     ASSERT_TRUE(s.ok()) << s.error().message();
+    std::vector<TopLogit> want;
+    SelectTopLogits(full, &want);
+    ASSERT_TRUE(TopIsComplete(want, 40, 0.8f));
+    ASSERT_EQ(top.size(), want.size()) << "step " << t;
+    for (std::size_t k = 0; k < want.size(); ++k) {
+      EXPECT_EQ(top[k].id, want[k].id) << "step " << t << " rank " << k;
+      EXPECT_EQ(top[k].logit, want[k].logit) << "step " << t << " rank " << k;
+    }
+  }
+  (void)cpu;
+}
+
+// Greedy and top-k steps under a LogitsFilter (a grammar's bitset, a repetition penalty) select
+// from the filtered row on the GPU: exactly what the host makes of an identical row's logits.
+TEST_F(CudaModelTest, FilteredSelectionIsTheSelectionOfTheFilteredRow) {
+  const Gemma3Config config = SmallConfig(4, 1, 32);
+  const testing::RandomCheckpoint ckpt(config, DType::kBF16, 17);
+  auto [cpu, gpu] = Both(ckpt);
+  gpu->NewSequence();
+  const std::vector<std::vector<AdapterUse>> one(1);
+  gpu->Step({testing::RandomTokens(9, config.vocab_size, 5)}, one);
+  for (int k = 0; k < 2; ++k)
+    gpu->seqs.push_back(std::make_unique<kv::PagedSequence>(gpu->seqs[0]->Fork()));
+  std::mt19937_64 rng(3);
+  std::vector<std::uint64_t> allowed(LogitsFilterWords(config.vocab_size));
+  std::vector<std::int32_t> seen;
+  for (int t = 0; t < 6; ++t) {  // several steps: the later ones replay a graph
+    for (std::uint64_t& w : allowed) w = rng() | rng();  // three quarters of the tokens
+    seen.push_back(
+        static_cast<std::int32_t>(rng() % static_cast<std::uint64_t>(config.vocab_size)));
+    LogitsFilter filter;
+    filter.allowed = allowed;
+    filter.penalized = seen;
+    filter.repetition_penalty = 1.5f;
+    const std::vector<std::int32_t> token = {static_cast<std::int32_t>(5 + t)};
+    std::vector<float> full, fallback;
+    std::vector<TopLogit> top;
+    std::int32_t unused = -1, greedy = -1;
+    for (auto& seq : gpu->seqs) ASSERT_TRUE(seq->Reserve(1));
+    SequenceStep steps[3] = {{token, gpu->seqs[0].get(), LogitsMode::kLast, &full, {}, &unused},
+                             {token, gpu->seqs[1].get(), LogitsMode::kArgmax, nullptr, {}, &greedy},
+                             {token, gpu->seqs[2].get(), LogitsMode::kTop, &fallback, {}, &unused}};
+    steps[1].filter = filter;
+    steps[2].filter = filter;
+    steps[2].top = &top;
+    steps[2].top_k = 40;
+    steps[2].top_temperature = 0.8f;
+    const Status s = gpu->model->ForwardBatch(steps, gpu->threads, gpu->scratch);
+    ASSERT_TRUE(s.ok()) << s.error().message();
+    ApplyLogitsFilter(full, filter);
+    EXPECT_EQ(greedy, Argmax(full)) << "step " << t;
     std::vector<TopLogit> want;
     SelectTopLogits(full, &want);
     ASSERT_TRUE(TopIsComplete(want, 40, 0.8f));

@@ -426,6 +426,54 @@ TEST(Sampler, SamplingFromTheTopLogitsEqualsSamplingFromTheRow) {
   EXPECT_GE(compared, 25);
 }
 
+// Under a repetition penalty the model applies FillFilter's filter before selecting: sampling the
+// filtered row (SamplePenalized), or its top (SampleFromTop), or taking its argmax gives the tokens
+// Sample() gives on the raw row, as the history grows.
+TEST(Sampler, ThePenaltyInTheModelEqualsThePenaltyInTheSampler) {
+  for (const bool greedy : {true, false}) {
+    SamplingParams p;
+    p.do_sample = !greedy;
+    p.top_k = 20;
+    p.temperature = 0.7f;
+    p.repetition_penalty = 1.6f;
+    p.seed = 9;
+    Sampler raw(p), filtered(p), from_top(p);
+    for (Sampler* s : {&raw, &filtered, &from_top})
+      s->AddHistory(std::vector<std::int32_t>{4, 9, 4});
+    for (int step = 0; step < 40; ++step) {
+      const std::vector<float> logits =
+          RandomLogits(700, 900 + static_cast<std::uint64_t>(step), 3.0f);
+      LogitsFilter filter;
+      filtered.FillFilter(&filter);
+      ASSERT_EQ(filter.repetition_penalty, 1.6f);
+      std::vector<float> row = logits;
+      ApplyLogitsFilter(row, filter);
+      auto want = raw.Sample(logits);
+      auto got = filtered.SamplePenalized(row);
+      ASSERT_TRUE(want.ok() && got.ok());
+      ASSERT_EQ(*got, *want) << "step " << step;
+      if (greedy) {
+        ASSERT_EQ(*want, ArgMax(row));
+      } else {
+        std::vector<TopLogit> top;
+        SelectTopLogits(row, &top);
+        ASSERT_TRUE(TopIsComplete(top, p.top_k, p.temperature));
+        auto t = from_top.SampleFromTop(top);
+        ASSERT_TRUE(t.ok());
+        ASSERT_EQ(*t, *want) << "step " << step;
+      }
+      for (Sampler* s : {&raw, &filtered, &from_top}) s->Accept(*want);
+    }
+    LogitsFilter filter;
+    raw.FillFilter(&filter);
+    EXPECT_GT(filter.penalized.size(), 5u);  // the history grew, distinct ids only
+  }
+  Sampler plain{SamplingParams{}};
+  LogitsFilter none;
+  plain.FillFilter(&none);
+  EXPECT_TRUE(none.empty());
+}
+
 TEST(Sampler, TopLogitsOfARowWithFewLiveValuesHoldThemAll) {
   std::vector<float> logits(500, -kInf);
   logits[3] = 1.0f;

@@ -2,14 +2,16 @@
 // 32 requests with mixed adapters, after preemption and from prefix-cache hits (whose logits are
 // within 1e-4 of a cold run); pinned nested prefixes, activated adapters sharing base KV,
 // approximate sharing (and the divergence it causes), logit ensembles against the members'
-// logits, per-request errors, back-pressure, cancellation, deadlines, priorities, metrics, and a
-// random seeded workload after which every block is free.
+// logits, greedy and top-k selection under grammars and repetition penalties (in the model) equal
+// to the sampler's on the whole row, per-request errors, back-pressure, cancellation, deadlines,
+// priorities, metrics, and a random seeded workload after which every block is free.
 
 #include <cmath>
 #include <cstdio>
 #include <thread>
 
 #include "engine/sampler.h"
+#include "grammar/grammar.h"
 #include "gtest/gtest.h"
 #include "model/kv_cache.h"
 #include "serving_test_support.h"
@@ -301,6 +303,67 @@ TEST_F(ServingTest, EnsemblesSampleFromTheWeightedMembersLogits) {
     }
   }
   ExpectAllBlocksFree(*engine);
+}
+
+// A vocabulary for the fixture's 97 tokens: 0 never, 1 a stop symbol, then single letters and
+// digits and two-letter pieces.
+std::shared_ptr<const TokenVocabulary> FixtureVocab() {
+  std::vector<TokenVocabulary::Entry> entries = {{TokenKind::kNever, ""},
+                                                 {TokenKind::kSymbol, "<eos>"}};
+  for (char ch = 'a'; ch <= 'z'; ++ch) entries.push_back({TokenKind::kText, std::string(1, ch)});
+  for (char ch = '0'; ch <= '9'; ++ch) entries.push_back({TokenKind::kText, std::string(1, ch)});
+  for (int i = 0; entries.size() < 97; ++i) {
+    entries.push_back(
+        {TokenKind::kText, {static_cast<char>('a' + i % 26), static_cast<char>('a' + i / 26 * 5)}});
+  }
+  return TokenVocabulary::FromEntries(entries);
+}
+
+// Greedy and top-k requests under a grammar and a repetition penalty select in the model (the
+// grammar's bitset and the penalty as the step's LogitsFilter, no row to the host): the same tokens
+// as the same requests returning their logits, which the sampler and the grammar take on the host.
+TEST_F(ServingTest, SelectionUnderGrammarsAndPenaltiesEqualsTheSamplerOnTheWholeRow) {
+  GrammarOptions options;
+  options.stop_ids = {1};
+  auto grammar = Grammar::FromRegex("[a-m]{2,9}([0-4]+|-[n-z]{1,5})", FixtureVocab(), options);
+  ASSERT_TRUE(grammar.ok()) << grammar.error().message();
+  std::vector<Request> requests;
+  for (int i = 0; i < 16; ++i) {
+    Request r = Greedy(PromptFor(i), AdapterMix(i), 6 + i % 11);
+    if (i % 4 >= 2)
+      r.sampling = {.temperature = 0.8f, .top_k = 5 + i % 3, .seed = 7u + static_cast<unsigned>(i)};
+    if (i % 2 == 1) {
+      r.grammar = *grammar;
+      r.stop_ids = {1};
+    }
+    r.sampling.repetition_penalty = i % 3 == 0 ? 1.0f : 1.2f + 0.3f * static_cast<float>(i % 4);
+    requests.push_back(std::move(r));
+  }
+  const auto run = [&](bool return_logits) {
+    auto engine = f_.NewEngine();
+    std::vector<RequestHandle> handles;
+    for (Request r : requests) {
+      r.return_logits = return_logits;
+      handles.push_back(engine->Submit(std::move(r)));
+    }
+    std::vector<std::vector<std::int32_t>> ids;
+    for (RequestHandle& h : handles) {
+      const Completion& c = h.Wait();
+      EXPECT_TRUE(c.status.ok()) << c.status.error().message();
+      ids.push_back(c.ids);
+    }
+    EXPECT_GT(engine->Metrics().grammar_masks, 0u);
+    ExpectAllBlocksFree(*engine);
+    return ids;
+  };
+  const std::vector<std::vector<std::int32_t>> on_host = run(true);
+  const std::vector<std::vector<std::int32_t>> in_model = run(false);
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ(in_model[i], on_host[i]) << "request " << i;
+    EXPECT_GE(static_cast<std::int64_t>(in_model[i].size()),
+              i % 2 == 1 ? 3 : requests[i].max_tokens)
+        << "request " << i;
+  }
 }
 
 TEST_F(ServingTest, ErrorsArePerRequest) {

@@ -409,6 +409,65 @@ TEST_F(LoraForwardTest, BadAdapterSetsAreErrorsThatLeaveTheCacheAlone) {
   EXPECT_EQ(other.length(), 0);
 }
 
+// A LogitsFilter on the host path: the selection is that of the filtered row; bad filters are
+// errors that leave the cache alone.
+TEST_F(LoraForwardTest, FilteredStepsSelectFromTheFilteredRow) {
+  const auto tokens = RandomTokens(5, config_.vocab_size, 70);
+  std::vector<float> full;
+  {
+    KVCache kv = model_.NewKVCache(16);
+    ASSERT_TRUE(model_.Forward(tokens, kv, pool_, LogitsMode::kLast, &full).ok());
+  }
+  std::vector<std::uint64_t> allowed(LogitsFilterWords(config_.vocab_size), 0);
+  for (std::int32_t t = 0; t < config_.vocab_size; t += 3) allowed[t / 64] |= 1ull << (t % 64);
+  const std::vector<std::int32_t> seen = {0, 3, 6, 9, 12, 15, 1000000};
+  LogitsFilter filter{allowed, seen, 1.8f};
+  std::vector<float> want = full;
+  ApplyLogitsFilter(want, filter);
+  EXPECT_EQ(want[1], -INFINITY);
+  EXPECT_EQ(want[3], full[3] < 0 ? full[3] * 1.8f : full[3] / 1.8f);
+
+  KVCache kv1 = model_.NewKVCache(16), kv2 = model_.NewKVCache(16);
+  std::int32_t greedy = -1, unused = -1;
+  std::vector<float> fallback;
+  std::vector<TopLogit> top;
+  SequenceStep steps[2] = {{tokens, &kv1, LogitsMode::kArgmax, nullptr, {}, &greedy},
+                           {tokens, &kv2, LogitsMode::kTop, &fallback, {}, &unused}};
+  steps[0].filter = filter;
+  steps[1].filter = filter;
+  steps[1].top = &top;
+  steps[1].top_k = 5;
+  ForwardScratch scratch;
+  ASSERT_TRUE(model_.ForwardBatch(steps, pool_, scratch).ok());
+  EXPECT_EQ(greedy, std::max_element(want.begin(), want.end()) - want.begin());
+  std::vector<TopLogit> want_top;
+  SelectTopLogits(want, &want_top);
+  ASSERT_EQ(top.size(), want_top.size());
+  for (std::size_t k = 0; k < top.size(); ++k) {
+    EXPECT_EQ(top[k].id, want_top[k].id);
+    EXPECT_EQ(top[k].logit, want_top[k].logit);
+  }
+
+  const auto fails = [&](SequenceStep step, const std::string& expected) {
+    KVCache kv = model_.NewKVCache(16);
+    step.kv = &kv;
+    const Status s = model_.ForwardBatch(std::span(&step, 1), pool_, scratch);
+    ASSERT_FALSE(s.ok()) << expected;
+    EXPECT_NE(s.error().message().find(expected), std::string::npos) << s.error().message();
+    EXPECT_EQ(kv.length(), 0);
+  };
+  SequenceStep last{tokens, nullptr, LogitsMode::kLast, &fallback, {}};
+  last.filter = filter;
+  fails(last, "a logits filter needs an argmax or top-logits step");
+  SequenceStep long_bits = steps[0];
+  const std::vector<std::uint64_t> two_words(2, ~0ull);
+  long_bits.filter.allowed = two_words;
+  fails(long_bits, "the allowed-token bitset has 2 words but the vocabulary of 61 tokens needs 1");
+  SequenceStep bad_penalty = steps[0];
+  bad_penalty.filter.repetition_penalty = -2.0f;
+  fails(bad_penalty, "repetition penalty -2 must be a finite number > 0");
+}
+
 TEST(AloraStartTest, FindsTheLastOccurrence) {
   const std::vector<std::int32_t> t = {1, 2, 3, 9, 2, 3, 4, 2, 3};
   EXPECT_EQ(AloraStart(t, std::vector<std::int32_t>{2, 3}), 7);

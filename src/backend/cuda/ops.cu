@@ -144,6 +144,36 @@ __global__ void ArgmaxRowsKernel(const float* x, std::size_t cols, std::int32_t*
   }
 }
 
+// Blocks per row of MaskRowsKernel: enough to fill the GPU for a few rows of a 262k vocabulary.
+constexpr unsigned kMaskBlocksPerRow = 64;
+
+// Grid (kMaskBlocksPerRow, rows): the row's disallowed tokens become -inf.
+__global__ void MaskRowsKernel(float* x, std::size_t cols, const RowFilter* filters,
+                               const std::uint64_t* words) {
+  const RowFilter f = filters[blockIdx.y];
+  if (f.allowed < 0) return;
+  float* row = x + static_cast<std::size_t>(blockIdx.y) * cols;
+  const std::uint64_t* bits = words + f.allowed;
+  for (std::size_t c = blockIdx.x * blockDim.x + threadIdx.x; c < cols;
+       c += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
+    if ((bits[c / 64] >> (c % 64) & 1) == 0) row[c] = -INFINITY;
+  }
+}
+
+// One block per row: the repetition penalty on the row's listed ids (after MaskRowsKernel).
+__global__ void PenalizeRowsKernel(float* x, std::size_t cols, const RowFilter* filters,
+                                   const std::int32_t* ids) {
+  const RowFilter f = filters[blockIdx.x];
+  if (f.penalty == 1.0f) return;
+  float* row = x + static_cast<std::size_t>(blockIdx.x) * cols;
+  for (int i = threadIdx.x; i < f.count; i += blockDim.x) {
+    const std::int32_t id = ids[f.penalized + i];
+    if (id < 0 || static_cast<std::size_t>(id) >= cols) continue;
+    const float v = row[id];
+    row[id] = v < 0.0f ? v * f.penalty : v / f.penalty;
+  }
+}
+
 constexpr int kTopChunk = 1024;  // values one block sorts
 constexpr int kTopThreads = kTopChunk / 2;
 
@@ -264,6 +294,16 @@ Status Softcap(float* x, std::size_t n, float cap, Stream stream) {
   const auto blocks = static_cast<unsigned>((n + kThreads - 1) / kThreads);
   SoftcapKernel<<<blocks, kThreads, 0, stream>>>(x, n, cap);
   return CudaLastError("cuda::Softcap");
+}
+
+Status FilterRows(float* x, std::size_t rows, std::size_t cols, const RowFilter* filters,
+                  const std::uint64_t* words, const std::int32_t* ids, Stream stream) {
+  if (rows == 0) return Ok();
+  MaskRowsKernel<<<dim3(kMaskBlocksPerRow, static_cast<unsigned>(rows)), kThreads, 0, stream>>>(
+      x, cols, filters, words);
+  FGNET_TRY(CudaLastError("cuda::FilterRows"));
+  PenalizeRowsKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, cols, filters, ids);
+  return CudaLastError("cuda::FilterRows");
 }
 
 Status ArgmaxRows(const float* x, std::size_t rows, std::size_t cols, std::int32_t* out,

@@ -7,6 +7,7 @@
 //                  end of one block and the pre-norm of the next, in one launch)
 //   GeluTanhMul    out[i] = gelu_tanh(gate[i]) * up[i] (the GeGLU of the MLP)
 //   Softcap        x[i] = cap * tanh(x[i] / cap) (final logit softcapping)
+//   FilterRows     a grammar's allowed tokens and a repetition penalty applied to logit rows
 //   ArgmaxRows     out[r] = the index of row r's largest value (greedy decoding)
 //   TopRows        the kTopRows largest values of each row with their indices (top-k sampling)
 // Each launches on `stream` (null: the default stream) and returns the launch's error; results
@@ -46,6 +47,19 @@ Status RMSNorm(const float* x, std::size_t n, std::size_t dim, const float* scal
                float* y, const std::int32_t* rows = nullptr, Stream stream = nullptr);
 
 Status Softcap(float* x, std::size_t n, float cap, Stream stream = nullptr);
+
+// What FilterRows does to one row: the tokens whose bit is clear in the bitset at words[allowed,
+// allowed + ceil(cols / 64)) become -inf (allowed < 0: none), then each of the distinct ids
+// ids[penalized, penalized + count) in [0, cols) gets the repetition penalty (v < 0 ? v * penalty
+// : v / penalty). The device form of a model's LogitsFilter.
+struct RowFilter {
+  std::int32_t allowed = -1;
+  std::int32_t penalized = 0, count = 0;
+  float penalty = 1.0f;
+};
+// Applies filters[r] to row r of x [rows, cols] in place (two launches of fixed shape).
+Status FilterRows(float* x, std::size_t rows, std::size_t cols, const RowFilter* filters,
+                  const std::uint64_t* words, const std::int32_t* ids, Stream stream = nullptr);
 
 // out [rows] = for each row of x [rows, cols], the index of its largest value, the lowest among
 // equal ones (as the CPU sampler's ArgMax), or -1 when no value is a number above -inf.
