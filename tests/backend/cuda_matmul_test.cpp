@@ -62,7 +62,7 @@ TEST_F(CudaMatMulTest, GemvMatchesTheReference) {
   for (const Shape& s : shapes) {
     const std::vector<std::uint16_t> w = rng_.BF16(s.out * s.in);
     DeviceBuffer<std::uint16_t> d_w = Upload(w);
-    for (std::size_t rows = 1; rows <= MatMulContext::kMaxGemvRows; ++rows) {
+    for (std::size_t rows = 1; rows <= MatMulContext::kMaxSmallGemvRows; ++rows) {
       for (bool accumulate : {false, true}) {
         SCOPED_TRACE(testing::Message() << "in " << s.in << " out " << s.out << " rows " << rows
                                         << " accumulate " << accumulate);
@@ -232,7 +232,7 @@ std::vector<float> Download(const DeviceBuffer<float>& d) {
   return h.ok() ? std::move(*h) : std::vector<float>();
 }
 
-const std::size_t kFusedRows[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 64};
+const std::size_t kFusedRows[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16, 17, 64};
 
 TEST_F(CudaMatMulTest, MatMulManyMatchesTheReferenceAndSeparateProducts) {
   struct Case {
@@ -691,8 +691,8 @@ TEST_F(CudaMatMulTest, Perf) {
       const double bytes = static_cast<double>(s.out * s.in * 2);
       const double flops = 2.0 * static_cast<double>(rows * s.in * s.out);
       std::printf("| %s | %zux%zu | %zu | %s | %.2f | %.0f | %.2f |\n", s.name, s.out, s.in, rows,
-                  rows <= MatMulContext::kMaxGemvRows ? "GEMV" : "cuBLAS", us, bytes / us * 1e-3,
-                  flops / us * 1e-6);
+                  MatMulContext::TakesGemv(rows, s.in * s.out) ? "GEMV" : "cuBLAS", us,
+                  bytes / us * 1e-3, flops / us * 1e-6);
     }
   }
   // LoRA: 16 rows, each with its own rank-16 adapter.

@@ -13,7 +13,8 @@
 namespace fgnet::cuda {
 namespace {
 
-static_assert(MatMulContext::kMaxGemvRows == internal::kGemvMaxRows);
+static_assert(MatMulContext::kMaxGemvRows == internal::kQuantGemvMaxRows);
+static_assert(MatMulContext::kMaxSmallGemvRows == internal::kGemvMaxRows);
 static_assert(MatMulContext::kMaxOutputs == internal::kGemvMaxOutputs);
 
 constexpr std::size_t kCublasWorkspaceBytes = std::size_t{32} << 20;
@@ -140,7 +141,7 @@ Status MatMulContext::MatMul(const float* x, std::size_t rows, std::size_t in,
     return CudaCheck(cudaMemsetAsync(y, 0, rows * out * sizeof(float), impl_->stream),
                      "cudaMemsetAsync");
   }
-  if (rows <= kMaxGemvRows) {
+  if (TakesGemv(rows, in * out)) {
     return internal::LaunchGemv(x, rows, in, w_bf16, out, y, accumulate, impl_->multiprocessors,
                                 impl_->stream);
   }
@@ -204,21 +205,26 @@ Status MatMulContext::MatMulMany(const float* x, std::size_t rows, std::size_t i
     }
     return Ok();
   }
-  if (rows <= kMaxGemvRows) {
-    return internal::LaunchGemvMany(x, rows, in, outputs, /*accumulate=*/false,
-                                    impl_->multiprocessors, impl_->stream);
-  }
-  bool any = false;
+  // Each output on the path MatMul would take for it: the GEMV ones in one launch.
+  MatMulOutput gemv[kMaxOutputs], gemm[kMaxOutputs];
+  std::size_t n_gemv = 0, n_gemm = 0;
   for (const MatMulOutput& o : outputs) {
     if (o.out == 0) continue;
-    FGNET_TRY(CheckGemmSizes("cuda::MatMulMany", rows, in, o.out));
-    any = true;
+    if (TakesGemv(rows, in * o.out)) {
+      gemv[n_gemv++] = o;
+    } else {
+      FGNET_TRY(CheckGemmSizes("cuda::MatMulMany", rows, in, o.out));
+      gemm[n_gemm++] = o;
+    }
   }
-  if (!any) return Ok();
+  if (n_gemv > 0) {
+    FGNET_TRY(internal::LaunchGemvMany(x, rows, in, std::span(gemv, n_gemv), /*accumulate=*/false,
+                                       impl_->multiprocessors, impl_->stream));
+  }
+  if (n_gemm == 0) return Ok();
   FGNET_ASSIGN_OR_RETURN(const std::uint16_t* xb, impl_->ToBF16(x, rows, in));
-  for (const MatMulOutput& o : outputs) {
-    if (o.out == 0) continue;
-    FGNET_TRY(impl_->Gemm(xb, rows, in, o.w, o.out, o.y, /*accumulate=*/false));
+  for (std::size_t i = 0; i < n_gemm; ++i) {
+    FGNET_TRY(impl_->Gemm(xb, rows, in, gemm[i].w, gemm[i].out, gemm[i].y, /*accumulate=*/false));
   }
   return Ok();
 }
@@ -235,7 +241,7 @@ Status MatMulContext::MatMulGeGLU(const float* x, std::size_t rows, std::size_t 
     return CudaCheck(cudaMemsetAsync(out, 0, rows * n * sizeof(float), impl_->stream),
                      "cudaMemsetAsync");
   }
-  if (rows <= kMaxGemvRows) {
+  if (TakesGemv(rows, in * n)) {
     return internal::LaunchGemvGeGLU(x, rows, in, w_gate, w_up, n, out, impl_->multiprocessors,
                                      impl_->stream);
   }

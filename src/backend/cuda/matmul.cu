@@ -269,15 +269,19 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
 using GemvFn = void (*)(const float*, int, const GemvTargets, int, bool, bool);
 using GeGLUFn = void (*)(const float*, int, const uint4*, const uint4*, int, float*, bool);
 
+// The kernels for R rows of NW W rows a warp exist while the R x NW sums fit a warp's reduction.
+template <int NW>
+constexpr std::size_t kGemvRowsFor = std::min<std::size_t>(internal::kGemvMaxRows, 32 / NW);
+
 template <int NW>
 GemvFn GemvFor(int rows) {
-  return internal::ForRows<internal::kGemvMaxRows>(
+  return internal::ForRows<kGemvRowsFor<NW>>(
       rows, [](auto r) -> GemvFn { return GemvKernel<decltype(r)::value, NW>; });
 }
 
 template <int NP>
 GeGLUFn GeGLUFor(int rows) {
-  return internal::ForRows<internal::kGemvMaxRows>(
+  return internal::ForRows<kGemvRowsFor<2 * NP>>(
       rows, [](auto r) -> GeGLUFn { return GeGLUKernel<decltype(r)::value, NP>; });
 }
 
@@ -392,9 +396,10 @@ constexpr std::size_t kMaxDim = static_cast<std::size_t>(std::numeric_limits<int
 
 namespace internal {
 
-Result<std::size_t> GemvRowBatch(const char* what, std::size_t rows, std::size_t in) {
-  if (rows > kGemvMaxRows) {
-    return MakeError(what, ": the GEMV kernel takes at most ", kGemvMaxRows, " rows, not ", rows);
+Result<std::size_t> GemvRowBatch(const char* what, std::size_t rows, std::size_t in,
+                                 std::size_t max_rows) {
+  if (rows > max_rows) {
+    return MakeError(what, ": the GEMV kernel takes at most ", max_rows, " rows, not ", rows);
   }
   if (in == 0 || in % 8 != 0) {
     return MakeError(what, ": the input size ", in, " is not a positive multiple of 8");
@@ -460,9 +465,11 @@ Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
     return MakeError(kWhat, ": the outputs' sizes add up to ", total_out, ", too many");
   }
   FGNET_ASSIGN_OR_RETURN(const std::size_t batch, GemvRowBatch(kWhat, rows, in));
-  // Four W rows per warp where there are tiles enough to fill the GPU, else one.
-  const bool wide = total_out / (4 * kGemvWarps) >= static_cast<std::size_t>(multiprocessors);
-  const int nw = wide ? 4 : 1;
+  // Four W rows per warp (two past 8 rows) where there are tiles enough to fill the GPU, else one.
+  const int wide_nw = std::min(batch, rows) <= 8 ? 4 : 2;
+  const bool wide = total_out / (static_cast<std::size_t>(wide_nw) * kGemvWarps) >=
+                    static_cast<std::size_t>(multiprocessors);
+  const int nw = wide ? wide_nw : 1;
   for (std::size_t r0 = 0; r0 < rows; r0 += batch) {
     const std::size_t r = std::min(batch, rows - r0);
     GemvTargets targets{};
@@ -474,7 +481,9 @@ Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
       targets.t[targets.count++] =
           GemvTarget{reinterpret_cast<const uint4*>(o.w), o.y + r0 * o.out, out_i, tiles};
     }
-    const GemvFn fn = wide ? GemvFor<4>(static_cast<int>(r)) : GemvFor<1>(static_cast<int>(r));
+    const GemvFn fn = nw == 4   ? GemvFor<4>(static_cast<int>(r))
+                      : nw == 2 ? GemvFor<2>(static_cast<int>(r))
+                                : GemvFor<1>(static_cast<int>(r));
     const std::size_t smem = r * in * sizeof(float);
     const bool x_aligned = reinterpret_cast<std::uintptr_t>(x + r0 * in) % 16 == 0;
     FGNET_ASSIGN_OR_RETURN(const unsigned grid,
@@ -498,8 +507,10 @@ Status LaunchGemvGeGLU(const float* x, std::size_t rows, std::size_t in,
   }
   if (n > kMaxDim) return MakeError(kWhat, ": the output size ", n, " is too large");
   FGNET_ASSIGN_OR_RETURN(const std::size_t batch, GemvRowBatch(kWhat, rows, in));
-  // Two rows of each matrix per warp where there are tiles enough to fill the GPU, else one.
-  const bool wide = n / (2 * kGemvWarps) >= static_cast<std::size_t>(multiprocessors);
+  // Two rows of each matrix per warp where there are tiles enough to fill the GPU (and at most 8
+  // rows of x), else one.
+  const bool wide = std::min(batch, rows) <= 8 &&
+                    n / (2 * kGemvWarps) >= static_cast<std::size_t>(multiprocessors);
   const int np = wide ? 2 : 1;
   const std::size_t tiles = (n + np - 1) / np;
   for (std::size_t r0 = 0; r0 < rows; r0 += batch) {

@@ -30,8 +30,16 @@ class MatMulContext {
   MatMulContext& operator=(MatMulContext&&) noexcept;
   ~MatMulContext();
 
-  // Rows up to which MatMul takes the GEMV path.
+  // Whether a BF16 product of `rows` rows with a W of `weights` values takes the GEMV path: always
+  // up to kMaxGemvRows rows, and up to kMaxSmallGemvRows for matrices of at most
+  // kMaxSmallGemvWeights values (a layer's; a vocabulary's output matrix goes to cuBLAS past 8
+  // rows, where the GEMV's f32 FMAs would be the bound). The fused products decide per matrix.
   static constexpr std::size_t kMaxGemvRows = 8;
+  static constexpr std::size_t kMaxSmallGemvRows = 16;
+  static constexpr std::size_t kMaxSmallGemvWeights = std::size_t{1} << 23;
+  static constexpr bool TakesGemv(std::size_t rows, std::size_t weights) {
+    return rows <= kMaxGemvRows || (rows <= kMaxSmallGemvRows && weights <= kMaxSmallGemvWeights);
+  }
 
   // y [rows, out] = x [rows, in] W^T (accumulate: y += x W^T). `in` must be a multiple of 8.
   Status MatMul(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_bf16,
@@ -61,7 +69,7 @@ class MatMulContext {
   static constexpr std::size_t kMaxOutputs = 4;
 
   // y_i = x [rows, in] W_i^T for up to kMaxOutputs products of the same x (q/k/v), each y_i equal
-  // to what MatMul computes for it alone. Up to kMaxGemvRows rows: one GEMV launch over the rows
+  // to what MatMul computes for it alone. On the GEMV path (TakesGemv): one launch over the rows
   // of all W_i (x staged once per block); more rows: x split into its two BF16 terms once, then
   // cuBLAS products per output. `in` must be a multiple of 8; the y_i must not overlap x or each
   // other.
@@ -70,8 +78,8 @@ class MatMulContext {
 
   // out [rows, n] = gelu_tanh(x W_gate^T) * (x W_up^T), W_gate and W_up [n, in] BF16, gelu_tanh(g)
   // = 0.5 g (1 + tanh(0.7978845608028654 (g + 0.044715 g^3))) in f32 as GeluTanhMul computes it.
-  // Up to kMaxGemvRows rows: one launch, a warp computing gate and up row o together (each product
-  // as MatMul computes it); more rows: the cuBLAS products (the gate into `out`, the up into the
+  // On the GEMV path (TakesGemv): one launch, a warp computing gate and up row o together (each
+  // product as MatMul computes it); else the cuBLAS products (the gate into `out`, the up into the
   // context's workspace, which grows as needed and then bumps generation()) and GeluTanhMul.
   // `in` must be a multiple of 8; `out` must not overlap x.
   Status MatMulGeGLU(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_gate,

@@ -13,23 +13,27 @@
 
 namespace fgnet::cuda::internal {
 
-// Rows one GEMV launch handles (MatMulContext::kMaxGemvRows).
-inline constexpr std::size_t kGemvMaxRows = 8;
+// Rows one BF16 GEMV launch handles (MatMulContext::kMaxSmallGemvRows); the quantized GEMV
+// (quant_matmul.h) takes up to kQuantGemvMaxRows (MatMulContext::kMaxGemvRows).
+inline constexpr std::size_t kGemvMaxRows = 16;
+inline constexpr std::size_t kQuantGemvMaxRows = 8;
 
 // Outputs one GEMV launch computes (MatMulContext::kMaxOutputs).
 inline constexpr int kGemvMaxOutputs = 4;
 
-// Checks what every GEMV launch requires (rows <= kGemvMaxRows, `in` a positive multiple of 8)
-// and returns the rows whose f32 activations fit in shared memory together.
-Result<std::size_t> GemvRowBatch(const char* what, std::size_t rows, std::size_t in);
+// Checks what every GEMV launch requires (rows <= max_rows, `in` a positive multiple of 8) and
+// returns the rows whose f32 activations fit in shared memory together.
+Result<std::size_t> GemvRowBatch(const char* what, std::size_t rows, std::size_t in,
+                                 std::size_t max_rows = kGemvMaxRows);
 
 // The grid of a GEMV-style kernel `fn` (256 threads a block) with `smem` bytes of shared memory
 // over `tiles` warp tiles: one block per 8 tiles, at most as many as are resident at once.
 Result<unsigned> GemvGrid(const void* fn, std::size_t smem, std::size_t tiles, int multiprocessors);
 
 // y [rows, out] = x [rows, in] W^T (or +=) for rows <= kGemvMaxRows; `in` a multiple of 8, W
-// 16-byte aligned. `multiprocessors` sizes the grid. Rows whose activations do not fit in shared
-// memory together are split over several launches.
+// 16-byte aligned. Up to 8 rows a warp computes 1 or 4 W rows at a time, beyond 1 or 2.
+// `multiprocessors` sizes the grid. Rows whose activations do not fit in shared memory together are
+// split over several launches.
 Status LaunchGemv(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_bf16,
                   std::size_t out, float* y, bool accumulate, int multiprocessors, Stream stream);
 

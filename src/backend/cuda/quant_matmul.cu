@@ -273,7 +273,7 @@ using QuantGemvFn = void (*)(const float*, int, const QuantTargets, int, bool);
 
 template <QuantLayout L, int NW>
 QuantGemvFn QuantGemvFor(int rows) {
-  return internal::ForRows<internal::kGemvMaxRows>(
+  return internal::ForRows<internal::kQuantGemvMaxRows>(
       rows, [](auto r) -> QuantGemvFn { return QuantGemvKernel<L, decltype(r)::value, NW>; });
 }
 
@@ -378,7 +378,8 @@ Status LaunchQuantGemv(const float* x, std::size_t rows, std::span<const QuantPr
   if (total_out > kMaxDim) {
     return MakeError(kWhat, ": the outputs' sizes add up to ", total_out, ", too many");
   }
-  FGNET_ASSIGN_OR_RETURN(const std::size_t batch, GemvRowBatch(kWhat, rows, m0.cols));
+  FGNET_ASSIGN_OR_RETURN(const std::size_t batch,
+                         GemvRowBatch(kWhat, rows, m0.cols, internal::kQuantGemvMaxRows));
   // Four W rows per warp where there are tiles enough to fill the GPU, else one.
   const bool wide = total_out / (4 * kGemvWarps) >= static_cast<std::size_t>(multiprocessors);
   const int nw = wide ? 4 : 1;
