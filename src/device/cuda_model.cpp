@@ -923,7 +923,7 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
       FGNET_TRY(apply_lora(l, LoraModule::kUp, h, hidden, hidden, up, intermediate));
       FGNET_TRY(cuda::GeluTanhMul(gate, up, c * intermediate, gate, stream));
     } else {
-      FGNET_TRY(mm.MatMulGeGLU(h, c, hidden, w.gate.bf16, w.up.bf16, intermediate, gate));
+      FGNET_TRY(mm.MatMulGeGLU(h, c, hidden, w.gate.bf16, w.up.bf16, intermediate, gate, up));
     }
     FGNET_TRY(product(gate, c, intermediate, w.down, hidden, o));
     FGNET_TRY(apply_lora(l, LoraModule::kDown, gate, intermediate, intermediate, o, hidden));

@@ -311,6 +311,14 @@ TEST_F(CudaMatMulTest, MatMulGeGLUMatchesTheReferenceAndSeparateOps) {
       for (std::size_t i = 0; i < ref.size(); ++i) {
         ASSERT_NEAR(got[i], ref[i], 1e-6 * std::fabs(ref[i]) + 1e-30) << "element " << i;
       }
+
+      // The up products in the caller's scratch instead of the context's workspace.
+      DeviceBuffer<float> d_scratch = Upload(std::vector<float>(rows * s.out, std::nanf("")));
+      DeviceBuffer<float> d_out2 = Upload(std::vector<float>(rows * s.out, std::nanf("")));
+      ASSERT_TRUE(ctx_->MatMulGeGLU(d_x.data(), rows, s.in, d_wg.data(), d_wu.data(), s.out,
+                                    d_out2.data(), d_scratch.data())
+                      .ok());
+      ExpectSameBits(Download(d_out2), got, "MatMulGeGLU with an up scratch");
     }
   }
 }

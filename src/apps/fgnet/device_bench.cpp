@@ -93,7 +93,8 @@ std::int64_t BlocksPerSequence(const kv::KVLayout& layout, std::int64_t context)
 }
 
 // The 8-expert network: a pool sized for experts x expert_context positions, every expert's
-// sequence filled to that length under its own adapter.
+// sequence filled to that length under its own adapter by an engine with the default options (so
+// the pass buffers counted are those of its default 512-token steps).
 Status MeasureNetworkMemory(const Model& model, AdapterRegistry& registry,
                             const DeviceBenchOptions& o, std::ostream& log,
                             DeviceBenchResult* result) {
@@ -104,7 +105,6 @@ Status MeasureNetworkMemory(const Model& model, AdapterRegistry& registry,
   e.block_size = 16;
   const kv::KVLayout layout = kv::KVLayout::ForConfig(config, e.block_size);
   e.kv_blocks = o.experts * BlocksPerSequence(layout, o.expert_context);
-  e.max_batch_tokens = 2048;
   e.prefix_cache = false;
   FGNET_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, NewEngine(model, registry, e));
   std::vector<RequestHandle> handles;

@@ -231,7 +231,7 @@ Status MatMulContext::MatMulMany(const float* x, std::size_t rows, std::size_t i
 
 Status MatMulContext::MatMulGeGLU(const float* x, std::size_t rows, std::size_t in,
                                   const std::uint16_t* w_gate, const std::uint16_t* w_up,
-                                  std::size_t n, float* out) {
+                                  std::size_t n, float* out, float* up_scratch) {
   if (in % 8 != 0) {
     return MakeError("cuda::MatMulGeGLU: the input size ", in, " is not a multiple of 8");
   }
@@ -246,9 +246,12 @@ Status MatMulContext::MatMulGeGLU(const float* x, std::size_t rows, std::size_t 
                                      impl_->stream);
   }
   FGNET_TRY(CheckGemmSizes("cuda::MatMulGeGLU", rows, in, n));
-  FGNET_TRY(impl_->Reserve(impl_->up, rows * n * sizeof(float)));
+  float* up = up_scratch;
+  if (up == nullptr) {
+    FGNET_TRY(impl_->Reserve(impl_->up, rows * n * sizeof(float)));
+    up = static_cast<float*>(impl_->up.data());
+  }
   FGNET_ASSIGN_OR_RETURN(const std::uint16_t* xb, impl_->ToBF16(x, rows, in));
-  auto* up = static_cast<float*>(impl_->up.data());
   FGNET_TRY(impl_->Gemm(xb, rows, in, w_gate, n, out, /*accumulate=*/false));
   FGNET_TRY(impl_->Gemm(xb, rows, in, w_up, n, up, /*accumulate=*/false));
   // In place: each element's gate is read before its result is written.

@@ -79,11 +79,13 @@ class MatMulContext {
   // out [rows, n] = gelu_tanh(x W_gate^T) * (x W_up^T), W_gate and W_up [n, in] BF16, gelu_tanh(g)
   // = 0.5 g (1 + tanh(0.7978845608028654 (g + 0.044715 g^3))) in f32 as GeluTanhMul computes it.
   // On the GEMV path (TakesGemv): one launch, a warp computing gate and up row o together (each
-  // product as MatMul computes it); else the cuBLAS products (the gate into `out`, the up into the
-  // context's workspace, which grows as needed and then bumps generation()) and GeluTanhMul.
-  // `in` must be a multiple of 8; `out` must not overlap x.
+  // product as MatMul computes it); else the cuBLAS products (the gate into `out`, the up into
+  // `up_scratch` [rows, n] when given, else into the context's workspace, which grows as needed
+  // and then bumps generation()) and GeluTanhMul. `in` must be a multiple of 8; `out` and
+  // `up_scratch` must not overlap x or each other.
   Status MatMulGeGLU(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_gate,
-                     const std::uint16_t* w_up, std::size_t n, float* out);
+                     const std::uint16_t* w_up, std::size_t n, float* out,
+                     float* up_scratch = nullptr);
 
   // Both are usable inside CUDA stream capture (MatMul too): the GEMV path neither allocates nor
   // synchronises; the cuBLAS path does only when its workspace grows, so each many-row shape is
