@@ -161,19 +161,20 @@ std::size_t AlignUp(std::size_t n, std::size_t a = 256) { return (n + a - 1) / a
 // (CUDA graphs capture them) until a pass needs more room.
 struct StagingLayout {
   struct Sizes {
-    std::size_t rows = 0, seqs = 0, tables = 0, lora_rows = 0, lora_groups = 0;
+    std::size_t rows = 0, seqs = 0, tables = 0, lora_rows = 0, lora_groups = 0, row_entries = 0;
     std::size_t filter_words = 0, penalized = 0;  // allowed-token words and penalised ids
   };
   Sizes capacity;
   std::size_t ids = 0, row_pos = 0, row_seq = 0, logit_rows = 0, filters = 0, seq_table = 0,
-              lora_rows_at = 0, lora_scales = 0, lora_groups_at = 0, tables_at = 0, words_at = 0,
-              penalized_at = 0, total = 0;
+              lora_rows_at = 0, lora_scales = 0, lora_groups_at = 0, row_entries_at = 0,
+              entry_adapter_at = 0, tables_at = 0, words_at = 0, penalized_at = 0, total = 0;
 
   bool Holds(const Sizes& n) const {
     const Sizes& c = capacity;
     return n.rows <= c.rows && n.seqs <= c.seqs && n.tables <= c.tables &&
            n.lora_rows <= c.lora_rows && n.lora_groups <= c.lora_groups &&
-           n.filter_words <= c.filter_words && n.penalized <= c.penalized;
+           n.row_entries <= c.row_entries && n.filter_words <= c.filter_words &&
+           n.penalized <= c.penalized;
   }
   // Room for `n` and for twice the variable-length arrays, at least what `old` had.
   static StagingLayout For(const Sizes& n, const Sizes& old, std::size_t groups) {
@@ -184,6 +185,7 @@ struct StagingLayout {
     c.tables = std::max(n.tables * 2, old.tables);
     c.lora_rows = std::max(n.lora_rows * 2, old.lora_rows);
     c.lora_groups = std::max(n.lora_groups * 2, old.lora_groups);
+    c.row_entries = std::max(n.row_entries * 2, old.row_entries);
     c.filter_words = std::max(n.filter_words, old.filter_words);
     c.penalized = std::max(n.penalized * 2, old.penalized);
     std::size_t at = 0;
@@ -201,6 +203,8 @@ struct StagingLayout {
     l.lora_rows_at = place(c.lora_rows * 4);
     l.lora_scales = place(c.lora_rows * 4);
     l.lora_groups_at = place(c.lora_groups * sizeof(cuda::LoraGroup));
+    l.row_entries_at = place(c.row_entries * 4);
+    l.entry_adapter_at = place(c.lora_rows * 4);
     l.tables_at = place(c.tables * 4);
     l.words_at = place(c.filter_words * 8);
     l.penalized_at = place(c.penalized * 4);
@@ -220,13 +224,15 @@ struct PassShape {
   std::int32_t lora_rows = 0, max_rank = 0;
   std::vector<std::int32_t> site_first, site_count, site_rank;  // per (layer, module); empty
                                                                 // without adapters
+  bool lora_epilogue = false;     // adapters' updates in the products' epilogue
+  std::int32_t lora_per_row = 0;  // then: most adapters of one row
 
   std::string Key() const {
     std::string key;
     const auto put = [&key](std::int32_t v) { key.append(reinterpret_cast<const char*>(&v), 4); };
-    for (std::int32_t v :
-         {rows, seqs, max_pos, logit_rows, std::int32_t{argmax}, std::int32_t{full},
-          std::int32_t{top}, std::int32_t{filter}, lora_rows, max_rank}) {
+    for (std::int32_t v : {rows, seqs, max_pos, logit_rows, std::int32_t{argmax},
+                           std::int32_t{full}, std::int32_t{top}, std::int32_t{filter}, lora_rows,
+                           max_rank, std::int32_t{lora_epilogue}, lora_per_row}) {
       put(v);
     }
     for (const auto* list : {&site_count, &site_rank})
@@ -285,7 +291,8 @@ struct HostLoraGroup {
 
 // Host-side arrays of a pass, kept between passes so that decoding allocates nothing.
 struct HostPass {
-  std::vector<std::int32_t> ids, row_pos, row_seq, logit_rows, seq_table, tables, lora_rows;
+  std::vector<std::int32_t> ids, row_pos, row_seq, logit_rows, seq_table, tables, lora_rows,
+      row_entries, entry_adapter;
   std::vector<float> lora_scales;
   std::vector<cuda::RowFilter> filters;  // per logit row
   std::vector<std::uint64_t> filter_words;
@@ -322,6 +329,10 @@ struct CudaModel::Impl : ForwardDims, DeviceWeights {
 
   ~Impl() { ClearGraphs(); }
   Result<const DeviceAdapter*> Resident(const LoraAdapter& adapter) const;
+  // Whether a pass of `rows` rows adds the adapters' updates in its products' epilogue (with one
+  // shrink launch per input instead of a shrink and an expand per site): every layer product on
+  // the BF16 GEMV path.
+  bool LoraInEpilogue(std::size_t rows) const;
   Status RunPass(std::span<const PassSegment> segments) const;
   // Every kernel and device-to-host copy of a pass whose description is in the staging buffer.
   Status Enqueue(const PassShape& shape, const kv::BlockPool& pool, std::size_t c) const;
@@ -472,6 +483,21 @@ Result<const DeviceAdapter*> CudaModel::Impl::Resident(const LoraAdapter& adapte
   adapters.emplace_front(key, std::move(d));
   adapter_index[key] = adapters.begin();
   return &adapters.front().second;
+}
+
+bool CudaModel::Impl::LoraInEpilogue(std::size_t rows) const {
+  using cuda::MatMulContext;
+  for (const LayerWeights& w : layers) {
+    const std::pair<const DeviceMatrix*, std::size_t> products[] = {
+        {&w.q, q_dim * hidden},           {&w.k, kv_dim * hidden},
+        {&w.v, kv_dim * hidden},          {&w.o, hidden * q_dim},
+        {&w.gate, intermediate * hidden}, {&w.up, intermediate * hidden},
+        {&w.down, hidden * intermediate}};
+    for (const auto& [matrix, weights] : products) {
+      if (matrix->quantized() || !MatMulContext::TakesGemv(rows, weights)) return false;
+    }
+  }
+  return true;
 }
 
 Status CudaModel::ForwardBatch(std::span<const SequenceStep> steps, ThreadPool& /*pool*/,
@@ -632,22 +658,47 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
     shape.site_first.assign(sites, 0);
     shape.site_count.assign(sites, 0);
     shape.site_rank.assign(sites, 0);
+    // Every site holds one group per adapter, in the adapters' order (rank 0 where an adapter
+    // leaves the module alone), so that a site's group of adapter g is at site_first + g and the
+    // sites of one layer follow each other; a site no adapter touches counts no groups.
     for (std::size_t site = 0; site < sites; ++site) {
       shape.site_first[site] = static_cast<std::int32_t>(lora_groups.size());
       for (std::size_t g = 0; g < lora.size(); ++g) {
         const DeviceAdapter::Module& mod =
             lora[g].adapter->layers[site / kNumLoraModules][site % kNumLoraModules];
-        if (mod.rank == 0) continue;
         lora_groups.push_back({mod.a, mod.b, mod.rank, group_first[g],
                                static_cast<std::int32_t>(lora[g].rows.size())});
         shape.site_rank[site] = std::max(shape.site_rank[site], mod.rank);
       }
       shape.site_count[site] =
-          static_cast<std::int32_t>(lora_groups.size()) - shape.site_first[site];
+          shape.site_rank[site] > 0 ? static_cast<std::int32_t>(lora.size()) : 0;
     }
     shape.max_rank = *std::max_element(shape.site_rank.begin(), shape.site_rank.end());
   }
   shape.lora_rows = static_cast<std::int32_t>(lora_rows.size());
+  // Decode-sized passes add the adapters' updates in the products' epilogue: per row the entries
+  // of lora_rows it has (row_entries, lora_per_row a row), and each entry's adapter.
+  std::vector<std::int32_t>& row_entries = host.row_entries;
+  std::vector<std::int32_t>& entry_adapter = host.entry_adapter;
+  row_entries.clear();
+  entry_adapter.clear();
+  shape.lora_epilogue = !lora.empty() && LoraInEpilogue(c);
+  if (shape.lora_epilogue) {
+    std::vector<std::int32_t> per_row(c, 0);
+    for (std::size_t g = 0; g < lora.size(); ++g) {
+      for (const std::int32_t row : lora[g].rows) {
+        shape.lora_per_row = std::max(shape.lora_per_row, ++per_row[static_cast<std::size_t>(row)]);
+        entry_adapter.push_back(static_cast<std::int32_t>(g));
+      }
+    }
+    row_entries.assign(c * static_cast<std::size_t>(shape.lora_per_row), -1);
+    std::fill(per_row.begin(), per_row.end(), 0);
+    for (std::size_t i = 0; i < lora_rows.size(); ++i) {
+      const auto row = static_cast<std::size_t>(lora_rows[i]);
+      row_entries[row * static_cast<std::size_t>(shape.lora_per_row) +
+                  static_cast<std::size_t>(per_row[row]++)] = static_cast<std::int32_t>(i);
+    }
+  }
 
   // --- Buffers: staging at fixed offsets, activations, workspaces -------------------------------
   const StagingLayout::Sizes needed{c,
@@ -655,6 +706,7 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
                                     tables.size(),
                                     lora_rows.size(),
                                     lora_groups.size(),
+                                    row_entries.size(),
                                     filter_words.size(),
                                     penalized.size()};
   if (!staging_layout.Holds(needed)) {
@@ -675,6 +727,8 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
   put(sl.lora_rows_at, lora_rows);
   put(sl.lora_scales, lora_scales);
   put(sl.lora_groups_at, lora_groups);
+  put(sl.row_entries_at, row_entries);
+  put(sl.entry_adapter_at, entry_adapter);
   put(sl.tables_at, tables);
   put(sl.filters, filters);
   put(sl.words_at, filter_words);
@@ -699,8 +753,11 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
   }
   FGNET_TRY(
       attention_ws.Reserve(std::max<std::size_t>(attention_floats, 1) * sizeof(float), &moves));
+  // The shrinks' results: one slot, or three (q/k/v) for the epilogue's shrinks of several sites.
+  const std::size_t lora_slots = shape.lora_epilogue ? 3 : 1;
   FGNET_TRY(lora_ws.Reserve(
-      std::max<std::size_t>(static_cast<std::size_t>(shape.max_rank) * lora_rows.size(), 1) *
+      std::max<std::size_t>(
+          lora_slots * static_cast<std::size_t>(shape.max_rank) * lora_rows.size(), 1) *
           sizeof(float),
       &moves));
   const std::size_t logit_chunk = std::min(kLogitRows, std::max<std::size_t>(logit_rows.size(), 1));
@@ -850,6 +907,39 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     const std::size_t site = layer * kNumLoraModules + static_cast<std::size_t>(module);
     return !shape.site_count.empty() && shape.site_count[site] > 0;
   };
+  // The epilogue path: one shrink of the consecutive sites `modules` sharing `in` (slot i for the
+  // i-th), then `epilogue` names each one's groups and shrink result (none where no adapter
+  // touches the module).
+  const auto n_adapters = shape.lora_epilogue ? shape.site_count.empty()
+                                                    ? 0
+                                                    : *std::max_element(shape.site_count.begin(),
+                                                                        shape.site_count.end())
+                                              : 0;
+  const std::size_t slot_floats =
+      static_cast<std::size_t>(shape.max_rank) * static_cast<std::size_t>(shape.lora_rows);
+  const auto shrink = [&](std::size_t layer, std::initializer_list<LoraModule> modules,
+                          const float* in, std::size_t in_dim,
+                          cuda::LoraEpilogue* epilogue) -> Status {
+    epilogue->rows = {staging.as<std::int32_t>(sl.row_entries_at), shape.lora_per_row,
+                      staging.as<std::int32_t>(sl.entry_adapter_at), d_lora_scales, shape.max_rank};
+    bool any = false;
+    std::size_t slot = 0;
+    for (LoraModule module : modules) {
+      const std::size_t site = layer * kNumLoraModules + static_cast<std::size_t>(module);
+      epilogue->sites[slot] = has_lora(layer, module)
+                                  ? cuda::LoraSite{d_lora_groups + shape.site_first[site],
+                                                   lora_ws.as<float>() + slot * slot_floats}
+                                  : cuda::LoraSite{};
+      any = any || has_lora(layer, module);
+      ++slot;
+    }
+    if (!any) return Ok();
+    const std::size_t first = layer * kNumLoraModules + static_cast<std::size_t>(*modules.begin());
+    return cuda::LoraShrink(in, in_dim, in_dim, d_lora_groups + shape.site_first[first],
+                            static_cast<std::int32_t>(modules.size()) * n_adapters, n_adapters,
+                            shape.max_rank, d_lora_rows, shape.lora_rows, lora_ws.as<float>(),
+                            stream);
+  };
   cuda::MatMulContext& mm = *matmul;
   const auto product = [&mm](const float* in_x, std::size_t rows, std::size_t in,
                              const DeviceMatrix& w, std::size_t out, float* y) -> Status {
@@ -901,21 +991,39 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
                                  layout.block_size, layout.layer_slot[l], layout.row};
     // h = the input norm of x: the previous layer's last kernel computed it, except for layer 0.
     if (l == 0) FGNET_TRY(cuda::RMSNorm(x, c, hidden, w.input_norm, eps, h, nullptr, stream));
-    FGNET_TRY(products(h, c, hidden, {{&w.q, q}, {&w.k, k}, {&w.v, v}}, {q_dim, kv_dim, kv_dim}));
-    FGNET_TRY(apply_lora(l, LoraModule::kQ, h, hidden, hidden, q, q_dim));
-    FGNET_TRY(apply_lora(l, LoraModule::kK, h, hidden, hidden, k, kv_dim));
-    FGNET_TRY(apply_lora(l, LoraModule::kV, h, hidden, hidden, v, kv_dim));
+    cuda::LoraEpilogue epilogue;
+    if (shape.lora_epilogue) {
+      FGNET_TRY(shrink(l, {LoraModule::kQ, LoraModule::kK, LoraModule::kV}, h, hidden, &epilogue));
+      const cuda::MatMulContext::MatMulOutput qkv[] = {
+          {w.q.bf16, q_dim, q}, {w.k.bf16, kv_dim, k}, {w.v.bf16, kv_dim, v}};
+      FGNET_TRY(mm.MatMulMany(h, c, hidden, qkv, &epilogue));
+    } else {
+      FGNET_TRY(products(h, c, hidden, {{&w.q, q}, {&w.k, k}, {&w.v, v}}, {q_dim, kv_dim, kv_dim}));
+      FGNET_TRY(apply_lora(l, LoraModule::kQ, h, hidden, hidden, q, q_dim));
+      FGNET_TRY(apply_lora(l, LoraModule::kK, h, hidden, hidden, k, kv_dim));
+      FGNET_TRY(apply_lora(l, LoraModule::kV, h, hidden, hidden, v, kv_dim));
+    }
     FGNET_TRY(cuda::QKNormRopeWriteKV(q, k, v, pass[group], paged, attention[r].heads,
                                       attention[r].kv_heads, attention[r].head_dim, w.q_norm,
                                       w.k_norm, eps, inv_freq[r], stream));
     FGNET_TRY(cuda::PagedAttention(q, pass[group], paged, attention[r], attn,
                                    attention_ws.as<float>(), stream));
-    FGNET_TRY(product(attn, c, q_dim, w.o, hidden, o));
-    FGNET_TRY(apply_lora(l, LoraModule::kO, attn, q_dim, q_dim, o, hidden));
+    if (shape.lora_epilogue) {
+      FGNET_TRY(shrink(l, {LoraModule::kO}, attn, q_dim, &epilogue));
+      const cuda::MatMulContext::MatMulOutput out[] = {{w.o.bf16, hidden, o}};
+      FGNET_TRY(mm.MatMulMany(attn, c, q_dim, out, &epilogue));
+    } else {
+      FGNET_TRY(product(attn, c, q_dim, w.o, hidden, o));
+      FGNET_TRY(apply_lora(l, LoraModule::kO, attn, q_dim, q_dim, o, hidden));
+    }
     FGNET_TRY(cuda::RMSNormAddToNorm(o, c, hidden, w.post_attention_norm, eps, x,
                                      w.pre_feedforward_norm, h, stream));
-    if (has_lora(l, LoraModule::kGate) || has_lora(l, LoraModule::kUp) || w.gate.quantized() ||
-        w.up.quantized()) {
+    if (shape.lora_epilogue) {
+      FGNET_TRY(shrink(l, {LoraModule::kGate, LoraModule::kUp}, h, hidden, &epilogue));
+      FGNET_TRY(
+          mm.MatMulGeGLU(h, c, hidden, w.gate.bf16, w.up.bf16, intermediate, gate, up, &epilogue));
+    } else if (has_lora(l, LoraModule::kGate) || has_lora(l, LoraModule::kUp) ||
+               w.gate.quantized() || w.up.quantized()) {
       // The products, adapters' updates to them, then the GeGLU.
       FGNET_TRY(
           products(h, c, hidden, {{&w.gate, gate}, {&w.up, up}}, {intermediate, intermediate}));
@@ -925,8 +1033,14 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     } else {
       FGNET_TRY(mm.MatMulGeGLU(h, c, hidden, w.gate.bf16, w.up.bf16, intermediate, gate, up));
     }
-    FGNET_TRY(product(gate, c, intermediate, w.down, hidden, o));
-    FGNET_TRY(apply_lora(l, LoraModule::kDown, gate, intermediate, intermediate, o, hidden));
+    if (shape.lora_epilogue) {
+      FGNET_TRY(shrink(l, {LoraModule::kDown}, gate, intermediate, &epilogue));
+      const cuda::MatMulContext::MatMulOutput out[] = {{w.down.bf16, hidden, o}};
+      FGNET_TRY(mm.MatMulMany(gate, c, intermediate, out, &epilogue));
+    } else {
+      FGNET_TRY(product(gate, c, intermediate, w.down, hidden, o));
+      FGNET_TRY(apply_lora(l, LoraModule::kDown, gate, intermediate, intermediate, o, hidden));
+    }
     if (l + 1 < layers.size()) {
       FGNET_TRY(cuda::RMSNormAddToNorm(o, c, hidden, w.post_feedforward_norm, eps, x,
                                        layers[l + 1].input_norm, h, stream));

@@ -16,6 +16,7 @@ namespace {
 static_assert(MatMulContext::kMaxGemvRows == internal::kQuantGemvMaxRows);
 static_assert(MatMulContext::kMaxSmallGemvRows == internal::kGemvMaxRows);
 static_assert(MatMulContext::kMaxOutputs == internal::kGemvMaxOutputs);
+static_assert(std::size(LoraEpilogue{}.sites) == MatMulContext::kMaxOutputs);
 
 constexpr std::size_t kCublasWorkspaceBytes = std::size_t{32} << 20;
 // Floats of quantized weights dequantized at once on the many-row path.
@@ -189,7 +190,7 @@ Status MatMulContext::MatMulMany(const float* x, std::size_t rows,
 }
 
 Status MatMulContext::MatMulMany(const float* x, std::size_t rows, std::size_t in,
-                                 std::span<const MatMulOutput> outputs) {
+                                 std::span<const MatMulOutput> outputs, const LoraEpilogue* lora) {
   if (outputs.size() > kMaxOutputs) {
     return MakeError("cuda::MatMulMany: ", outputs.size(), " outputs exceed ", kMaxOutputs);
   }
@@ -207,19 +208,28 @@ Status MatMulContext::MatMulMany(const float* x, std::size_t rows, std::size_t i
   }
   // Each output on the path MatMul would take for it: the GEMV ones in one launch.
   MatMulOutput gemv[kMaxOutputs], gemm[kMaxOutputs];
+  LoraEpilogue gemv_lora;
   std::size_t n_gemv = 0, n_gemm = 0;
-  for (const MatMulOutput& o : outputs) {
+  for (std::size_t i = 0; i < outputs.size(); ++i) {
+    const MatMulOutput& o = outputs[i];
     if (o.out == 0) continue;
     if (TakesGemv(rows, in * o.out)) {
+      if (lora != nullptr) gemv_lora.sites[n_gemv] = lora->sites[i];
       gemv[n_gemv++] = o;
     } else {
+      if (lora != nullptr) {
+        return MakeError("cuda::MatMulMany: the adapters' epilogue needs the GEMV path, not ", rows,
+                         " rows of a ", o.out, " x ", in, " matrix");
+      }
       FGNET_TRY(CheckGemmSizes("cuda::MatMulMany", rows, in, o.out));
       gemm[n_gemm++] = o;
     }
   }
   if (n_gemv > 0) {
+    if (lora != nullptr) gemv_lora.rows = lora->rows;
     FGNET_TRY(internal::LaunchGemvMany(x, rows, in, std::span(gemv, n_gemv), /*accumulate=*/false,
-                                       impl_->multiprocessors, impl_->stream));
+                                       impl_->multiprocessors, impl_->stream,
+                                       lora != nullptr ? &gemv_lora : nullptr));
   }
   if (n_gemm == 0) return Ok();
   FGNET_ASSIGN_OR_RETURN(const std::uint16_t* xb, impl_->ToBF16(x, rows, in));
@@ -231,7 +241,8 @@ Status MatMulContext::MatMulMany(const float* x, std::size_t rows, std::size_t i
 
 Status MatMulContext::MatMulGeGLU(const float* x, std::size_t rows, std::size_t in,
                                   const std::uint16_t* w_gate, const std::uint16_t* w_up,
-                                  std::size_t n, float* out, float* up_scratch) {
+                                  std::size_t n, float* out, float* up_scratch,
+                                  const LoraEpilogue* lora) {
   if (in % 8 != 0) {
     return MakeError("cuda::MatMulGeGLU: the input size ", in, " is not a multiple of 8");
   }
@@ -243,7 +254,11 @@ Status MatMulContext::MatMulGeGLU(const float* x, std::size_t rows, std::size_t 
   }
   if (TakesGemv(rows, in * n)) {
     return internal::LaunchGemvGeGLU(x, rows, in, w_gate, w_up, n, out, impl_->multiprocessors,
-                                     impl_->stream);
+                                     impl_->stream, lora);
+  }
+  if (lora != nullptr) {
+    return MakeError("cuda::MatMulGeGLU: the adapters' epilogue needs the GEMV path, not ", rows,
+                     " rows of ", n, " x ", in, " matrices");
   }
   FGNET_TRY(CheckGemmSizes("cuda::MatMulGeGLU", rows, in, n));
   float* up = up_scratch;

@@ -116,13 +116,56 @@ __device__ __forceinline__ void AccumulateBatch(const uint4 (&wv)[U][NW], const 
   }
 }
 
+// The adapters' update of output o of row r (LoraRows, offset to the launch's first row) at a
+// site: sum over the row's entries of scale * (B[o, :] . t[entry, :]), each dot product in rank
+// order, as LoraApply's expand computes it.
+__device__ __forceinline__ float LoraDelta(const LoraRows& rows, const LoraSite& site, int r,
+                                           int o) {
+  float delta = 0.0f;
+  for (int k = 0; k < rows.per_row; ++k) {
+    const int i = rows.row_entries[r * rows.per_row + k];
+    if (i < 0) break;
+    const LoraGroup& g = site.groups[rows.entry_adapter[i]];
+    if (g.rank <= 0) continue;
+    const float* b = g.b + static_cast<std::size_t>(o) * g.rank;
+    const float* t = site.t + static_cast<std::size_t>(i) * rows.max_rank;
+    float dot = 0.0f;
+    int q = 0;
+    if ((g.rank & 3) == 0 && (rows.max_rank & 3) == 0) {
+      // 16-byte loads, four of each in flight: B's rows and t's are 16-byte aligned then.
+      const auto* b4 = reinterpret_cast<const float4*>(b);
+      const auto* t4 = reinterpret_cast<const float4*>(t);
+      for (; q + 16 <= g.rank; q += 16) {
+        float4 bv[4], tv[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          bv[u] = __ldg(b4 + q / 4 + u);
+          tv[u] = t4[q / 4 + u];
+        }
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          dot = fmaf(bv[u].x, tv[u].x, dot);
+          dot = fmaf(bv[u].y, tv[u].y, dot);
+          dot = fmaf(bv[u].z, tv[u].z, dot);
+          dot = fmaf(bv[u].w, tv[u].w, dot);
+        }
+      }
+    }
+    for (; q < g.rank; ++q) dot = fmaf(b[q], t[q], dot);
+    delta = fmaf(rows.entry_scale[i], dot, delta);
+  }
+  return delta;
+}
+
 // The outputs of one GEMV launch: their tiles of NW W rows are numbered consecutively, output i's
-// ending before tile_end (its rows past `out` are clamped, their results not written).
+// ending before tile_end (its rows past `out` are clamped, their results not written). `lora`:
+// the output's adapters (groups null: none).
 struct GemvTarget {
   const uint4* w;
   float* y;
   int out;
   int tile_end;
+  LoraSite lora;
 };
 
 struct GemvTargets {
@@ -135,15 +178,16 @@ struct TileRef {
   float* y;
   int out;
   int o0;  // first W row of the tile in its output
+  int target;
 };
 
 template <int NW>
 __device__ __forceinline__ TileRef LocateTile(const GemvTargets& g, int tile) {
-  TileRef t{g.t[0].w, g.t[0].y, g.t[0].out, tile * NW};
+  TileRef t{g.t[0].w, g.t[0].y, g.t[0].out, tile * NW, 0};
 #pragma unroll
   for (int i = 1; i < internal::kGemvMaxOutputs; ++i) {
     if (i < g.count && tile >= g.t[i - 1].tile_end) {
-      t = TileRef{g.t[i].w, g.t[i].y, g.t[i].out, (tile - g.t[i - 1].tile_end) * NW};
+      t = TileRef{g.t[i].w, g.t[i].y, g.t[i].out, (tile - g.t[i - 1].tile_end) * NW, i};
     }
   }
   return t;
@@ -157,10 +201,12 @@ __device__ __forceinline__ TileRef LocateTile(const GemvTargets& g, int tile) {
 // sizes); lane l reads chunks l, l + 32, ... of each row, U steps of 32 chunks per batch of loads
 // in flight (8 chunks, 128 bytes, per lane), and accumulates the R x NW dot products in f32; one
 // butterfly reduction per tile.
+//
+// With lora.row_entries set, each result gets its target's adapters' update (LoraDelta).
 template <int R, int NW>
 __global__ void __launch_bounds__(kGemvThreads, 2)
     GemvKernel(const float* __restrict__ x, int in, const GemvTargets targets, int tiles,
-               bool accumulate, bool x_aligned) {
+               bool accumulate, bool x_aligned, const LoraRows lora) {
   constexpr int U = 8 / NW;
   constexpr int M = Pow2Ceil(R * NW);
   constexpr int kShift = 5 - Log2(M);
@@ -198,8 +244,12 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
       const int r = e - j * R;
       const int o = t.o0 + j;
       if (o < t.out) {
+        const LoraSite& site = targets.t[t.target].lora;
+        const float value = lora.row_entries != nullptr && site.groups != nullptr
+                                ? v + LoraDelta(lora, site, r, o)
+                                : v;
         float* dst = t.y + static_cast<std::size_t>(r) * t.out + o;
-        *dst = accumulate ? *dst + v : v;
+        *dst = accumulate ? *dst + value : value;
       }
     }
   }
@@ -214,10 +264,12 @@ __device__ __forceinline__ float GeluTanhTimes(float g, float u) {
 // out [R, n] = gelu_tanh(x W_gate^T) * (x W_up^T): GemvKernel's scheme where a warp's tile is NP
 // rows o0 .. of W_gate together with the same rows of W_up (2 NP W rows), and the lane that ends
 // with gate value (o, r) receives the up value of (o, r) from its partner lane by one shuffle.
+// With lora.row_entries set, the gate and up values get their sites' adapters' updates first.
 template <int R, int NP>
 __global__ void __launch_bounds__(kGemvThreads, 2)
     GeGLUKernel(const float* __restrict__ x, int in, const uint4* __restrict__ w_gate,
-                const uint4* __restrict__ w_up, int n, float* __restrict__ out, bool x_aligned) {
+                const uint4* __restrict__ w_up, int n, float* __restrict__ out, bool x_aligned,
+                const LoraRows lora, const LoraSite gate_site, const LoraSite up_site) {
   constexpr int NW = 2 * NP;
   constexpr int U = 8 / NW;
   constexpr int M = Pow2Ceil(R * NW);
@@ -254,9 +306,16 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
 
     // Lane (e << kShift) holds value e = j * R + r: gate row o0 + j for j < NP, up row
     // o0 + j - NP otherwise.
-    const float v = ReduceScatter<M>(acc, lane);
-    const float u = __shfl_down_sync(kFullMask, v, (NP * R) << kShift);
+    float v = ReduceScatter<M>(acc, lane);
     const int e = lane >> kShift;
+    if (lora.row_entries != nullptr && (lane & ((1 << kShift) - 1)) == 0 && e < R * NW) {
+      const bool is_up = e >= R * NP;
+      const int eu = is_up ? e - R * NP : e;
+      const int o = o0 + eu / R;
+      const LoraSite& site = is_up ? up_site : gate_site;
+      if (o < n && site.groups != nullptr) v += LoraDelta(lora, site, eu - (eu / R) * R, o);
+    }
+    const float u = __shfl_down_sync(kFullMask, v, (NP * R) << kShift);
     if ((lane & ((1 << kShift) - 1)) == 0 && e < R * NP) {
       const int j = e / R;
       const int r = e - j * R;
@@ -266,8 +325,9 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
   }
 }
 
-using GemvFn = void (*)(const float*, int, const GemvTargets, int, bool, bool);
-using GeGLUFn = void (*)(const float*, int, const uint4*, const uint4*, int, float*, bool);
+using GemvFn = void (*)(const float*, int, const GemvTargets, int, bool, bool, const LoraRows);
+using GeGLUFn = void (*)(const float*, int, const uint4*, const uint4*, int, float*, bool,
+                         const LoraRows, const LoraSite, const LoraSite);
 
 // The kernels for R rows of NW W rows a warp exist while the R x NW sums fit a warp's reduction.
 template <int NW>
@@ -311,14 +371,16 @@ __device__ __forceinline__ bool ValidGroup(const LoraGroup& g, int max_rank, int
 }
 
 // Block (row chunk, rank chunk, group): warp q of the chunk computes t[i, q] = A[q, :] . x[row]
-// for the chunk's (up to 8) rows of the group, lanes striding over `in`.
+// for the chunk's (up to 8) rows of the group, lanes striding over `in`, into the slot of t
+// (total_rows * max_rank floats each) of the group's run of groups_per_slot groups.
 __global__ void __launch_bounds__(kShrinkWarps * 32)
     LoraShrinkKernel(const float* __restrict__ x, std::size_t ldx, int in,
                      const LoraGroup* __restrict__ groups, int max_rank,
                      const std::int32_t* __restrict__ row_index, int total_rows,
-                     float* __restrict__ t) {
+                     int groups_per_slot, float* __restrict__ t) {
   const LoraGroup g = groups[blockIdx.z];
   if (!ValidGroup(g, max_rank, total_rows)) return;
+  t += static_cast<std::size_t>(blockIdx.z / groups_per_slot) * total_rows * max_rank;
   const int b0 = static_cast<int>(blockIdx.x) * kLoraRows;
   if (b0 >= g.count) return;
   const int nb = min(kLoraRows, g.count - b0);
@@ -392,6 +454,40 @@ __global__ void __launch_bounds__(kExpandThreads)
 
 constexpr std::size_t kMaxDim = static_cast<std::size_t>(std::numeric_limits<int>::max() / 16);
 
+// The epilogue's rows for a launch over rows [r0, ...) of a product (none without `lora`).
+LoraRows RowsFrom(const LoraEpilogue* lora, std::size_t r0) {
+  if (lora == nullptr) return LoraRows{};
+  LoraRows rows = lora->rows;
+  rows.row_entries += r0 * static_cast<std::size_t>(rows.per_row);
+  return rows;
+}
+
+Status CheckLoraSizes(const char* what, std::int32_t num_groups, std::int32_t max_rank,
+                      std::int32_t total_rows) {
+  if (max_rank <= 0 || max_rank > 1024) {
+    return MakeError(what, ": max_rank ", max_rank, " is not in [1, 1024]");
+  }
+  if (num_groups > 65535) return MakeError(what, ": ", num_groups, " groups exceed 65535");
+  if (total_rows > 65535 * kLoraRows) {
+    // grid.y of the expand launch: 65535 chunks of 8 rows.
+    return MakeError(what, ": ", total_rows, " rows exceed ", 65535 * kLoraRows);
+  }
+  return Ok();
+}
+
+Status LaunchShrink(const float* x, std::size_t ldx, std::size_t in, const LoraGroup* groups,
+                    std::int32_t num_groups, std::int32_t groups_per_slot, std::int32_t max_rank,
+                    const std::int32_t* row_index, std::int32_t total_rows, float* workspace,
+                    Stream stream) {
+  const dim3 grid(static_cast<unsigned>((total_rows + kLoraRows - 1) / kLoraRows),
+                  static_cast<unsigned>((max_rank + kShrinkWarps - 1) / kShrinkWarps),
+                  static_cast<unsigned>(num_groups));
+  LoraShrinkKernel<<<grid, kShrinkWarps * 32, 0, stream>>>(x, ldx, static_cast<int>(in), groups,
+                                                           max_rank, row_index, total_rows,
+                                                           groups_per_slot, workspace);
+  return CudaLastError("cuda::LoraApply (shrink kernel)");
+}
+
 }  // namespace
 
 namespace internal {
@@ -445,7 +541,7 @@ Status LaunchGemv(const float* x, std::size_t rows, std::size_t in, const std::u
 
 Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
                       std::span<const MatMulContext::MatMulOutput> outputs, bool accumulate,
-                      int multiprocessors, Stream stream) {
+                      int multiprocessors, Stream stream, const LoraEpilogue* lora) {
   constexpr const char* kWhat = "cuda::MatMul";
   if (rows == 0) return Ok();
   if (outputs.size() > kGemvMaxOutputs) {
@@ -474,13 +570,16 @@ Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
     const std::size_t r = std::min(batch, rows - r0);
     GemvTargets targets{};
     int tiles = 0;
-    for (const MatMulContext::MatMulOutput& o : outputs) {
+    for (std::size_t i = 0; i < outputs.size(); ++i) {
+      const MatMulContext::MatMulOutput& o = outputs[i];
       if (o.out == 0) continue;
       const int out_i = static_cast<int>(o.out);
       tiles += (out_i + nw - 1) / nw;
       targets.t[targets.count++] =
-          GemvTarget{reinterpret_cast<const uint4*>(o.w), o.y + r0 * o.out, out_i, tiles};
+          GemvTarget{reinterpret_cast<const uint4*>(o.w), o.y + r0 * o.out, out_i, tiles,
+                     lora != nullptr ? lora->sites[i] : LoraSite{}};
     }
+    const LoraRows lora_rows = RowsFrom(lora, r0);
     const GemvFn fn = nw == 4   ? GemvFor<4>(static_cast<int>(r))
                       : nw == 2 ? GemvFor<2>(static_cast<int>(r))
                                 : GemvFor<1>(static_cast<int>(r));
@@ -490,7 +589,7 @@ Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
                            GemvGrid(reinterpret_cast<const void*>(fn), smem,
                                     static_cast<std::size_t>(tiles), multiprocessors));
     fn<<<grid, kGemvThreads, smem, stream>>>(x + r0 * in, static_cast<int>(in), targets, tiles,
-                                             accumulate, x_aligned);
+                                             accumulate, x_aligned, lora_rows);
     FGNET_TRY(CudaLastError("cuda::MatMul (GEMV kernel)"));
   }
   return Ok();
@@ -498,7 +597,7 @@ Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
 
 Status LaunchGemvGeGLU(const float* x, std::size_t rows, std::size_t in,
                        const std::uint16_t* w_gate, const std::uint16_t* w_up, std::size_t n,
-                       float* out, int multiprocessors, Stream stream) {
+                       float* out, int multiprocessors, Stream stream, const LoraEpilogue* lora) {
   constexpr const char* kWhat = "cuda::MatMulGeGLU";
   if (rows == 0 || n == 0) return Ok();
   if (reinterpret_cast<std::uintptr_t>(w_gate) % 16 != 0 ||
@@ -522,7 +621,9 @@ Status LaunchGemvGeGLU(const float* x, std::size_t rows, std::size_t in,
                                                          tiles, multiprocessors));
     fn<<<grid, kGemvThreads, smem, stream>>>(
         x + r0 * in, static_cast<int>(in), reinterpret_cast<const uint4*>(w_gate),
-        reinterpret_cast<const uint4*>(w_up), static_cast<int>(n), out + r0 * n, x_aligned);
+        reinterpret_cast<const uint4*>(w_up), static_cast<int>(n), out + r0 * n, x_aligned,
+        RowsFrom(lora, r0), lora != nullptr ? lora->sites[0] : LoraSite{},
+        lora != nullptr ? lora->sites[1] : LoraSite{});
     FGNET_TRY(CudaLastError("cuda::MatMulGeGLU (GEMV kernel)"));
   }
   return Ok();
@@ -546,32 +647,33 @@ Status LoraApply(const float* x, std::size_t ldx, std::size_t in, float* y, std:
                  std::int32_t max_rank, const std::int32_t* row_index, const float* row_scale,
                  std::int32_t total_rows, float* workspace, Stream stream) {
   if (num_groups <= 0 || total_rows <= 0 || in == 0 || out == 0) return Ok();
-  if (max_rank <= 0 || max_rank > 1024) {
-    return MakeError("cuda::LoraApply: max_rank ", max_rank, " is not in [1, 1024]");
-  }
-  if (num_groups > 65535) {
-    return MakeError("cuda::LoraApply: ", num_groups, " groups exceed 65535");
-  }
+  FGNET_TRY(CheckLoraSizes("cuda::LoraApply", num_groups, max_rank, total_rows));
   if (in > kMaxDim || out > kMaxDim) {
     return MakeError("cuda::LoraApply: sizes in ", in, ", out ", out, " are too large");
   }
   const auto row_chunks = static_cast<unsigned>((total_rows + kLoraRows - 1) / kLoraRows);
-  const dim3 shrink_grid(row_chunks,
-                         static_cast<unsigned>((max_rank + kShrinkWarps - 1) / kShrinkWarps),
-                         static_cast<unsigned>(num_groups));
-  if (row_chunks > 65535) {
-    // grid.y of the expand launch: 65535 chunks of 8 rows.
-    return MakeError("cuda::LoraApply: ", total_rows, " rows exceed ", 65535 * kLoraRows);
-  }
-  LoraShrinkKernel<<<shrink_grid, kShrinkWarps * 32, 0, stream>>>(
-      x, ldx, static_cast<int>(in), groups, max_rank, row_index, total_rows, workspace);
-  FGNET_TRY(CudaLastError("cuda::LoraApply (shrink kernel)"));
+  FGNET_TRY(LaunchShrink(x, ldx, in, groups, num_groups, num_groups, max_rank, row_index,
+                         total_rows, workspace, stream));
   const dim3 expand_grid(static_cast<unsigned>((out + kExpandThreads - 1) / kExpandThreads),
                          row_chunks, static_cast<unsigned>(num_groups));
   const std::size_t smem = static_cast<std::size_t>(kLoraRows) * max_rank * sizeof(float);
   LoraExpandKernel<<<expand_grid, kExpandThreads, smem, stream>>>(
       y, ldy, static_cast<int>(out), groups, max_rank, row_index, row_scale, total_rows, workspace);
   return CudaLastError("cuda::LoraApply (expand kernel)");
+}
+
+Status LoraShrink(const float* x, std::size_t ldx, std::size_t in, const LoraGroup* groups,
+                  std::int32_t num_groups, std::int32_t groups_per_slot, std::int32_t max_rank,
+                  const std::int32_t* row_index, std::int32_t total_rows, float* workspace,
+                  Stream stream) {
+  if (num_groups <= 0 || total_rows <= 0 || in == 0) return Ok();
+  FGNET_TRY(CheckLoraSizes("cuda::LoraShrink", num_groups, max_rank, total_rows));
+  if (groups_per_slot <= 0) {
+    return MakeError("cuda::LoraShrink: ", groups_per_slot, " groups per slot");
+  }
+  if (in > kMaxDim) return MakeError("cuda::LoraShrink: the input size ", in, " is too large");
+  return LaunchShrink(x, ldx, in, groups, num_groups, groups_per_slot, max_rank, row_index,
+                      total_rows, workspace, stream);
 }
 
 }  // namespace fgnet::cuda

@@ -22,6 +22,42 @@
 
 namespace fgnet::cuda {
 
+// One adapter's share of a grouped LoRA update at one linear layer: rows
+// rows[first .. first + count) of the pass (row indices in `row_index`) get
+// y[row] += scale[i] * B (A x[row]), A [rank, in], B [out, rank], f32, on the device.
+struct LoraGroup {
+  const float* a = nullptr;
+  const float* b = nullptr;
+  std::int32_t rank = 0;
+  std::int32_t first = 0;  // into row_index / row_scale
+  std::int32_t count = 0;
+};
+
+// The adapters' updates of a GEMV product, added in its epilogue (BGMV style: no launch of their
+// own): for row r of the product, the entries row_entries[r * per_row ..] (up to per_row, -1
+// ends the list) are rows of a LoraShrink result t [entries, max_rank], each with its adapter
+// (entry_adapter, an index into a site's groups) and scale (entry_scale); output o of row r gets
+// the sum over its entries of scale * (B[o, :] . t[entry, :]), B that of the adapter's group at
+// the product's site (a group of rank 0: no update). All device memory.
+struct LoraRows {
+  const std::int32_t* row_entries = nullptr;
+  std::int32_t per_row = 0;
+  const std::int32_t* entry_adapter = nullptr;
+  const float* entry_scale = nullptr;
+  std::int32_t max_rank = 0;
+};
+// One product's site: its groups, indexed by adapter, and its shrink result.
+struct LoraSite {
+  const LoraGroup* groups = nullptr;
+  const float* t = nullptr;
+};
+// The epilogue of one fused call: the rows, and the site of each output (MatMulMany: output i;
+// MatMulGeGLU: 0 the gate, 1 the up product).
+struct LoraEpilogue {
+  LoraRows rows;
+  LoraSite sites[4];
+};
+
 // A cuBLAS handle bound to a stream, and the workspace of the BF16 path.
 class MatMulContext {
  public:
@@ -73,8 +109,10 @@ class MatMulContext {
   // of all W_i (x staged once per block); more rows: x split into its two BF16 terms once, then
   // cuBLAS products per output. `in` must be a multiple of 8; the y_i must not overlap x or each
   // other.
+  // With `lora`, the adapters' updates are added to each y_i in the same launch (the GEMV path
+  // only: an error when a product would take cuBLAS).
   Status MatMulMany(const float* x, std::size_t rows, std::size_t in,
-                    std::span<const MatMulOutput> outputs);
+                    std::span<const MatMulOutput> outputs, const LoraEpilogue* lora = nullptr);
 
   // out [rows, n] = gelu_tanh(x W_gate^T) * (x W_up^T), W_gate and W_up [n, in] BF16, gelu_tanh(g)
   // = 0.5 g (1 + tanh(0.7978845608028654 (g + 0.044715 g^3))) in f32 as GeluTanhMul computes it.
@@ -82,10 +120,11 @@ class MatMulContext {
   // product as MatMul computes it); else the cuBLAS products (the gate into `out`, the up into
   // `up_scratch` [rows, n] when given, else into the context's workspace, which grows as needed
   // and then bumps generation()) and GeluTanhMul. `in` must be a multiple of 8; `out` and
-  // `up_scratch` must not overlap x or each other.
+  // `up_scratch` must not overlap x or each other. With `lora` (the GEMV path only), the
+  // adapters' updates are added to the gate and up products before the GeGLU.
   Status MatMulGeGLU(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_gate,
                      const std::uint16_t* w_up, std::size_t n, float* out,
-                     float* up_scratch = nullptr);
+                     float* up_scratch = nullptr, const LoraEpilogue* lora = nullptr);
 
   // Both are usable inside CUDA stream capture (MatMul too): the GEMV path neither allocates nor
   // synchronises; the cuBLAS path does only when its workspace grows, so each many-row shape is
@@ -106,17 +145,6 @@ class MatMulContext {
   std::unique_ptr<Impl> impl_;
 };
 
-// One adapter's share of a grouped LoRA update at one linear layer: rows
-// rows[first .. first + count) of the pass (row indices in `row_index`) get
-// y[row] += scale[i] * B (A x[row]), A [rank, in], B [out, rank], f32, on the device.
-struct LoraGroup {
-  const float* a = nullptr;
-  const float* b = nullptr;
-  std::int32_t rank = 0;
-  std::int32_t first = 0;  // into row_index / row_scale
-  std::int32_t count = 0;
-};
-
 // The grouped shrink (t = A x) and expand (y += s B t) of every group at one site, in two
 // launches whatever the number of groups. groups [num_groups], row_index / row_scale [total rows]
 // and `workspace` (max_rank * total rows floats) are device memory. A row may appear in several
@@ -125,5 +153,13 @@ Status LoraApply(const float* x, std::size_t ldx, std::size_t in, float* y, std:
                  std::size_t out, const LoraGroup* groups, std::int32_t num_groups,
                  std::int32_t max_rank, const std::int32_t* row_index, const float* row_scale,
                  std::int32_t total_rows, float* workspace, Stream stream = nullptr);
+
+// The shrinks of several sites that share x (q/k/v; gate/up) in one launch: groups [num_groups]
+// are `slots` consecutive runs of groups_per_slot, run s writing its t = A x into slot s of
+// `workspace` (slot s at s * total_rows * max_rank floats) as LoraApply's shrink does.
+Status LoraShrink(const float* x, std::size_t ldx, std::size_t in, const LoraGroup* groups,
+                  std::int32_t num_groups, std::int32_t groups_per_slot, std::int32_t max_rank,
+                  const std::int32_t* row_index, std::int32_t total_rows, float* workspace,
+                  Stream stream = nullptr);
 
 }  // namespace fgnet::cuda
