@@ -266,7 +266,8 @@ struct LogitDest {
 };
 
 // Byte offsets in the logits buffers (device and pinned host) for `chunk` rows: the logits, the
-// argmax ids, the largest logits and their ids, and (device only) TopRows' workspace.
+// argmax ids, the largest logits and their ids, and (device only) TopRows' and ArgmaxRows'
+// workspace.
 struct LogitsLayout {
   std::size_t ids, top_values, top_ids, workspace, total;
   static LogitsLayout For(std::size_t chunk, std::size_t vocab) {
@@ -275,7 +276,8 @@ struct LogitsLayout {
     l.top_values = AlignUp(l.ids + chunk * sizeof(std::int32_t));
     l.top_ids = AlignUp(l.top_values + chunk * cuda::kTopRows * sizeof(float));
     l.workspace = AlignUp(l.top_ids + chunk * cuda::kTopRows * sizeof(std::int32_t));
-    l.total = l.workspace + cuda::TopRowsWorkspace(chunk, vocab);
+    l.total = l.workspace + std::max(cuda::TopRowsWorkspace(chunk, vocab),
+                                     cuda::ArgmaxRowsWorkspace(chunk, vocab));
     return l;
   }
 };
@@ -1071,8 +1073,8 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
                                  staging.as<std::int32_t>(sl.penalized_at), stream));
     }
     if (shape.argmax) {
-      FGNET_TRY(
-          cuda::ArgmaxRows(logits.as<float>(), n, vocab, logits.as<std::int32_t>(ids_at), stream));
+      FGNET_TRY(cuda::ArgmaxRows(logits.as<float>(), n, vocab, logits.as<std::int32_t>(ids_at),
+                                 logits.as<char>(ll.workspace), stream));
       FGNET_TRY(cuda::CudaCheck(
           cudaMemcpyAsync(host_logits.as<std::int32_t>(ids_at), logits.as<std::int32_t>(ids_at),
                           n * sizeof(std::int32_t), cudaMemcpyDeviceToHost, stream),

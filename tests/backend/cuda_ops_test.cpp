@@ -138,6 +138,39 @@ TEST_F(CudaOpsTest, RMSNormAddToNormMatchesTheTwoOpsAndTheReference) {
   }
 }
 
+TEST_F(CudaOpsTest, ArgmaxRowsFindsTheFirstLargestValue) {
+  for (std::size_t cols : {1u, 97u, 4096u, 4097u, 262144u}) {
+    SCOPED_TRACE(cols);
+    const std::size_t rows = 5;
+    std::vector<float> x = Random(rows * cols, 2.0f);
+    // Row 1: the maximum twice, in different chunks; row 2: NaN and +inf; row 3: nothing above
+    // -inf; row 4: the maximum in the last column.
+    x[1 * cols + cols / 3] = 50.0f;
+    x[1 * cols + cols - 1] = 50.0f;
+    x[2 * cols + 0] = std::nanf("");
+    x[2 * cols + cols / 2] = INFINITY;
+    for (std::size_t c = 0; c < cols; ++c) x[3 * cols + c] = c % 2 == 0 ? -INFINITY : std::nanf("");
+    x[4 * cols + cols - 1] = 60.0f;
+    std::vector<std::int32_t> want(rows);
+    for (std::size_t r = 0; r < rows; ++r) {
+      std::int32_t best = -1;
+      for (std::size_t c = 0; c < cols; ++c) {
+        const float v = x[r * cols + c];
+        if (v > (best < 0 ? -INFINITY : x[r * cols + static_cast<std::size_t>(best)]))
+          best = static_cast<std::int32_t>(c);
+      }
+      want[r] = best;
+    }
+    auto d_x = DeviceBuffer<float>::FromHost(x);
+    auto out = DeviceBuffer<std::int32_t>::FromHost(std::vector<std::int32_t>(rows, -7));
+    auto ws = DeviceMemory::Allocate(ArgmaxRowsWorkspace(rows, cols));
+    ASSERT_TRUE(d_x.ok() && out.ok() && ws.ok());
+    ASSERT_TRUE(ArgmaxRows(d_x->data(), rows, cols, out->data(), ws->data()).ok());
+    EXPECT_EQ(*out->ToHost(), want);
+    EXPECT_EQ(want[3], -1);
+  }
+}
+
 TEST_F(CudaOpsTest, TopRowsFindsTheLargestValuesInOrder) {
   for (std::size_t cols : {50u, 1000u, 1024u, 3000u, 262144u}) {
     SCOPED_TRACE(cols);

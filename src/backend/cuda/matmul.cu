@@ -373,11 +373,15 @@ __device__ __forceinline__ bool ValidGroup(const LoraGroup& g, int max_rank, int
 // Block (row chunk, rank chunk, group): warp q of the chunk computes t[i, q] = A[q, :] . x[row]
 // for the chunk's (up to 8) rows of the group, lanes striding over `in`, into the slot of t
 // (total_rows * max_rank floats each) of the group's run of groups_per_slot groups.
+// Columns of x a shrink block stages in shared memory at a time.
+constexpr int kShrinkChunk = 512;
+
 __global__ void __launch_bounds__(kShrinkWarps * 32)
     LoraShrinkKernel(const float* __restrict__ x, std::size_t ldx, int in,
                      const LoraGroup* __restrict__ groups, int max_rank,
                      const std::int32_t* __restrict__ row_index, int total_rows,
                      int groups_per_slot, float* __restrict__ t) {
+  __shared__ float4 xs[kLoraRows][kShrinkChunk / 4];
   const LoraGroup g = groups[blockIdx.z];
   if (!ValidGroup(g, max_rank, total_rows)) return;
   t += static_cast<std::size_t>(blockIdx.z / groups_per_slot) * total_rows * max_rank;
@@ -386,21 +390,55 @@ __global__ void __launch_bounds__(kShrinkWarps * 32)
   const int nb = min(kLoraRows, g.count - b0);
   const int lane = static_cast<int>(threadIdx.x) & 31;
   const int q = static_cast<int>(blockIdx.y) * kShrinkWarps + (static_cast<int>(threadIdx.x) >> 5);
-  if (q >= g.rank) return;
-  const float* a = g.a + static_cast<std::size_t>(q) * in;
-  const float* xr[kLoraRows];
-#pragma unroll
-  for (int b = 0; b < kLoraRows; ++b) {
-    xr[b] = x + static_cast<std::size_t>(row_index[g.first + b0 + min(b, nb - 1)]) * ldx;
-  }
+  const bool active = q < g.rank;  // every warp stages x; the active ones multiply
+  const float* a = g.a + static_cast<std::size_t>(min(q, g.rank - 1)) * in;
+  const bool a_vec = in % 4 == 0 && reinterpret_cast<std::uintptr_t>(g.a) % 16 == 0;
   float acc[kLoraRows];
 #pragma unroll
   for (int b = 0; b < kLoraRows; ++b) acc[b] = 0.0f;
-  for (int k = lane; k < in; k += 32) {
-    const float av = a[k];
+  float* xsf = reinterpret_cast<float*>(xs);
+  for (int k0 = 0; k0 < in; k0 += kShrinkChunk) {
+    const int len = min(kShrinkChunk, in - k0);
+    __syncthreads();  // the previous chunk is used up
+    for (int e = static_cast<int>(threadIdx.x); e < nb * kShrinkChunk; e += kShrinkWarps * 32) {
+      const int b = e / kShrinkChunk;
+      const int k = e - b * kShrinkChunk;
+      xsf[e] =
+          k < len ? x[static_cast<std::size_t>(row_index[g.first + b0 + b]) * ldx + k0 + k] : 0.0f;
+    }
+    __syncthreads();
+    if (!active) continue;
+    // Lane l takes columns 4 (l + 32 u) .. + 3 of the chunk: four 16-byte loads of A in flight.
+    float4 av[kShrinkChunk / 128];
 #pragma unroll
-    for (int b = 0; b < kLoraRows; ++b) acc[b] = fmaf(av, xr[b][k], acc[b]);
+    for (int u = 0; u < kShrinkChunk / 128; ++u) {
+      const int k = 4 * (lane + 32 * u);
+      if (k + 3 < len && a_vec) {
+        av[u] = __ldg(reinterpret_cast<const float4*>(a + k0 + k));
+      } else {
+        av[u].x = k < len ? a[k0 + k] : 0.0f;
+        av[u].y = k + 1 < len ? a[k0 + k + 1] : 0.0f;
+        av[u].z = k + 2 < len ? a[k0 + k + 2] : 0.0f;
+        av[u].w = k + 3 < len ? a[k0 + k + 3] : 0.0f;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kShrinkChunk / 128; ++u) {
+      const int c = lane + 32 * u;
+      if (4 * c >= len) break;
+#pragma unroll
+      for (int b = 0; b < kLoraRows; ++b) {
+        if (b < nb) {  // columns past len hold zeros on both sides
+          const float4 xv = xs[b][c];
+          acc[b] = fmaf(av[u].x, xv.x, acc[b]);
+          acc[b] = fmaf(av[u].y, xv.y, acc[b]);
+          acc[b] = fmaf(av[u].z, xv.z, acc[b]);
+          acc[b] = fmaf(av[u].w, xv.w, acc[b]);
+        }
+      }
+    }
   }
+  if (!active) return;
   const float v = ReduceScatter<kLoraRows>(acc, lane);
   constexpr int kShift = 5 - Log2(kLoraRows);
   const int b = lane >> kShift;

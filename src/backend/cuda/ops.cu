@@ -104,19 +104,8 @@ __device__ bool Better(float v, int i, float best_v, int best_i) {
   return v > best_v || (v == best_v && i < best_i && best_i >= 0);
 }
 
-// One block per row: the index of the row's largest value (lowest among equals), -1 if none is a
-// number above -inf.
-__global__ void ArgmaxRowsKernel(const float* x, std::size_t cols, std::int32_t* out) {
-  const float* row = x + static_cast<std::size_t>(blockIdx.x) * cols;
-  float best_v = -INFINITY;
-  int best_i = -1;
-  for (std::size_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    const float v = row[c];
-    if (v > best_v) {  // strided ascending: the first of equal values is the lowest index
-      best_v = v;
-      best_i = static_cast<int>(c);
-    }
-  }
+// The block's best (value, index) of the pairs its threads hold; thread 0 gets it.
+__device__ void BlockBest(float& best_v, int& best_i) {
   for (int offset = 16; offset > 0; offset /= 2) {
     const float v = __shfl_xor_sync(0xffffffffu, best_v, offset);
     const int i = __shfl_xor_sync(0xffffffffu, best_i, offset);
@@ -140,8 +129,59 @@ __global__ void ArgmaxRowsKernel(const float* x, std::size_t cols, std::int32_t*
         best_i = indices[w];
       }
     }
-    out[blockIdx.x] = best_i;
   }
+}
+
+// Columns one ArgmaxChunkKernel block reduces.
+constexpr std::size_t kArgmaxChunk = 4096;
+
+// Grid (chunks, rows): block c writes the best (value, index) of columns [c * kArgmaxChunk, ...)
+// of its row (index -1: none above -inf) to values / indices [row, chunk].
+__global__ void ArgmaxChunkKernel(const float* x, std::size_t cols, float* values,
+                                  std::int32_t* indices) {
+  const float* row = x + static_cast<std::size_t>(blockIdx.y) * cols;
+  const std::size_t begin = static_cast<std::size_t>(blockIdx.x) * kArgmaxChunk;
+  const std::size_t end = begin + kArgmaxChunk < cols ? begin + kArgmaxChunk : cols;
+  float best_v = -INFINITY;
+  int best_i = -1;
+  for (std::size_t c = begin + threadIdx.x; c < end; c += blockDim.x) {
+    const float v = row[c];
+    if (v > best_v) {  // strided ascending: the first of equal values is the lowest index
+      best_v = v;
+      best_i = static_cast<int>(c);
+    }
+  }
+  BlockBest(best_v, best_i);
+  if (threadIdx.x == 0) {
+    const std::size_t at = static_cast<std::size_t>(blockIdx.y) * gridDim.x + blockIdx.x;
+    values[at] = best_v;
+    indices[at] = best_i;
+  }
+}
+
+// One warp per row: the best of the row's chunk results, in chunk order.
+__global__ void ArgmaxCombineKernel(const float* values, const std::int32_t* indices, int chunks,
+                                    std::int32_t* out) {
+  const std::size_t first = static_cast<std::size_t>(blockIdx.x) * chunks;
+  float best_v = -INFINITY;
+  int best_i = -1;
+  for (int c = threadIdx.x; c < chunks; c += 32) {
+    const int i = indices[first + c];
+    const float v = values[first + c];
+    if (i >= 0 && (best_i < 0 || Better(v, i, best_v, best_i))) {
+      best_v = v;
+      best_i = i;
+    }
+  }
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const float v = __shfl_xor_sync(0xffffffffu, best_v, offset);
+    const int i = __shfl_xor_sync(0xffffffffu, best_i, offset);
+    if (i >= 0 && (best_i < 0 || Better(v, i, best_v, best_i))) {
+      best_v = v;
+      best_i = i;
+    }
+  }
+  if (threadIdx.x == 0) out[blockIdx.x] = best_i;
 }
 
 // Blocks per row of MaskRowsKernel: enough to fill the GPU for a few rows of a 262k vocabulary.
@@ -306,10 +346,24 @@ Status FilterRows(float* x, std::size_t rows, std::size_t cols, const RowFilter*
   return CudaLastError("cuda::FilterRows");
 }
 
+std::size_t ArgmaxRowsWorkspace(std::size_t rows, std::size_t cols) {
+  const std::size_t chunks = (cols + kArgmaxChunk - 1) / kArgmaxChunk;
+  return rows * chunks * (sizeof(float) + sizeof(std::int32_t));
+}
+
 Status ArgmaxRows(const float* x, std::size_t rows, std::size_t cols, std::int32_t* out,
-                  Stream stream) {
+                  void* workspace, Stream stream) {
   if (rows == 0) return Ok();
-  ArgmaxRowsKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, cols, out);
+  if (cols == 0 || cols > 0x7fffffffu) return MakeError("cuda::ArgmaxRows: ", cols, " columns");
+  const std::size_t chunks = (cols + kArgmaxChunk - 1) / kArgmaxChunk;
+  if (rows > 65535) return MakeError("cuda::ArgmaxRows: ", rows, " rows exceed 65535");
+  auto* values = static_cast<float*>(workspace);
+  auto* indices = reinterpret_cast<std::int32_t*>(values + rows * chunks);
+  ArgmaxChunkKernel<<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(rows)), kThreads, 0,
+                      stream>>>(x, cols, values, indices);
+  FGNET_TRY(CudaLastError("cuda::ArgmaxRows"));
+  ArgmaxCombineKernel<<<static_cast<unsigned>(rows), 32, 0, stream>>>(
+      values, indices, static_cast<int>(chunks), out);
   return CudaLastError("cuda::ArgmaxRows");
 }
 

@@ -62,9 +62,12 @@ Status FilterRows(float* x, std::size_t rows, std::size_t cols, const RowFilter*
                   const std::uint64_t* words, const std::int32_t* ids, Stream stream = nullptr);
 
 // out [rows] = for each row of x [rows, cols], the index of its largest value, the lowest among
-// equal ones (as the CPU sampler's ArgMax), or -1 when no value is a number above -inf.
+// equal ones (as the CPU sampler's ArgMax), or -1 when no value is a number above -inf. Long rows
+// are cut into chunks reduced by blocks of their own, whose results a second launch combines in
+// `workspace` (ArgmaxRowsWorkspace(rows, cols) bytes).
+std::size_t ArgmaxRowsWorkspace(std::size_t rows, std::size_t cols);
 Status ArgmaxRows(const float* x, std::size_t rows, std::size_t cols, std::int32_t* out,
-                  Stream stream = nullptr);
+                  void* workspace, Stream stream = nullptr);
 
 // For each row of x [rows, cols]: its kTopRows largest values, ordered by value descending and then
 // by index ascending (NaN counts as -inf; a row shorter than kTopRows is padded with -inf at index
