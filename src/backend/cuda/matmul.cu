@@ -15,13 +15,17 @@
 namespace fgnet::cuda {
 namespace {
 
+using internal::AllowDependents;
+using internal::DependentLaunchSupported;
 using internal::Dot8;
 using internal::kFullMask;
 using internal::kGemvThreads;
 using internal::kGemvWarps;
+using internal::Launch;
 using internal::Log2;
 using internal::Pow2Ceil;
 using internal::ReduceScatter;
+using internal::WaitPrior;
 
 // Eight BF16 values (one 16-byte load) widened to f32; widening is exact.
 __device__ __forceinline__ void WidenBF16x8(const uint4& w, float (&f)[8]) {
@@ -217,12 +221,15 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
   const int first = static_cast<int>(blockIdx.x) * kGemvWarps + warp;
   const int stride = static_cast<int>(gridDim.x) * kGemvWarps;
 
-  // The first batch of W is requested before x is staged, so that the two latencies overlap.
+  // The first batch of W is requested before x is staged, so that the two latencies overlap,
+  // and (launched as a programmatic dependent) before the kernel that writes x has finished.
   uint4 wv[U][NW];
   if (first < tiles) {
     const TileRef t = LocateTile<NW>(targets, first);
     LoadWBatch<U, NW, 0, NW>(wv, t.w, t.o0, t.out, chunks, 0, lane);
   }
+  WaitPrior();
+  AllowDependents();
   StageX<R>(x, in, xs, x_aligned);
   __syncthreads();
 
@@ -288,6 +295,8 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
     LoadWBatch<U, NW, 0, NP>(wv, w_gate, first * NP, n, chunks, 0, lane);
     LoadWBatch<U, NW, NP, NP>(wv, w_up, first * NP, n, chunks, 0, lane);
   }
+  WaitPrior();
+  AllowDependents();
   StageX<R>(x, in, xs, x_aligned);
   __syncthreads();
 
@@ -382,6 +391,8 @@ __global__ void __launch_bounds__(kShrinkWarps * 32)
                      const std::int32_t* __restrict__ row_index, int total_rows,
                      int groups_per_slot, float* __restrict__ t) {
   __shared__ float4 xs[kLoraRows][kShrinkChunk / 4];
+  WaitPrior();
+  AllowDependents();
   const LoraGroup g = groups[blockIdx.z];
   if (!ValidGroup(g, max_rank, total_rows)) return;
   t += static_cast<std::size_t>(blockIdx.z / groups_per_slot) * total_rows * max_rank;
@@ -520,9 +531,8 @@ Status LaunchShrink(const float* x, std::size_t ldx, std::size_t in, const LoraG
   const dim3 grid(static_cast<unsigned>((total_rows + kLoraRows - 1) / kLoraRows),
                   static_cast<unsigned>((max_rank + kShrinkWarps - 1) / kShrinkWarps),
                   static_cast<unsigned>(num_groups));
-  LoraShrinkKernel<<<grid, kShrinkWarps * 32, 0, stream>>>(x, ldx, static_cast<int>(in), groups,
-                                                           max_rank, row_index, total_rows,
-                                                           groups_per_slot, workspace);
+  Launch(LoraShrinkKernel, grid, kShrinkWarps * 32, 0, stream, DependentLaunchSupported(), x, ldx,
+         static_cast<int>(in), groups, max_rank, row_index, total_rows, groups_per_slot, workspace);
   return CudaLastError("cuda::LoraApply (shrink kernel)");
 }
 
@@ -626,8 +636,8 @@ Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
     FGNET_ASSIGN_OR_RETURN(const unsigned grid,
                            GemvGrid(reinterpret_cast<const void*>(fn), smem,
                                     static_cast<std::size_t>(tiles), multiprocessors));
-    fn<<<grid, kGemvThreads, smem, stream>>>(x + r0 * in, static_cast<int>(in), targets, tiles,
-                                             accumulate, x_aligned, lora_rows);
+    Launch(fn, grid, kGemvThreads, smem, stream, DependentLaunchSupported(), x + r0 * in,
+           static_cast<int>(in), targets, tiles, accumulate, x_aligned, lora_rows);
     FGNET_TRY(CudaLastError("cuda::MatMul (GEMV kernel)"));
   }
   return Ok();
@@ -657,11 +667,11 @@ Status LaunchGemvGeGLU(const float* x, std::size_t rows, std::size_t in,
     const bool x_aligned = reinterpret_cast<std::uintptr_t>(x + r0 * in) % 16 == 0;
     FGNET_ASSIGN_OR_RETURN(const unsigned grid, GemvGrid(reinterpret_cast<const void*>(fn), smem,
                                                          tiles, multiprocessors));
-    fn<<<grid, kGemvThreads, smem, stream>>>(
-        x + r0 * in, static_cast<int>(in), reinterpret_cast<const uint4*>(w_gate),
-        reinterpret_cast<const uint4*>(w_up), static_cast<int>(n), out + r0 * n, x_aligned,
-        RowsFrom(lora, r0), lora != nullptr ? lora->sites[0] : LoraSite{},
-        lora != nullptr ? lora->sites[1] : LoraSite{});
+    Launch(fn, grid, kGemvThreads, smem, stream, DependentLaunchSupported(), x + r0 * in,
+           static_cast<int>(in), reinterpret_cast<const uint4*>(w_gate),
+           reinterpret_cast<const uint4*>(w_up), static_cast<int>(n), out + r0 * n, x_aligned,
+           RowsFrom(lora, r0), lora != nullptr ? lora->sites[0] : LoraSite{},
+           lora != nullptr ? lora->sites[1] : LoraSite{});
     FGNET_TRY(CudaLastError("cuda::MatMulGeGLU (GEMV kernel)"));
   }
   return Ok();

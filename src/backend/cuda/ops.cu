@@ -1,6 +1,7 @@
 #include <cuda_runtime.h>
 
 #include "backend/cuda/device.h"
+#include "backend/cuda/kernel_support.cuh"
 #include "backend/cuda/ops.h"
 
 namespace fgnet::cuda {
@@ -63,6 +64,8 @@ __global__ void RMSNormAddToNormKernel(const float* x, std::size_t dim, const fl
                                        float eps, float* residual, const float* next_scale,
                                        float* y) {
   extern __shared__ float row[];
+  internal::WaitPrior();
+  internal::AllowDependents();
   const std::size_t r = blockIdx.x;
   const float* xr = x + r * dim;
   float* rr = residual + r * dim;
@@ -324,8 +327,9 @@ Status RMSNormAddToNorm(const float* x, std::size_t rows, std::size_t dim, const
     FGNET_TRY(RMSNormAddTo(x, rows, dim, scale, eps, residual, stream));
     return RMSNorm(residual, rows, dim, next_scale, eps, y, nullptr, stream);
   }
-  RMSNormAddToNormKernel<<<static_cast<unsigned>(rows), kThreads, dim * sizeof(float), stream>>>(
-      x, dim, scale, eps, residual, next_scale, y);
+  internal::Launch(RMSNormAddToNormKernel, dim3(static_cast<unsigned>(rows)), kThreads,
+                   dim * sizeof(float), stream, internal::DependentLaunchSupported(), x, dim, scale,
+                   eps, residual, next_scale, y);
   return CudaLastError("cuda::RMSNormAddToNorm");
 }
 
