@@ -21,8 +21,8 @@ using internal::Launch;
 using internal::WaitPrior;
 
 // ---------------------------------------------------------------------------------------------
-// QKNormRope: one CTA per row; the row's cos/sin are computed once into shared memory, then each
-// warp normalises and rotates whole heads (q heads, then k heads).
+// QKNormRope: one CTA per (row, head), q heads then k heads, so that a row's heads are normalised
+// and rotated side by side; the CTA of k head h also writes key h and value h to the KV block.
 
 constexpr int kNormThreads = 128;
 
@@ -38,65 +38,75 @@ struct KVDest {
   std::int64_t slot;
 };
 
+// The block's sum of one double a thread; every thread gets it.
+__device__ double BlockSumDouble(double v) {
+  __shared__ double partial[kNormThreads / 32];
+  for (int o = 16; o > 0; o /= 2) v = __dadd_rn(v, __shfl_xor_sync(kFullMask, v, o));
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  double total = partial[0];
+  for (int w = 1; w < kNormThreads / 32; ++w) total = __dadd_rn(total, partial[w]);
+  return total;
+}
+
 template <bool kWrite>
 __global__ void __launch_bounds__(kNormThreads)
     QKNormRopeKernel(float* q, float* k, int heads, int kv_heads, int head_dim,
                      const float* q_scale, const float* k_scale, float eps, const float* inv_freq,
                      const std::int32_t* row_pos, KVDest kv) {
-  extern __shared__ float rope[];  // cos [half], then sin [half]
   WaitPrior();
   AllowDependents();
   const int r = blockIdx.x;
+  const int h = blockIdx.y;
   const int half = head_dim / 2;
+  const bool is_q = h < heads;
+  float* v = is_q ? q + (static_cast<std::size_t>(r) * heads + h) * head_dim
+                  : k + (static_cast<std::size_t>(r) * kv_heads + (h - heads)) * head_dim;
+  const float* scale = is_q ? q_scale : k_scale;
+  double ss = 0.0;
+  for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
+    const double x = static_cast<double>(v[i]);
+    ss = __fma_rn(x, x, ss);
+  }
+  const float mean =
+      static_cast<float>(__ddiv_rn(BlockSumDouble(ss), static_cast<double>(head_dim)));
+  const float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(mean, eps)));
+  // Each thread rotates the pairs (i, half + i) it alone reads: no other thread's data is touched.
   const float pos = static_cast<float>(row_pos[r]);
+  float* key = nullptr;
+  std::int64_t values = 0;
+  if constexpr (kWrite) {
+    if (!is_q) {
+      const std::int64_t row = static_cast<std::int64_t>(kv_heads) * head_dim;
+      const std::int64_t p = row_pos[r];
+      const std::int64_t block = kv.tables[kv.seq_table[kv.row_seq[r]] + p / kv.block_size];
+      key = kv.memory + block * kv.block_floats +
+            (kv.slot * kv.block_size + p % kv.block_size) * row + (h - heads) * head_dim;
+      values = kv.block_floats / 2;
+    }
+  }
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
     // The f32 angle, its cos and sin computed in double and rounded once (as cpu::RopeTable).
     const double angle = static_cast<double>(__fmul_rn(pos, inv_freq[i]));
-    rope[i] = static_cast<float>(cos(angle));
-    rope[half + i] = static_cast<float>(sin(angle));
-  }
-  __syncthreads();
-  const int lane = threadIdx.x % 32;
-  const int warps = blockDim.x / 32;
-  for (int h = threadIdx.x / 32; h < heads + kv_heads; h += warps) {
-    const bool is_q = h < heads;
-    float* v = is_q ? q + (static_cast<std::size_t>(r) * heads + h) * head_dim
-                    : k + (static_cast<std::size_t>(r) * kv_heads + (h - heads)) * head_dim;
-    const float* scale = is_q ? q_scale : k_scale;
-    double ss = 0.0;
-    for (int i = lane; i < head_dim; i += 32) {
-      const double x = static_cast<double>(v[i]);
-      ss = __fma_rn(x, x, ss);
-    }
-    for (int o = 16; o > 0; o /= 2) ss = __dadd_rn(ss, __shfl_xor_sync(kFullMask, ss, o));
-    const float mean = static_cast<float>(__ddiv_rn(ss, static_cast<double>(head_dim)));
-    const float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(mean, eps)));
-    // Every lane has read its elements (above) before any lane writes.
-    __syncwarp();
+    const float c = static_cast<float>(cos(angle));
+    const float s = static_cast<float>(sin(angle));
     // Products and sums rounded separately (no FMA), as the CPU kernels do.
-    for (int i = lane; i < half; i += 32) {
-      const float x1 = __fmul_rn(__fmul_rn(v[i], inv), scale[i]);
-      const float x2 = __fmul_rn(__fmul_rn(v[half + i], inv), scale[half + i]);
-      const float c = rope[i];
-      const float s = rope[half + i];
-      v[i] = __fsub_rn(__fmul_rn(x1, c), __fmul_rn(x2, s));
-      v[half + i] = __fadd_rn(__fmul_rn(x2, c), __fmul_rn(x1, s));
+    const float x1 = __fmul_rn(__fmul_rn(v[i], inv), scale[i]);
+    const float x2 = __fmul_rn(__fmul_rn(v[half + i], inv), scale[half + i]);
+    const float y1 = __fsub_rn(__fmul_rn(x1, c), __fmul_rn(x2, s));
+    const float y2 = __fadd_rn(__fmul_rn(x2, c), __fmul_rn(x1, s));
+    v[i] = y1;
+    v[half + i] = y2;
+    if (key != nullptr) {
+      key[i] = y1;
+      key[half + i] = y2;
     }
   }
-  if constexpr (kWrite) {
-    __syncthreads();  // the row's keys are final (and visible to the CTA)
-    const std::int64_t row = static_cast<std::int64_t>(kv_heads) * head_dim;
-    const std::int64_t p = row_pos[r];
-    const std::int64_t block = kv.tables[kv.seq_table[kv.row_seq[r]] + p / kv.block_size];
-    float* dst =
-        kv.memory + block * kv.block_floats + (kv.slot * kv.block_size + p % kv.block_size) * row;
-    const float* ks = k + r * row;
-    const float* vs = kv.v + r * row;
-    const std::int64_t values = kv.block_floats / 2;
-    for (std::int64_t c = threadIdx.x; c < row; c += blockDim.x) {
-      dst[c] = ks[c];
-      dst[values + c] = vs[c];
-    }
+  if (key != nullptr) {
+    const float* value = kv.v + (static_cast<std::size_t>(r) * kv_heads + (h - heads)) * head_dim;
+    for (int i = threadIdx.x; i < head_dim; i += blockDim.x) key[values + i] = value[i];
   }
 }
 
@@ -133,9 +143,13 @@ Status QKNormRope(float* q, float* k, std::int32_t rows, std::int32_t heads, std
                      head_dim, " are not supported (head_dim even, at most 8192)");
   }
   if (rows <= 0 || heads + kv_heads == 0) return Ok();
-  const std::size_t smem = static_cast<std::size_t>(head_dim) * sizeof(float);
-  QKNormRopeKernel<false><<<static_cast<unsigned>(rows), kNormThreads, smem, stream>>>(
-      q, k, heads, kv_heads, head_dim, q_scale, k_scale, eps, inv_freq, row_pos, KVDest{});
+  if (heads + kv_heads > 65535) {
+    return MakeError("cuda::QKNormRope: ", heads + kv_heads, " heads exceed 65535");
+  }
+  QKNormRopeKernel<false>
+      <<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(heads + kv_heads)), kNormThreads,
+         0, stream>>>(q, k, heads, kv_heads, head_dim, q_scale, k_scale, eps, inv_freq, row_pos,
+                      KVDest{});
   return CudaLastError("cuda::QKNormRope");
 }
 
@@ -166,10 +180,13 @@ Status QKNormRopeWriteKV(float* q, float* k, const float* v, const PassRows& pas
                   .block_floats = layer.block_floats,
                   .block_size = layer.block_size,
                   .slot = layer.slot};
-  const std::size_t smem = static_cast<std::size_t>(head_dim) * sizeof(float);
-  Launch(QKNormRopeKernel<true>, dim3(static_cast<unsigned>(pass.rows)), kNormThreads, smem, stream,
-         DependentLaunchSupported(), q, k, heads, kv_heads, head_dim, q_scale, k_scale, eps,
-         inv_freq, pass.row_pos, kv);
+  if (heads + kv_heads > 65535) {
+    return MakeError("cuda::QKNormRopeWriteKV: ", heads + kv_heads, " heads exceed 65535");
+  }
+  Launch(QKNormRopeKernel<true>,
+         dim3(static_cast<unsigned>(pass.rows), static_cast<unsigned>(heads + kv_heads)),
+         kNormThreads, 0, stream, DependentLaunchSupported(), q, k, heads, kv_heads, head_dim,
+         q_scale, k_scale, eps, inv_freq, pass.row_pos, kv);
   return CudaLastError("cuda::QKNormRopeWriteKV");
 }
 
