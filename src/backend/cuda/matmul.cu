@@ -385,25 +385,47 @@ __device__ __forceinline__ bool ValidGroup(const LoraGroup& g, int max_rank, int
 // Columns of x a shrink block stages in shared memory at a time.
 constexpr int kShrinkChunk = 512;
 
+// Lane l's columns 4 (l + 32 u) .. + 3 of A's chunk at k0 (zeros past len).
+__device__ __forceinline__ void LoadAChunk(const float* a, int k0, int len, int lane, bool a_vec,
+                                           float4 (&av)[kShrinkChunk / 128]) {
+#pragma unroll
+  for (int u = 0; u < kShrinkChunk / 128; ++u) {
+    const int k = 4 * (lane + 32 * u);
+    if (k + 3 < len && a_vec) {
+      av[u] = __ldg(reinterpret_cast<const float4*>(a + k0 + k));
+    } else {
+      av[u].x = k < len ? a[k0 + k] : 0.0f;
+      av[u].y = k + 1 < len ? a[k0 + k + 1] : 0.0f;
+      av[u].z = k + 2 < len ? a[k0 + k + 2] : 0.0f;
+      av[u].w = k + 3 < len ? a[k0 + k + 3] : 0.0f;
+    }
+  }
+}
+
 __global__ void __launch_bounds__(kShrinkWarps * 32)
     LoraShrinkKernel(const float* __restrict__ x, std::size_t ldx, int in,
                      const LoraGroup* __restrict__ groups, int max_rank,
                      const std::int32_t* __restrict__ row_index, int total_rows,
                      int groups_per_slot, float* __restrict__ t) {
   __shared__ float4 xs[kLoraRows][kShrinkChunk / 4];
-  WaitPrior();
-  AllowDependents();
+  // The groups and A come before the previous kernel's results (x): the first chunk of A is
+  // requested before waiting for that kernel. Every CTA waits before it exits, so that this
+  // kernel never completes before its predecessor.
   const LoraGroup g = groups[blockIdx.z];
-  if (!ValidGroup(g, max_rank, total_rows)) return;
-  t += static_cast<std::size_t>(blockIdx.z / groups_per_slot) * total_rows * max_rank;
   const int b0 = static_cast<int>(blockIdx.x) * kLoraRows;
-  if (b0 >= g.count) return;
-  const int nb = min(kLoraRows, g.count - b0);
+  const bool run = ValidGroup(g, max_rank, total_rows) && b0 < g.count;
   const int lane = static_cast<int>(threadIdx.x) & 31;
   const int q = static_cast<int>(blockIdx.y) * kShrinkWarps + (static_cast<int>(threadIdx.x) >> 5);
-  const bool active = q < g.rank;  // every warp stages x; the active ones multiply
-  const float* a = g.a + static_cast<std::size_t>(min(q, g.rank - 1)) * in;
+  const bool active = run && q < g.rank;  // every warp stages x; the active ones multiply
+  const float* a = active ? g.a + static_cast<std::size_t>(q) * in : nullptr;
   const bool a_vec = in % 4 == 0 && reinterpret_cast<std::uintptr_t>(g.a) % 16 == 0;
+  float4 av[kShrinkChunk / 128];
+  if (active) LoadAChunk(a, 0, min(kShrinkChunk, in), lane, a_vec, av);
+  WaitPrior();
+  AllowDependents();
+  if (!run) return;
+  t += static_cast<std::size_t>(blockIdx.z / groups_per_slot) * total_rows * max_rank;
+  const int nb = min(kLoraRows, g.count - b0);
   float acc[kLoraRows];
 #pragma unroll
   for (int b = 0; b < kLoraRows; ++b) acc[b] = 0.0f;
@@ -420,19 +442,7 @@ __global__ void __launch_bounds__(kShrinkWarps * 32)
     __syncthreads();
     if (!active) continue;
     // Lane l takes columns 4 (l + 32 u) .. + 3 of the chunk: four 16-byte loads of A in flight.
-    float4 av[kShrinkChunk / 128];
-#pragma unroll
-    for (int u = 0; u < kShrinkChunk / 128; ++u) {
-      const int k = 4 * (lane + 32 * u);
-      if (k + 3 < len && a_vec) {
-        av[u] = __ldg(reinterpret_cast<const float4*>(a + k0 + k));
-      } else {
-        av[u].x = k < len ? a[k0 + k] : 0.0f;
-        av[u].y = k + 1 < len ? a[k0 + k + 1] : 0.0f;
-        av[u].z = k + 2 < len ? a[k0 + k + 2] : 0.0f;
-        av[u].w = k + 3 < len ? a[k0 + k + 3] : 0.0f;
-      }
-    }
+    if (k0 > 0) LoadAChunk(a, k0, len, lane, a_vec, av);
 #pragma unroll
     for (int u = 0; u < kShrinkChunk / 128; ++u) {
       const int c = lane + 32 * u;
