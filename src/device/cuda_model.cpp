@@ -224,8 +224,9 @@ struct PassShape {
   std::int32_t lora_rows = 0, max_rank = 0;
   std::vector<std::int32_t> site_first, site_count, site_rank;  // per (layer, module); empty
                                                                 // without adapters
-  bool lora_epilogue = false;     // adapters' updates in the products' epilogue
-  std::int32_t lora_per_row = 0;  // then: most adapters of one row
+  std::int32_t lora_adapters = 0;  // adapters of the pass (groups a site)
+  bool lora_epilogue = false;      // adapters' updates in the products' epilogue
+  std::int32_t lora_per_row = 0;   // then: most adapters of one row
 
   std::string Key() const {
     std::string key;
@@ -676,6 +677,7 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
           shape.site_rank[site] > 0 ? static_cast<std::int32_t>(lora.size()) : 0;
     }
     shape.max_rank = *std::max_element(shape.site_rank.begin(), shape.site_rank.end());
+    shape.lora_adapters = static_cast<std::int32_t>(lora.size());
   }
   shape.lora_rows = static_cast<std::int32_t>(lora_rows.size());
   // Decode-sized passes add the adapters' updates in the products' epilogue: per row the entries
@@ -755,8 +757,8 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
   }
   FGNET_TRY(
       attention_ws.Reserve(std::max<std::size_t>(attention_floats, 1) * sizeof(float), &moves));
-  // The shrinks' results: one slot, or three (q/k/v) for the epilogue's shrinks of several sites.
-  const std::size_t lora_slots = shape.lora_epilogue ? 3 : 1;
+  // The shrinks' results: a slot a site of the q/k/v sites shrunk together.
+  const std::size_t lora_slots = 3;
   FGNET_TRY(lora_ws.Reserve(
       std::max<std::size_t>(
           lora_slots * static_cast<std::size_t>(shape.max_rank) * lora_rows.size(), 1) *
@@ -909,14 +911,28 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     const std::size_t site = layer * kNumLoraModules + static_cast<std::size_t>(module);
     return !shape.site_count.empty() && shape.site_count[site] > 0;
   };
+  // The updates of the consecutive sites `modules` sharing `in`, to the outputs `sites`: one
+  // shrink and one expand launch for all of them.
+  const auto apply_lora_many = [&](std::size_t layer, std::initializer_list<LoraModule> modules,
+                                   const float* in, std::size_t in_dim,
+                                   std::initializer_list<cuda::LoraExpandSite> sites) -> Status {
+    bool any = false;
+    for (LoraModule module : modules) any = any || has_lora(layer, module);
+    if (!any) return Ok();
+    const std::size_t first = layer * kNumLoraModules + static_cast<std::size_t>(*modules.begin());
+    const std::int32_t n = static_cast<std::int32_t>(shape.lora_adapters);
+    const cuda::LoraGroup* site_groups = d_lora_groups + shape.site_first[first];
+    FGNET_TRY(cuda::LoraShrink(in, in_dim, in_dim, site_groups,
+                               static_cast<std::int32_t>(modules.size()) * n, n, shape.max_rank,
+                               d_lora_rows, shape.lora_rows, lora_ws.as<float>(), stream));
+    return cuda::LoraExpand(std::span(sites.begin(), sites.size()), site_groups, n, shape.max_rank,
+                            d_lora_rows, d_lora_scales, shape.lora_rows, lora_ws.as<float>(),
+                            stream);
+  };
   // The epilogue path: one shrink of the consecutive sites `modules` sharing `in` (slot i for the
   // i-th), then `epilogue` names each one's groups and shrink result (none where no adapter
   // touches the module).
-  const auto n_adapters = shape.lora_epilogue ? shape.site_count.empty()
-                                                    ? 0
-                                                    : *std::max_element(shape.site_count.begin(),
-                                                                        shape.site_count.end())
-                                              : 0;
+  const auto n_adapters = static_cast<std::int32_t>(shape.lora_adapters);
   const std::size_t slot_floats =
       static_cast<std::size_t>(shape.max_rank) * static_cast<std::size_t>(shape.lora_rows);
   const auto shrink = [&](std::size_t layer, std::initializer_list<LoraModule> modules,
@@ -1001,9 +1017,8 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
       FGNET_TRY(mm.MatMulMany(h, c, hidden, qkv, &epilogue));
     } else {
       FGNET_TRY(products(h, c, hidden, {{&w.q, q}, {&w.k, k}, {&w.v, v}}, {q_dim, kv_dim, kv_dim}));
-      FGNET_TRY(apply_lora(l, LoraModule::kQ, h, hidden, hidden, q, q_dim));
-      FGNET_TRY(apply_lora(l, LoraModule::kK, h, hidden, hidden, k, kv_dim));
-      FGNET_TRY(apply_lora(l, LoraModule::kV, h, hidden, hidden, v, kv_dim));
+      FGNET_TRY(apply_lora_many(l, {LoraModule::kQ, LoraModule::kK, LoraModule::kV}, h, hidden,
+                                {{q, q_dim, q_dim}, {k, kv_dim, kv_dim}, {v, kv_dim, kv_dim}}));
     }
     FGNET_TRY(cuda::QKNormRopeWriteKV(q, k, v, pass[group], paged, attention[r].heads,
                                       attention[r].kv_heads, attention[r].head_dim, w.q_norm,
@@ -1029,8 +1044,9 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
       // The products, adapters' updates to them, then the GeGLU.
       FGNET_TRY(
           products(h, c, hidden, {{&w.gate, gate}, {&w.up, up}}, {intermediate, intermediate}));
-      FGNET_TRY(apply_lora(l, LoraModule::kGate, h, hidden, hidden, gate, intermediate));
-      FGNET_TRY(apply_lora(l, LoraModule::kUp, h, hidden, hidden, up, intermediate));
+      FGNET_TRY(
+          apply_lora_many(l, {LoraModule::kGate, LoraModule::kUp}, h, hidden,
+                          {{gate, intermediate, intermediate}, {up, intermediate, intermediate}}));
       FGNET_TRY(cuda::GeluTanhMul(gate, up, c * intermediate, gate, stream));
     } else {
       FGNET_TRY(mm.MatMulGeGLU(h, c, hidden, w.gate.bf16, w.up.bf16, intermediate, gate, up));

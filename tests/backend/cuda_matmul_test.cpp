@@ -552,7 +552,8 @@ TEST_F(CudaMatMulTest, LoraApplyMatchesTheReference) {
 }
 
 // The adapters' updates in the GEMV epilogue (one LoraShrink of the sites sharing x, then the
-// fused products with a LoraEpilogue) against the products followed by LoraApply per site: the
+// fused products with a LoraEpilogue), and by one LoraShrink and one LoraExpand of several sites,
+// against the products followed by LoraApply per site: the
 // same bits for rows with one adapter, within rounding for the row that mixes two (whose separate
 // updates are added atomically in no fixed order). Three adapters of ranks 16, 4 and 2 (the second
 // leaves the k site alone), the last row with none; q/k/v through MatMulMany, gate/up through
@@ -667,6 +668,26 @@ TEST_F(CudaMatMulTest, LoraEpilogueEqualsTheSeparateUpdates) {
     };
     for (std::size_t i = 0; i < 3; ++i) {
       compare(Download(fused[i]), Download(separate[i]), qkv[i], 0.0f, "q/k/v");
+    }
+    // The same three sites' updates by one LoraShrink and one LoraExpand after plain products.
+    std::vector<DeviceBuffer<float>> grouped;
+    std::vector<MatMulContext::MatMulOutput> grouped_out;
+    std::vector<LoraExpandSite> expand_sites;
+    for (std::size_t i = 0; i < 3; ++i) {
+      grouped.push_back(nan(rows * qkv[i]));
+      grouped_out.push_back({d_w[i].data(), qkv[i], grouped.back().data()});
+      expand_sites.push_back({grouped.back().data(), qkv[i], qkv[i]});
+    }
+    ASSERT_TRUE(ctx_->MatMulMany(d_x.data(), rows, in, grouped_out).ok());
+    DeviceBuffer<float> d_ws3 = nan(3 * slot);
+    ASSERT_TRUE(LoraShrink(d_x.data(), in, in, d_groups.data(), 9, 3, max_rank, d_rows.data(),
+                           total, d_ws3.data())
+                    .ok());
+    ASSERT_TRUE(LoraExpand(expand_sites, d_groups.data(), 3, max_rank, d_rows.data(),
+                           d_scale.data(), total, d_ws3.data())
+                    .ok());
+    for (std::size_t i = 0; i < 3; ++i) {
+      compare(Download(grouped[i]), Download(separate[i]), qkv[i], 0.0f, "q/k/v grouped");
     }
 
     // gate/up, and the GeGLU.

@@ -371,6 +371,7 @@ __global__ void ToBF16Kernel(const float* __restrict__ x, std::size_t n,
 // [1, max_rank], a range outside [0, total_rows)) are skipped on the device: callers check them.
 
 constexpr int kLoraRows = 8;         // rows of one group per block
+constexpr int kMaxLoraSites = 4;     // sites one LoraShrink / LoraExpand launch takes
 constexpr int kShrinkWarps = 8;      // rank rows per shrink block (one per warp)
 constexpr int kExpandThreads = 256;  // outputs per expand block (one per thread)
 
@@ -472,15 +473,28 @@ __global__ void __launch_bounds__(kShrinkWarps * 32)
 // (t staged in shared memory) and adds row_scale[i] times it to y[row, o], atomically since a row
 // may be in several groups (whose updates then add up in no fixed order: the last bits of such a
 // row may differ between runs; a row in one group gets one add and is reproducible).
+// The outputs of the expands of several sites in one launch (run s of groups_per_slot groups
+// updates site s's y, reading slot s of t).
+struct ExpandSites {
+  float* y[kMaxLoraSites];
+  std::size_t ldy[kMaxLoraSites];
+  int out[kMaxLoraSites];
+};
+
 __global__ void __launch_bounds__(kExpandThreads)
-    LoraExpandKernel(float* __restrict__ y, std::size_t ldy, int out,
-                     const LoraGroup* __restrict__ groups, int max_rank,
+    LoraExpandKernel(const ExpandSites sites, const LoraGroup* __restrict__ groups, int max_rank,
                      const std::int32_t* __restrict__ row_index,
-                     const float* __restrict__ row_scale, int total_rows,
+                     const float* __restrict__ row_scale, int total_rows, int groups_per_slot,
                      const float* __restrict__ t) {
   extern __shared__ float ts[];  // [kLoraRows, max_rank]
   const LoraGroup g = groups[blockIdx.z];
   if (!ValidGroup(g, max_rank, total_rows)) return;
+  const int site = static_cast<int>(blockIdx.z) / groups_per_slot;
+  float* const y = sites.y[site];
+  const std::size_t ldy = sites.ldy[site];
+  const int out = sites.out[site];
+  t += static_cast<std::size_t>(site) * total_rows * max_rank;
+  if (static_cast<int>(blockIdx.x) * kExpandThreads >= out) return;
   const int b0 = static_cast<int>(blockIdx.y) * kLoraRows;
   if (b0 >= g.count) return;
   const int nb = min(kLoraRows, g.count - b0);
@@ -544,6 +558,27 @@ Status LaunchShrink(const float* x, std::size_t ldx, std::size_t in, const LoraG
   Launch(LoraShrinkKernel, grid, kShrinkWarps * 32, 0, stream, DependentLaunchSupported(), x, ldx,
          static_cast<int>(in), groups, max_rank, row_index, total_rows, groups_per_slot, workspace);
   return CudaLastError("cuda::LoraApply (shrink kernel)");
+}
+
+Status LaunchExpand(std::span<const LoraExpandSite> sites, const LoraGroup* groups,
+                    std::int32_t num_groups, std::int32_t groups_per_slot, std::int32_t max_rank,
+                    const std::int32_t* row_index, const float* row_scale, std::int32_t total_rows,
+                    const float* workspace, Stream stream) {
+  ExpandSites e{};
+  std::size_t most = 0;
+  for (std::size_t i = 0; i < sites.size(); ++i) {
+    e.y[i] = sites[i].y;
+    e.ldy[i] = sites[i].ldy;
+    e.out[i] = static_cast<int>(sites[i].out);
+    most = std::max(most, sites[i].out);
+  }
+  const dim3 grid(static_cast<unsigned>((most + kExpandThreads - 1) / kExpandThreads),
+                  static_cast<unsigned>((total_rows + kLoraRows - 1) / kLoraRows),
+                  static_cast<unsigned>(num_groups));
+  const std::size_t smem = static_cast<std::size_t>(kLoraRows) * max_rank * sizeof(float);
+  LoraExpandKernel<<<grid, kExpandThreads, smem, stream>>>(
+      e, groups, max_rank, row_index, row_scale, total_rows, groups_per_slot, workspace);
+  return CudaLastError("cuda::LoraApply (expand kernel)");
 }
 
 }  // namespace
@@ -709,15 +744,11 @@ Status LoraApply(const float* x, std::size_t ldx, std::size_t in, float* y, std:
   if (in > kMaxDim || out > kMaxDim) {
     return MakeError("cuda::LoraApply: sizes in ", in, ", out ", out, " are too large");
   }
-  const auto row_chunks = static_cast<unsigned>((total_rows + kLoraRows - 1) / kLoraRows);
   FGNET_TRY(LaunchShrink(x, ldx, in, groups, num_groups, num_groups, max_rank, row_index,
                          total_rows, workspace, stream));
-  const dim3 expand_grid(static_cast<unsigned>((out + kExpandThreads - 1) / kExpandThreads),
-                         row_chunks, static_cast<unsigned>(num_groups));
-  const std::size_t smem = static_cast<std::size_t>(kLoraRows) * max_rank * sizeof(float);
-  LoraExpandKernel<<<expand_grid, kExpandThreads, smem, stream>>>(
-      y, ldy, static_cast<int>(out), groups, max_rank, row_index, row_scale, total_rows, workspace);
-  return CudaLastError("cuda::LoraApply (expand kernel)");
+  const LoraExpandSite site{y, ldy, out};
+  return LaunchExpand(std::span(&site, 1), groups, num_groups, num_groups, max_rank, row_index,
+                      row_scale, total_rows, workspace, stream);
 }
 
 Status LoraShrink(const float* x, std::size_t ldx, std::size_t in, const LoraGroup* groups,
@@ -731,6 +762,25 @@ Status LoraShrink(const float* x, std::size_t ldx, std::size_t in, const LoraGro
   }
   if (in > kMaxDim) return MakeError("cuda::LoraShrink: the input size ", in, " is too large");
   return LaunchShrink(x, ldx, in, groups, num_groups, groups_per_slot, max_rank, row_index,
+                      total_rows, workspace, stream);
+}
+
+Status LoraExpand(std::span<const LoraExpandSite> sites, const LoraGroup* groups,
+                  std::int32_t groups_per_slot, std::int32_t max_rank,
+                  const std::int32_t* row_index, const float* row_scale, std::int32_t total_rows,
+                  const float* workspace, Stream stream) {
+  if (sites.empty() || total_rows <= 0 || groups_per_slot <= 0) return Ok();
+  if (sites.size() > static_cast<std::size_t>(kMaxLoraSites)) {
+    return MakeError("cuda::LoraExpand: ", sites.size(), " sites exceed ", kMaxLoraSites);
+  }
+  const auto num_groups = static_cast<std::int32_t>(sites.size()) * groups_per_slot;
+  FGNET_TRY(CheckLoraSizes("cuda::LoraExpand", num_groups, max_rank, total_rows));
+  for (const LoraExpandSite& site : sites) {
+    if (site.out > kMaxDim) {
+      return MakeError("cuda::LoraExpand: the output size ", site.out, " is too large");
+    }
+  }
+  return LaunchExpand(sites, groups, num_groups, groups_per_slot, max_rank, row_index, row_scale,
                       total_rows, workspace, stream);
 }
 

@@ -162,4 +162,18 @@ Status LoraShrink(const float* x, std::size_t ldx, std::size_t in, const LoraGro
                   const std::int32_t* row_index, std::int32_t total_rows, float* workspace,
                   Stream stream = nullptr);
 
+// The expands of several sites that share their groups' rows (q/k/v; gate/up) in one launch, after
+// a LoraShrink of the same runs of groups: run s of groups_per_slot groups adds
+// scale * B t (t from slot s of `workspace`) to sites[s].y, as LoraApply's expand does. At most 4
+// sites.
+struct LoraExpandSite {
+  float* y;
+  std::size_t ldy;
+  std::size_t out;
+};
+Status LoraExpand(std::span<const LoraExpandSite> sites, const LoraGroup* groups,
+                  std::int32_t groups_per_slot, std::int32_t max_rank,
+                  const std::int32_t* row_index, const float* row_scale, std::int32_t total_rows,
+                  const float* workspace, Stream stream = nullptr);
+
 }  // namespace fgnet::cuda
