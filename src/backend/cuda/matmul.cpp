@@ -18,7 +18,7 @@ static_assert(MatMulContext::kMaxSmallGemvRows == internal::kGemvMaxRows);
 static_assert(MatMulContext::kMaxOutputs == internal::kGemvMaxOutputs);
 static_assert(std::size(LoraEpilogue{}.sites) == MatMulContext::kMaxOutputs);
 
-constexpr std::size_t kCublasWorkspaceBytes = std::size_t{32} << 20;
+constexpr std::size_t kCublasWorkspaceBytes = std::size_t{8} << 20;
 // Floats of quantized weights dequantized at once on the many-row path.
 constexpr std::size_t kDequantFloats = std::size_t{8} << 20;
 
