@@ -242,8 +242,10 @@ struct PassShape {
   }
 };
 
-// Decode passes of at most this many rows run as CUDA graphs.
+// Decode passes of at most this many rows run as CUDA graphs, and so do passes of several tokens
+// of a sequence (a prompt's short remainder after a cached prefix) of at most kMaxGraphChunkRows.
 constexpr std::int32_t kMaxGraphRows = 256;
+constexpr std::int32_t kMaxGraphChunkRows = 64;
 // Graph passes round the longest position up to a multiple of this, so that one graph serves
 // many steps (attention treats the extra keys as masked).
 constexpr std::int32_t kGraphPositionStep = 256;
@@ -618,7 +620,7 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
     }
   }
   shape.logit_rows = static_cast<std::int32_t>(logit_rows.size());
-  const bool graph = use_graphs && decode && shape.rows <= kMaxGraphRows &&
+  const bool graph = use_graphs && shape.rows <= (decode ? kMaxGraphRows : kMaxGraphChunkRows) &&
                      shape.logit_rows <= static_cast<std::int32_t>(kLogitRows);
   if (graph) {
     shape.max_pos = (shape.max_pos / kGraphPositionStep + 1) * kGraphPositionStep - 1;

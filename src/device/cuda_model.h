@@ -8,15 +8,18 @@
 // writes its fresh keys into their blocks and attends over the blocks, so prefix sharing and
 // copy-on-write work as on the CPU. Activations are f32. LoRA adapters are uploaded on first use
 // (f32, the module scale folded into B) and stay resident; a pass applies every adapter's rows at
-// every site with the grouped shrink/expand kernels. Logits of the rows that want them are copied
-// to the host; greedy rows (LogitsMode::kArgmax) send only their ids.
+// every site with the grouped shrink/expand kernels, or, in passes of up to 16 rows on BF16
+// weights, with one shrink per input and the expand in the products' epilogue. Logits of the rows
+// that want them are copied to the host; greedy rows (LogitsMode::kArgmax) send only their ids,
+// top-k rows (kTop) their 64 largest logits, both after the step's LogitsFilter.
 //
-// Decode passes (one token per sequence, up to 256 sequences) run as CUDA graphs: the pass's
-// description (ids, positions, block tables, adapter rows) is uploaded to fixed addresses, and
-// the whole forward, from the embedding gather to the argmax and its copy to the host, replays
-// as one graph launch per step. A graph is captured the second time a pass shape (rows,
-// positions rounded up to 256, adapter groups per site) is seen, and recaptured when a buffer it
-// uses has moved. FGNET_CUDA_GRAPHS=0 turns graphs off.
+// Decode passes (one token per sequence, up to 256 sequences) and passes of at most 64 rows (a
+// prompt's remainder after a cached prefix) run as CUDA graphs: the pass's description (ids,
+// positions, block tables, adapter rows, filters) is uploaded to fixed addresses, and the whole
+// forward, from the embedding gather to the argmax and its copy to the host, replays as one graph
+// launch. A graph is captured the second time a pass shape (rows, sequences, positions rounded up
+// to 256, logit modes, adapter groups per site) is seen, and recaptured when a buffer it uses has
+// moved. FGNET_CUDA_GRAPHS=0 turns graphs off.
 //
 // Against the CPU backend the results differ by floating-point order and by the two-term BF16
 // split of activations on the cuBLAS path (backend/cuda/matmul.h): within 1e-3 of the logit scale
