@@ -996,6 +996,21 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     return Ok();
   };
 
+  // y = in W^T with the adapters' updates at (layer, module): in the product's epilogue, or by
+  // LoraApply after it.
+  const auto adapted_product = [&](std::size_t layer, LoraModule module, const float* in,
+                                   std::size_t in_dim, const DeviceMatrix& w, std::size_t out_dim,
+                                   float* y) -> Status {
+    if (shape.lora_epilogue) {
+      cuda::LoraEpilogue epilogue;
+      FGNET_TRY(shrink(layer, {module}, in, in_dim, &epilogue));
+      const cuda::MatMulContext::MatMulOutput out[] = {{w.bf16, out_dim, y}};
+      return mm.MatMulMany(in, c, in_dim, out, &epilogue);
+    }
+    FGNET_TRY(product(in, c, in_dim, w, out_dim, y));
+    return apply_lora(layer, module, in, in_dim, in_dim, y, out_dim);
+  };
+
   const std::int32_t* ids = staging.as<std::int32_t>(sl.ids);
   if (embed.quantized()) {
     FGNET_TRY(cuda::EmbedRowsQuant(embed.quant, ids, c, embed_scale, x, stream));
@@ -1027,14 +1042,7 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
                                       w.k_norm, eps, inv_freq[r], stream));
     FGNET_TRY(cuda::PagedAttention(q, pass[group], paged, attention[r], attn,
                                    attention_ws.as<float>(), stream));
-    if (shape.lora_epilogue) {
-      FGNET_TRY(shrink(l, {LoraModule::kO}, attn, q_dim, &epilogue));
-      const cuda::MatMulContext::MatMulOutput out[] = {{w.o.bf16, hidden, o}};
-      FGNET_TRY(mm.MatMulMany(attn, c, q_dim, out, &epilogue));
-    } else {
-      FGNET_TRY(product(attn, c, q_dim, w.o, hidden, o));
-      FGNET_TRY(apply_lora(l, LoraModule::kO, attn, q_dim, q_dim, o, hidden));
-    }
+    FGNET_TRY(adapted_product(l, LoraModule::kO, attn, q_dim, w.o, hidden, o));
     FGNET_TRY(cuda::RMSNormAddToNorm(o, c, hidden, w.post_attention_norm, eps, x,
                                      w.pre_feedforward_norm, h, stream));
     if (shape.lora_epilogue) {
@@ -1053,14 +1061,7 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     } else {
       FGNET_TRY(mm.MatMulGeGLU(h, c, hidden, w.gate.bf16, w.up.bf16, intermediate, gate, up));
     }
-    if (shape.lora_epilogue) {
-      FGNET_TRY(shrink(l, {LoraModule::kDown}, gate, intermediate, &epilogue));
-      const cuda::MatMulContext::MatMulOutput out[] = {{w.down.bf16, hidden, o}};
-      FGNET_TRY(mm.MatMulMany(gate, c, intermediate, out, &epilogue));
-    } else {
-      FGNET_TRY(product(gate, c, intermediate, w.down, hidden, o));
-      FGNET_TRY(apply_lora(l, LoraModule::kDown, gate, intermediate, intermediate, o, hidden));
-    }
+    FGNET_TRY(adapted_product(l, LoraModule::kDown, gate, intermediate, w.down, hidden, o));
     if (l + 1 < layers.size()) {
       FGNET_TRY(cuda::RMSNormAddToNorm(o, c, hidden, w.post_feedforward_norm, eps, x,
                                        layers[l + 1].input_norm, h, stream));

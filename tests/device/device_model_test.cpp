@@ -430,44 +430,22 @@ TEST_F(CudaModelTest, MatchesTransformersOnTheParityFixture) {
   }
 }
 
-// A sampled step's largest logits come from the GPU (LogitsMode::kTop): they are exactly the top
-// of the logits the same pass computes for an identical row (a forked sequence fed the same token).
-TEST_F(CudaModelTest, TopLogitsAreTheTopOfTheRow) {
-  const Gemma3Config config = SmallConfig(4, 1, 32);
-  const testing::RandomCheckpoint ckpt(config, DType::kBF16, 13);
-  auto [cpu, gpu] = Both(ckpt);
-  gpu->NewSequence();
-  const std::vector<std::vector<AdapterUse>> one(1);
-  gpu->Step({testing::RandomTokens(9, config.vocab_size, 3)}, one);
-  gpu->seqs.push_back(std::make_unique<kv::PagedSequence>(gpu->seqs[0]->Fork()));
-  for (int t = 0; t < 4; ++t) {  // several steps: the later ones replay a graph
-    const std::vector<std::int32_t> token = {static_cast<std::int32_t>(5 + t)};
-    std::vector<float> full, fallback;
-    std::vector<TopLogit> top;
-    std::int32_t unused = -1;
-    ASSERT_TRUE(gpu->seqs[0]->Reserve(1) && gpu->seqs[1]->Reserve(1));
-    SequenceStep steps[2] = {{token, gpu->seqs[0].get(), LogitsMode::kLast, &full, {}, &unused},
-                             {token, gpu->seqs[1].get(), LogitsMode::kTop, &fallback, {}, &unused}};
-    steps[1].top = &top;
-    steps[1].top_k = 40;
-    steps[1].top_temperature = 0.8f;
-    const Status s = gpu->model->ForwardBatch(steps, gpu->threads, gpu->scratch);
-    ASSERT_TRUE(s.ok()) << s.error().message();
-    std::vector<TopLogit> want;
-    SelectTopLogits(full, &want);
-    ASSERT_TRUE(TopIsComplete(want, 40, 0.8f));
-    ASSERT_EQ(top.size(), want.size()) << "step " << t;
-    for (std::size_t k = 0; k < want.size(); ++k) {
-      EXPECT_EQ(top[k].id, want[k].id) << "step " << t << " rank " << k;
-      EXPECT_EQ(top[k].logit, want[k].logit) << "step " << t << " rank " << k;
-    }
+// A kTop result (top-k 40 at temperature 0.8) against the top of the row it was selected from.
+void ExpectTopOfRow(const std::vector<TopLogit>& top, const std::vector<float>& row, int step) {
+  std::vector<TopLogit> want;
+  SelectTopLogits(row, &want);
+  ASSERT_TRUE(TopIsComplete(want, 40, 0.8f));
+  ASSERT_EQ(top.size(), want.size()) << "step " << step;
+  for (std::size_t k = 0; k < want.size(); ++k) {
+    EXPECT_EQ(top[k].id, want[k].id) << "step " << step << " rank " << k;
+    EXPECT_EQ(top[k].logit, want[k].logit) << "step " << step << " rank " << k;
   }
-  (void)cpu;
 }
 
-// Greedy and top-k steps under a LogitsFilter (a grammar's bitset, a repetition penalty) select
-// from the filtered row on the GPU: exactly what the host makes of an identical row's logits.
-TEST_F(CudaModelTest, FilteredSelectionIsTheSelectionOfTheFilteredRow) {
+// Greedy (LogitsMode::kArgmax) and top-k (kTop) steps select on the GPU, every other step under a
+// LogitsFilter (a grammar's bitset, a repetition penalty): exactly what the host makes of the
+// logits of an identical row (a forked sequence fed the same token in the same pass).
+TEST_F(CudaModelTest, SelectionOnTheGpuIsTheHostsSelectionOfTheRow) {
   const Gemma3Config config = SmallConfig(4, 1, 32);
   const testing::RandomCheckpoint ckpt(config, DType::kBF16, 17);
   auto [cpu, gpu] = Both(ckpt);
@@ -479,14 +457,16 @@ TEST_F(CudaModelTest, FilteredSelectionIsTheSelectionOfTheFilteredRow) {
   std::mt19937_64 rng(3);
   std::vector<std::uint64_t> allowed(LogitsFilterWords(config.vocab_size));
   std::vector<std::int32_t> seen;
-  for (int t = 0; t < 6; ++t) {  // several steps: the later ones replay a graph
+  for (int t = 0; t < 8; ++t) {  // several steps: the later ones replay graphs
     for (std::uint64_t& w : allowed) w = rng() | rng();  // three quarters of the tokens
     seen.push_back(
         static_cast<std::int32_t>(rng() % static_cast<std::uint64_t>(config.vocab_size)));
     LogitsFilter filter;
-    filter.allowed = allowed;
-    filter.penalized = seen;
-    filter.repetition_penalty = 1.5f;
+    if (t % 2 == 1) {
+      filter.allowed = allowed;
+      filter.penalized = seen;
+      filter.repetition_penalty = 1.5f;
+    }
     const std::vector<std::int32_t> token = {static_cast<std::int32_t>(5 + t)};
     std::vector<float> full, fallback;
     std::vector<TopLogit> top;
@@ -504,14 +484,7 @@ TEST_F(CudaModelTest, FilteredSelectionIsTheSelectionOfTheFilteredRow) {
     ASSERT_TRUE(s.ok()) << s.error().message();
     ApplyLogitsFilter(full, filter);
     EXPECT_EQ(greedy, Argmax(full)) << "step " << t;
-    std::vector<TopLogit> want;
-    SelectTopLogits(full, &want);
-    ASSERT_TRUE(TopIsComplete(want, 40, 0.8f));
-    ASSERT_EQ(top.size(), want.size()) << "step " << t;
-    for (std::size_t k = 0; k < want.size(); ++k) {
-      EXPECT_EQ(top[k].id, want[k].id) << "step " << t << " rank " << k;
-      EXPECT_EQ(top[k].logit, want[k].logit) << "step " << t << " rank " << k;
-    }
+    ExpectTopOfRow(top, full, t);
   }
   (void)cpu;
 }

@@ -107,16 +107,26 @@ __device__ bool Better(float v, int i, float best_v, int best_i) {
   return v > best_v || (v == best_v && i < best_i && best_i >= 0);
 }
 
-// The block's best (value, index) of the pairs its threads hold; thread 0 gets it.
-__device__ void BlockBest(float& best_v, int& best_i) {
+// Keeps (v, i) as the best when it ranks before it; index -1 holds nothing.
+__device__ void KeepBetter(float v, int i, float& best_v, int& best_i) {
+  if (i >= 0 && (best_i < 0 || Better(v, i, best_v, best_i))) {
+    best_v = v;
+    best_i = i;
+  }
+}
+
+// The warp's best (value, index) of the pairs its lanes hold; every lane gets it.
+__device__ void WarpBest(float& best_v, int& best_i) {
   for (int offset = 16; offset > 0; offset /= 2) {
     const float v = __shfl_xor_sync(0xffffffffu, best_v, offset);
     const int i = __shfl_xor_sync(0xffffffffu, best_i, offset);
-    if (i >= 0 && (best_i < 0 || Better(v, i, best_v, best_i))) {
-      best_v = v;
-      best_i = i;
-    }
+    KeepBetter(v, i, best_v, best_i);
   }
+}
+
+// The block's best (value, index) of the pairs its threads hold; thread 0 gets it.
+__device__ void BlockBest(float& best_v, int& best_i) {
+  WarpBest(best_v, best_i);
   __shared__ float values[kThreads / 32];
   __shared__ int indices[kThreads / 32];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -126,12 +136,7 @@ __device__ void BlockBest(float& best_v, int& best_i) {
   }
   __syncthreads();
   if (threadIdx.x == 0) {
-    for (int w = 1; w < kThreads / 32; ++w) {
-      if (indices[w] >= 0 && (best_i < 0 || Better(values[w], indices[w], best_v, best_i))) {
-        best_v = values[w];
-        best_i = indices[w];
-      }
-    }
+    for (int w = 1; w < kThreads / 32; ++w) KeepBetter(values[w], indices[w], best_v, best_i);
   }
 }
 
@@ -169,21 +174,9 @@ __global__ void ArgmaxCombineKernel(const float* values, const std::int32_t* ind
   float best_v = -INFINITY;
   int best_i = -1;
   for (int c = threadIdx.x; c < chunks; c += 32) {
-    const int i = indices[first + c];
-    const float v = values[first + c];
-    if (i >= 0 && (best_i < 0 || Better(v, i, best_v, best_i))) {
-      best_v = v;
-      best_i = i;
-    }
+    KeepBetter(values[first + c], indices[first + c], best_v, best_i);
   }
-  for (int offset = 16; offset > 0; offset /= 2) {
-    const float v = __shfl_xor_sync(0xffffffffu, best_v, offset);
-    const int i = __shfl_xor_sync(0xffffffffu, best_i, offset);
-    if (i >= 0 && (best_i < 0 || Better(v, i, best_v, best_i))) {
-      best_v = v;
-      best_i = i;
-    }
-  }
+  WarpBest(best_v, best_i);
   if (threadIdx.x == 0) out[blockIdx.x] = best_i;
 }
 
