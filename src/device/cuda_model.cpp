@@ -17,50 +17,29 @@
 #include <utility>
 #include <vector>
 
-#include "backend/cuda/attention.h"
-#include "backend/cuda/device.h"
-#include "backend/cuda/matmul.h"
-#include "backend/cuda/ops.h"
-#include "device/cuda_weights.h"
-#include "kv/paged_sequence.h"
+#include "device/cuda_model_impl.h"
 #include "model/gemma3_model.h"
-#include "tensor/dtype.h"
 
 namespace fgnet {
+
+using cuda_model_internal::AlignUp;
+using cuda_model_internal::DeviceAdapter;
+using cuda_model_internal::GraphEntry;
+using cuda_model_internal::HostLoraGroup;
+using cuda_model_internal::kGraphPositionStep;
+using cuda_model_internal::kLogitRows;
+using cuda_model_internal::kMaxGraphChunkRows;
+using cuda_model_internal::kMaxGraphRows;
+using cuda_model_internal::kMaxGraphs;
+using cuda_model_internal::kMaxPassRows;
+using cuda_model_internal::kMaxResidentAdapters;
+using cuda_model_internal::LogitDest;
+using cuda_model_internal::LogitsLayout;
+using cuda_model_internal::PassShape;
+using cuda_model_internal::StagingLayout;
+using cuda_model_internal::StreamState;
+
 namespace {
-
-// Rows of one pass: a 2,048-token prompt runs as one pass (about 34 KB of activations per row for
-// the 270M shapes).
-constexpr std::size_t kMaxPassRows = 2048;
-// Rows whose logits are computed at once ([rows, vocab] f32 on the GPU and in pinned memory).
-constexpr std::size_t kLogitRows = 64;
-// Adapters kept resident beyond those of the current pass (least recently used go first).
-constexpr std::size_t kMaxResidentAdapters = 256;
-
-// The stream every call of one model runs on, and a CUDA error from work queued outside a forward
-// (block copies of the KV pool), reported by the next forward.
-struct StreamState {
-  int device = 0;
-  cudaStream_t stream = nullptr;
-  std::mutex mu;
-  Status deferred = Ok();
-
-  ~StreamState() {
-    if (stream != nullptr) {
-      cudaSetDevice(device);
-      cudaStreamDestroy(stream);
-    }
-  }
-  void Record(Status s) {
-    if (s.ok()) return;
-    std::lock_guard lock(mu);
-    if (deferred.ok()) deferred = std::move(s);
-  }
-  Status Take() {
-    std::lock_guard lock(mu);
-    return std::exchange(deferred, Ok());
-  }
-};
 
 // KV blocks in GPU memory. Copies are queued on the model's stream, so they are ordered before the
 // next forward that reads the blocks.
@@ -88,264 +67,7 @@ class CudaKVMemory final : public Memory {
   std::shared_ptr<StreamState> state_;
 };
 
-// Device memory that only grows (contents are not kept when it does): exactly to the first size
-// asked, then by a quarter more than asked, so that passes growing step by step reallocate
-// rarely. `moves` counts the reallocations of every buffer that shares it, so that stale CUDA
-// graphs are recognised.
-class Scratch {
- public:
-  Status Reserve(std::size_t bytes, std::uint64_t* moves) {
-    if (memory_.bytes() >= bytes) return Ok();
-    const std::size_t want = memory_.bytes() == 0 ? bytes : bytes + bytes / 4;
-    memory_ = cuda::DeviceMemory();
-    FGNET_ASSIGN_OR_RETURN(memory_, cuda::DeviceMemory::Allocate(want));
-    ++*moves;
-    return Ok();
-  }
-  template <typename T>
-  T* as(std::size_t byte_offset = 0) const {
-    return reinterpret_cast<T*>(static_cast<char*>(memory_.data()) + byte_offset);
-  }
-  std::size_t bytes() const { return memory_.bytes(); }
-
- private:
-  cuda::DeviceMemory memory_;
-};
-
-// Page-locked host memory that only grows.
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-  ~PinnedBuffer() {
-    if (data_ != nullptr) cudaFreeHost(data_);
-  }
-  Status Reserve(std::size_t bytes, std::uint64_t* moves) {
-    if (bytes_ >= bytes) return Ok();
-    if (data_ != nullptr) cudaFreeHost(data_);
-    data_ = nullptr;
-    bytes_ = 0;
-    const std::size_t want = bytes + bytes / 4;
-    FGNET_TRY(cuda::CudaCheck(cudaMallocHost(&data_, want), "cudaMallocHost"));
-    bytes_ = want;
-    ++*moves;
-    return Ok();
-  }
-  template <typename T>
-  T* as(std::size_t byte_offset = 0) const {
-    return reinterpret_cast<T*>(static_cast<char*>(data_) + byte_offset);
-  }
-
- private:
-  void* data_ = nullptr;
-  std::size_t bytes_ = 0;
-};
-
-// One adapter on the GPU: A and B (module scale folded into B) per layer and module.
-struct DeviceAdapter {
-  cuda::DeviceMemory memory;
-  struct Module {
-    const float* a = nullptr;
-    const float* b = nullptr;
-    std::int32_t rank = 0;
-  };
-  std::vector<std::array<Module, kNumLoraModules>> layers;
-  std::size_t bytes = 0;
-};
-
-std::size_t AlignUp(std::size_t n, std::size_t a = 256) { return (n + a - 1) / a * a; }
-
-// The arrays describing a pass, at fixed offsets of the staging buffer (pinned on the host, and
-// on the device) for given capacities, so that their addresses stay the same from pass to pass
-// (CUDA graphs capture them) until a pass needs more room.
-struct StagingLayout {
-  struct Sizes {
-    std::size_t rows = 0, seqs = 0, tables = 0, lora_rows = 0, lora_groups = 0, row_entries = 0;
-    std::size_t filter_words = 0, penalized = 0;  // allowed-token words and penalised ids
-  };
-  Sizes capacity;
-  std::size_t ids = 0, row_pos = 0, row_seq = 0, logit_rows = 0, filters = 0, seq_table = 0,
-              lora_rows_at = 0, lora_scales = 0, lora_groups_at = 0, row_entries_at = 0,
-              entry_adapter_at = 0, tables_at = 0, words_at = 0, penalized_at = 0, total = 0;
-
-  bool Holds(const Sizes& n) const {
-    const Sizes& c = capacity;
-    return n.rows <= c.rows && n.seqs <= c.seqs && n.tables <= c.tables &&
-           n.lora_rows <= c.lora_rows && n.lora_groups <= c.lora_groups &&
-           n.row_entries <= c.row_entries && n.filter_words <= c.filter_words &&
-           n.penalized <= c.penalized;
-  }
-  // Room for `n` and for twice the variable-length arrays, at least what `old` had.
-  static StagingLayout For(const Sizes& n, const Sizes& old, std::size_t groups) {
-    StagingLayout l;
-    Sizes& c = l.capacity;
-    c.rows = std::max(n.rows, old.rows);
-    c.seqs = std::max(n.seqs, old.seqs);
-    c.tables = std::max(n.tables * 2, old.tables);
-    c.lora_rows = std::max(n.lora_rows * 2, old.lora_rows);
-    c.lora_groups = std::max(n.lora_groups * 2, old.lora_groups);
-    c.row_entries = std::max(n.row_entries * 2, old.row_entries);
-    c.filter_words = std::max(n.filter_words, old.filter_words);
-    c.penalized = std::max(n.penalized * 2, old.penalized);
-    std::size_t at = 0;
-    const auto place = [&at](std::size_t bytes) {
-      const std::size_t here = at;
-      at = AlignUp(at + bytes);
-      return here;
-    };
-    l.ids = place(c.rows * 4);
-    l.row_pos = place(c.rows * 4);
-    l.row_seq = place(c.rows * 4);
-    l.logit_rows = place(c.rows * 4);
-    l.filters = place(c.rows * sizeof(cuda::RowFilter));
-    l.seq_table = place(groups * c.seqs * 4);
-    l.lora_rows_at = place(c.lora_rows * 4);
-    l.lora_scales = place(c.lora_rows * 4);
-    l.lora_groups_at = place(c.lora_groups * sizeof(cuda::LoraGroup));
-    l.row_entries_at = place(c.row_entries * 4);
-    l.entry_adapter_at = place(c.lora_rows * 4);
-    l.tables_at = place(c.tables * 4);
-    l.words_at = place(c.filter_words * 8);
-    l.penalized_at = place(c.penalized * 4);
-    l.total = at;
-    return l;
-  }
-};
-
-// What the kernels of a pass depend on besides the contents of the staging buffer: passes of
-// equal shapes launch identical kernels, so a CUDA graph captured for one replays the other.
-struct PassShape {
-  std::int32_t rows = 0, seqs = 0, max_pos = 0;
-  std::int32_t logit_rows = 0;
-  bool argmax = false, full = false, top = false;  // some logit row wants its argmax / its
-                                                   // logits / its largest logits
-  bool filter = false;                             // some logit row has a LogitsFilter
-  std::int32_t lora_rows = 0, max_rank = 0;
-  std::vector<std::int32_t> site_first, site_count, site_rank;  // per (layer, module); empty
-                                                                // without adapters
-  std::int32_t lora_adapters = 0;  // adapters of the pass (groups a site)
-  bool lora_epilogue = false;      // adapters' updates in the products' epilogue
-  std::int32_t lora_per_row = 0;   // then: most adapters of one row
-
-  std::string Key() const {
-    std::string key;
-    const auto put = [&key](std::int32_t v) { key.append(reinterpret_cast<const char*>(&v), 4); };
-    for (std::int32_t v : {rows, seqs, max_pos, logit_rows, std::int32_t{argmax},
-                           std::int32_t{full}, std::int32_t{top}, std::int32_t{filter}, lora_rows,
-                           max_rank, std::int32_t{lora_epilogue}, lora_per_row}) {
-      put(v);
-    }
-    for (const auto* list : {&site_count, &site_rank})
-      for (std::int32_t v : *list) put(v);
-    return key;
-  }
-};
-
-// Decode passes of at most this many rows run as CUDA graphs, and so do passes of several tokens
-// of a sequence (a prompt's short remainder after a cached prefix) of at most kMaxGraphChunkRows.
-constexpr std::int32_t kMaxGraphRows = 256;
-constexpr std::int32_t kMaxGraphChunkRows = 64;
-// Graph passes round the longest position up to a multiple of this, so that one graph serves
-// many steps (attention treats the extra keys as masked).
-constexpr std::int32_t kGraphPositionStep = 256;
-// Graphs kept before the cache is emptied.
-constexpr std::size_t kMaxGraphs = 512;
-
-// One captured pass shape.
-struct GraphEntry {
-  cudaGraphExec_t exec = nullptr;
-  std::uint64_t generation = 0;  // of the buffers it captured
-  bool seen = false;             // ran once eagerly at that generation
-  bool failed = false;           // capture did not work: always run eagerly
-};
-
-// Where a row's logits go: a host row, only the id of its largest logit (kArgmax), or its
-// largest logits (kTop; the step's logits when those might not be enough).
-struct LogitDest {
-  float* dst;
-  std::int32_t* token;
-  const SequenceStep* select = nullptr;
-};
-
-// Byte offsets in the logits buffers (device and pinned host) for `chunk` rows: the logits, the
-// argmax ids, the largest logits and their ids, and (device only) TopRows' and ArgmaxRows'
-// workspace.
-struct LogitsLayout {
-  std::size_t ids, top_values, top_ids, workspace, total;
-  static LogitsLayout For(std::size_t chunk, std::size_t vocab) {
-    LogitsLayout l{};
-    l.ids = AlignUp(chunk * vocab * sizeof(float));
-    l.top_values = AlignUp(l.ids + chunk * sizeof(std::int32_t));
-    l.top_ids = AlignUp(l.top_values + chunk * cuda::kTopRows * sizeof(float));
-    l.workspace = AlignUp(l.top_ids + chunk * cuda::kTopRows * sizeof(std::int32_t));
-    l.total = l.workspace + std::max(cuda::TopRowsWorkspace(chunk, vocab),
-                                     cuda::ArgmaxRowsWorkspace(chunk, vocab));
-    return l;
-  }
-};
-static_assert(cuda::kTopRows == kTopLogits);
-
-// The rows of a pass one adapter applies to.
-struct HostLoraGroup {
-  const LoraAdapter* key;
-  const DeviceAdapter* adapter;
-  std::vector<std::int32_t> rows;
-  std::vector<float> scales;
-};
-
-// Host-side arrays of a pass, kept between passes so that decoding allocates nothing.
-struct HostPass {
-  std::vector<std::int32_t> ids, row_pos, row_seq, logit_rows, seq_table, tables, lora_rows,
-      row_entries, entry_adapter;
-  std::vector<float> lora_scales;
-  std::vector<cuda::RowFilter> filters;  // per logit row
-  std::vector<std::uint64_t> filter_words;
-  std::vector<std::int32_t> penalized;
-  std::vector<LogitDest> logit_dest;
-  std::vector<HostLoraGroup> lora;
-  std::vector<cuda::LoraGroup> lora_groups;
-};
-
 }  // namespace
-
-struct CudaModel::Impl : ForwardDims, DeviceWeights {
-  Gemma3Config config;
-  std::string name;
-  std::shared_ptr<StreamState> state;
-  std::int64_t window = 0;
-  cuda::AttentionShape attention[2];
-
-  // Everything below is used under `mu` by one forward at a time.
-  mutable std::mutex mu;
-  mutable std::optional<cuda::MatMulContext> matmul;
-  mutable Scratch activations, attention_ws, lora_ws, logits, staging;
-  mutable PinnedBuffer host_staging, host_logits;
-  mutable std::list<std::pair<std::string, DeviceAdapter>> adapters;  // most recent first
-  mutable std::unordered_map<std::string,
-                             std::list<std::pair<std::string, DeviceAdapter>>::iterator>
-      adapter_index;
-  mutable HostPass host;
-  mutable StagingLayout staging_layout;
-  mutable std::uint64_t moves = 0;  // reallocations of the pass buffers (stales graphs)
-  bool use_graphs = true;
-  mutable std::unordered_map<std::string, GraphEntry> graphs;
-  mutable std::uint64_t graph_launches = 0;
-
-  ~Impl() { ClearGraphs(); }
-  Result<const DeviceAdapter*> Resident(const LoraAdapter& adapter) const;
-  // Whether a pass of `rows` rows adds the adapters' updates in its products' epilogue (with one
-  // shrink launch per input instead of a shrink and an expand per site): every layer product on
-  // the BF16 GEMV path.
-  bool LoraInEpilogue(std::size_t rows) const;
-  Status RunPass(std::span<const PassSegment> segments) const;
-  // Every kernel and device-to-host copy of a pass whose description is in the staging buffer.
-  Status Enqueue(const PassShape& shape, const kv::BlockPool& pool, std::size_t c) const;
-  Status Capture(const std::function<Status()>& enqueue, cudaGraphExec_t* exec) const;
-  // Hands logit row i of the current chunk to its owner (after the stream has synchronised).
-  Status Deliver(const LogitDest& d, std::size_t i, const LogitsLayout& ll) const;
-  void ClearGraphs() const;
-};
 
 CudaModel::CudaModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
@@ -437,6 +159,12 @@ Result<std::unique_ptr<CudaModel>> CudaModel::Create(const Gemma3Config& config,
   }
   FGNET_ASSIGN_OR_RETURN(DeviceWeights uploaded, UploadWeights(c, weights, m.name));
   static_cast<DeviceWeights&>(m) = std::move(uploaded);
+  // o and down have the sizes of q and gate, transposed.
+  m.largest_layer_matrix = std::max({m.q_dim, m.kv_dim, m.intermediate}) * m.hidden;
+  for (const LayerWeights& w : m.layers) {
+    for (const DeviceMatrix* matrix : {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down})
+      m.bf16_layers = m.bf16_layers && !matrix->quantized();
+  }
   FGNET_ASSIGN_OR_RETURN(cuda::MatMulContext mm, cuda::MatMulContext::Create(m.state->stream));
   m.matmul.emplace(std::move(mm));
   return std::unique_ptr<CudaModel>(new CudaModel(std::move(impl)));
@@ -488,21 +216,6 @@ Result<const DeviceAdapter*> CudaModel::Impl::Resident(const LoraAdapter& adapte
   adapters.emplace_front(key, std::move(d));
   adapter_index[key] = adapters.begin();
   return &adapters.front().second;
-}
-
-bool CudaModel::Impl::LoraInEpilogue(std::size_t rows) const {
-  using cuda::MatMulContext;
-  for (const LayerWeights& w : layers) {
-    const std::pair<const DeviceMatrix*, std::size_t> products[] = {
-        {&w.q, q_dim * hidden},           {&w.k, kv_dim * hidden},
-        {&w.v, kv_dim * hidden},          {&w.o, hidden * q_dim},
-        {&w.gate, intermediate * hidden}, {&w.up, intermediate * hidden},
-        {&w.down, hidden * intermediate}};
-    for (const auto& [matrix, weights] : products) {
-      if (matrix->quantized() || !MatMulContext::TakesGemv(rows, weights)) return false;
-    }
-  }
-  return true;
 }
 
 Status CudaModel::ForwardBatch(std::span<const SequenceStep> steps, ThreadPool& /*pool*/,
@@ -690,7 +403,8 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
   entry_adapter.clear();
   shape.lora_epilogue = !lora.empty() && LoraInEpilogue(c);
   if (shape.lora_epilogue) {
-    std::vector<std::int32_t> per_row(c, 0);
+    std::vector<std::int32_t>& per_row = host.row_adapters;
+    per_row.assign(c, 0);
     for (std::size_t g = 0; g < lora.size(); ++g) {
       for (const std::int32_t row : lora[g].rows) {
         shape.lora_per_row = std::max(shape.lora_per_row, ++per_row[static_cast<std::size_t>(row)]);
@@ -864,263 +578,6 @@ void CudaModel::Impl::ClearGraphs() const {
     if (entry.exec != nullptr) cudaGraphExecDestroy(entry.exec);
   }
   graphs.clear();
-}
-
-Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& pool,
-                                std::size_t c) const {
-  const cudaStream_t stream = state->stream;
-  const kv::KVLayout& layout = pool.layout();
-  const auto groups = static_cast<std::size_t>(layout.num_groups());
-  const StagingLayout& sl = staging_layout;
-  float* ptr[9];
-  {
-    const std::size_t sizes[] = {c * hidden, c * hidden,       c * q_dim,
-                                 c * kv_dim, c * kv_dim,       c * q_dim,
-                                 c * hidden, c * intermediate, c * intermediate};
-    float* p = activations.as<float>();
-    for (std::size_t i = 0; i < std::size(sizes); ++i) {
-      ptr[i] = p;
-      p += AlignUp(sizes[i], 64);
-    }
-  }
-  float *x = ptr[0], *h = ptr[1], *q = ptr[2], *k = ptr[3], *v = ptr[4], *attn = ptr[5],
-        *o = ptr[6], *gate = ptr[7], *up = ptr[8];
-  std::vector<cuda::PassRows> pass(groups);
-  for (std::size_t g = 0; g < groups; ++g) {
-    cuda::PassRows& p = pass[g];
-    p.rows = shape.rows;
-    p.row_seq = staging.as<std::int32_t>(sl.row_seq);
-    p.row_pos = staging.as<std::int32_t>(sl.row_pos);
-    p.seq_table = staging.as<std::int32_t>(sl.seq_table) + g * static_cast<std::size_t>(shape.seqs);
-    p.tables = staging.as<std::int32_t>(sl.tables_at);
-    p.num_seqs = shape.seqs;
-    p.max_pos = shape.max_pos;
-  }
-  const std::int32_t* d_lora_rows = staging.as<std::int32_t>(sl.lora_rows_at);
-  const float* d_lora_scales = staging.as<float>(sl.lora_scales);
-  const cuda::LoraGroup* d_lora_groups = staging.as<cuda::LoraGroup>(sl.lora_groups_at);
-  const auto apply_lora = [&](std::size_t layer, LoraModule module, const float* in,
-                              std::size_t ldx, std::size_t in_dim, float* out,
-                              std::size_t out_dim) -> Status {
-    const std::size_t site = layer * kNumLoraModules + static_cast<std::size_t>(module);
-    if (shape.site_count.empty() || shape.site_count[site] == 0) return Ok();
-    return cuda::LoraApply(in, ldx, in_dim, out, out_dim, out_dim,
-                           d_lora_groups + shape.site_first[site], shape.site_count[site],
-                           shape.site_rank[site], d_lora_rows, d_lora_scales, shape.lora_rows,
-                           lora_ws.as<float>(), stream);
-  };
-  const auto has_lora = [&](std::size_t layer, LoraModule module) {
-    const std::size_t site = layer * kNumLoraModules + static_cast<std::size_t>(module);
-    return !shape.site_count.empty() && shape.site_count[site] > 0;
-  };
-  // The updates of the consecutive sites `modules` sharing `in`, to the outputs `sites`: one
-  // shrink and one expand launch for all of them.
-  const auto apply_lora_many = [&](std::size_t layer, std::initializer_list<LoraModule> modules,
-                                   const float* in, std::size_t in_dim,
-                                   std::initializer_list<cuda::LoraExpandSite> sites) -> Status {
-    bool any = false;
-    for (LoraModule module : modules) any = any || has_lora(layer, module);
-    if (!any) return Ok();
-    const std::size_t first = layer * kNumLoraModules + static_cast<std::size_t>(*modules.begin());
-    const std::int32_t n = static_cast<std::int32_t>(shape.lora_adapters);
-    const cuda::LoraGroup* site_groups = d_lora_groups + shape.site_first[first];
-    FGNET_TRY(cuda::LoraShrink(in, in_dim, in_dim, site_groups,
-                               static_cast<std::int32_t>(modules.size()) * n, n, shape.max_rank,
-                               d_lora_rows, shape.lora_rows, lora_ws.as<float>(), stream));
-    return cuda::LoraExpand(std::span(sites.begin(), sites.size()), site_groups, n, shape.max_rank,
-                            d_lora_rows, d_lora_scales, shape.lora_rows, lora_ws.as<float>(),
-                            stream);
-  };
-  // The epilogue path: one shrink of the consecutive sites `modules` sharing `in` (slot i for the
-  // i-th), then `epilogue` names each one's groups and shrink result (none where no adapter
-  // touches the module).
-  const auto n_adapters = static_cast<std::int32_t>(shape.lora_adapters);
-  const std::size_t slot_floats =
-      static_cast<std::size_t>(shape.max_rank) * static_cast<std::size_t>(shape.lora_rows);
-  const auto shrink = [&](std::size_t layer, std::initializer_list<LoraModule> modules,
-                          const float* in, std::size_t in_dim,
-                          cuda::LoraEpilogue* epilogue) -> Status {
-    epilogue->rows = {staging.as<std::int32_t>(sl.row_entries_at), shape.lora_per_row,
-                      staging.as<std::int32_t>(sl.entry_adapter_at), d_lora_scales, shape.max_rank};
-    bool any = false;
-    std::size_t slot = 0;
-    for (LoraModule module : modules) {
-      const std::size_t site = layer * kNumLoraModules + static_cast<std::size_t>(module);
-      epilogue->sites[slot] = has_lora(layer, module)
-                                  ? cuda::LoraSite{d_lora_groups + shape.site_first[site],
-                                                   lora_ws.as<float>() + slot * slot_floats}
-                                  : cuda::LoraSite{};
-      any = any || has_lora(layer, module);
-      ++slot;
-    }
-    if (!any) return Ok();
-    const std::size_t first = layer * kNumLoraModules + static_cast<std::size_t>(*modules.begin());
-    return cuda::LoraShrink(in, in_dim, in_dim, d_lora_groups + shape.site_first[first],
-                            static_cast<std::int32_t>(modules.size()) * n_adapters, n_adapters,
-                            shape.max_rank, d_lora_rows, shape.lora_rows, lora_ws.as<float>(),
-                            stream);
-  };
-  cuda::MatMulContext& mm = *matmul;
-  const auto product = [&mm](const float* in_x, std::size_t rows, std::size_t in,
-                             const DeviceMatrix& w, std::size_t out, float* y) -> Status {
-    if (w.quantized()) return mm.MatMul(in_x, rows, w.quant, y);
-    return mm.MatMul(in_x, rows, in, w.bf16, out, y);
-  };
-  // Products of one x: in one launch where the matrices allow (all BF16, or all quantized alike),
-  // else one by one.
-  const auto products = [&](const float* in_x, std::size_t rows, std::size_t in,
-                            std::initializer_list<std::pair<const DeviceMatrix*, float*>> outs,
-                            std::initializer_list<std::size_t> sizes) -> Status {
-    const DeviceMatrix& first = *outs.begin()->first;
-    bool alike = true;
-    for (const auto& [matrix, dst] : outs) {
-      alike = alike && matrix->quantized() == first.quantized() &&
-              (!matrix->quantized() || matrix->quant.layout == first.quant.layout);
-    }
-    if (alike && first.quantized()) {
-      std::array<cuda::QuantProduct, cuda::MatMulContext::kMaxOutputs> quant{};
-      std::size_t n = 0;
-      for (const auto& [matrix, dst] : outs) quant[n++] = {&matrix->quant, dst};
-      return mm.MatMulMany(in_x, rows, std::span(quant.data(), n));
-    }
-    if (alike) {
-      std::array<cuda::MatMulContext::MatMulOutput, cuda::MatMulContext::kMaxOutputs> bf16{};
-      std::size_t n = 0;
-      auto size = sizes.begin();
-      for (const auto& [matrix, dst] : outs) bf16[n++] = {matrix->bf16, *size++, dst};
-      return mm.MatMulMany(in_x, rows, in, std::span(bf16.data(), n));
-    }
-    auto size = sizes.begin();
-    for (const auto& [matrix, dst] : outs)
-      FGNET_TRY(product(in_x, rows, in, *matrix, *size++, dst));
-    return Ok();
-  };
-
-  // y = in W^T with the adapters' updates at (layer, module): in the product's epilogue, or by
-  // LoraApply after it.
-  const auto adapted_product = [&](std::size_t layer, LoraModule module, const float* in,
-                                   std::size_t in_dim, const DeviceMatrix& w, std::size_t out_dim,
-                                   float* y) -> Status {
-    if (shape.lora_epilogue) {
-      cuda::LoraEpilogue epilogue;
-      FGNET_TRY(shrink(layer, {module}, in, in_dim, &epilogue));
-      const cuda::MatMulContext::MatMulOutput out[] = {{w.bf16, out_dim, y}};
-      return mm.MatMulMany(in, c, in_dim, out, &epilogue);
-    }
-    FGNET_TRY(product(in, c, in_dim, w, out_dim, y));
-    return apply_lora(layer, module, in, in_dim, in_dim, y, out_dim);
-  };
-
-  const std::int32_t* ids = staging.as<std::int32_t>(sl.ids);
-  if (embed.quantized()) {
-    FGNET_TRY(cuda::EmbedRowsQuant(embed.quant, ids, c, embed_scale, x, stream));
-  } else {
-    FGNET_TRY(cuda::EmbedRows(DType::kBF16, embed.bf16, hidden, ids, c, embed_scale, x, stream));
-  }
-  for (std::size_t l = 0; l < layers.size(); ++l) {
-    const LayerWeights& w = layers[l];
-    const int r = w.sliding ? 0 : 1;
-    const auto group = static_cast<std::size_t>(layout.layer_group[l]);
-    const cuda::PagedLayer paged{static_cast<float*>(pool.memory().data()),
-                                 static_cast<std::int64_t>(layout.block_floats()),
-                                 layout.block_size, layout.layer_slot[l], layout.row};
-    // h = the input norm of x: the previous layer's last kernel computed it, except for layer 0.
-    if (l == 0) FGNET_TRY(cuda::RMSNorm(x, c, hidden, w.input_norm, eps, h, nullptr, stream));
-    cuda::LoraEpilogue epilogue;
-    if (shape.lora_epilogue) {
-      FGNET_TRY(shrink(l, {LoraModule::kQ, LoraModule::kK, LoraModule::kV}, h, hidden, &epilogue));
-      const cuda::MatMulContext::MatMulOutput qkv[] = {
-          {w.q.bf16, q_dim, q}, {w.k.bf16, kv_dim, k}, {w.v.bf16, kv_dim, v}};
-      FGNET_TRY(mm.MatMulMany(h, c, hidden, qkv, &epilogue));
-    } else {
-      FGNET_TRY(products(h, c, hidden, {{&w.q, q}, {&w.k, k}, {&w.v, v}}, {q_dim, kv_dim, kv_dim}));
-      FGNET_TRY(apply_lora_many(l, {LoraModule::kQ, LoraModule::kK, LoraModule::kV}, h, hidden,
-                                {{q, q_dim, q_dim}, {k, kv_dim, kv_dim}, {v, kv_dim, kv_dim}}));
-    }
-    FGNET_TRY(cuda::QKNormRopeWriteKV(q, k, v, pass[group], paged, attention[r].heads,
-                                      attention[r].kv_heads, attention[r].head_dim, w.q_norm,
-                                      w.k_norm, eps, inv_freq[r], stream));
-    FGNET_TRY(cuda::PagedAttention(q, pass[group], paged, attention[r], attn,
-                                   attention_ws.as<float>(), stream));
-    FGNET_TRY(adapted_product(l, LoraModule::kO, attn, q_dim, w.o, hidden, o));
-    FGNET_TRY(cuda::RMSNormAddToNorm(o, c, hidden, w.post_attention_norm, eps, x,
-                                     w.pre_feedforward_norm, h, stream));
-    if (shape.lora_epilogue) {
-      FGNET_TRY(shrink(l, {LoraModule::kGate, LoraModule::kUp}, h, hidden, &epilogue));
-      FGNET_TRY(
-          mm.MatMulGeGLU(h, c, hidden, w.gate.bf16, w.up.bf16, intermediate, gate, up, &epilogue));
-    } else if (has_lora(l, LoraModule::kGate) || has_lora(l, LoraModule::kUp) ||
-               w.gate.quantized() || w.up.quantized()) {
-      // The products, adapters' updates to them, then the GeGLU.
-      FGNET_TRY(
-          products(h, c, hidden, {{&w.gate, gate}, {&w.up, up}}, {intermediate, intermediate}));
-      FGNET_TRY(
-          apply_lora_many(l, {LoraModule::kGate, LoraModule::kUp}, h, hidden,
-                          {{gate, intermediate, intermediate}, {up, intermediate, intermediate}}));
-      FGNET_TRY(cuda::GeluTanhMul(gate, up, c * intermediate, gate, stream));
-    } else {
-      FGNET_TRY(mm.MatMulGeGLU(h, c, hidden, w.gate.bf16, w.up.bf16, intermediate, gate, up));
-    }
-    FGNET_TRY(adapted_product(l, LoraModule::kDown, gate, intermediate, w.down, hidden, o));
-    if (l + 1 < layers.size()) {
-      FGNET_TRY(cuda::RMSNormAddToNorm(o, c, hidden, w.post_feedforward_norm, eps, x,
-                                       layers[l + 1].input_norm, h, stream));
-    } else {
-      FGNET_TRY(cuda::RMSNormAddTo(o, c, hidden, w.post_feedforward_norm, eps, x, stream));
-    }
-  }
-
-  // Logits, kLogitRows rows at a time. Rows that only want their argmax never leave the GPU:
-  // their ids do (4 bytes a row). A pass with more logit rows than one chunk (a kAll prefill)
-  // copies each chunk out as it goes, synchronising; a graph pass has a single chunk.
-  const auto n_logits = static_cast<std::size_t>(shape.logit_rows);
-  if (n_logits == 0) return Ok();
-  const std::size_t chunk = std::min(kLogitRows, n_logits);
-  const LogitsLayout ll = LogitsLayout::For(chunk, vocab);
-  const std::size_t ids_at = ll.ids;
-  for (std::size_t first = 0; first < n_logits; first += chunk) {
-    const std::size_t n = std::min(chunk, n_logits - first);
-    FGNET_TRY(cuda::RMSNorm(x, n, hidden, final_norm, eps, h,
-                            staging.as<std::int32_t>(sl.logit_rows) + first, stream));
-    FGNET_TRY(product(h, n, hidden, lm_head, vocab, logits.as<float>()));
-    if (final_softcap > 0.0f)
-      FGNET_TRY(cuda::Softcap(logits.as<float>(), n * vocab, final_softcap, stream));
-    if (shape.filter) {
-      FGNET_TRY(cuda::FilterRows(logits.as<float>(), n, vocab,
-                                 staging.as<cuda::RowFilter>(sl.filters) + first,
-                                 staging.as<std::uint64_t>(sl.words_at),
-                                 staging.as<std::int32_t>(sl.penalized_at), stream));
-    }
-    if (shape.argmax) {
-      FGNET_TRY(cuda::ArgmaxRows(logits.as<float>(), n, vocab, logits.as<std::int32_t>(ids_at),
-                                 logits.as<char>(ll.workspace), stream));
-      FGNET_TRY(cuda::CudaCheck(
-          cudaMemcpyAsync(host_logits.as<std::int32_t>(ids_at), logits.as<std::int32_t>(ids_at),
-                          n * sizeof(std::int32_t), cudaMemcpyDeviceToHost, stream),
-          "cudaMemcpyAsync (sampled ids)"));
-    }
-    if (shape.top) {
-      FGNET_TRY(cuda::TopRows(logits.as<float>(), n, vocab, logits.as<float>(ll.top_values),
-                              logits.as<std::int32_t>(ll.top_ids), logits.as<char>(ll.workspace),
-                              stream));
-      FGNET_TRY(cuda::CudaCheck(
-          cudaMemcpyAsync(host_logits.as<char>(ll.top_values), logits.as<char>(ll.top_values),
-                          ll.workspace - ll.top_values, cudaMemcpyDeviceToHost, stream),
-          "cudaMemcpyAsync (largest logits)"));
-    }
-    if (shape.full) {
-      FGNET_TRY(cuda::CudaCheck(
-          cudaMemcpyAsync(host_logits.as<float>(), logits.as<float>(), n * vocab * sizeof(float),
-                          cudaMemcpyDeviceToHost, stream),
-          "cudaMemcpyAsync (logits)"));
-    }
-    if (n_logits > chunk) {
-      // Several chunks (never in a graph): hand each one out before the next overwrites it.
-      FGNET_TRY(cuda::CudaCheck(cudaStreamSynchronize(stream), "forward pass"));
-      for (std::size_t i = 0; i < n; ++i) FGNET_TRY(Deliver(host.logit_dest[first + i], i, ll));
-    }
-  }
-  return Ok();
 }
 
 }  // namespace fgnet

@@ -57,7 +57,7 @@ void ApplyRepetitionPenalty(std::span<float> logits, std::span<const std::int32_
   for (const std::int32_t id : distinct) {
     if (id < 0 || static_cast<std::size_t>(id) >= logits.size()) continue;
     float& v = logits[static_cast<std::size_t>(id)];
-    v = v < 0.0f ? v * penalty : v / penalty;
+    v = RepetitionPenalized(v, penalty);
   }
 }
 
@@ -223,12 +223,9 @@ Status Sampler::Prepare(std::span<const float> logits, bool penalized,
   }
   scratch_.assign(logits.begin(), logits.end());
   if (penalize) {
-    const float penalty = params_.repetition_penalty;
-    for (const std::int32_t id : seen_ids_) {
-      if (static_cast<std::size_t>(id) >= scratch_.size()) continue;
-      float& v = scratch_[static_cast<std::size_t>(id)];
-      v = v < 0.0f ? v * penalty : v / penalty;
-    }
+    LogitsFilter filter;
+    FillFilter(&filter);
+    ApplyLogitsFilter(scratch_, filter);
   }
   if (params_.greedy()) {
     const std::int64_t best = ArgMax(scratch_);

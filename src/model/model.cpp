@@ -106,7 +106,7 @@ void ApplyLogitsFilter(std::span<float> logits, const LogitsFilter& filter) {
   for (const std::int32_t id : filter.penalized) {
     if (id < 0 || static_cast<std::size_t>(id) >= logits.size()) continue;
     float& v = logits[static_cast<std::size_t>(id)];
-    v = v < 0.0f ? v * penalty : v / penalty;
+    v = RepetitionPenalized(v, penalty);
   }
 }
 

@@ -76,6 +76,10 @@ struct LogitsFilter {
 inline constexpr std::size_t LogitsFilterWords(std::int64_t vocab) {
   return (static_cast<std::size_t>(vocab) + 63) / 64;
 }
+// A logit under the repetition penalty (transformers' rule).
+inline float RepetitionPenalized(float logit, float penalty) {
+  return logit < 0.0f ? logit * penalty : logit / penalty;
+}
 // Applies `filter` to one row of logits (the CPU's way, and the reference for the GPU's).
 void ApplyLogitsFilter(std::span<float> logits, const LogitsFilter& filter);
 

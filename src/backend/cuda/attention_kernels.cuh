@@ -1,0 +1,169 @@
+// What the attention kernels of a PagedAttention call share (attention.cu: the split regime,
+// the combine, the host side; attention_tiles.cu: the tile regime): the call's geometry, the
+// visibility, score and KV addressing rules, and the tile kernel's entry points. Not part of the
+// backend's interface.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "backend/cuda/ops.h"
+
+namespace fgnet::cuda::attention_internal {
+
+// ---------------------------------------------------------------------------------------------
+// PagedAttention: what every kernel of a call shares.
+
+struct Geometry {
+  const float* q;
+  float* out;
+  float* workspace;
+  const std::int32_t* row_seq;
+  const std::int32_t* row_pos;
+  const std::int32_t* seq_table;
+  const std::int32_t* tables;
+  const float* memory;
+  std::int64_t block_floats;
+  int block_size;
+  int block_shift;            // log2(block_size) when a power of two, else -1
+  std::int64_t layer_offset;  // slot * block_size * row
+  std::int64_t row;
+  int rows;
+  int heads;
+  int kv_heads;
+  int head_dim;
+  int group;  // heads / kv_heads
+  int window;
+  float scale;
+  float softcap;
+  int splits;         // most slices per row of the split regime
+  int chunk;          // keys per slice of the split regime
+  int tile_rows;      // rows per tile of the tile regime; 0 when the tile kernel does not run
+  int tile_chunk;     // keys per slice of a tile's key range (at least; see TileChunk)
+  int tile_splits;    // most slices per tile
+  int stride_splits;  // slices per (row, head) in the workspace
+};
+
+// Tile regime: queries (rows x query heads of a kv head) per tile, keys per step.
+constexpr int kTileQ = 64;
+constexpr int kTileK = 32;
+constexpr int kTileThreads = 256;
+constexpr int kPStride = kTileQ + 4;
+constexpr int kMinTileChunk = 64;  // fewest keys per slice of a tile
+constexpr int kTileWaves = 4;      // tile CTAs per SM aimed at (2 are resident at a time)
+
+__device__ __forceinline__ int VisibleFrom(int pos, int window) {
+  return window > 0 ? max(0, pos - window + 1) : 0;
+}
+
+__device__ __forceinline__ float Score(float dot, float scale, float softcap) {
+  float s = dot * scale;
+  if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
+  return s;
+}
+
+// Offset in `memory` of the key row of position p (table: the sequence's block table).
+__device__ __forceinline__ std::int64_t KeyOffset(const Geometry& g, const std::int32_t* table,
+                                                  int p) {
+  int index = 0;
+  int offset = 0;
+  if (g.block_shift >= 0) {
+    index = p >> g.block_shift;
+    offset = p & (g.block_size - 1);
+  } else {
+    index = p / g.block_size;
+    offset = p - index * g.block_size;
+  }
+  return static_cast<std::int64_t>(table[index]) * g.block_floats + g.layer_offset +
+         static_cast<std::int64_t>(offset) * g.row;
+}
+
+// Whether the tile of rows [tile * tile_rows, ...) holds one sequence's rows only, so that the
+// tile kernel does it. Called by every thread of the CTA.
+__device__ inline bool TileIsUniform(const Geometry& g, int tile) {
+  const int r0 = tile * g.tile_rows;
+  const int n = min(g.tile_rows, g.rows - r0);
+  const int seq = g.row_seq[r0];
+  int same = 1;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) same &= g.row_seq[r0 + i] == seq;
+  return __syncthreads_and(same) != 0;
+}
+
+// True when row `row` is done by the tile kernel. Called by every thread of the CTA.
+__device__ inline bool RowInTile(const Geometry& g, int row) {
+  return g.tile_rows > 0 && TileIsUniform(g, row / g.tile_rows);
+}
+
+// The union [*lo, *hi] of the visible ranges of a tile's rows.
+__device__ inline void TileRange(const Geometry& g, int tile, int* lo, int* hi) {
+  const int r0 = tile * g.tile_rows;
+  const int n = min(g.tile_rows, g.rows - r0);
+  *lo = INT_MAX;
+  *hi = -1;
+  for (int i = 0; i < n; ++i) {
+    const int pos = g.row_pos[r0 + i];
+    *lo = min(*lo, VisibleFrom(pos, g.window));
+    *hi = max(*hi, pos);
+  }
+}
+
+__device__ __forceinline__ int Slices(int keys, int chunk) { return (keys + chunk - 1) / chunk; }
+
+// Keys per slice of a tile whose keys span `range` positions: tile_chunk, or more for a range
+// longer than planned, so that no tile has more than tile_splits slices.
+__device__ __forceinline__ int TileChunk(const Geometry& g, int range) {
+  const int need = (range + g.tile_splits - 1) / g.tile_splits;
+  return max(g.tile_chunk, (need + kTileK - 1) / kTileK * kTileK);
+}
+
+// Partial result of slice `slice` of (row, head): the unnormalised output [head_dim], its max and
+// its sum.
+__device__ __forceinline__ float* Partial(const Geometry& g, std::size_t row_head, int slice) {
+  return g.workspace +
+         (row_head * g.stride_splits + slice) * static_cast<std::size_t>(g.head_dim + 2);
+}
+
+// A lane's share of a head vector of up to 32 * kDC floats: kChunks vectors of kVec floats at
+// dims Dim(lane, c), so that a warp's loads of a row are contiguous.
+template <int kDC>
+struct LaneDims {
+  static constexpr int kVec = kDC >= 4 ? 4 : kDC;
+  static constexpr int kChunks = kDC / kVec;
+  static __device__ __forceinline__ int Dim(int lane, int c) { return c * 32 * kVec + lane * kVec; }
+};
+
+template <int kDC>
+__device__ __forceinline__ void LoadLane(const float* p, int lane, int head_dim, float* dst) {
+  using L = LaneDims<kDC>;
+#pragma unroll
+  for (int c = 0; c < L::kChunks; ++c) {
+    const int d = L::Dim(lane, c);
+    float* o = dst + c * L::kVec;
+    if (d >= head_dim) {
+#pragma unroll
+      for (int e = 0; e < L::kVec; ++e) o[e] = 0.0f;
+    } else if constexpr (L::kVec == 4) {
+      const float4 t = *reinterpret_cast<const float4*>(p + d);
+      o[0] = t.x;
+      o[1] = t.y;
+      o[2] = t.z;
+      o[3] = t.w;
+    } else if constexpr (L::kVec == 2) {
+      const float2 t = *reinterpret_cast<const float2*>(p + d);
+      o[0] = t.x;
+      o[1] = t.y;
+    } else {
+      o[0] = p[d];
+    }
+  }
+}
+
+// Gives TileKernel<kDC> (kDC in {2, 4, 8}) its shared memory when `optin` bytes a block allow it;
+// false when they do not (the split regime then does the tiles' rows).
+bool EnableTileKernel(int dc, int optin);
+// Launches TileKernel<dc> over `tiles` tiles x kv heads x `tile_splits` slices; false for a dc
+// without a kernel.
+bool LaunchTileKernel(int dc, int tiles, int tile_splits, Stream stream, const Geometry& g);
+
+}  // namespace fgnet::cuda::attention_internal

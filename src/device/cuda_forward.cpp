@@ -1,0 +1,277 @@
+// The kernels of a CUDA forward pass, in order (CudaModel::Impl::Enqueue), and when a pass adds
+// the adapters' updates in its products' epilogue.
+#include <algorithm>
+#include <array>
+#include <initializer_list>
+#include <span>
+
+#include "device/cuda_model_impl.h"
+
+namespace fgnet {
+
+using cuda_model_internal::AlignUp;
+using cuda_model_internal::kLogitRows;
+using cuda_model_internal::LogitsLayout;
+using cuda_model_internal::PassShape;
+using cuda_model_internal::StagingLayout;
+
+Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& pool,
+                                std::size_t c) const {
+  const cudaStream_t stream = state->stream;
+  const kv::KVLayout& layout = pool.layout();
+  const auto groups = static_cast<std::size_t>(layout.num_groups());
+  const StagingLayout& sl = staging_layout;
+  float* ptr[9];
+  {
+    const std::size_t sizes[] = {c * hidden, c * hidden,       c * q_dim,
+                                 c * kv_dim, c * kv_dim,       c * q_dim,
+                                 c * hidden, c * intermediate, c * intermediate};
+    float* p = activations.as<float>();
+    for (std::size_t i = 0; i < std::size(sizes); ++i) {
+      ptr[i] = p;
+      p += AlignUp(sizes[i], 64);
+    }
+  }
+  float *x = ptr[0], *h = ptr[1], *q = ptr[2], *k = ptr[3], *v = ptr[4], *attn = ptr[5],
+        *o = ptr[6], *gate = ptr[7], *up = ptr[8];
+  std::vector<cuda::PassRows> pass(groups);
+  for (std::size_t g = 0; g < groups; ++g) {
+    cuda::PassRows& p = pass[g];
+    p.rows = shape.rows;
+    p.row_seq = staging.as<std::int32_t>(sl.row_seq);
+    p.row_pos = staging.as<std::int32_t>(sl.row_pos);
+    p.seq_table = staging.as<std::int32_t>(sl.seq_table) + g * static_cast<std::size_t>(shape.seqs);
+    p.tables = staging.as<std::int32_t>(sl.tables_at);
+    p.num_seqs = shape.seqs;
+    p.max_pos = shape.max_pos;
+  }
+  const std::int32_t* d_lora_rows = staging.as<std::int32_t>(sl.lora_rows_at);
+  const float* d_lora_scales = staging.as<float>(sl.lora_scales);
+  const cuda::LoraGroup* d_lora_groups = staging.as<cuda::LoraGroup>(sl.lora_groups_at);
+  const auto apply_lora = [&](std::size_t layer, LoraModule module, const float* in,
+                              std::size_t ldx, std::size_t in_dim, float* out,
+                              std::size_t out_dim) -> Status {
+    const std::size_t site = layer * kNumLoraModules + static_cast<std::size_t>(module);
+    if (shape.site_count.empty() || shape.site_count[site] == 0) return Ok();
+    return cuda::LoraApply(in, ldx, in_dim, out, out_dim, out_dim,
+                           d_lora_groups + shape.site_first[site], shape.site_count[site],
+                           shape.site_rank[site], d_lora_rows, d_lora_scales, shape.lora_rows,
+                           lora_ws.as<float>(), stream);
+  };
+  const auto has_lora = [&](std::size_t layer, LoraModule module) {
+    const std::size_t site = layer * kNumLoraModules + static_cast<std::size_t>(module);
+    return !shape.site_count.empty() && shape.site_count[site] > 0;
+  };
+  // Whether an adapter touches one of `modules` of a layer.
+  const auto any_lora = [&](std::size_t layer, std::initializer_list<LoraModule> modules) {
+    return std::any_of(modules.begin(), modules.end(),
+                       [&](LoraModule module) { return has_lora(layer, module); });
+  };
+  // The shrink of the consecutive sites `modules` of a layer that share `in`, into slot i of
+  // lora_ws for the i-th (a site's groups are one per adapter, so those of consecutive sites
+  // follow each other); nothing when no adapter touches them.
+  const auto n_adapters = static_cast<std::int32_t>(shape.lora_adapters);
+  const std::size_t slot_floats =
+      static_cast<std::size_t>(shape.max_rank) * static_cast<std::size_t>(shape.lora_rows);
+  const auto shrink_sites = [&](std::size_t layer, std::initializer_list<LoraModule> modules,
+                                const float* in, std::size_t in_dim) -> Status {
+    if (!any_lora(layer, modules)) return Ok();
+    const std::size_t first = layer * kNumLoraModules + static_cast<std::size_t>(*modules.begin());
+    return cuda::LoraShrink(in, in_dim, in_dim, d_lora_groups + shape.site_first[first],
+                            static_cast<std::int32_t>(modules.size()) * n_adapters, n_adapters,
+                            shape.max_rank, d_lora_rows, shape.lora_rows, lora_ws.as<float>(),
+                            stream);
+  };
+  // The many-row path: the shrink, then one expand of all the sites into their outputs `sites`.
+  const auto apply_lora_many = [&](std::size_t layer, std::initializer_list<LoraModule> modules,
+                                   const float* in, std::size_t in_dim,
+                                   std::initializer_list<cuda::LoraExpandSite> sites) -> Status {
+    if (!any_lora(layer, modules)) return Ok();
+    FGNET_TRY(shrink_sites(layer, modules, in, in_dim));
+    const std::size_t first = layer * kNumLoraModules + static_cast<std::size_t>(*modules.begin());
+    return cuda::LoraExpand(
+        std::span(sites.begin(), sites.size()), d_lora_groups + shape.site_first[first], n_adapters,
+        shape.max_rank, d_lora_rows, d_lora_scales, shape.lora_rows, lora_ws.as<float>(), stream);
+  };
+  // The epilogue path: the shrink, then `epilogue` names each site's groups and shrink result
+  // (none where no adapter touches the module) for the products to add.
+  const auto shrink = [&](std::size_t layer, std::initializer_list<LoraModule> modules,
+                          const float* in, std::size_t in_dim,
+                          cuda::LoraEpilogue* epilogue) -> Status {
+    epilogue->rows = {staging.as<std::int32_t>(sl.row_entries_at), shape.lora_per_row,
+                      staging.as<std::int32_t>(sl.entry_adapter_at), d_lora_scales, shape.max_rank};
+    std::size_t slot = 0;
+    for (LoraModule module : modules) {
+      const std::size_t site = layer * kNumLoraModules + static_cast<std::size_t>(module);
+      epilogue->sites[slot] = has_lora(layer, module)
+                                  ? cuda::LoraSite{d_lora_groups + shape.site_first[site],
+                                                   lora_ws.as<float>() + slot * slot_floats}
+                                  : cuda::LoraSite{};
+      ++slot;
+    }
+    return shrink_sites(layer, modules, in, in_dim);
+  };
+  cuda::MatMulContext& mm = *matmul;
+  const auto product = [&mm](const float* in_x, std::size_t rows, std::size_t in,
+                             const DeviceMatrix& w, std::size_t out, float* y) -> Status {
+    if (w.quantized()) return mm.MatMul(in_x, rows, w.quant, y);
+    return mm.MatMul(in_x, rows, in, w.bf16, out, y);
+  };
+  // Products of one x: in one launch where the matrices allow (all BF16, or all quantized alike),
+  // else one by one.
+  const auto products = [&](const float* in_x, std::size_t rows, std::size_t in,
+                            std::initializer_list<std::pair<const DeviceMatrix*, float*>> outs,
+                            std::initializer_list<std::size_t> sizes) -> Status {
+    const DeviceMatrix& first = *outs.begin()->first;
+    bool alike = true;
+    for (const auto& [matrix, dst] : outs) {
+      alike = alike && matrix->quantized() == first.quantized() &&
+              (!matrix->quantized() || matrix->quant.layout == first.quant.layout);
+    }
+    if (alike && first.quantized()) {
+      std::array<cuda::QuantProduct, cuda::MatMulContext::kMaxOutputs> quant{};
+      std::size_t n = 0;
+      for (const auto& [matrix, dst] : outs) quant[n++] = {&matrix->quant, dst};
+      return mm.MatMulMany(in_x, rows, std::span(quant.data(), n));
+    }
+    if (alike) {
+      std::array<cuda::MatMulContext::MatMulOutput, cuda::MatMulContext::kMaxOutputs> bf16{};
+      std::size_t n = 0;
+      auto size = sizes.begin();
+      for (const auto& [matrix, dst] : outs) bf16[n++] = {matrix->bf16, *size++, dst};
+      return mm.MatMulMany(in_x, rows, in, std::span(bf16.data(), n));
+    }
+    auto size = sizes.begin();
+    for (const auto& [matrix, dst] : outs)
+      FGNET_TRY(product(in_x, rows, in, *matrix, *size++, dst));
+    return Ok();
+  };
+
+  // y = in W^T with the adapters' updates at (layer, module): in the product's epilogue, or by
+  // LoraApply after it.
+  const auto adapted_product = [&](std::size_t layer, LoraModule module, const float* in,
+                                   std::size_t in_dim, const DeviceMatrix& w, std::size_t out_dim,
+                                   float* y) -> Status {
+    if (shape.lora_epilogue) {
+      cuda::LoraEpilogue epilogue;
+      FGNET_TRY(shrink(layer, {module}, in, in_dim, &epilogue));
+      const cuda::MatMulContext::MatMulOutput out[] = {{w.bf16, out_dim, y}};
+      return mm.MatMulMany(in, c, in_dim, out, &epilogue);
+    }
+    FGNET_TRY(product(in, c, in_dim, w, out_dim, y));
+    return apply_lora(layer, module, in, in_dim, in_dim, y, out_dim);
+  };
+
+  const std::int32_t* ids = staging.as<std::int32_t>(sl.ids);
+  if (embed.quantized()) {
+    FGNET_TRY(cuda::EmbedRowsQuant(embed.quant, ids, c, embed_scale, x, stream));
+  } else {
+    FGNET_TRY(cuda::EmbedRows(DType::kBF16, embed.bf16, hidden, ids, c, embed_scale, x, stream));
+  }
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    const LayerWeights& w = layers[l];
+    const int r = w.sliding ? 0 : 1;
+    const auto group = static_cast<std::size_t>(layout.layer_group[l]);
+    const cuda::PagedLayer paged{static_cast<float*>(pool.memory().data()),
+                                 static_cast<std::int64_t>(layout.block_floats()),
+                                 layout.block_size, layout.layer_slot[l], layout.row};
+    // h = the input norm of x: the previous layer's last kernel computed it, except for layer 0.
+    if (l == 0) FGNET_TRY(cuda::RMSNorm(x, c, hidden, w.input_norm, eps, h, nullptr, stream));
+    cuda::LoraEpilogue epilogue;
+    if (shape.lora_epilogue) {
+      FGNET_TRY(shrink(l, {LoraModule::kQ, LoraModule::kK, LoraModule::kV}, h, hidden, &epilogue));
+      const cuda::MatMulContext::MatMulOutput qkv[] = {
+          {w.q.bf16, q_dim, q}, {w.k.bf16, kv_dim, k}, {w.v.bf16, kv_dim, v}};
+      FGNET_TRY(mm.MatMulMany(h, c, hidden, qkv, &epilogue));
+    } else {
+      FGNET_TRY(products(h, c, hidden, {{&w.q, q}, {&w.k, k}, {&w.v, v}}, {q_dim, kv_dim, kv_dim}));
+      FGNET_TRY(apply_lora_many(l, {LoraModule::kQ, LoraModule::kK, LoraModule::kV}, h, hidden,
+                                {{q, q_dim, q_dim}, {k, kv_dim, kv_dim}, {v, kv_dim, kv_dim}}));
+    }
+    FGNET_TRY(cuda::QKNormRopeWriteKV(q, k, v, pass[group], paged, attention[r].heads,
+                                      attention[r].kv_heads, attention[r].head_dim, w.q_norm,
+                                      w.k_norm, eps, inv_freq[r], stream));
+    FGNET_TRY(cuda::PagedAttention(q, pass[group], paged, attention[r], attn,
+                                   attention_ws.as<float>(), stream));
+    FGNET_TRY(adapted_product(l, LoraModule::kO, attn, q_dim, w.o, hidden, o));
+    FGNET_TRY(cuda::RMSNormAddToNorm(o, c, hidden, w.post_attention_norm, eps, x,
+                                     w.pre_feedforward_norm, h, stream));
+    if (shape.lora_epilogue) {
+      FGNET_TRY(shrink(l, {LoraModule::kGate, LoraModule::kUp}, h, hidden, &epilogue));
+      FGNET_TRY(
+          mm.MatMulGeGLU(h, c, hidden, w.gate.bf16, w.up.bf16, intermediate, gate, up, &epilogue));
+    } else if (has_lora(l, LoraModule::kGate) || has_lora(l, LoraModule::kUp) ||
+               w.gate.quantized() || w.up.quantized()) {
+      // The products, adapters' updates to them, then the GeGLU.
+      FGNET_TRY(
+          products(h, c, hidden, {{&w.gate, gate}, {&w.up, up}}, {intermediate, intermediate}));
+      FGNET_TRY(
+          apply_lora_many(l, {LoraModule::kGate, LoraModule::kUp}, h, hidden,
+                          {{gate, intermediate, intermediate}, {up, intermediate, intermediate}}));
+      FGNET_TRY(cuda::GeluTanhMul(gate, up, c * intermediate, gate, stream));
+    } else {
+      FGNET_TRY(mm.MatMulGeGLU(h, c, hidden, w.gate.bf16, w.up.bf16, intermediate, gate, up));
+    }
+    FGNET_TRY(adapted_product(l, LoraModule::kDown, gate, intermediate, w.down, hidden, o));
+    if (l + 1 < layers.size()) {
+      FGNET_TRY(cuda::RMSNormAddToNorm(o, c, hidden, w.post_feedforward_norm, eps, x,
+                                       layers[l + 1].input_norm, h, stream));
+    } else {
+      FGNET_TRY(cuda::RMSNormAddTo(o, c, hidden, w.post_feedforward_norm, eps, x, stream));
+    }
+  }
+
+  // Logits, kLogitRows rows at a time. Rows that only want their argmax never leave the GPU:
+  // their ids do (4 bytes a row). A pass with more logit rows than one chunk (a kAll prefill)
+  // copies each chunk out as it goes, synchronising; a graph pass has a single chunk.
+  const auto n_logits = static_cast<std::size_t>(shape.logit_rows);
+  if (n_logits == 0) return Ok();
+  const std::size_t chunk = std::min(kLogitRows, n_logits);
+  const LogitsLayout ll = LogitsLayout::For(chunk, vocab);
+  const std::size_t ids_at = ll.ids;
+  for (std::size_t first = 0; first < n_logits; first += chunk) {
+    const std::size_t n = std::min(chunk, n_logits - first);
+    FGNET_TRY(cuda::RMSNorm(x, n, hidden, final_norm, eps, h,
+                            staging.as<std::int32_t>(sl.logit_rows) + first, stream));
+    FGNET_TRY(product(h, n, hidden, lm_head, vocab, logits.as<float>()));
+    if (final_softcap > 0.0f)
+      FGNET_TRY(cuda::Softcap(logits.as<float>(), n * vocab, final_softcap, stream));
+    if (shape.filter) {
+      FGNET_TRY(cuda::FilterRows(logits.as<float>(), n, vocab,
+                                 staging.as<cuda::RowFilter>(sl.filters) + first,
+                                 staging.as<std::uint64_t>(sl.words_at),
+                                 staging.as<std::int32_t>(sl.penalized_at), stream));
+    }
+    if (shape.argmax) {
+      FGNET_TRY(cuda::ArgmaxRows(logits.as<float>(), n, vocab, logits.as<std::int32_t>(ids_at),
+                                 logits.as<char>(ll.workspace), stream));
+      FGNET_TRY(cuda::CudaCheck(
+          cudaMemcpyAsync(host_logits.as<std::int32_t>(ids_at), logits.as<std::int32_t>(ids_at),
+                          n * sizeof(std::int32_t), cudaMemcpyDeviceToHost, stream),
+          "cudaMemcpyAsync (sampled ids)"));
+    }
+    if (shape.top) {
+      FGNET_TRY(cuda::TopRows(logits.as<float>(), n, vocab, logits.as<float>(ll.top_values),
+                              logits.as<std::int32_t>(ll.top_ids), logits.as<char>(ll.workspace),
+                              stream));
+      FGNET_TRY(cuda::CudaCheck(
+          cudaMemcpyAsync(host_logits.as<char>(ll.top_values), logits.as<char>(ll.top_values),
+                          ll.workspace - ll.top_values, cudaMemcpyDeviceToHost, stream),
+          "cudaMemcpyAsync (largest logits)"));
+    }
+    if (shape.full) {
+      FGNET_TRY(cuda::CudaCheck(
+          cudaMemcpyAsync(host_logits.as<float>(), logits.as<float>(), n * vocab * sizeof(float),
+                          cudaMemcpyDeviceToHost, stream),
+          "cudaMemcpyAsync (logits)"));
+    }
+    if (n_logits > chunk) {
+      // Several chunks (never in a graph): hand each one out before the next overwrites it.
+      FGNET_TRY(cuda::CudaCheck(cudaStreamSynchronize(stream), "forward pass"));
+      for (std::size_t i = 0; i < n; ++i) FGNET_TRY(Deliver(host.logit_dest[first + i], i, ll));
+    }
+  }
+  return Ok();
+}
+
+}  // namespace fgnet
