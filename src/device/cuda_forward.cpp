@@ -172,9 +172,12 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     const LayerWeights& w = layers[l];
     const int r = w.sliding ? 0 : 1;
     const auto group = static_cast<std::size_t>(layout.layer_group[l]);
-    const cuda::PagedLayer paged{static_cast<float*>(pool.memory().data()),
-                                 static_cast<std::int64_t>(layout.block_floats()),
-                                 layout.block_size, layout.layer_slot[l], layout.row};
+    const cuda::PagedLayer paged{pool.memory().data(),
+                                 layout.dtype,
+                                 static_cast<std::int64_t>(layout.block_elements()),
+                                 layout.block_size,
+                                 layout.layer_slot[l],
+                                 layout.row};
     // h = the input norm of x: the previous layer's last kernel computed it, except for layer 0.
     if (l == 0) FGNET_TRY(cuda::RMSNorm(x, c, hidden, w.input_norm, eps, h, nullptr, stream));
     cuda::LoraEpilogue epilogue;

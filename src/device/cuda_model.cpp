@@ -93,6 +93,10 @@ std::size_t CudaModel::device_bytes() const {
   return bytes;
 }
 
+bool CudaModel::SupportsKVType(DType dtype) const {
+  return dtype == DType::kF32 || dtype == DType::kBF16;
+}
+
 Result<std::unique_ptr<Memory>> CudaModel::AllocateKV(std::size_t bytes) const {
   FGNET_TRY(cuda::CudaCheck(cudaSetDevice(impl_->state->device), "cudaSetDevice"));
   auto memory = cuda::DeviceMemory::Allocate(bytes);
@@ -496,6 +500,10 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
     std::string key = shape.Key();
     const void* memory = pool.memory().data();
     key.append(reinterpret_cast<const char*>(&memory), sizeof(memory));
+    // A later pool may reuse the memory with other blocks.
+    const std::int64_t block[2] = {pool.layout().block_size,
+                                   static_cast<std::int64_t>(pool.layout().dtype)};
+    key.append(reinterpret_cast<const char*>(block), sizeof(block));
     const std::uint64_t generation = moves + matmul->generation();
     if (graphs.size() >= kMaxGraphs && graphs.find(key) == graphs.end()) ClearGraphs();
     GraphEntry& entry = graphs[key];

@@ -4,7 +4,8 @@
 // Weights are uploaded once: float ones as BF16 (F32 and F16 checkpoints are rounded to BF16 on
 // upload), block-quantized ones (Q8_0, Q4_0, Q4_K, Q6_K) repacked losslessly into the layouts of
 // backend/cuda/quant_matmul.h, with the f32 norm factors and RoPE frequencies. Keys and values live
-// in paged blocks in GPU memory (AllocateKV), in the block layout of kv/block_pool.h; each pass
+// in paged blocks in GPU memory (AllocateKV), in the block layout of kv/block_pool.h (f32 or
+// bf16 elements); each pass
 // writes its fresh keys into their blocks and attends over the blocks, so prefix sharing and
 // copy-on-write work as on the CPU. Activations are f32. LoRA adapters are uploaded on first use
 // (f32, the module scale folded into B) and stay resident; a pass applies every adapter's rows at
@@ -51,6 +52,8 @@ class CudaModel final : public Model {
   const Gemma3Config& config() const override;
   Device device() const override;
   std::string device_name() const override;
+  // f32 and bf16 keys and values.
+  bool SupportsKVType(DType dtype) const override;
   Result<std::unique_ptr<Memory>> AllocateKV(std::size_t bytes) const override;
   // Every step's KV must be a kv::PagedSequence whose pool memory came from AllocateKV.
   Status ForwardBatch(std::span<const SequenceStep> steps, ThreadPool& pool,

@@ -114,7 +114,14 @@ Result<std::unique_ptr<Engine>> Engine::Create(const Model& model, std::string b
   if (options.max_running < 1) return MakeError("engine: max_running must be at least 1");
   if (options.max_queue < 1) return MakeError("engine: max_queue must be at least 1");
   if (options.max_context <= 0) options.max_context = c.max_position_embeddings;
-  const kv::KVLayout layout = kv::KVLayout::ForConfig(c, options.block_size);
+  if (options.kv_dtype != DType::kF32 && options.kv_dtype != DType::kBF16) {
+    return MakeError("engine: kv_dtype ", DTypeName(options.kv_dtype), " is not f32 or bf16");
+  }
+  if (!model.SupportsKVType(options.kv_dtype)) {
+    return MakeError("engine: ", DTypeName(options.kv_dtype),
+                     " keys and values are not supported on ", model.device_name(), " (F32 only)");
+  }
+  const kv::KVLayout layout = kv::KVLayout::ForConfig(c, options.block_size, options.kv_dtype);
   if (options.kv_memory_mib < 0) return MakeError("engine: kv_memory_mib must not be negative");
   if (options.kv_memory_mib == 0) {
     const std::int64_t full =

@@ -38,6 +38,7 @@
 #include "engine/engine_metrics.h"
 #include "engine/sampler.h"
 #include "model/gemma3_model.h"
+#include "tensor/dtype.h"
 #include "tokenizer/tokenizer.h"
 #include "util/json.h"
 #include "util/status.h"
@@ -171,7 +172,10 @@ struct EngineOptions {
   std::int64_t block_size = 16;  // positions per KV block
   // The block pool: 0 picks room for 8 sequences of the full context, at most 512 MiB.
   std::int64_t kv_memory_mib = 0;
-  std::int64_t kv_blocks = 0;           // > 0: the pool size in blocks, instead of kv_memory_mib
+  std::int64_t kv_blocks = 0;  // > 0: the pool size in blocks, instead of kv_memory_mib
+  // Element type of keys and values: kF32, or kBF16 (half the memory, keys and values rounded to
+  // bf16 as transformers keeps them for a bf16 model; GPU models only).
+  DType kv_dtype = DType::kF32;
   std::int64_t max_batch_tokens = 512;  // tokens per forward step
   std::int64_t max_running = 256;       // sequences decoding at once
   std::int64_t max_queue = 4096;        // requests waiting; beyond, Submit fails (back-pressure)

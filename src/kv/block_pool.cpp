@@ -6,9 +6,11 @@
 
 namespace fgnet::kv {
 
-KVLayout KVLayout::ForConfig(const Gemma3Config& config, std::int64_t block_size) {
+KVLayout KVLayout::ForConfig(const Gemma3Config& config, std::int64_t block_size, DType dtype) {
   FGNET_CHECK_GE(block_size, 1);
+  FGNET_CHECK(dtype == DType::kF32 || dtype == DType::kBF16);
   KVLayout layout;
+  layout.dtype = dtype;
   layout.block_size = block_size;
   layout.row = config.kv_dim();
   layout.window = config.sliding_window;
@@ -69,13 +71,14 @@ void BlockPool::Unref(BlockId id) {
 }
 
 float* BlockPool::keys(BlockId id, std::int64_t slot) {
+  FGNET_CHECK(layout_.dtype == DType::kF32);
   return static_cast<float*>(memory_->data()) +
-         static_cast<std::size_t>(id) * layout_.block_floats() +
+         static_cast<std::size_t>(id) * layout_.block_elements() +
          static_cast<std::size_t>(slot * layout_.block_size * layout_.row);
 }
 
 float* BlockPool::values(BlockId id, std::int64_t slot) {
-  return keys(id, slot) + layout_.block_floats() / 2;
+  return keys(id, slot) + layout_.block_elements() / 2;
 }
 
 const float* BlockPool::keys(BlockId id, std::int64_t slot) const {

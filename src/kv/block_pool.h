@@ -7,12 +7,13 @@
 // serves both kinds, and a sequence keeps one block table per group: global groups hold every
 // position, sliding groups only the blocks that still intersect the window.
 //
-// Block memory: keys [group_layers][block_size][row] then values likewise, f32, row =
-// kv_heads * head_dim. The blocks live in a Memory (backend/device.h) on the device the model runs
-// on (Model::AllocateKV): the pool itself only keeps counts and ids, so block pointers are in that
-// device's address space and only the CPU backend reads them from the host. A block is free
-// (refcount 0), or referenced by sequences, pinned prefixes and the prefix tree, each holding one
-// reference.
+// Block memory: keys [group_layers][block_size][row] then values likewise, row =
+// kv_heads * head_dim, in the layout's element type: f32 (every backend), or bf16 (GPU backends:
+// half the memory, keys and values rounded to bf16 as they are written). The blocks live in a
+// Memory (backend/device.h) on the device the model runs on (Model::AllocateKV): the pool itself
+// only keeps counts and ids, so block pointers are in that device's address space and only the CPU
+// backend reads them from the host. A block is free (refcount 0), or referenced by sequences,
+// pinned prefixes and the prefix tree, each holding one reference.
 //
 // When the pool runs dry, Allocate() asks its reclaimer (the prefix tree, which evicts its least
 // recently used unreferenced blocks) before it fails.
@@ -27,6 +28,7 @@
 
 #include "backend/device.h"
 #include "model/config.h"
+#include "tensor/dtype.h"
 
 namespace fgnet::kv {
 
@@ -36,7 +38,8 @@ inline constexpr BlockId kNoBlock = -1;
 // How a model's layers map onto blocks.
 struct KVLayout {
   std::int64_t block_size = 0;            // positions per block
-  std::int64_t row = 0;                   // floats per position and layer (kv_heads * head_dim)
+  std::int64_t row = 0;                   // elements per position and layer (kv_heads * head_dim)
+  DType dtype = DType::kF32;              // of keys and values: kF32 or kBF16
   std::int64_t window = 0;                // sliding window (0: no sliding layers)
   std::int64_t group_layers = 0;          // layers per group
   std::vector<bool> group_sliding;        // per group
@@ -44,17 +47,19 @@ struct KVLayout {
   std::vector<std::int32_t> layer_slot;   // per layer: its index within the group
   std::vector<bool> layer_sliding;        // per layer
 
-  static KVLayout ForConfig(const Gemma3Config& config, std::int64_t block_size);
+  static KVLayout ForConfig(const Gemma3Config& config, std::int64_t block_size,
+                            DType dtype = DType::kF32);
   std::int64_t num_groups() const { return static_cast<std::int64_t>(group_sliding.size()); }
   std::int64_t num_layers() const { return static_cast<std::int64_t>(layer_group.size()); }
-  // Floats of one block (keys and values).
-  std::size_t block_floats() const {
+  std::size_t element_bytes() const { return DTypeBlockBytes(dtype); }
+  // Elements of one block (keys and values).
+  std::size_t block_elements() const {
     return static_cast<std::size_t>(2 * group_layers * block_size * row);
   }
-  std::size_t block_bytes() const { return block_floats() * sizeof(float); }
+  std::size_t block_bytes() const { return block_elements() * element_bytes(); }
   // Bytes of KV one position takes in every layer.
   std::size_t bytes_per_position() const {
-    return static_cast<std::size_t>(2 * num_layers() * row) * sizeof(float);
+    return static_cast<std::size_t>(2 * num_layers() * row) * element_bytes();
   }
 };
 
@@ -79,7 +84,7 @@ class BlockPool {
   void set_reclaimer(std::function<bool()> reclaimer) { reclaimer_ = std::move(reclaimer); }
 
   // Keys / values of a block for layer slot `slot` of its group: [block_size, row], in the
-  // memory's address space.
+  // memory's address space. f32 layouts only (the CPU backend's view of the blocks).
   float* keys(BlockId id, std::int64_t slot);
   float* values(BlockId id, std::int64_t slot);
   const float* keys(BlockId id, std::int64_t slot) const;

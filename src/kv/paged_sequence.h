@@ -65,6 +65,7 @@ class PagedSequence final : public SequenceKV {
   std::int64_t capacity() const override { return capacity_; }
   bool Fits(const Gemma3Config& config) const override;
   Device device() const override { return pool_->memory().device(); }
+  DType element_type() const override { return pool_->layout().dtype; }
   void AppendSpans(std::int64_t layer, std::int64_t begin,
                    std::vector<cpu::KVSpan>* out) const override;
   void Write(std::int64_t layer, std::int64_t first_pos, std::size_t count, const float* keys,

@@ -20,6 +20,10 @@ Status ValidateStep(const Gemma3Config& c, Device device, const SequenceStep& st
     return MakeError(where, "the KV cache is in ", kv.device().ToString(),
                      " memory but the model runs on ", device.ToString());
   }
+  if (kv.element_type() != DType::kF32 && device.is_cpu()) {
+    return MakeError(where, "the KV cache holds ", DTypeName(kv.element_type()),
+                     " keys and values; the CPU backend keeps them in F32");
+  }
   for (std::size_t i = 0; i < step.tokens.size(); ++i) {
     if (step.tokens[i] < 0 || step.tokens[i] >= c.vocab_size) {
       return MakeError(where, "token id ", step.tokens[i], " at index ", i, " is out of range [0, ",

@@ -132,6 +132,10 @@ class Model {
   // Passes replayed from captured work graphs (CUDA graphs) so far; 0 where the backend has none.
   virtual std::uint64_t graph_launches() const { return 0; }
 
+  // Whether the model's KV blocks may hold keys and values of `dtype` (kv::KVLayout::dtype): f32 on
+  // every backend, bf16 on GPUs as well.
+  virtual bool SupportsKVType(DType dtype) const { return dtype == DType::kF32; }
+
   // `bytes` of memory for KV blocks on the model's device. Errors: out of device memory.
   virtual Result<std::unique_ptr<Memory>> AllocateKV(std::size_t bytes) const = 0;
 

@@ -17,6 +17,7 @@
 #include "backend/cpu/attention.h"
 #include "backend/device.h"
 #include "model/config.h"
+#include "tensor/dtype.h"
 
 namespace fgnet {
 
@@ -33,6 +34,9 @@ class SequenceKV {
   // The device whose memory holds the keys and values. AppendSpans and Write are for stores in
   // host memory; a GPU backend reads and writes its stores' blocks itself.
   virtual Device device() const { return Device::Cpu(); }
+  // The element type of the stored keys and values: kF32, or kBF16 in paged stores made for a GPU
+  // backend (AppendSpans and Write are for f32 stores).
+  virtual DType element_type() const { return DType::kF32; }
   // Appends to `out`, in increasing position order, spans covering positions [begin, length())
   // of `layer`. Every such position must be held (sliding layers hold the last window).
   virtual void AppendSpans(std::int64_t layer, std::int64_t begin,

@@ -42,7 +42,7 @@ class CudaAttentionPerf : public ::testing::Test {
               double* pipelined_us) {
     constexpr int kHeads = 4, kHeadDim = 256, kBlock = 16;
     const std::int64_t row = kHeadDim;
-    const std::int64_t block_floats = 2 * kBlock * row;
+    const std::int64_t block_elements = 2 * kBlock * row;
     const int blocks_per_seq = (last_pos + kBlock) / kBlock;
     std::vector<std::int32_t> row_seq, row_pos, seq_table, tables;
     int held = 0;
@@ -64,7 +64,7 @@ class CudaAttentionPerf : public ::testing::Test {
       }
     }
     if (rows_per_seq > 1) *bytes = 0;  // prefill: the FLOPs are what counts
-    const std::size_t total = static_cast<std::size_t>(held) * block_floats;
+    const std::size_t total = static_cast<std::size_t>(held) * block_elements;
     auto memory = DeviceBuffer<float>::Allocate(total);
     EXPECT_TRUE(memory.ok());
     if (!memory.ok()) return 0;
@@ -90,7 +90,7 @@ class CudaAttentionPerf : public ::testing::Test {
                         .num_seqs = seqs,
                         .max_pos = last_pos};
     const PagedLayer layer{.memory = memory->data(),
-                           .block_floats = block_floats,
+                           .block_elements = block_elements,
                            .block_size = kBlock,
                            .slot = 0,
                            .row = row};
@@ -182,7 +182,7 @@ class CudaAttentionPerf : public ::testing::Test {
                    double* fused_us) {
     constexpr int kHeads = 4, kHeadDim = 256, kBlock = 16;
     const std::int64_t row = kHeadDim;
-    const std::int64_t block_floats = 2 * kBlock * row;
+    const std::int64_t block_elements = 2 * kBlock * row;
     const int last = ctx - 1;
     const int blocks_per_seq = (last + kBlock) / kBlock;
     std::vector<std::int32_t> row_seq, row_pos, seq_table, tables;
@@ -196,7 +196,7 @@ class CudaAttentionPerf : public ::testing::Test {
       row_seq.push_back(s);
       row_pos.push_back(last);
     }
-    const std::size_t total = static_cast<std::size_t>(held) * block_floats;
+    const std::size_t total = static_cast<std::size_t>(held) * block_elements;
     DeviceBuffer<float> memory = Upload(Random(rng_, total, 0.3f));
     DeviceBuffer<std::int32_t> d_seq = Upload(row_seq), d_pos = Upload(row_pos),
                                d_seq_table = Upload(seq_table), d_tables = Upload(tables);
@@ -217,7 +217,7 @@ class CudaAttentionPerf : public ::testing::Test {
                         .num_seqs = rows,
                         .max_pos = last};
     const PagedLayer layer{.memory = memory.data(),
-                           .block_floats = block_floats,
+                           .block_elements = block_elements,
                            .block_size = kBlock,
                            .slot = 0,
                            .row = row};
@@ -301,6 +301,16 @@ TEST_F(CudaAttentionPerf, Figures) {
         "prefill %-7s rows 2048: %8.1f us/call %6.2f TFLOP/s | back-to-back %8.1f us %6.2f "
         "TFLOP/s\n",
         window > 0 ? "sliding" : "global", us, flops / us / 1e6, piped, flops / piped / 1e6);
+  }
+}
+
+// A prompt's remainder after a cached prefix: 16 rows at positions 2048 .. 2063.
+TEST_F(CudaAttentionPerf, RemainderFigures) {
+  double bytes = 0, flops = 0, piped = 0;
+  for (int window : {0, 512}) {
+    const double us = Time(1, 16, 2063, window, &bytes, &flops, &piped);
+    std::printf("remainder %-7s rows 16 after 2048: %8.1f us/call | back-to-back %8.1f us\n",
+                window > 0 ? "sliding" : "global", us, piped);
   }
 }
 

@@ -4,7 +4,9 @@
 // random inputs with NaN-poisoned outputs and NaN in every KV float a kernel must not use.
 // Skipped where no CUDA device is present (CI); run on a GPU machine.
 //
-// QKNormRopeWriteKV is compared bit for bit with QKNormRope then WriteKV.
+// QKNormRopeWriteKV is compared bit for bit with QKNormRope then WriteKV. Blocks of bf16 keys and
+// values hold the f32 results rounded to nearest even, and attention over them equals the
+// reference over the rounded values.
 // The perf mode (FGNET_CUDA_PERF=1) is in cuda_attention_perf_test.cpp.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -25,6 +27,7 @@
 #include "backend/cuda/attention.h"
 #include "backend/cuda/device.h"
 #include "cuda_attention_support.h"
+#include "tensor/dtype.h"
 
 namespace fgnet::cuda {
 namespace {
@@ -135,7 +138,9 @@ struct PagedCase {
   }
   int rows() const { return static_cast<int>(row_seq.size()); }
   std::int64_t row() const { return std::int64_t{kv_heads} * head_dim; }
-  std::int64_t block_floats() const { return 2 * std::int64_t{group_layers} * block_size * row(); }
+  std::int64_t block_elements() const {
+    return 2 * std::int64_t{group_layers} * block_size * row();
+  }
   float scale() const { return 2.0f / std::sqrt(static_cast<float>(head_dim)); }
 };
 
@@ -177,7 +182,7 @@ HostPool BuildPool(const PagedCase& c, std::mt19937& rng) {
   for (std::int32_t& t : pool.tables) {
     if (t >= 0) t = ids[static_cast<std::size_t>(t)];
   }
-  pool.memory.assign(ids.size() * static_cast<std::size_t>(c.block_floats()), std::nanf(""));
+  pool.memory.assign(ids.size() * static_cast<std::size_t>(c.block_elements()), std::nanf(""));
   std::normal_distribution<float> d(0.0f, 1.0f);
   for (int s = 0; s < c.num_seqs; ++s) {
     const int blocks = (length[s] + c.block_size - 1) / c.block_size;
@@ -185,16 +190,26 @@ HostPool BuildPool(const PagedCase& c, std::mt19937& rng) {
       const std::int32_t b = pool.tables[pool.seq_table[s] + j];
       if (b < 0) continue;
       for (int o = 0; o < c.block_size && j * c.block_size + o < length[s]; ++o) {
-        float* key = pool.memory.data() + b * c.block_floats() +
+        float* key = pool.memory.data() + b * c.block_elements() +
                      (std::int64_t{c.slot} * c.block_size + o) * c.row();
         for (std::int64_t i = 0; i < c.row(); ++i) {
           key[i] = d(rng);
-          key[c.block_floats() / 2 + i] = d(rng);
+          key[c.block_elements() / 2 + i] = d(rng);
         }
       }
     }
   }
   return pool;
+}
+
+// Rounds the pool's keys and values to bf16 (NaN stays NaN); returns their bf16 bits.
+std::vector<std::uint16_t> RoundToBF16(HostPool* pool) {
+  std::vector<std::uint16_t> bits(pool->memory.size());
+  for (std::size_t i = 0; i < bits.size(); ++i) {
+    bits[i] = F32ToBF16(pool->memory[i]);
+    pool->memory[i] = BF16ToF32(bits[i]);
+  }
+  return bits;
 }
 
 cpu::AttentionParams Params(const PagedCase& c) {
@@ -226,10 +241,10 @@ std::vector<float> ReferenceAttention(const PagedCase& c, const HostPool& pool,
       const int o = p % c.block_size;
       const std::int32_t b = pool.tables[pool.seq_table[c.row_seq[r]] + p / c.block_size];
       const int count = std::min(c.block_size - o, pos - p + 1);
-      const float* key = pool.memory.data() + b * c.block_floats() +
+      const float* key = pool.memory.data() + b * c.block_elements() +
                          (std::int64_t{c.slot} * c.block_size + o) * c.row();
       spans.push_back({.keys = key,
-                       .values = key + c.block_floats() / 2,
+                       .values = key + c.block_elements() / 2,
                        .stride = static_cast<std::size_t>(c.row()),
                        .first_pos = p,
                        .count = static_cast<std::size_t>(count)});
@@ -241,14 +256,18 @@ std::vector<float> ReferenceAttention(const PagedCase& c, const HostPool& pool,
   return out;
 }
 
-// Uploads the pool and runs PagedAttention on rows [first, first + n) of the case.
+// Uploads the pool (as f32, or as bf16 when `kv` says so: the pool's values must then be bf16
+// values, see RoundToBF16) and runs PagedAttention on rows [first, first + n) of the case.
 class DevicePass {
  public:
-  DevicePass(const PagedCase& c, const HostPool& pool)
-      : c_(c),
-        memory_(Upload(pool.memory)),
-        seq_table_(Upload(pool.seq_table)),
-        tables_(Upload(pool.tables)) {}
+  DevicePass(const PagedCase& c, HostPool pool, DType kv = DType::kF32)
+      : c_(c), kv_(kv), seq_table_(Upload(pool.seq_table)), tables_(Upload(pool.tables)) {
+    if (kv == DType::kBF16) {
+      bf16_ = Upload(RoundToBF16(&pool));
+    } else {
+      memory_ = Upload(pool.memory);
+    }
+  }
 
   // max_pos < 0: the rows' largest position; else a larger bound (as a pass rounded up for graph
   // reuse gives), whose slices beyond a row's position are empty.
@@ -266,8 +285,10 @@ class DevicePass {
                   .tables = tables_.data(),
                   .num_seqs = c_.num_seqs,
                   .max_pos = std::max(max_pos, *std::max_element(pos.begin(), pos.end()))};
-    const PagedLayer layer{.memory = memory_.data(),
-                           .block_floats = c_.block_floats(),
+    const PagedLayer layer{.memory = kv_ == DType::kBF16 ? static_cast<void*>(bf16_.data())
+                                                         : static_cast<void*>(memory_.data()),
+                           .dtype = kv_,
+                           .block_elements = c_.block_elements(),
                            .block_size = c_.block_size,
                            .slot = c_.slot,
                            .row = c_.row()};
@@ -281,7 +302,9 @@ class DevicePass {
 
  private:
   const PagedCase& c_;
+  DType kv_;
   DeviceBuffer<float> memory_;
+  DeviceBuffer<std::uint16_t> bf16_;
   DeviceBuffer<std::int32_t> seq_table_;
   DeviceBuffer<std::int32_t> tables_;
 };
@@ -337,6 +360,44 @@ TEST_F(CudaAttentionTest, PagedAttentionMatchesTheReference) {
       }
     }
   }
+}
+
+// Blocks of bf16 keys and values: every regime of both kernels reads them as the f32 values they
+// stand for.
+TEST_F(CudaAttentionTest, PagedAttentionOverBf16BlocksMatchesTheReference) {
+  for (const HeadShape& h : {HeadShape{4, 1, 256}, HeadShape{6, 2, 96}, HeadShape{8, 1, 64}}) {
+    for (int window : {0, 40}) {
+      SCOPED_TRACE(testing::Message() << "heads " << h.heads << " kv_heads " << h.kv_heads
+                                      << " head_dim " << h.head_dim << " window " << window);
+      const PagedCase c = MixedCase(h, window, 0.0f);
+      HostPool pool = BuildPool(c, rng_);
+      RoundToBF16(&pool);
+      const std::vector<float> q =
+          Random(rng_, static_cast<std::size_t>(c.rows()) * c.heads * c.head_dim);
+      const std::vector<float> want = ReferenceAttention(c, pool, q);
+      DevicePass pass(c, pool, DType::kBF16);
+      const std::size_t hd = static_cast<std::size_t>(c.head_dim);
+      const std::size_t nh = static_cast<std::size_t>(c.heads);
+      ExpectClose(pass.Run(q, 0, c.rows()), want, 1e-4f, hd, nh);
+      const std::size_t q_dim = nh * hd;
+      for (int r : {0, 72}) {
+        SCOPED_TRACE(r);
+        ExpectClose(pass.Run(q, r, 1),
+                    std::vector<float>(want.begin() + r * q_dim, want.begin() + (r + 1) * q_dim),
+                    1e-4f, hd, nh);
+      }
+    }
+  }
+  PagedCase c;  // a long prompt: tiles cut into slices
+  c.window = 300;
+  c.AddRows(0, 0, 600);
+  HostPool pool = BuildPool(c, rng_);
+  RoundToBF16(&pool);
+  const std::vector<float> q =
+      Random(rng_, static_cast<std::size_t>(c.rows()) * c.heads * c.head_dim);
+  DevicePass pass(c, pool, DType::kBF16);
+  ExpectClose(pass.Run(q, 0, c.rows()), ReferenceAttention(c, pool, q), 1e-4f,
+              static_cast<std::size_t>(c.head_dim), static_cast<std::size_t>(c.heads));
 }
 
 // A row's output does not depend on the other rows of its pass (nor on the kernel that the pass's
@@ -448,7 +509,7 @@ TEST_F(CudaAttentionTest, WriteKVStoresEachRowInItsBlockOnly) {
                       .num_seqs = c.num_seqs,
                       .max_pos = pool.max_pos};
   const PagedLayer layer{.memory = memory.data(),
-                         .block_floats = c.block_floats(),
+                         .block_elements = c.block_elements(),
                          .block_size = c.block_size,
                          .slot = c.slot,
                          .row = c.row()};
@@ -456,10 +517,10 @@ TEST_F(CudaAttentionTest, WriteKVStoresEachRowInItsBlockOnly) {
   for (int r = 0; r < c.rows(); ++r) {
     const int p = c.row_pos[r];
     const std::int32_t b = pool.tables[pool.seq_table[c.row_seq[r]] + p / c.block_size];
-    float* key = pool.memory.data() + b * c.block_floats() +
+    float* key = pool.memory.data() + b * c.block_elements() +
                  (std::int64_t{c.slot} * c.block_size + p % c.block_size) * c.row();
     std::copy(k.begin() + r * c.row(), k.begin() + (r + 1) * c.row(), key);
-    std::copy(v.begin() + r * c.row(), v.begin() + (r + 1) * c.row(), key + c.block_floats() / 2);
+    std::copy(v.begin() + r * c.row(), v.begin() + (r + 1) * c.row(), key + c.block_elements() / 2);
   }
   const std::vector<float> got = Download(memory);
   ASSERT_EQ(got.size(), pool.memory.size());
@@ -515,7 +576,7 @@ TEST_F(CudaAttentionTest, QKNormRopeWriteKVEqualsTheTwoCalls) {
     DeviceBuffer<float> q1 = Upload(q), k1 = Upload(k), mem1 = Upload(pool.memory);
     DeviceBuffer<float> q2 = Upload(q), k2 = Upload(k), mem2 = Upload(pool.memory);
     PagedLayer layer{.memory = mem1.data(),
-                     .block_floats = c.block_floats(),
+                     .block_elements = c.block_elements(),
                      .block_size = c.block_size,
                      .slot = c.slot,
                      .row = c.row()};
@@ -538,14 +599,88 @@ TEST_F(CudaAttentionTest, QKNormRopeWriteKVEqualsTheTwoCalls) {
     const std::vector<float> mem = Download(mem2);
     const int p = c.row_pos[0];
     const std::int32_t b = pool.tables[pool.seq_table[0] + p / c.block_size];
-    const float* key = mem.data() + b * c.block_floats() +
+    const float* key = mem.data() + b * c.block_elements() +
                        (std::int64_t{c.slot} * c.block_size + p % c.block_size) * c.row();
     EXPECT_TRUE(same_bits(std::vector<float>(key, key + c.row()),
                           std::vector<float>(got_k.begin(), got_k.begin() + c.row())));
     EXPECT_TRUE(same_bits(
-        std::vector<float>(key + c.block_floats() / 2, key + c.block_floats() / 2 + c.row()),
+        std::vector<float>(key + c.block_elements() / 2, key + c.block_elements() / 2 + c.row()),
         std::vector<float>(v.begin(), v.begin() + c.row())));
   }
+}
+
+// Into bf16 blocks, QKNormRopeWriteKV and QKNormRope + WriteKV store the same bits: each row's
+// normalised, rotated key and its value rounded to nearest even, and nothing else.
+TEST_F(CudaAttentionTest, Bf16BlocksHoldTheRoundedKeysAndValues) {
+  PagedCase c;
+  c.heads = 6;
+  c.kv_heads = 2;
+  c.head_dim = 96;
+  c.group_layers = 3;
+  c.slot = 2;
+  c.AddRows(0, 4095, 1);
+  c.AddRows(1, 30, 20);
+  c.AddRows(2, 0, 3);
+  const HostPool pool = BuildPool(c, rng_);
+  const std::size_t D = static_cast<std::size_t>(c.head_dim);
+  const std::vector<float> q = Random(rng_, c.rows() * c.heads * D, 2.0f);
+  const std::vector<float> k = Random(rng_, c.rows() * c.row(), 0.5f);
+  const std::vector<float> v = Random(rng_, c.rows() * c.row());
+  const std::vector<float> q_scale = Random(rng_, D);
+  const std::vector<float> k_scale = Random(rng_, D);
+  std::vector<float> inv_freq(D / 2);
+  cpu::RopeInvFreq(1e6, 1.0, D, inv_freq.data());
+  DeviceBuffer<float> d_v = Upload(v), d_qs = Upload(q_scale), d_ks = Upload(k_scale),
+                      d_inv = Upload(inv_freq);
+  DeviceBuffer<std::int32_t> d_seq = Upload(c.row_seq), d_pos = Upload(c.row_pos),
+                             d_seq_table = Upload(pool.seq_table), d_tables = Upload(pool.tables);
+  const PassRows pass{.rows = c.rows(),
+                      .row_seq = d_seq.data(),
+                      .row_pos = d_pos.data(),
+                      .seq_table = d_seq_table.data(),
+                      .tables = d_tables.data(),
+                      .num_seqs = c.num_seqs,
+                      .max_pos = pool.max_pos};
+  constexpr std::uint16_t kNaN = 0x7fc0;
+  const std::vector<std::uint16_t> blank(pool.memory.size(), kNaN);
+  DeviceBuffer<float> q1 = Upload(q), k1 = Upload(k), q2 = Upload(q), k2 = Upload(k);
+  DeviceBuffer<std::uint16_t> mem1 = Upload(blank), mem2 = Upload(blank);
+  PagedLayer layer{.memory = mem1.data(),
+                   .dtype = DType::kBF16,
+                   .block_elements = c.block_elements(),
+                   .block_size = c.block_size,
+                   .slot = c.slot,
+                   .row = c.row()};
+  ASSERT_TRUE(QKNormRope(q1.data(), k1.data(), c.rows(), c.heads, c.kv_heads, c.head_dim,
+                         d_qs.data(), d_ks.data(), 1e-6f, d_inv.data(), d_pos.data())
+                  .ok());
+  ASSERT_TRUE(WriteKV(k1.data(), d_v.data(), pass, layer).ok());
+  layer.memory = mem2.data();
+  const Status s =
+      QKNormRopeWriteKV(q2.data(), k2.data(), d_v.data(), pass, layer, c.heads, c.kv_heads,
+                        c.head_dim, d_qs.data(), d_ks.data(), 1e-6f, d_inv.data());
+  ASSERT_TRUE(s.ok()) << s.error().message();
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const std::vector<float> got_k = Download(k2);
+  std::vector<std::uint16_t> want = blank;
+  for (int r = 0; r < c.rows(); ++r) {
+    const int p = c.row_pos[r];
+    const std::int64_t b = pool.tables[pool.seq_table[c.row_seq[r]] + p / c.block_size];
+    const std::int64_t at =
+        b * c.block_elements() + (std::int64_t{c.slot} * c.block_size + p % c.block_size) * c.row();
+    for (std::int64_t i = 0; i < c.row(); ++i) {
+      want[at + i] = F32ToBF16(got_k[r * c.row() + i]);
+      want[at + c.block_elements() / 2 + i] = F32ToBF16(v[r * c.row() + i]);
+    }
+  }
+  for (const DeviceBuffer<std::uint16_t>* mem : {&mem1, &mem2}) {
+    auto got = mem->ToHost();
+    ASSERT_TRUE(got.ok());
+    ASSERT_EQ(got->size(), want.size());
+    for (std::size_t i = 0; i < want.size(); ++i) ASSERT_EQ((*got)[i], want[i]) << "at " << i;
+  }
+  EXPECT_EQ(Download(q2), Download(q1));
+  EXPECT_EQ(got_k, Download(k1));
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -553,7 +688,7 @@ TEST_F(CudaAttentionTest, QKNormRopeWriteKVEqualsTheTwoCalls) {
 
 TEST(CudaAttentionArgumentsTest, UnsupportedShapesAreErrors) {
   const PassRows pass{.rows = 1, .num_seqs = 1, .max_pos = 0};
-  PagedLayer layer{.block_floats = 2 * 16 * 48, .block_size = 16, .slot = 0, .row = 48};
+  PagedLayer layer{.block_elements = 2 * 16 * 48, .block_size = 16, .slot = 0, .row = 48};
   AttentionShape shape{.heads = 4, .kv_heads = 1, .head_dim = 48};
   Status s = PagedAttention(nullptr, pass, layer, shape, nullptr, nullptr);
   ASSERT_FALSE(s.ok());
@@ -590,11 +725,22 @@ TEST(CudaAttentionArgumentsTest, UnsupportedShapesAreErrors) {
   EXPECT_FALSE(QKNormRopeWriteKV(nullptr, nullptr, nullptr, pass, layer, 4, 1, 48, nullptr, nullptr,
                                  1e-6f, nullptr)
                    .ok());
+  s = WriteKV(nullptr, nullptr, pass, layer);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(
+      s.error().message(),
+      "cuda::WriteKV: layer block_size 16, row 48, slot 1 do not fit blocks of 1536 elements");
+  layer.slot = 0;
+  layer.dtype = DType::kF16;
+  s = WriteKV(nullptr, nullptr, pass, layer);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().message(),
+            "cuda::WriteKV: keys and values of type F16 are not supported (F32 or BF16)");
 }
 
 TEST(CudaAttentionArgumentsTest, EmptyPassesDoNothing) {
   const PassRows pass{};
-  const PagedLayer layer{.block_floats = 2 * 16 * 64, .block_size = 16, .slot = 0, .row = 64};
+  const PagedLayer layer{.block_elements = 2 * 16 * 64, .block_size = 16, .slot = 0, .row = 64};
   const AttentionShape shape{.heads = 4, .kv_heads = 1, .head_dim = 64};
   EXPECT_TRUE(PagedAttention(nullptr, pass, layer, shape, nullptr, nullptr).ok());
   EXPECT_EQ(PagedAttentionWorkspace(pass, shape), 0u);

@@ -127,6 +127,29 @@ TEST(DeviceTest, TheCpuModelRefusesKVInAnotherDevicesMemory) {
   EXPECT_EQ(seq.length(), 0);
 }
 
+// A bf16 pool holds what only a GPU reads: the CPU model refuses it before touching it.
+TEST(DeviceTest, TheCpuModelRefusesBf16KV) {
+  const testing::RandomCheckpoint ckpt(SmallConfig(4, 2, 32), DType::kBF16, 1);
+  auto model = Gemma3Model::Create(ckpt.config(), ckpt.weights());
+  ASSERT_TRUE(model.ok());
+  EXPECT_FALSE(model->SupportsKVType(DType::kBF16));
+  const kv::KVLayout layout = kv::KVLayout::ForConfig(ckpt.config(), 4, DType::kBF16);
+  EXPECT_EQ(2 * layout.block_bytes(), kv::KVLayout::ForConfig(ckpt.config(), 4).block_bytes());
+  kv::BlockPool pool(layout, 16);
+  kv::PagedSequence seq(pool);
+  ASSERT_TRUE(seq.Reserve(3));
+  const std::vector<std::int32_t> ids = {1, 2, 3};
+  std::vector<float> logits;
+  const SequenceStep step{ids, &seq, LogitsMode::kLast, &logits, {}};
+  ThreadPool threads(1);
+  ForwardScratch scratch;
+  const Status s = model->ForwardBatch(std::span<const SequenceStep>(&step, 1), threads, scratch);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().message(),
+            "Forward: the KV cache holds BF16 keys and values; the CPU backend keeps them in F32");
+  EXPECT_EQ(seq.length(), 0);
+}
+
 // --- CUDA against the CPU
 // -------------------------------------------------------------------------
 
@@ -138,9 +161,10 @@ struct Backend {
   ThreadPool threads{2};
   ForwardScratch scratch;
 
-  Backend(std::unique_ptr<Model> m, std::int64_t block_size, std::int64_t blocks)
+  Backend(std::unique_ptr<Model> m, std::int64_t block_size, std::int64_t blocks,
+          DType kv_dtype = DType::kF32)
       : model(std::move(m)) {
-    const kv::KVLayout layout = kv::KVLayout::ForConfig(model->config(), block_size);
+    const kv::KVLayout layout = kv::KVLayout::ForConfig(model->config(), block_size, kv_dtype);
     auto memory = model->AllocateKV(layout.block_bytes() * static_cast<std::size_t>(blocks));
     FGNET_CHECK(memory.ok());
     pool = std::make_unique<kv::BlockPool>(layout, blocks, std::move(*memory));
@@ -369,6 +393,54 @@ TEST_F(CudaModelTest, MixedAdapterBatchesMatchTheCpu) {
     }
     want = cpu->Step(next, sets);
     got = gpu->Step(next, sets);
+  }
+}
+
+// bf16 keys and values: the GPU model follows the CPU (f32 keys and values) to within their
+// rounding, through a chunked prompt and decoding past the sliding window (the CPU's tokens fed
+// to both), and a forked sequence copies its bf16 block on write.
+TEST_F(CudaModelTest, Bf16KeysAndValuesFollowTheCpu) {
+  constexpr float kBf16KVTolerance = 2e-2f;  // of the logit scale
+  for (const std::int64_t head_dim : {64, 256}) {
+    SCOPED_TRACE(head_dim);
+    const Gemma3Config config = SmallConfig(4, 1, head_dim);
+    const testing::RandomCheckpoint ckpt(config, DType::kBF16, 9);
+    auto cpu_model = CreateModel(ckpt.config(), ckpt.weights(), Device::Cpu());
+    auto gpu_model = CreateModel(ckpt.config(), ckpt.weights(), Device::Cuda(0));
+    ASSERT_TRUE(gpu_model.ok()) << gpu_model.error().message();
+    ASSERT_TRUE((*gpu_model)->SupportsKVType(DType::kBF16));
+    Backend cpu(std::move(*cpu_model), 4, 512);
+    Backend gpu(std::move(*gpu_model), 4, 512, DType::kBF16);
+    cpu.NewSequence();
+    gpu.NewSequence();
+    const std::vector<std::vector<AdapterUse>> one(1), two(2);
+    const std::vector<std::int32_t> prompt = testing::RandomTokens(23, config.vocab_size, 3);
+    float worst = 0.0f;
+    for (std::size_t at = 0; at < prompt.size(); at += 10) {
+      const std::vector<std::int32_t> chunk(
+          prompt.begin() + static_cast<std::ptrdiff_t>(at),
+          prompt.begin() + static_cast<std::ptrdiff_t>(std::min(at + 10, prompt.size())));
+      const float d = MaxRelativeDifference(cpu.Step({chunk}, one, LogitsMode::kAll)[0],
+                                            gpu.Step({chunk}, one, LogitsMode::kAll)[0]);
+      worst = std::max(worst, d);
+    }
+    std::int32_t next = prompt.back();
+    for (int t = 0; t < 24; ++t) {
+      const auto a = cpu.Step({{next}}, one);
+      const auto b = gpu.Step({{next}}, one);
+      worst = std::max(worst, MaxRelativeDifference(a[0], b[0]));
+      next = Argmax(a[0]);
+    }
+    for (Backend* be : {&cpu, &gpu}) {
+      be->seqs.push_back(std::make_unique<kv::PagedSequence>(be->seqs[0]->Fork()));
+    }
+    const auto want = cpu.Step({{3, 4}, {5}}, two);
+    const auto got = gpu.Step({{3, 4}, {5}}, two);
+    for (std::size_t i = 0; i < 2; ++i)
+      worst = std::max(worst, MaxRelativeDifference(want[i], got[i]));
+    std::printf("bf16 KV, head_dim %lld: max |logit difference| / max |logit| = %.3g\n",
+                static_cast<long long>(head_dim), worst);
+    EXPECT_LT(worst, kBf16KVTolerance);
   }
 }
 

@@ -4,7 +4,8 @@
 // approximate sharing (and the divergence it causes), logit ensembles against the members'
 // logits, greedy and top-k selection under grammars and repetition penalties (in the model) equal
 // to the sampler's on the whole row, per-request errors, back-pressure, cancellation, deadlines,
-// priorities, metrics, and a random seeded workload after which every block is free.
+// priorities, metrics, a random seeded workload after which every block is free, and bf16 keys
+// and values where the device holds them.
 
 #include <cmath>
 #include <cstdio>
@@ -139,6 +140,64 @@ TEST_F(ServingTest, ABudgetSmallerThanTheBatchServesEveryoneInTurn) {
   }
   const EngineMetrics m = engine->Metrics();
   EXPECT_LE(m.step_tokens, m.steps * 3);
+}
+
+// bf16 keys and values, where the device holds them (GPUs): a batch of mixed-adapter requests
+// equals each request alone, prefix-cache hits continue exactly, and the pool is half the bytes.
+// On the CPU the engine refuses them with a clear error.
+TEST_F(ServingTest, Bf16KeysAndValuesServeWhereTheDeviceHoldsThem) {
+  EngineOptions options;
+  options.kv_dtype = DType::kBF16;
+  options.threads = 2;
+  if (!f_.engine_model().SupportsKVType(DType::kBF16)) {
+    auto engine = Engine::Create(f_.engine_model(), "test-base", nullptr, &f_.registry(), options);
+    ASSERT_FALSE(engine.ok());
+    EXPECT_EQ(engine.error().message(),
+              "engine: BF16 keys and values are not supported on cpu (F32 only)");
+    return;
+  }
+  const auto run = [&](const std::vector<Request>& requests, EngineOptions o) {
+    auto engine = f_.NewEngine(o);
+    std::vector<RequestHandle> handles;
+    for (const Request& r : requests) handles.push_back(engine->Submit(r));
+    std::vector<std::vector<std::int32_t>> ids;
+    for (RequestHandle& h : handles) {
+      const Completion& c = h.Wait();
+      EXPECT_TRUE(c.status.ok()) << c.status.error().message();
+      ids.push_back(c.ids);
+    }
+    ExpectAllBlocksFree(*engine);
+    return std::make_pair(ids, engine->Metrics().kv_block_bytes);
+  };
+  std::vector<Request> batch;
+  for (int i = 0; i < 16; ++i) batch.push_back(Greedy(PromptFor(i), AdapterMix(i), 12));
+  const auto [together, bf16_bytes] = run(batch, options);
+  for (int i = 0; i < 16; i += 5) {
+    SCOPED_TRACE(i);
+    options.prefix_cache = false;
+    EXPECT_EQ(run({batch[static_cast<std::size_t>(i)]}, options).first[0],
+              together[static_cast<std::size_t>(i)]);
+  }
+  const auto [f32_ids, f32_bytes] = run({batch[0]}, EngineOptions{});
+  EXPECT_EQ(2 * bf16_bytes, f32_bytes);
+  // The prefix cache: the same prompt again continues as it did cold, its logits as close as bf16
+  // keys allow (a key computed in a pass of another shape may round to the neighbouring bf16).
+  options.prefix_cache = true;
+  auto engine = f_.NewEngine(options);
+  Request r = Greedy(Ids(45, 11), {}, 8);
+  r.return_logits = true;
+  RequestHandle cold_handle = engine->Submit(r);
+  const Completion cold = cold_handle.Wait();
+  RequestHandle hot_handle = engine->Submit(r);
+  const Completion hot = hot_handle.Wait();
+  EXPECT_EQ(hot.usage.cached_tokens, 32);
+  EXPECT_EQ(hot.ids, cold.ids);
+  ASSERT_EQ(hot.logits.size(), cold.logits.size());
+  double worst = 0;
+  for (std::size_t i = 0; i < hot.logits.size(); ++i)
+    worst = std::max(worst, std::fabs(static_cast<double>(hot.logits[i]) - cold.logits[i]));
+  EXPECT_LE(worst, 2e-3);
+  std::printf("bf16 KV, prefix hit vs cold: max |logit difference| %.3g\n", worst);
 }
 
 TEST_F(ServingTest, PrefixCacheHitsGiveTheColdLogits) {

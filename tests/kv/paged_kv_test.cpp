@@ -58,7 +58,14 @@ TEST(KVLayoutTest, GroupsLayersOfOneKindInEqualGroups) {
   EXPECT_EQ(layout.group_sliding, (std::vector<bool>{true, false, true}));
   EXPECT_EQ(layout.layer_group, (std::vector<std::int32_t>{0, 0, 1, 2, 2, 1}));
   EXPECT_EQ(layout.layer_slot, (std::vector<std::int32_t>{0, 1, 0, 0, 1, 1}));
-  EXPECT_EQ(layout.block_floats(), 2u * 2 * 4 * 8);
+  EXPECT_EQ(layout.block_elements(), 2u * 2 * 4 * 8);
+  EXPECT_EQ(layout.block_bytes(), 4u * layout.block_elements());
+  EXPECT_EQ(layout.bytes_per_position(), 4u * 2 * 6 * 8);
+  // bf16 blocks: the same layout in half the bytes.
+  const KVLayout half = KVLayout::ForConfig(KvTestConfig(), 4, DType::kBF16);
+  EXPECT_EQ(half.block_elements(), layout.block_elements());
+  EXPECT_EQ(half.block_bytes(), 2u * layout.block_elements());
+  EXPECT_EQ(half.bytes_per_position(), layout.bytes_per_position() / 2);
 }
 
 TEST(KVLayoutTest, Gemma270MHasSixGroupsOfThree) {

@@ -52,6 +52,7 @@ Status RunDeviceBenchCommand(const ParsedArgs& args, CommandIo& io, BenchReport&
   DeviceBenchOptions options;
   options.repeat = static_cast<int>(std::min<std::int64_t>(args.Int("repeat"), 5));
   if (auto rank = args.OptInt("lora-rank")) options.lora_rank = *rank;
+  options.kv_dtype = KVTypeOption(args);
   if (args.Switch("quick")) {
     options.decode_tokens = 32;
     options.prefill_tokens = 256;
@@ -62,6 +63,7 @@ Status RunDeviceBenchCommand(const ParsedArgs& args, CommandIo& io, BenchReport&
   }
   report.settings["model"] = args.OptString("model").value_or("synthesized gemma-3-270m (bf16)");
   report.settings["device"] = model->device_name();
+  report.settings["kv_dtype"] = std::string(DTypeName(options.kv_dtype));
   report.settings["quantization"] =
       quantized != nullptr ? quantized->quantization() : loaded->checkpoint->quantization();
   FGNET_ASSIGN_OR_RETURN(const DeviceBenchResult result,
@@ -214,6 +216,7 @@ void AddBenchCommand(App& app) {
       .Default("1024");
   c.AddSwitch("skip-bandwidth", "Do not measure memory bandwidth.");
   AddDeviceOption(c);
+  AddKVTypeOption(c);
   c.AddString("baseline", "FILE",
               "With --device cuda: a tools/bench_transformers.py JSON report measured on the same "
               "machine, printed beside fgnet's figures.");

@@ -88,6 +88,7 @@ Status RunBatch(const ParsedArgs& args, CommandIo& io) {
   EngineOptions options;
   options.kv_memory_mib = args.OptInt("kv-mib").value_or(0);
   options.max_batch_tokens = args.Int("max-batch-tokens");
+  options.kv_dtype = KVTypeOption(args);
   options.block_size = args.Int("block-size");
   options.max_running = args.Int("max-running");
   options.max_queue =
@@ -199,6 +200,7 @@ void AddBatchCommand(App& app) {
   c.AddInt("max-running", "N", "Most requests decoding at once.").IntRange(1).Default("256");
   AddThreadsOption(c);
   AddDeviceOption(c);
+  AddKVTypeOption(c);
   c.Example("--model functiongemma-270m-it --requests requests.jsonl --out results.jsonl");
   c.Example(
       "--model gemma-3-270m-it --adapter weather=experts/weather --adapter "

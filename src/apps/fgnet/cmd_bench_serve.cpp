@@ -48,6 +48,7 @@ Status RunBenchServe(const ParsedArgs& args, CommandIo& io) {
   EngineOptions e;
   e.kv_memory_mib = args.OptInt("kv-mib").value_or(0);
   e.max_batch_tokens = args.Int("max-batch-tokens");
+  e.kv_dtype = KVTypeOption(args);
   e.block_size = args.Int("block-size");
   e.max_running = args.Int("max-running");
   e.threads = ThreadsOption(args);
@@ -73,6 +74,7 @@ Status RunBenchServe(const ParsedArgs& args, CommandIo& io) {
                      {"kv_sequences", o.kv_sequences},
                      {"grammar_sequences", o.grammar ? o.grammar_sequences : 0},
                      {"kv_mib", engine->options().kv_memory_mib},
+                     {"kv_dtype", std::string(DTypeName(e.kv_dtype))},
                      {"block_size", e.block_size},
                      {"max_batch_tokens", e.max_batch_tokens},
                      {"max_running", e.max_running},
@@ -153,6 +155,7 @@ void AddBenchServeCommand(App& app) {
   c.AddInt("max-running", "N", "Most sequences decoding at once.").IntRange(1).Default("256");
   AddThreadsOption(c);
   AddDeviceOption(c);
+  AddKVTypeOption(c);
   c.AddInt("repeat", "N", "Runs of each measurement; the best one is reported.")
       .IntRange(1, 100)
       .Default("1");

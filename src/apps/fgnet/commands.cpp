@@ -87,6 +87,18 @@ Result<Device> DeviceOption(const ParsedArgs& args) {
   return Device::Cpu();
 }
 
+void AddKVTypeOption(CommandSpec& c) {
+  c.AddString("kv-dtype", "TYPE",
+              "Element type of the KV cache: f32, or bf16 (half the memory; keys and values "
+              "rounded to bf16 as they are written; GPU devices only).")
+      .Choices({"f32", "bf16"})
+      .Default("f32");
+}
+
+DType KVTypeOption(const ParsedArgs& args) {
+  return args.String("kv-dtype") == "bf16" ? DType::kBF16 : DType::kF32;
+}
+
 std::size_t ThreadsOption(const ParsedArgs& args) {
   if (auto n = args.OptInt("threads")) return static_cast<std::size_t>(*n);
   cpu_set_t set;

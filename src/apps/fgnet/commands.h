@@ -23,6 +23,7 @@
 
 #include "apps/fgnet/cli_app.h"
 #include "backend/device.h"
+#include "tensor/dtype.h"
 #include "util/status.h"
 
 namespace fgnet::cli {
@@ -78,5 +79,9 @@ std::size_t ThreadsOption(const ParsedArgs& args);
 // --device cpu|cuda|cuda:N, for the commands that run the engine.
 void AddDeviceOption(CommandSpec& c);
 Result<Device> DeviceOption(const ParsedArgs& args);
+
+// --kv-dtype f32|bf16 (the engine's KVLayout element type), for the commands that run the engine.
+void AddKVTypeOption(CommandSpec& c);
+DType KVTypeOption(const ParsedArgs& args);
 
 }  // namespace fgnet::cli

@@ -92,18 +92,20 @@ std::int64_t BlocksPerSequence(const kv::KVLayout& layout, std::int64_t context)
   return blocks;
 }
 
-// The 8-expert network: a pool sized for experts x expert_context positions, every expert's
-// sequence filled to that length under its own adapter by an engine with the default options (so
-// the pass buffers counted are those of its default 512-token steps).
+// The 8-expert network: a pool of `kv_dtype` blocks sized for experts x expert_context
+// positions, every expert's sequence filled to that length under its own adapter by an engine
+// with the default options (so the pass buffers counted are those of its default 512-token
+// steps). `before`: the model's device bytes before the first network ran (its weights).
 Status MeasureNetworkMemory(const Model& model, AdapterRegistry& registry,
-                            const DeviceBenchOptions& o, std::ostream& log,
-                            DeviceBenchResult* result) {
+                            const DeviceBenchOptions& o, DType kv_dtype, std::size_t before,
+                            std::ostream& log, DeviceBenchResult* result) {
   const Gemma3Config& config = model.config();
-  log << "network memory: " << o.experts << " experts x " << o.expert_context << " tokens\n";
-  const std::size_t before = model.device_bytes();
+  log << "network memory: " << o.experts << " experts x " << o.expert_context << " tokens, "
+      << DTypeName(kv_dtype) << " KV\n";
   EngineOptions e;
   e.block_size = 16;
-  const kv::KVLayout layout = kv::KVLayout::ForConfig(config, e.block_size);
+  e.kv_dtype = kv_dtype;
+  const kv::KVLayout layout = kv::KVLayout::ForConfig(config, e.block_size, kv_dtype);
   e.kv_blocks = o.experts * BlocksPerSequence(layout, o.expert_context);
   e.prefix_cache = false;
   FGNET_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, NewEngine(model, registry, e));
@@ -116,12 +118,12 @@ Status MeasureNetworkMemory(const Model& model, AdapterRegistry& registry,
   }
   for (RequestHandle& h : handles)
     FGNET_TRY(CompletionStatus(h.Wait(), "a network memory request"));
-  const EngineMetrics m = engine->Metrics();
-  result->network_weights_mib = static_cast<double>(before) / kMiB;
-  result->network_adapters_mib = static_cast<double>(model.device_bytes() - before) / kMiB;
-  result->network_kv_mib =
-      static_cast<double>(e.kv_blocks) * static_cast<double>(layout.block_bytes()) / kMiB;
-  (void)m;
+  DeviceBenchResult::Network n;
+  n.kv_dtype = kv_dtype;
+  n.weights_mib = static_cast<double>(before) / kMiB;
+  n.adapters_mib = static_cast<double>(model.device_bytes() - before) / kMiB;
+  n.kv_mib = static_cast<double>(e.kv_blocks) * static_cast<double>(layout.block_bytes()) / kMiB;
+  result->networks.push_back(n);
   return Ok();
 }
 
@@ -144,8 +146,13 @@ Result<DeviceBenchResult> RunDeviceBench(const Model& model, AdapterRegistry& re
     }
   }
   // First, while the model holds only its weights.
-  if (o.experts > 0 && o.lora_rank > 0)
-    FGNET_TRY(MeasureNetworkMemory(model, registry, o, log, &result));
+  if (o.experts > 0 && o.lora_rank > 0) {
+    const std::size_t before = model.device_bytes();
+    for (DType kv_dtype : {DType::kF32, DType::kBF16}) {
+      if (model.SupportsKVType(kv_dtype))
+        FGNET_TRY(MeasureNetworkMemory(model, registry, o, kv_dtype, before, log, &result));
+    }
+  }
 
   EngineOptions e;
   e.max_batch_tokens = std::max<std::int64_t>(o.prefill_tokens, o.prefix_tokens + o.suffix_tokens);
@@ -155,6 +162,7 @@ Result<DeviceBenchResult> RunDeviceBench(const Model& model, AdapterRegistry& re
                                           o.prefix_tokens + o.suffix_tokens + 1,
                                           o.batch_prompt + o.decode_tokens});
   e.kv_memory_mib = 2048;
+  e.kv_dtype = o.kv_dtype;
   FGNET_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, NewEngine(model, registry, e));
   FGNET_TRY(MeasureSingleDecode(*engine, config, o, log, &result));
   FGNET_TRY(MeasurePrefill(*engine, config, o, log, &result));
@@ -201,12 +209,13 @@ std::vector<Measurement> DeviceMeasurements(const DeviceBenchResult& r,
   out.push_back(
       {"time to first token, cached prefix", r.serve.ttft_cached_ms, "ms",
        std::to_string(r.serve.cached_prompt_tokens) + " tokens from the prefix cache, " + on});
-  if (r.network_weights_mib > 0) {
+  for (const DeviceBenchResult::Network& n : r.networks) {
+    const std::string kv(DTypeName(n.kv_dtype));
     out.push_back(
-        {"8-expert network GPU memory", r.network_total_mib(), "MiB",
-         "weights and cuBLAS workspace " + std::to_string(static_cast<int>(r.network_weights_mib)) +
-             " + adapters and buffers " + std::to_string(static_cast<int>(r.network_adapters_mib)) +
-             " + KV " + std::to_string(static_cast<int>(r.network_kv_mib)) + " (" +
+        {"8-expert network GPU memory, " + kv + " KV", n.total_mib(), "MiB",
+         "weights and cuBLAS workspace " + std::to_string(static_cast<int>(n.weights_mib)) +
+             " + adapters and buffers " + std::to_string(static_cast<int>(n.adapters_mib)) + " + " +
+             kv + " KV " + std::to_string(static_cast<int>(n.kv_mib)) + " (" +
              std::to_string(o.experts) + " x " + std::to_string(o.expert_context) +
              " tokens), CUDA context excluded"});
   }
@@ -275,11 +284,12 @@ std::string DeviceBenchTable(const DeviceBenchResult& r, const DeviceBenchOption
       {"time to first token, cold", "ms", r.serve.ttft_cold_ms, "results.ttft.cold_ms", "", false});
   rows.push_back({"time to first token, cached prefix", "ms", r.serve.ttft_cached_ms,
                   "results.ttft.cached_ms", "", false});
-  if (r.network_weights_mib > 0) {
-    rows.push_back({"8-expert network memory", "MiB", r.network_total_mib(),
-                    "results.memory.peak_mib", "", false});
+  for (const DeviceBenchResult::Network& n : r.networks) {
+    rows.push_back({"8-expert network memory, " + std::string(DTypeName(n.kv_dtype)) + " KV", "MiB",
+                    n.total_mib(), "results.memory.peak_mib", "", false});
   }
-  std::string out = "GPU: " + r.device + "\n\n";
+  std::string out = "GPU: " + r.device + "; KV cache: " + std::string(DTypeName(o.kv_dtype)) +
+                    " (the memory rows: as named)\n\n";
   out +=
       "| Measurement | Unit | fgnet | transformers | transformers, compiled | fgnet advantage |\n";
   out += "|---|---|---:|---:|---:|---:|\n";

@@ -11,7 +11,9 @@
 //     in the prefix cache;
 //   - the GPU memory of an 8-expert network: the weights, 8 resident rank-16 adapters, and the
 //     KV blocks 8 sequences of 4,096 tokens hold (CUDA context excluded, as PyTorch's
-//     max_memory_allocated excludes it).
+//     max_memory_allocated excludes it), with f32 and, where the model supports them, bf16 keys
+//     and values (transformers keeps a bf16 model's in bf16).
+// The other measurements use options.kv_dtype.
 // Thread-safety: plain functions.
 #pragma once
 
@@ -24,6 +26,7 @@
 #include "apps/fgnet/serve_bench.h"
 #include "engine/adapter_registry.h"
 #include "model/model.h"
+#include "tensor/dtype.h"
 #include "util/json.h"
 #include "util/status.h"
 
@@ -41,6 +44,7 @@ struct DeviceBenchOptions {
   std::int64_t experts = 8;
   std::int64_t expert_context = 4096;
   int repeat = 3;  // best of (median for the per-token latencies)
+  DType kv_dtype = DType::kF32;
   std::uint64_t seed = 0;
 };
 
@@ -51,12 +55,15 @@ struct DeviceBenchResult {
   double decode_ms_p99 = 0;
   double prefill_tokens_per_s = 0;
   ServeBenchResult serve;  // concurrent decode and time to first token
-  double network_weights_mib = 0;
-  double network_adapters_mib = 0;
-  double network_kv_mib = 0;
-  double network_total_mib() const {
-    return network_weights_mib + network_adapters_mib + network_kv_mib;
-  }
+  // The 8-expert network, once per KV element type measured.
+  struct Network {
+    DType kv_dtype = DType::kF32;
+    double weights_mib = 0;   // and cuBLAS's workspace
+    double adapters_mib = 0;  // and the engine's pass buffers
+    double kv_mib = 0;
+    double total_mib() const { return weights_mib + adapters_mib + kv_mib; }
+  };
+  std::vector<Network> networks;
 };
 
 // Runs every measurement on `model` (a device model), with engines it creates; random adapters

@@ -63,6 +63,7 @@ void AddNetworkRuntimeOptions(CommandSpec& c) {
               "written after routing).");
   AddThreadsOption(c);
   AddDeviceOption(c);
+  AddKVTypeOption(c);
 }
 
 Result<std::unique_ptr<NetworkRuntime>> NetworkRuntime::Create(const ParsedArgs& args,
@@ -81,6 +82,7 @@ Result<std::unique_ptr<NetworkRuntime>> NetworkRuntime::Create(const ParsedArgs&
   EngineOptions& options = rt->engine_options_;
   options.kv_memory_mib = args.OptInt("kv-mib").value_or(0);
   options.max_batch_tokens = args.Int("max-batch-tokens");
+  options.kv_dtype = KVTypeOption(args);
   options.threads = ThreadsOption(args);
   options.stop_ids = EngineStopIds(*rt->loaded_);
 

@@ -6,7 +6,8 @@
 //     rows all belong to one sequence (a prefill chunk) is done by one CTA per kv head, which
 //     holds the tile's queries (all query heads of the kv head) in shared memory and walks the
 //     union of their visible keys in steps of kTileK keys, each key and value tile loaded once
-//     into shared memory and used by every query of the tile (an f32 flash-attention loop);
+//     into shared memory and used by every query of the tile (a flash-attention loop whose
+//     products run on tensor cores, f32 operands split into two bf16 terms: attention_tiles.cu);
 //     long key ranges are cut into slices done by separate CTAs, so that the GPU is filled and
 //     the tiles late in a long prompt do not set the pace;
 //   * splits: every other row (decode rows, tiles of mixed sequences) is done flash-decoding
@@ -41,6 +42,7 @@
 namespace fgnet::cuda {
 namespace {
 
+using attention_internal::CheckPagedLayer;
 using attention_internal::EnableTileKernel;
 using attention_internal::Geometry;
 using attention_internal::KeyOffset;
@@ -78,7 +80,7 @@ constexpr int kMinChunk = 16;    // fewest keys per slice (one step of every war
 constexpr int kSplitWaves = 2;   // split CTAs per SM aimed at
 constexpr int kMaxSplits = 128;  // most slices per row
 
-template <int kDC, int kG>
+template <int kDC, int kG, typename T>
 __global__ void __launch_bounds__(kSplitThreads) SplitKernel(Geometry g) {
   using L = LaneDims<kDC>;
   constexpr int kDp = 32 * kDC;
@@ -103,7 +105,8 @@ __global__ void __launch_bounds__(kSplitThreads) SplitKernel(Geometry g) {
   const int warp = threadIdx.x / 32;
   const int D = g.head_dim;
   const std::int64_t head_offset = static_cast<std::int64_t>(kvh) * D;
-  const std::int64_t value_offset = g.block_floats / 2;
+  const std::int64_t value_offset = g.block_elements / 2;
+  const T* memory = static_cast<const T*>(g.memory);
 
   float q[kG][kDC];
 #pragma unroll
@@ -127,7 +130,7 @@ __global__ void __launch_bounds__(kSplitThreads) SplitKernel(Geometry g) {
 #pragma unroll
     for (int u = 0; u < kSplitUnroll; ++u) {
       if (k0 + u <= b) {
-        const float* key = g.memory + KeyOffset(g, table, k0 + u) + head_offset;
+        const T* key = memory + KeyOffset(g, table, k0 + u) + head_offset;
         LoadLane<kDC>(key, lane, D, kr[u]);
         LoadLane<kDC>(key + value_offset, lane, D, vr[u]);
       } else {
@@ -222,6 +225,18 @@ __global__ void __launch_bounds__(kSplitThreads) SplitKernel(Geometry g) {
   }
 }
 
+// The slices a row's keys were cut into by its regime (in_tile: the tile regime's).
+__device__ int RowSlices(const Geometry& g, int row, bool in_tile) {
+  if (in_tile) {
+    int lo = 0;
+    int hi = 0;
+    TileRange(g, row / g.tile_rows, &lo, &hi);
+    return Slices(hi - lo + 1, TileChunk(g, hi - lo + 1));
+  }
+  const int pos = g.row_pos[row];
+  return Slices(pos - VisibleFrom(pos, g.window) + 1, g.chunk);
+}
+
 // Merges the slices of each (row, head) whose keys were cut into several slices (of either
 // regime). Grid (rows * heads, head_dim / 64 rounded up): a CTA merges 64 dims; the slices'
 // weights come from a block-wide max and sum of their (max, sum), then the warps take the slices
@@ -250,16 +265,7 @@ __global__ void __launch_bounds__(kCombineThreads) CombineKernel(Geometry g) {
   __shared__ float s_acc[kCombineWarps][kCombineDims];
   WaitPrior();
   const int row = blockIdx.x / g.heads;
-  int slices = 0;
-  if (RowInTile(g, row)) {
-    int lo = 0;
-    int hi = 0;
-    TileRange(g, row / g.tile_rows, &lo, &hi);
-    slices = Slices(hi - lo + 1, TileChunk(g, hi - lo + 1));
-  } else {
-    const int pos = g.row_pos[row];
-    slices = Slices(pos - VisibleFrom(pos, g.window) + 1, g.chunk);
-  }
+  const int slices = RowSlices(g, row, RowInTile(g, row));
   if (slices <= 1) return;  // written to the output directly (uniform over the CTA)
   const int D = g.head_dim;
   const int stride = D + 2;
@@ -294,6 +300,54 @@ __global__ void __launch_bounds__(kCombineThreads) CombineKernel(Geometry g) {
     float t = 0.0f;
     for (int w = 0; w < kCombineWarps; ++w) t += s_acc[w][threadIdx.x];
     g.out[static_cast<std::size_t>(blockIdx.x) * D + d] = t / sum;
+  }
+}
+
+// The same merge for passes with tiles whose rows have at most kFewSlices slices (prefill): a warp
+// per (row, head), 8 per CTA; lane s weighs slice s, and each lane sums head_dim / 32 dims over
+// the slices; no block-wide reductions. (Decode passes keep CombineKernel, whose CTAs spread a
+// row's slices over 8 warps.)
+constexpr int kFewSlices = 16;
+constexpr int kCombineFewWarps = 8;
+
+__global__ void __launch_bounds__(kCombineFewWarps * 32) CombineFewKernel(Geometry g) {
+  WaitPrior();
+  const int lane = threadIdx.x % 32;
+  const int rh = blockIdx.x * kCombineFewWarps + threadIdx.x / 32;  // (row, head)
+  if (rh >= g.rows * g.heads) return;                               // uniform over the warp
+  const int row = rh / g.heads;
+  bool in_tile = false;
+  if (g.tile_rows > 0) {
+    const int r0 = row / g.tile_rows * g.tile_rows;
+    const int n = min(g.tile_rows, g.rows - r0);
+    int same = 1;
+    for (int i = lane; i < n; i += 32) same &= g.row_seq[r0 + i] == g.row_seq[r0];
+    in_tile = __all_sync(kFullMask, same) != 0;
+  }
+  const int slices = RowSlices(g, row, in_tile);
+  if (slices <= 1) return;
+  const int D = g.head_dim;
+  const int stride = D + 2;
+  const float* part = Partial(g, rh, 0);
+  const float m_s = lane < slices ? part[lane * stride + D] : -INFINITY;
+  float mx = m_s;
+  for (int o = 16; o > 0; o /= 2) mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, o));
+  const float w_s = lane < slices ? expf(m_s - mx) : 0.0f;  // 0 for a slice that saw no key
+  float sum = lane < slices ? w_s * part[lane * stride + D + 1] : 0.0f;
+  for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(kFullMask, sum, o);
+  float o[8] = {};
+#pragma unroll
+  for (int s = 0; s < kFewSlices; ++s) {
+    if (s >= slices) break;
+    const float w = __shfl_sync(kFullMask, w_s, s);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      if (k * 32 + lane < D) o[k] += w * part[s * stride + k * 32 + lane];
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    if (k * 32 + lane < D) g.out[static_cast<std::size_t>(rh) * D + k * 32 + lane] = o[k] / sum;
   }
 }
 
@@ -405,17 +459,36 @@ Status CheckShape(const char* what, const AttentionShape& s) {
   return Ok();
 }
 
-template <int kDC>
+template <int kDC, typename T>
 void LaunchSplit(int kg, dim3 grid, Stream stream, bool pdl, const Geometry& g) {
   switch (kg) {
     case 4:
-      Launch(SplitKernel<kDC, 4>, grid, kSplitThreads, 0, stream, pdl, g);
+      Launch(SplitKernel<kDC, 4, T>, grid, kSplitThreads, 0, stream, pdl, g);
       break;
     case 2:
-      Launch(SplitKernel<kDC, 2>, grid, kSplitThreads, 0, stream, pdl, g);
+      Launch(SplitKernel<kDC, 2, T>, grid, kSplitThreads, 0, stream, pdl, g);
       break;
     default:
-      Launch(SplitKernel<kDC, 1>, grid, kSplitThreads, 0, stream, pdl, g);
+      Launch(SplitKernel<kDC, 1, T>, grid, kSplitThreads, 0, stream, pdl, g);
+      break;
+  }
+}
+
+template <typename T>
+void LaunchSplit(int head_dim, int kg, dim3 grid, Stream stream, bool pdl, const Geometry& g) {
+  switch ((head_dim + 31) / 32) {
+    case 1:
+      LaunchSplit<1, T>(kg, grid, stream, pdl, g);
+      break;
+    case 2:
+      LaunchSplit<2, T>(kg, grid, stream, pdl, g);
+      break;
+    case 3:
+    case 4:
+      LaunchSplit<4, T>(kg, grid, stream, pdl, g);
+      break;
+    default:
+      LaunchSplit<8, T>(kg, grid, stream, pdl, g);
       break;
   }
 }
@@ -437,11 +510,7 @@ Status PagedAttention(const float* q, const PassRows& pass, const PagedLayer& la
     return MakeError("cuda::PagedAttention: layer row ", layer.row, " is not kv_heads ",
                      shape.kv_heads, " * head_dim ", shape.head_dim);
   }
-  if (layer.block_size <= 0 || layer.block_size > (1 << 30) || layer.slot < 0 ||
-      layer.block_floats < 2 * (layer.slot + 1) * layer.block_size * layer.row) {
-    return MakeError("cuda::PagedAttention: layer block_size ", layer.block_size, ", slot ",
-                     layer.slot, " do not fit blocks of ", layer.block_floats, " floats");
-  }
+  FGNET_TRY(CheckPagedLayer("cuda::PagedAttention", layer));
   if (pass.rows <= 0) return Ok();
   if (pass.max_pos < 0) {
     return MakeError("cuda::PagedAttention: max_pos ", pass.max_pos, " is negative");
@@ -461,7 +530,8 @@ Status PagedAttention(const float* q, const PassRows& pass, const PagedLayer& la
   g.seq_table = pass.seq_table;
   g.tables = pass.tables;
   g.memory = layer.memory;
-  g.block_floats = layer.block_floats;
+  g.bf16 = layer.dtype == DType::kBF16;
+  g.block_elements = layer.block_elements;
   g.block_size = static_cast<int>(layer.block_size);
   g.block_shift = -1;
   for (int shift = 0; shift < 31; ++shift) {
@@ -503,30 +573,41 @@ Status PagedAttention(const float* q, const PassRows& pass, const PagedLayer& la
   const dim3 grid(static_cast<unsigned>(pass.rows),
                   static_cast<unsigned>(shape.kv_heads * plan.subgroups),
                   static_cast<unsigned>(plan.splits));
-  switch ((shape.head_dim + 31) / 32) {
-    case 1:
-      LaunchSplit<1>(plan.kg, grid, stream, split_pdl, g);
-      break;
-    case 2:
-      LaunchSplit<2>(plan.kg, grid, stream, split_pdl, g);
-      break;
-    case 3:
-    case 4:
-      LaunchSplit<4>(plan.kg, grid, stream, split_pdl, g);
-      break;
-    default:
-      LaunchSplit<8>(plan.kg, grid, stream, split_pdl, g);
-      break;
+  if (g.bf16) {
+    LaunchSplit<__nv_bfloat16>(shape.head_dim, plan.kg, grid, stream, split_pdl, g);
+  } else {
+    LaunchSplit<float>(shape.head_dim, plan.kg, grid, stream, split_pdl, g);
   }
   FGNET_TRY(CudaLastError("cuda::PagedAttention (splits)"));
-  if (plan.stride_splits > 1) {
+  if (plan.stride_splits > 1 && (g.tile_rows == 0 || plan.stride_splits > kFewSlices)) {
     const dim3 grid_c(static_cast<unsigned>(pass.rows) * static_cast<unsigned>(shape.heads),
                       static_cast<unsigned>((shape.head_dim + kCombineDims - 1) / kCombineDims));
     const std::size_t smem = static_cast<std::size_t>(plan.stride_splits) * sizeof(float);
     Launch(CombineKernel, grid_c, kCombineThreads, smem, stream, info.pdl, g);
     FGNET_TRY(CudaLastError("cuda::PagedAttention (combine)"));
+  } else if (plan.stride_splits > 1) {  // a pass with tiles, few slices per row
+    const auto pairs = static_cast<unsigned>(pass.rows) * static_cast<unsigned>(shape.heads);
+    Launch(CombineFewKernel, dim3((pairs + kCombineFewWarps - 1) / kCombineFewWarps),
+           kCombineFewWarps * 32, 0, stream, info.pdl, g);
+    FGNET_TRY(CudaLastError("cuda::PagedAttention (combine)"));
   }
   return Ok();
 }
 
+namespace attention_internal {
+
+Status CheckPagedLayer(const char* what, const PagedLayer& layer) {
+  if (layer.dtype != DType::kF32 && layer.dtype != DType::kBF16) {
+    return MakeError(what, ": keys and values of type ", DTypeName(layer.dtype),
+                     " are not supported (F32 or BF16)");
+  }
+  if (layer.block_size <= 0 || layer.block_size > (1 << 30) || layer.row <= 0 || layer.slot < 0 ||
+      layer.block_elements < 2 * (layer.slot + 1) * layer.block_size * layer.row) {
+    return MakeError(what, ": layer block_size ", layer.block_size, ", row ", layer.row, ", slot ",
+                     layer.slot, " do not fit blocks of ", layer.block_elements, " elements");
+  }
+  return Ok();
+}
+
+}  // namespace attention_internal
 }  // namespace fgnet::cuda

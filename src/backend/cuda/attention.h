@@ -5,7 +5,9 @@
 //
 // A pass holds the rows of several sequences. Keys and values of every position a row may see,
 // its own included, are in the blocks when attention runs (WriteKV first), so the kernels never
-// distinguish cached from fresh positions. Activations, keys and values are f32; softmax is f32.
+// distinguish cached from fresh positions. Activations and softmax are f32; keys and values are
+// f32 or bf16 in the blocks (PagedLayer::dtype; bf16 ones are rounded to nearest even as they are
+// written, and read back exactly).
 // All pointers are device pointers; each call launches on `stream` and returns the launch's
 // error. Inputs are trusted (the model checks them): every block a row's visible positions fall
 // in exists in its table.
@@ -16,6 +18,7 @@
 #include <cstdint>
 
 #include "backend/cuda/ops.h"
+#include "tensor/dtype.h"
 #include "util/status.h"
 
 namespace fgnet::cuda {
@@ -23,11 +26,12 @@ namespace fgnet::cuda {
 // Where the KV blocks of one layer live. A block holds, for each of the `group_layers` layers of
 // its group, keys [block_size][row] then, after all the group's keys, values likewise: the key of
 // position p (block table entry b = table[p / block_size], offset o = p % block_size) for layer
-// slot s is at memory + b * block_floats + (s * block_size + o) * row, its value
-// block_floats / 2 further. row = kv_heads * head_dim.
+// slot s is at element b * block_elements + (s * block_size + o) * row of `memory`, its value
+// block_elements / 2 further. row = kv_heads * head_dim.
 struct PagedLayer {
-  float* memory = nullptr;
-  std::int64_t block_floats = 0;
+  void* memory = nullptr;
+  DType dtype = DType::kF32;  // of the elements: kF32 or kBF16
+  std::int64_t block_elements = 0;
   std::int64_t block_size = 0;
   std::int64_t slot = 0;  // the layer's index within its group
   std::int64_t row = 0;

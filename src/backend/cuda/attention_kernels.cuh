@@ -4,11 +4,14 @@
 // backend's interface.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "backend/cuda/attention.h"
 #include "backend/cuda/ops.h"
+#include "util/status.h"
 
 namespace fgnet::cuda::attention_internal {
 
@@ -23,8 +26,9 @@ struct Geometry {
   const std::int32_t* row_pos;
   const std::int32_t* seq_table;
   const std::int32_t* tables;
-  const float* memory;
-  std::int64_t block_floats;
+  const void* memory;  // elements of KV type T: the kernels' template argument
+  bool bf16;           // T is __nv_bfloat16 (else float)
+  std::int64_t block_elements;
   int block_size;
   int block_shift;            // log2(block_size) when a power of two, else -1
   std::int64_t layer_offset;  // slot * block_size * row
@@ -45,13 +49,13 @@ struct Geometry {
   int stride_splits;  // slices per (row, head) in the workspace
 };
 
-// Tile regime: queries (rows x query heads of a kv head) per tile, keys per step.
+// Tile regime: queries (rows x query heads of a kv head) per tile, keys per step, threads (a warp
+// per 16 queries and half of a step's keys).
 constexpr int kTileQ = 64;
 constexpr int kTileK = 32;
 constexpr int kTileThreads = 256;
-constexpr int kPStride = kTileQ + 4;
 constexpr int kMinTileChunk = 64;  // fewest keys per slice of a tile
-constexpr int kTileWaves = 4;      // tile CTAs per SM aimed at (2 are resident at a time)
+constexpr int kTileWaves = 4;      // tile CTAs per SM aimed at
 
 __device__ __forceinline__ int VisibleFrom(int pos, int window) {
   return window > 0 ? max(0, pos - window + 1) : 0;
@@ -75,7 +79,7 @@ __device__ __forceinline__ std::int64_t KeyOffset(const Geometry& g, const std::
     index = p / g.block_size;
     offset = p - index * g.block_size;
   }
-  return static_cast<std::int64_t>(table[index]) * g.block_floats + g.layer_offset +
+  return static_cast<std::int64_t>(table[index]) * g.block_elements + g.layer_offset +
          static_cast<std::int64_t>(offset) * g.row;
 }
 
@@ -133,8 +137,28 @@ struct LaneDims {
   static __device__ __forceinline__ int Dim(int lane, int c) { return c * 32 * kVec + lane * kVec; }
 };
 
-template <int kDC>
-__device__ __forceinline__ void LoadLane(const float* p, int lane, int head_dim, float* dst) {
+// Loads of 1, 2 or 4 consecutive elements (of keys, values or queries) as f32; 4 elements are
+// 16-byte aligned (f32) or 8-byte aligned (bf16).
+__device__ __forceinline__ float Load1(const float* p) { return *p; }
+__device__ __forceinline__ float Load1(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+__device__ __forceinline__ float2 Load2(const float* p) {
+  return *reinterpret_cast<const float2*>(p);
+}
+__device__ __forceinline__ float2 Load2(const __nv_bfloat16* p) {
+  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
+}
+__device__ __forceinline__ float4 Load4(const float* p) {
+  return *reinterpret_cast<const float4*>(p);
+}
+__device__ __forceinline__ float4 Load4(const __nv_bfloat16* p) {
+  // A bf16 is the high half of the f32 it stands for; element 0 is the low half of word 0.
+  const uint2 u = *reinterpret_cast<const uint2*>(p);
+  return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u),
+                     __uint_as_float(u.y << 16), __uint_as_float(u.y & 0xffff0000u));
+}
+
+template <int kDC, typename T>
+__device__ __forceinline__ void LoadLane(const T* p, int lane, int head_dim, float* dst) {
   using L = LaneDims<kDC>;
 #pragma unroll
   for (int c = 0; c < L::kChunks; ++c) {
@@ -144,26 +168,30 @@ __device__ __forceinline__ void LoadLane(const float* p, int lane, int head_dim,
 #pragma unroll
       for (int e = 0; e < L::kVec; ++e) o[e] = 0.0f;
     } else if constexpr (L::kVec == 4) {
-      const float4 t = *reinterpret_cast<const float4*>(p + d);
+      const float4 t = Load4(p + d);
       o[0] = t.x;
       o[1] = t.y;
       o[2] = t.z;
       o[3] = t.w;
     } else if constexpr (L::kVec == 2) {
-      const float2 t = *reinterpret_cast<const float2*>(p + d);
+      const float2 t = Load2(p + d);
       o[0] = t.x;
       o[1] = t.y;
     } else {
-      o[0] = p[d];
+      o[0] = Load1(p + d);
     }
   }
 }
 
-// Gives TileKernel<kDC> (kDC in {2, 4, 8}) its shared memory when `optin` bytes a block allow it;
-// false when they do not (the split regime then does the tiles' rows).
+// Gives TileKernel<kDC, T> (kDC in {2, 4, 8}, both KV types) its shared memory when `optin` bytes
+// a block allow it; false when they do not (the split regime then does the tiles' rows).
 bool EnableTileKernel(int dc, int optin);
-// Launches TileKernel<dc> over `tiles` tiles x kv heads x `tile_splits` slices; false for a dc
-// without a kernel.
+// Launches TileKernel<dc, T> (T as g.bf16 says) over `tiles` tiles x kv heads x `tile_splits`
+// slices; false for a dc without a kernel.
 bool LaunchTileKernel(int dc, int tiles, int tile_splits, Stream stream, const Geometry& g);
+
+// The checks every kernel over a PagedLayer makes of it: a KV type it reads (f32 or bf16), and a
+// block size, row and slot within blocks of block_elements. `what` names the call.
+Status CheckPagedLayer(const char* what, const PagedLayer& layer);
 
 }  // namespace fgnet::cuda::attention_internal

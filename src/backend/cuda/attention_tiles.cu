@@ -1,10 +1,12 @@
 // The tile regime of PagedAttention (see attention.cu): one CTA per tile of a prefill chunk's
-// rows, kv head and slice of the tile's key range, an f32 flash-attention loop over key and value
-// tiles in shared memory.
+// rows, kv head and slice of the tile's key range, a flash-attention loop over key and value tiles
+// in shared memory with the products on tensor cores (f32 operands as two bf16 terms).
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "backend/cuda/attention_kernels.cuh"
 #include "backend/cuda/kernel_support.cuh"
@@ -15,29 +17,125 @@ namespace {
 using internal::kFullMask;
 
 // ---------------------------------------------------------------------------------------------
-// Tile regime. Grid (tiles, kv_heads, slices of tile_chunk keys of the tile's key range); 256
-// threads as 16 x 16: thread (ty, tx) holds the scores of queries ty * 4 .. + 3 against keys
-// tx * 2, tx * 2 + 1 of a step, and the output of those queries at dims gr * 64 + tx * 4 .. + 3.
-// Query i of a tile is row r0 + i / group, head kvh * group + i % group. head_dim up to 32 * kDC
-// (kDC in {2, 4, 8}).
+// Tile regime. Grid (tiles, kv_heads, slices of tile_chunk keys of the tile's key range); 8 warps,
+// warp w taking queries 16 (w % 4) .. + 15 of the tile against keys 16 (w / 4) .. + 15 of every
+// step of kTileK keys, with its own softmax state (the two warps of a query group merge theirs at
+// the end). Query i of a tile is row r0 + i / group, head kvh * group + i % group. head_dim up
+// to 32 * kDC (kDC in {2, 4, 8}).
+//
+// Scores and outputs are products on tensor cores (mma.sync m16n8k16, bf16 inputs, f32
+// accumulators) whose f32 operands are split into two bf16 terms, x = hi + lo with
+// hi = bf16(x), lo = bf16(x - hi), and multiplied as hi*hi + lo*hi + hi*lo: about 16 significant
+// bits of each operand, so that a score or an output differs from the f32 sum by about 1e-5 of
+// its terms' scale. bf16 keys and values are exact in one term (two products instead of three).
+// The online softmax runs on the accumulators in registers (f32).
+//
+// A step's keys and values are copied from the blocks asynchronously (cp.async) while the tensor
+// cores work on the previous step, then split into bf16 planes; fragments are read from the
+// planes with ldmatrix (transposed for the values).
 
-template <int kDC>
-constexpr std::size_t TileSmemBytes() {
-  return static_cast<std::size_t>(32 * kDC * kTileQ + 32 * kDC * kTileK + kTileK * kPStride) *
-         sizeof(float);
+using Bf16 = __nv_bfloat16;
+
+// Shared memory, in bf16 elements: the tile's queries (hi and lo planes, [kTileQ][kDp + 8]), the
+// step's keys and values (hi and lo planes each, [kTileK][kDp + 8]), then the next step's keys
+// and values as they are in the blocks (T, [kTileK][kDp + 16 bytes] each). Rows are 16-byte
+// aligned and their padding puts the 8 rows of an ldmatrix in distinct banks.
+template <int kDC, typename T>
+struct TileSmem {
+  static constexpr int kDp = 32 * kDC;
+  static constexpr int kStride = kDp + 8;  // bf16 planes
+  static constexpr int kRawStride = kDp + 16 / static_cast<int>(sizeof(T));
+  static constexpr int kQ = kTileQ * kStride;  // elements of one plane
+  static constexpr int kKV = kTileK * kStride;
+  static constexpr int kRaw = kTileK * kRawStride;  // elements of T of the raw keys (or values)
+  static constexpr std::size_t kBytes = (2 * kQ + 4 * kKV) * sizeof(Bf16) + 2 * kRaw * sizeof(T);
+};
+
+// 16 bytes from global to shared memory without passing through registers; zeros when !fill.
+__device__ __forceinline__ void CopyAsync16(void* dst, const void* src, bool fill) {
+  const auto to = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to), "l"(src),
+               "r"(fill ? 16 : 0));
+}
+__device__ __forceinline__ void CopyAsyncCommit() { asm volatile("cp.async.commit_group;\n"); }
+__device__ __forceinline__ void CopyAsyncWait() {
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
 }
 
-template <int kDC>
-__global__ void __launch_bounds__(kTileThreads, 2) TileKernel(Geometry g) {
-  constexpr int kDp = 32 * kDC;
-  constexpr int kGroups = kDp / 64;
+// Four 8x8 bf16 matrices from shared memory, lane 8 i + r giving row r of matrix i; `trans`
+// transposes each.
+template <bool kTrans>
+__device__ __forceinline__ void LoadMatrices(std::uint32_t (&r)[4], const Bf16* row) {
+  const auto at = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  if constexpr (kTrans) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(at));
+  } else {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(at));
+  }
+}
+
+// c += a b for a 16x16 (row-major) and b 16x8 (column-major) bf16 fragment.
+__device__ __forceinline__ void Mma(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
+                                    std::uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ std::uint32_t Bits(__nv_bfloat162 v) {
+  return *reinterpret_cast<const std::uint32_t*>(&v);
+}
+
+// (a, b) as bf16 pairs hi + lo (a in the low halves), to about 16 significant bits.
+__device__ __forceinline__ void Split2(float a, float b, std::uint32_t* hi, std::uint32_t* lo) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+  const float2 back = __bfloat1622float2(h);
+  *hi = Bits(h);
+  *lo = Bits(__floats2bfloat162_rn(a - back.x, b - back.y));
+}
+
+// Eight consecutive elements at `src` (16-byte aligned) as bf16 at hi (and lo, for f32 ones).
+__device__ __forceinline__ void SplitRow8(const float* src, Bf16* hi, Bf16* lo) {
+  const float4 x = *reinterpret_cast<const float4*>(src);
+  const float4 y = *reinterpret_cast<const float4*>(src + 4);
+  uint4 h, l;
+  Split2(x.x, x.y, &h.x, &l.x);
+  Split2(x.z, x.w, &h.y, &l.y);
+  Split2(y.x, y.y, &h.z, &l.z);
+  Split2(y.z, y.w, &h.w, &l.w);
+  *reinterpret_cast<uint4*>(hi) = h;
+  *reinterpret_cast<uint4*>(lo) = l;
+}
+__device__ __forceinline__ void SplitRow8(const Bf16* src, Bf16* hi, Bf16* /*lo*/) {
+  *reinterpret_cast<uint4*>(hi) = *reinterpret_cast<const uint4*>(src);
+}
+
+template <int kDC, typename T>
+__global__ void __launch_bounds__(kTileThreads, 1) TileKernel(Geometry g) {
+  static_assert(kTileThreads == 256 && kTileK == 32 && kTileQ == 64,
+                "4 query groups x 2 halves of a step's keys");
+  using S = TileSmem<kDC, T>;
+  constexpr int kDp = S::kDp;
+  constexpr bool kKVLo = std::is_same_v<T, float>;  // keys and values have a low term
   extern __shared__ float4 smem[];
-  float* q_t = reinterpret_cast<float*>(smem);  // [kDp][kTileQ]
-  float* kv = q_t + kDp * kTileQ;               // keys [kDp][kTileK], then values [kTileK][kDp]
-  float* p_t = kv + kDp * kTileK;               // probabilities [kTileK][kPStride]
-  __shared__ int s_pos[kTileQ];                 // each query's position (-1: no query)
-  __shared__ int s_lo[kTileQ];                  // its first visible position
-  __shared__ long long s_key[kTileK];           // each key's offset in memory (-1: not used)
+  Bf16* qs_hi = reinterpret_cast<Bf16*>(smem);
+  Bf16* qs_lo = qs_hi + S::kQ;
+  Bf16* ks_hi = qs_lo + S::kQ;
+  Bf16* ks_lo = ks_hi + S::kKV;
+  Bf16* vs_hi = ks_lo + S::kKV;
+  Bf16* vs_lo = vs_hi + S::kKV;
+  T* raw_k = reinterpret_cast<T*>(vs_lo + S::kKV);  // [kTileK][kRawStride]
+  T* raw_v = raw_k + S::kRaw;
+  __shared__ int s_pos[kTileQ];  // each query's position (-1: no query)
+  __shared__ int s_lo[kTileQ];   // its first visible position
+  // Each key's offset in memory (-1: not used), for the current and the next step.
+  __shared__ long long s_key[2][kTileK];
   __shared__ int s_range[2];
 
   // Later tiles of a sequence see more keys: start them first.
@@ -51,7 +149,8 @@ __global__ void __launch_bounds__(kTileThreads, 2) TileKernel(Geometry g) {
   const int nq = nr * G;
   const std::int32_t* table = g.tables + g.seq_table[g.row_seq[r0]];
   const std::int64_t head_offset = static_cast<std::int64_t>(kvh) * D;
-  const std::int64_t value_offset = g.block_floats / 2;
+  const std::int64_t value_offset = g.block_elements / 2;
+  const T* memory = static_cast<const T*>(g.memory);
   const int tid = threadIdx.x;
 
   if (tid == 0) {
@@ -80,166 +179,258 @@ __global__ void __launch_bounds__(kTileThreads, 2) TileKernel(Geometry g) {
   if (slice >= slices) return;
   const int k_lo = s_range[0] + slice * chunk;
   const int k_hi = min(s_range[1], k_lo + chunk - 1);
+
+  // The queries arrive asynchronously (f32, [kTileQ][kDp + 4]) in the memory of the key and value
+  // planes and buffers, which the first step has not used yet.
+  float* q_raw = reinterpret_cast<float*>(ks_hi);
+  static_assert(kTileQ * (kDp + 4) * sizeof(float) <= S::kBytes - 2 * S::kQ * sizeof(Bf16));
   for (int idx = tid; idx < kTileQ * kDp / 4; idx += kTileThreads) {
-    const int i = idx % kTileQ;
-    const int d4 = idx / kTileQ * 4;
-    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (i < nq && d4 < D) {
-      const std::size_t qh = static_cast<std::size_t>(r0 + i / G) * g.heads + kvh * G + i % G;
-      v = *reinterpret_cast<const float4*>(g.q + qh * D + d4);
+    const int i = idx / (kDp / 4);
+    const int d4 = idx % (kDp / 4) * 4;
+    const bool fill = i < nq && d4 < D;
+    const std::size_t qh =
+        fill ? static_cast<std::size_t>(r0 + i / G) * g.heads + kvh * G + i % G : 0;
+    CopyAsync16(q_raw + i * (kDp + 4) + d4, g.q + (fill ? qh * D + d4 : 0), fill);
+  }
+  CopyAsyncCommit();
+
+  // The keys of step k0 that some query of the tile sees (a key no query sees is neither read
+  // nor used: its block may be absent), into s_key[buf]. Called by warp 0.
+  const auto find_keys = [&](int k0, int buf) {
+    const int p = k0 + tid;
+    bool seen = false;
+    if (p <= k_hi) {
+      for (int i = (nr - 1) * G; i >= 0 && !seen; i -= G) seen = s_lo[i] <= p && p <= s_pos[i];
     }
-    q_t[(d4 + 0) * kTileQ + i] = v.x;
-    q_t[(d4 + 1) * kTileQ + i] = v.y;
-    q_t[(d4 + 2) * kTileQ + i] = v.z;
-    q_t[(d4 + 3) * kTileQ + i] = v.w;
+    s_key[buf][tid] = seen ? KeyOffset(g, table, p) + head_offset : -1;
+  };
+  // Starts the copy of the keys and values of s_key[buf] into raw_k, raw_v (zeros for keys not
+  // seen and dims past D).
+  constexpr int kChunk = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte copy
+  const auto fetch = [&](int buf) {
+    for (int idx = tid; idx < 2 * kTileK * kDp / kChunk; idx += kTileThreads) {
+      const int half = idx / (kTileK * kDp / kChunk);  // 0: keys, 1: values
+      const int n = idx / (kDp / kChunk) % kTileK;
+      const int d = idx % (kDp / kChunk) * kChunk;
+      const long long off = s_key[buf][n];
+      const bool fill = off >= 0 && d < D;
+      const T* src = memory + (fill ? off + half * value_offset + d : 0);
+      CopyAsync16((half == 0 ? raw_k : raw_v) + n * S::kRawStride + d, src, fill);
+    }
+    CopyAsyncCommit();
+  };
+
+  // Fragment coordinates: this thread's rows qa, qb = qa + 8 of the warp's queries, its column
+  // pair 2 * tq (+ 8), and the row this lane addresses in an ldmatrix.
+  const int lane = tid % 32;
+  const int gq = lane / 4;
+  const int tq = lane % 4;
+  const int q0 = tid / 32 % 4 * 16;  // the warp's first query
+  const int qa = q0 + gq;
+  const int qb = qa + 8;
+  const int kw = tid / 32 / 4 * 16;                  // the warp's first key of a step
+  const int lm_row = lane % 8 + (lane / 8 % 2) * 8;  // A (queries) and V: matrices 0, 1 stacked
+  const int lm_col = lane / 16 * 8;
+  const int lk_row = lane % 8 + lane / 16 * 8;  // K: matrices 0, 2 stacked
+  const int lk_col = lane / 8 % 2 * 8;
+
+  if (tid < kTileK) find_keys(k_lo, 0);
+  CopyAsyncWait();
+  __syncthreads();
+  for (int idx = tid; idx < kTileQ * kDp / 8; idx += kTileThreads) {
+    const int i = idx / (kDp / 8);
+    const int d = idx % (kDp / 8) * 8;
+    SplitRow8(q_raw + i * (kDp + 4) + d, qs_hi + i * S::kStride + d, qs_lo + i * S::kStride + d);
   }
   __syncthreads();
-  const int ty = tid / 16;
-  const int tx = tid % 16;
-  float m[4];
-  float l[4];
-  float acc[4][kGroups * 4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    m[i] = -INFINITY;
-    l[i] = 0.0f;
-#pragma unroll
-    for (int j = 0; j < kGroups * 4; ++j) acc[i][j] = 0.0f;
+  fetch(0);
+  // Whether every key a step gives this warp is visible to each of its queries (then the scores
+  // need no mask): the keys k0 + kw .. + 15 lie within [max lo, min pos] of its queries.
+  int all_lo = max(s_lo[qa], s_lo[qb]);
+  int all_pos = min(s_pos[qa], s_pos[qb]);
+  for (int o = 4; o < 32; o *= 2) {
+    all_lo = max(all_lo, __shfl_xor_sync(kFullMask, all_lo, o));
+    all_pos = min(all_pos, __shfl_xor_sync(kFullMask, all_pos, o));
   }
 
-  for (int k0 = k_lo; k0 <= k_hi; k0 += kTileK) {
-    if (tid < kTileK) {
-      // A key no query of the tile sees is neither read nor used (its block may be absent).
-      const int p = k0 + tid;
-      bool seen = false;
-      if (p <= k_hi) {
-        for (int i = (nr - 1) * G; i >= 0 && !seen; i -= G) seen = s_lo[i] <= p && p <= s_pos[i];
+  float o[kDp / 8][4];  // output dims nt * 8 + 2 * tq (+ 1) of rows qa ([0], [1]), qb ([2], [3])
+#pragma unroll
+  for (int nt = 0; nt < kDp / 8; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY};
+  float l[2] = {0.0f, 0.0f};  // this thread's share of the row sums
+
+  int cur = 0;
+  for (int k0 = k_lo; k0 <= k_hi; k0 += kTileK, cur ^= 1) {
+    CopyAsyncWait();
+    __syncthreads();  // the step's keys and values have landed; the previous step is done
+    if (tid < kTileK && k0 + kTileK <= k_hi) find_keys(k0 + kTileK, cur ^ 1);
+    for (int idx = tid; idx < 2 * kTileK * kDp / 8; idx += kTileThreads) {
+      const int half = idx / (kTileK * kDp / 8);  // 0: keys, 1: values
+      const int n = idx / (kDp / 8) % kTileK;
+      const int d = idx % (kDp / 8) * 8;
+      const int at = n * S::kStride + d;
+      SplitRow8((half == 0 ? raw_k : raw_v) + n * S::kRawStride + d,
+                (half == 0 ? ks_hi : vs_hi) + at, (half == 0 ? ks_lo : vs_lo) + at);
+    }
+    __syncthreads();  // planes written, raw buffers free, the next step's keys found
+    if (k0 + kTileK <= k_hi) fetch(cur ^ 1);
+
+    // Scores of rows qa, qb against the warp's 16 keys: n-tile nt holds keys kw + nt * 8 +
+    // 2 * tq (+ 1); the three products accumulate apart (independent chains).
+    float s[2][4], s_lh[2][4], s_hl[2][4];
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) s[nt][j] = s_lh[nt][j] = s_hl[nt][j] = 0.0f;
+    }
+#pragma unroll 4
+    for (int kk = 0; kk < kDp; kk += 16) {
+      std::uint32_t a_hi[4], a_lo[4], b_hi[4], b_lo[4];
+      LoadMatrices<false>(a_hi, qs_hi + (q0 + lm_row) * S::kStride + kk + lm_col);
+      LoadMatrices<false>(a_lo, qs_lo + (q0 + lm_row) * S::kStride + kk + lm_col);
+      LoadMatrices<false>(b_hi, ks_hi + (kw + lk_row) * S::kStride + kk + lk_col);
+      Mma(s[0], a_hi, b_hi[0], b_hi[1]);
+      Mma(s[1], a_hi, b_hi[2], b_hi[3]);
+      Mma(s_lh[0], a_lo, b_hi[0], b_hi[1]);
+      Mma(s_lh[1], a_lo, b_hi[2], b_hi[3]);
+      if constexpr (kKVLo) {
+        LoadMatrices<false>(b_lo, ks_lo + (kw + lk_row) * S::kStride + kk + lk_col);
+        Mma(s_hl[0], a_hi, b_lo[0], b_lo[1]);
+        Mma(s_hl[1], a_hi, b_lo[2], b_lo[3]);
       }
-      s_key[tid] = seen ? KeyOffset(g, table, p) + head_offset : -1;
     }
-    __syncthreads();
-    for (int idx = tid; idx < kTileK * kDp / 4; idx += kTileThreads) {
-      const int n = idx % kTileK;
-      const int d4 = idx / kTileK * 4;
-      const long long off = s_key[n];
-      float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      if (off >= 0 && d4 < D) v = *reinterpret_cast<const float4*>(g.memory + off + d4);
-      kv[(d4 + 0) * kTileK + n] = v.x;
-      kv[(d4 + 1) * kTileK + n] = v.y;
-      kv[(d4 + 2) * kTileK + n] = v.z;
-      kv[(d4 + 3) * kTileK + n] = v.w;
-    }
-    __syncthreads();
-    float s[4][2] = {};
-#pragma unroll 16
-    for (int d = 0; d < kDp; ++d) {
-      const float4 qv = *reinterpret_cast<const float4*>(q_t + d * kTileQ + ty * 4);
-      const float2 kk = *reinterpret_cast<const float2*>(kv + d * kTileK + tx * 2);
-      s[0][0] += qv.x * kk.x;
-      s[0][1] += qv.x * kk.y;
-      s[1][0] += qv.y * kk.x;
-      s[1][1] += qv.y * kk.y;
-      s[2][0] += qv.z * kk.x;
-      s[2][1] += qv.z * kk.y;
-      s[3][0] += qv.w * kk.x;
-      s[3][1] += qv.w * kk.y;
-    }
+
+    // Online softmax of rows qa (r = 0) and qb (r = 1); a row's 4 threads are lanes of a quad.
+    float mx[2] = {-INFINITY, -INFINITY};
+    const bool all_visible = all_lo <= k0 + kw && k0 + kw + 15 <= all_pos;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      float mx = -INFINITY;
+    for (int nt = 0; nt < 2; ++nt) {
 #pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const int p = k0 + tx * 2 + j;
-        const bool visible =
-            s_key[tx * 2 + j] >= 0 && s_lo[ty * 4 + i] <= p && p <= s_pos[ty * 4 + i];
-        s[i][j] = visible ? Score(s[i][j], g.scale, g.softcap) : -INFINITY;
-        mx = fmaxf(mx, s[i][j]);
+      for (int j = 0; j < 4; ++j) {
+        const int n = kw + nt * 8 + 2 * tq + (j & 1);
+        const int q = j < 2 ? qa : qb;
+        const int p = k0 + n;
+        const bool visible = all_visible || (s_key[cur][n] >= 0 && s_lo[q] <= p && p <= s_pos[q]);
+        const float dot = s[nt][j] + s_lh[nt][j] + s_hl[nt][j];
+        s[nt][j] = visible ? Score(dot, g.scale, g.softcap) : -INFINITY;
+        mx[j >> 1] = fmaxf(mx[j >> 1], s[nt][j]);
       }
-      // The 16 threads of a query row are lanes of one half-warp.
+    }
 #pragma unroll
-      for (int o = 8; o > 0; o /= 2) mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, o));
-      const float m_new = fmaxf(m[i], mx);
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFullMask, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(kFullMask, mx[r], 2));
+      const float m_new = fmaxf(m[r], mx[r]);
       float corr = 1.0f;
       float rs = 0.0f;
       if (m_new != -INFINITY) {
-        corr = expf(m[i] - m_new);
+        corr = expf(m[r] - m_new);
 #pragma unroll
-        for (int j = 0; j < 2; ++j) {
-          s[i][j] = expf(s[i][j] - m_new);
-          rs += s[i][j];
+        for (int nt = 0; nt < 2; ++nt) {
+#pragma unroll
+          for (int j = 2 * r; j < 2 * r + 2; ++j) {
+            s[nt][j] = expf(s[nt][j] - m_new);
+            rs += s[nt][j];
+          }
         }
       } else {
-        s[i][0] = s[i][1] = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt) s[nt][2 * r] = s[nt][2 * r + 1] = 0.0f;
       }
+      l[r] = l[r] * corr + rs;
+      m[r] = m_new;
+      if (__any_sync(kFullMask, corr != 1.0f)) {  // some row's maximum moved
 #pragma unroll
-      for (int o = 8; o > 0; o /= 2) rs += __shfl_xor_sync(kFullMask, rs, o);
-      l[i] = l[i] * corr + rs;
-      m[i] = m_new;
-#pragma unroll
-      for (int j = 0; j < kGroups * 4; ++j) acc[i][j] *= corr;
-    }
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      *reinterpret_cast<float4*>(p_t + (tx * 2 + j) * kPStride + ty * 4) =
-          make_float4(s[0][j], s[1][j], s[2][j], s[3][j]);
-    }
-    __syncthreads();  // keys no longer read
-    for (int idx = tid; idx < kTileK * kDp / 4; idx += kTileThreads) {
-      const int n = idx / (kDp / 4);
-      const int d4 = idx % (kDp / 4) * 4;
-      const long long off = s_key[n];
-      float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      if (off >= 0 && d4 < D) {
-        v = *reinterpret_cast<const float4*>(g.memory + off + value_offset + d4);
-      }
-      *reinterpret_cast<float4*>(kv + n * kDp + d4) = v;
-    }
-    __syncthreads();
-#pragma unroll 4
-    for (int n = 0; n < kTileK; ++n) {
-      const float4 pv = *reinterpret_cast<const float4*>(p_t + n * kPStride + ty * 4);
-      const float pr[4] = {pv.x, pv.y, pv.z, pv.w};
-#pragma unroll
-      for (int gr = 0; gr < kGroups; ++gr) {
-        const float4 v = *reinterpret_cast<const float4*>(kv + n * kDp + gr * 64 + tx * 4);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          acc[i][gr * 4 + 0] += pr[i] * v.x;
-          acc[i][gr * 4 + 1] += pr[i] * v.y;
-          acc[i][gr * 4 + 2] += pr[i] * v.z;
-          acc[i][gr * 4 + 3] += pr[i] * v.w;
+        for (int nt = 0; nt < kDp / 8; ++nt) {
+          o[nt][2 * r] *= corr;
+          o[nt][2 * r + 1] *= corr;
         }
       }
     }
-    __syncthreads();  // before the next step overwrites s_key, kv and p_t
+
+    // Outputs: the probabilities of the warp's 16 keys are the A fragment of its two score
+    // n-tiles (f: (qa, qb) x (keys, keys + 8)); the values' fragments come 16 dims at a time.
+    std::uint32_t a_hi[4], a_lo[4];
+#pragma unroll
+    for (int f = 0; f < 4; ++f) {
+      const float* pr = &s[f / 2][(f % 2) * 2];
+      Split2(pr[0], pr[1], &a_hi[f], &a_lo[f]);
+    }
+#pragma unroll
+    for (int nt = 0; nt < kDp / 8; nt += 2) {
+      std::uint32_t b_hi[4], b_lo[4];
+      const int at = (kw + lm_row) * S::kStride + nt * 8 + lm_col;
+      LoadMatrices<true>(b_hi, vs_hi + at);
+      Mma(o[nt], a_hi, b_hi[0], b_hi[1]);
+      Mma(o[nt + 1], a_hi, b_hi[2], b_hi[3]);
+      Mma(o[nt], a_lo, b_hi[0], b_hi[1]);
+      Mma(o[nt + 1], a_lo, b_hi[2], b_hi[3]);
+      if constexpr (kKVLo) {
+        LoadMatrices<true>(b_lo, vs_lo + at);
+        Mma(o[nt], a_hi, b_lo[0], b_lo[1]);
+        Mma(o[nt + 1], a_hi, b_lo[2], b_lo[3]);
+      }
+    }
   }
 
-  // One slice: the output. Several: this slice's partial result (a query that saw none of the
-  // slice's keys leaves m = -inf, l = 0, acc = 0, which the combine weighs by zero).
+  // Row sums over the quad; then the second warp of each query group hands its state (m, l, o)
+  // to the first through shared memory (the query planes are free now), which merges them.
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int qi = ty * 4 + i;
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(kFullMask, l[r], 1);
+    l[r] += __shfl_xor_sync(kFullMask, l[r], 2);
+  }
+  static_assert((kTileQ * (kDp + 4) + 2 * kTileQ) * sizeof(float) <= S::kBytes);
+  float* merge_o = reinterpret_cast<float*>(smem);  // [kTileQ][kDp + 4]
+  float* merge_ml = merge_o + kTileQ * (kDp + 4);   // [kTileQ][2]
+  __syncthreads();                                  // every warp is done with the planes
+  if (kw != 0) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int q = r == 0 ? qa : qb;
+#pragma unroll
+      for (int nt = 0; nt < kDp / 8; ++nt) {
+        *reinterpret_cast<float2*>(merge_o + q * (kDp + 4) + nt * 8 + 2 * tq) =
+            make_float2(o[nt][2 * r], o[nt][2 * r + 1]);
+      }
+      if (tq == 0) {
+        merge_ml[2 * q] = m[r];
+        merge_ml[2 * q + 1] = l[r];
+      }
+    }
+  }
+  __syncthreads();
+  if (kw != 0) return;
+
+    // One slice: the output. Several: this slice's partial result (a query that saw none of the
+    // slice's keys leaves m = -inf, l = 0, o = 0, which the combine weighs by zero).
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int qi = r == 0 ? qa : qb;
+    const float m2 = merge_ml[2 * qi];
+    const float mm = fmaxf(m[r], m2);
+    const float f1 = mm == -INFINITY ? 0.0f : expf(m[r] - mm);
+    const float f2 = mm == -INFINITY ? 0.0f : expf(m2 - mm);
+    const float ll = l[r] * f1 + merge_ml[2 * qi + 1] * f2;
     if (qi >= nq) continue;
     const std::size_t qh = static_cast<std::size_t>(r0 + qi / G) * g.heads + kvh * G + qi % G;
     float* dst = g.out + qh * D;
-    float f = 1.0f / l[i];
+    float f = 1.0f / ll;
     if (slices > 1) {
       dst = Partial(g, qh, slice);
       f = 1.0f;
-      if (tx == 0) {
-        dst[D] = m[i];
-        dst[D + 1] = l[i];
+      if (tq == 0) {
+        dst[D] = mm;
+        dst[D + 1] = ll;
       }
     }
 #pragma unroll
-    for (int gr = 0; gr < kGroups; ++gr) {
-      const int d = gr * 64 + tx * 4;
+    for (int nt = 0; nt < kDp / 8; ++nt) {
+      const int d = nt * 8 + 2 * tq;
       if (d >= D) continue;
-      // Partial results are D + 2 floats apart: not 16-byte aligned.
-      dst[d + 0] = acc[i][gr * 4 + 0] * f;
-      dst[d + 1] = acc[i][gr * 4 + 1] * f;
-      dst[d + 2] = acc[i][gr * 4 + 2] * f;
-      dst[d + 3] = acc[i][gr * 4 + 3] * f;
+      const float2 o2 = *reinterpret_cast<const float2*>(merge_o + qi * (kDp + 4) + d);
+      dst[d] = (o[nt][2 * r] * f1 + o2.x * f2) * f;
+      dst[d + 1] = (o[nt][2 * r + 1] * f1 + o2.y * f2) * f;
     }
   }
 }
@@ -254,32 +445,45 @@ bool EnableTileKernel(int dc, int optin) {
   };
   switch (dc) {
     case 2:
-      return enable(TileKernel<2>, TileSmemBytes<2>());
+      return enable(TileKernel<2, float>, TileSmem<2, float>::kBytes) &&
+             enable(TileKernel<2, Bf16>, TileSmem<2, Bf16>::kBytes);
     case 4:
-      return enable(TileKernel<4>, TileSmemBytes<4>());
+      return enable(TileKernel<4, float>, TileSmem<4, float>::kBytes) &&
+             enable(TileKernel<4, Bf16>, TileSmem<4, Bf16>::kBytes);
     case 8:
-      return enable(TileKernel<8>, TileSmemBytes<8>());
+      return enable(TileKernel<8, float>, TileSmem<8, float>::kBytes) &&
+             enable(TileKernel<8, Bf16>, TileSmem<8, Bf16>::kBytes);
     default:
       return false;
   }
 }
 
-bool LaunchTileKernel(int dc, int tiles, int tile_splits, Stream stream, const Geometry& g) {
-  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(g.kv_heads),
-                  static_cast<unsigned>(tile_splits));
+namespace {
+
+template <typename T>
+bool LaunchTiles(int dc, dim3 grid, Stream stream, const Geometry& g) {
   switch (dc) {
     case 2:
-      TileKernel<2><<<grid, kTileThreads, TileSmemBytes<2>(), stream>>>(g);
+      TileKernel<2, T><<<grid, kTileThreads, TileSmem<2, T>::kBytes, stream>>>(g);
       return true;
     case 4:
-      TileKernel<4><<<grid, kTileThreads, TileSmemBytes<4>(), stream>>>(g);
+      TileKernel<4, T><<<grid, kTileThreads, TileSmem<4, T>::kBytes, stream>>>(g);
       return true;
     case 8:
-      TileKernel<8><<<grid, kTileThreads, TileSmemBytes<8>(), stream>>>(g);
+      TileKernel<8, T><<<grid, kTileThreads, TileSmem<8, T>::kBytes, stream>>>(g);
       return true;
     default:
       return false;
   }
+}
+
+}  // namespace
+
+bool LaunchTileKernel(int dc, int tiles, int tile_splits, Stream stream, const Geometry& g) {
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(g.kv_heads),
+                  static_cast<unsigned>(tile_splits));
+  return g.bf16 ? LaunchTiles<__nv_bfloat16>(dc, grid, stream, g)
+                : LaunchTiles<float>(dc, grid, stream, g);
 }
 
 }  // namespace fgnet::cuda::attention_internal

@@ -1,19 +1,23 @@
 // The kernels that prepare a pass's keys and values (attention.h): RMS norm of q and k heads with
 // RoPE (QKNormRope), the same fused with the write of each row's key and value into its KV block
 // (QKNormRopeWriteKV, launched as a programmatic dependent on sm_90+), and the plain KV write
-// (WriteKV).
+// (WriteKV). Keys and values are stored as the layer's element type (f32, or bf16 rounded to
+// nearest even).
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
 #include "backend/cuda/attention.h"
+#include "backend/cuda/attention_kernels.cuh"
 #include "backend/cuda/device.h"
 #include "backend/cuda/kernel_support.cuh"
 
 namespace fgnet::cuda {
 namespace {
 
+using attention_internal::CheckPagedLayer;
 using internal::AllowDependents;
 using internal::DependentLaunchSupported;
 using internal::kFullMask;
@@ -32,11 +36,14 @@ struct KVDest {
   const std::int32_t* row_seq;
   const std::int32_t* seq_table;
   const std::int32_t* tables;
-  float* memory;
-  std::int64_t block_floats;
+  void* memory;  // elements of the kernel's KV type
+  std::int64_t block_elements;
   std::int64_t block_size;
   std::int64_t slot;
 };
+
+__device__ __forceinline__ void Store(float* p, float v) { *p = v; }
+__device__ __forceinline__ void Store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
 // The block's sum of one double a thread; every thread gets it.
 __device__ double BlockSumDouble(double v) {
@@ -51,7 +58,7 @@ __device__ double BlockSumDouble(double v) {
   return total;
 }
 
-template <bool kWrite>
+template <bool kWrite, typename T>
 __global__ void __launch_bounds__(kNormThreads)
     QKNormRopeKernel(float* q, float* k, int heads, int kv_heads, int head_dim,
                      const float* q_scale, const float* k_scale, float eps, const float* inv_freq,
@@ -75,16 +82,16 @@ __global__ void __launch_bounds__(kNormThreads)
   const float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(mean, eps)));
   // Each thread rotates the pairs (i, half + i) it alone reads: no other thread's data is touched.
   const float pos = static_cast<float>(row_pos[r]);
-  float* key = nullptr;
+  T* key = nullptr;
   std::int64_t values = 0;
   if constexpr (kWrite) {
     if (!is_q) {
       const std::int64_t row = static_cast<std::int64_t>(kv_heads) * head_dim;
       const std::int64_t p = row_pos[r];
       const std::int64_t block = kv.tables[kv.seq_table[kv.row_seq[r]] + p / kv.block_size];
-      key = kv.memory + block * kv.block_floats +
+      key = static_cast<T*>(kv.memory) + block * kv.block_elements +
             (kv.slot * kv.block_size + p % kv.block_size) * row + (h - heads) * head_dim;
-      values = kv.block_floats / 2;
+      values = kv.block_elements / 2;
     }
   }
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
@@ -100,13 +107,13 @@ __global__ void __launch_bounds__(kNormThreads)
     v[i] = y1;
     v[half + i] = y2;
     if (key != nullptr) {
-      key[i] = y1;
-      key[half + i] = y2;
+      Store(key + i, y1);
+      Store(key + half + i, y2);
     }
   }
   if (key != nullptr) {
     const float* value = kv.v + (static_cast<std::size_t>(r) * kv_heads + (h - heads)) * head_dim;
-    for (int i = threadIdx.x; i < head_dim; i += blockDim.x) key[values + i] = value[i];
+    for (int i = threadIdx.x; i < head_dim; i += blockDim.x) Store(key + values + i, value[i]);
   }
 }
 
@@ -115,21 +122,22 @@ __global__ void __launch_bounds__(kNormThreads)
 
 constexpr int kWriteThreads = 256;
 
+template <typename T>
 __global__ void __launch_bounds__(kWriteThreads)
     WriteKVKernel(const float* k, const float* v, const std::int32_t* row_seq,
                   const std::int32_t* row_pos, const std::int32_t* seq_table,
-                  const std::int32_t* tables, float* memory, std::int64_t block_floats,
+                  const std::int32_t* tables, T* memory, std::int64_t block_elements,
                   std::int64_t block_size, std::int64_t slot, std::int64_t row) {
   const int r = blockIdx.x;
   const std::int64_t pos = row_pos[r];
   const std::int64_t block = tables[seq_table[row_seq[r]] + pos / block_size];
-  float* dst = memory + block * block_floats + (slot * block_size + pos % block_size) * row;
+  T* dst = memory + block * block_elements + (slot * block_size + pos % block_size) * row;
   const float* ks = k + r * row;
   const float* vs = v + r * row;
-  const std::int64_t values = block_floats / 2;
+  const std::int64_t values = block_elements / 2;
   for (std::int64_t c = threadIdx.x; c < row; c += blockDim.x) {
-    dst[c] = ks[c];
-    dst[values + c] = vs[c];
+    Store(dst + c, ks[c]);
+    Store(dst + values + c, vs[c]);
   }
 }
 
@@ -146,7 +154,7 @@ Status QKNormRope(float* q, float* k, std::int32_t rows, std::int32_t heads, std
   if (heads + kv_heads > 65535) {
     return MakeError("cuda::QKNormRope: ", heads + kv_heads, " heads exceed 65535");
   }
-  QKNormRopeKernel<false>
+  QKNormRopeKernel<false, float>
       <<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(heads + kv_heads)), kNormThreads,
          0, stream>>>(q, k, heads, kv_heads, head_dim, q_scale, k_scale, eps, inv_freq, row_pos,
                       KVDest{});
@@ -161,12 +169,7 @@ Status QKNormRopeWriteKV(float* q, float* k, const float* v, const PassRows& pas
     return MakeError("cuda::QKNormRopeWriteKV: heads ", heads, ", kv_heads ", kv_heads,
                      ", head_dim ", head_dim, " are not supported (head_dim even, at most 8192)");
   }
-  if (layer.block_size <= 0 || layer.row <= 0 || layer.slot < 0 ||
-      layer.block_floats < 2 * (layer.slot + 1) * layer.block_size * layer.row) {
-    return MakeError("cuda::QKNormRopeWriteKV: layer block_size ", layer.block_size, ", row ",
-                     layer.row, ", slot ", layer.slot, " do not fit blocks of ", layer.block_floats,
-                     " floats");
-  }
+  FGNET_TRY(CheckPagedLayer("cuda::QKNormRopeWriteKV", layer));
   if (layer.row != std::int64_t{kv_heads} * head_dim) {
     return MakeError("cuda::QKNormRopeWriteKV: layer row ", layer.row, " is not kv_heads ",
                      kv_heads, " * head_dim ", head_dim);
@@ -177,31 +180,38 @@ Status QKNormRopeWriteKV(float* q, float* k, const float* v, const PassRows& pas
                   .seq_table = pass.seq_table,
                   .tables = pass.tables,
                   .memory = layer.memory,
-                  .block_floats = layer.block_floats,
+                  .block_elements = layer.block_elements,
                   .block_size = layer.block_size,
                   .slot = layer.slot};
   if (heads + kv_heads > 65535) {
     return MakeError("cuda::QKNormRopeWriteKV: ", heads + kv_heads, " heads exceed 65535");
   }
-  Launch(QKNormRopeKernel<true>,
-         dim3(static_cast<unsigned>(pass.rows), static_cast<unsigned>(heads + kv_heads)),
-         kNormThreads, 0, stream, DependentLaunchSupported(), q, k, heads, kv_heads, head_dim,
-         q_scale, k_scale, eps, inv_freq, pass.row_pos, kv);
+  const dim3 grid(static_cast<unsigned>(pass.rows), static_cast<unsigned>(heads + kv_heads));
+  if (layer.dtype == DType::kBF16) {
+    Launch(QKNormRopeKernel<true, __nv_bfloat16>, grid, kNormThreads, 0, stream,
+           DependentLaunchSupported(), q, k, heads, kv_heads, head_dim, q_scale, k_scale, eps,
+           inv_freq, pass.row_pos, kv);
+  } else {
+    Launch(QKNormRopeKernel<true, float>, grid, kNormThreads, 0, stream, DependentLaunchSupported(),
+           q, k, heads, kv_heads, head_dim, q_scale, k_scale, eps, inv_freq, pass.row_pos, kv);
+  }
   return CudaLastError("cuda::QKNormRopeWriteKV");
 }
 
 Status WriteKV(const float* k, const float* v, const PassRows& pass, const PagedLayer& layer,
                Stream stream) {
-  if (layer.block_size <= 0 || layer.row <= 0 || layer.slot < 0 ||
-      layer.block_floats < 2 * (layer.slot + 1) * layer.block_size * layer.row) {
-    return MakeError("cuda::WriteKV: layer block_size ", layer.block_size, ", row ", layer.row,
-                     ", slot ", layer.slot, " do not fit blocks of ", layer.block_floats,
-                     " floats");
-  }
+  FGNET_TRY(CheckPagedLayer("cuda::WriteKV", layer));
   if (pass.rows <= 0) return Ok();
-  WriteKVKernel<<<static_cast<unsigned>(pass.rows), kWriteThreads, 0, stream>>>(
-      k, v, pass.row_seq, pass.row_pos, pass.seq_table, pass.tables, layer.memory,
-      layer.block_floats, layer.block_size, layer.slot, layer.row);
+  const auto write = [&](auto* memory) {
+    WriteKVKernel<<<static_cast<unsigned>(pass.rows), kWriteThreads, 0, stream>>>(
+        k, v, pass.row_seq, pass.row_pos, pass.seq_table, pass.tables, memory, layer.block_elements,
+        layer.block_size, layer.slot, layer.row);
+  };
+  if (layer.dtype == DType::kBF16) {
+    write(static_cast<__nv_bfloat16*>(layer.memory));
+  } else {
+    write(static_cast<float*>(layer.memory));
+  }
   return CudaLastError("cuda::WriteKV");
 }
 
