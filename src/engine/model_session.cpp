@@ -33,10 +33,11 @@ constexpr std::int64_t kSessionBlockSize = 64;
 }  // namespace
 
 ModelSession::ModelSession(const Model& model, ThreadPool& pool, std::int64_t max_tokens,
-                           std::vector<AdapterUse> adapters)
+                           std::vector<AdapterUse> adapters, DType kv_dtype)
     : model_(&model),
       pool_(&pool),
       max_tokens_(std::max<std::int64_t>(max_tokens, 1)),
+      kv_dtype_(kv_dtype),
       adapters_(std::move(adapters)) {}
 
 ModelSession::~ModelSession() {
@@ -55,7 +56,12 @@ Status ModelSession::Run(std::span<const std::int32_t> tokens, LogitsMode mode,
                          std::vector<float>* logits) {
   if (!started_) {
     // The KV: every block of a global group, and of a sliding group what its window needs.
-    const kv::KVLayout layout = kv::KVLayout::ForConfig(model_->config(), kSessionBlockSize);
+    if (!model_->SupportsKVType(kv_dtype_)) {
+      return MakeError("KV cache: ", DTypeName(kv_dtype_), " keys and values are not supported on ",
+                       model_->device_name(), " (F32 only)");
+    }
+    const kv::KVLayout layout =
+        kv::KVLayout::ForConfig(model_->config(), kSessionBlockSize, kv_dtype_);
     const std::int64_t b = layout.block_size;
     const std::int64_t all = (max_tokens_ + b - 1) / b;
     std::int64_t blocks = 0;

@@ -36,9 +36,10 @@ class ModelSession final : public LogitsSource {
   // A session that can hold `max_tokens` positions (prompt plus generated tokens).
   // `adapters` (each must outlive the session): the start of plain adapters is kept; that of
   // activated ones is found in the prompt. The first Append fails if the model's device cannot
-  // hold the KV.
+  // hold the KV. `kv_dtype`: the element type of its KV blocks (kv::KVLayout::dtype); the first
+  // Append fails if the model does not support it.
   ModelSession(const Model& model, ThreadPool& pool, std::int64_t max_tokens,
-               std::vector<AdapterUse> adapters = {});
+               std::vector<AdapterUse> adapters = {}, DType kv_dtype = DType::kF32);
   ModelSession(const ModelSession&) = delete;
   ModelSession& operator=(const ModelSession&) = delete;
   ~ModelSession() override;
@@ -61,6 +62,7 @@ class ModelSession final : public LogitsSource {
   const Model* model_;
   ThreadPool* pool_;
   std::int64_t max_tokens_;
+  DType kv_dtype_;
   std::unique_ptr<kv::BlockPool> blocks_;
   std::optional<kv::PagedSequence> seq_;
   ForwardScratch scratch_;

@@ -193,6 +193,28 @@ TEST_F(BatchTest, SeedsConstraintsAndMetrics) {
   EXPECT_EQ((*metrics)["running"], 0);
 }
 
+// bf16 KV blocks are for GPUs: on the CPU, batch and generate fail with one clear line and write
+// nothing.
+TEST_F(BatchTest, Bf16KeysAndValuesNeedAGpu) {
+  const std::string in = dir_.File("bf16.jsonl"), out = dir_.File("bf16_out.jsonl");
+  WriteFile(in, kRequests[0] + "\n");
+  const Outcome batch = RunApp({"batch", "--model", model(), "--requests", in, "--out", out,
+                                "--threads", "1", "--kv-dtype", "bf16"});
+  EXPECT_EQ(batch.code, kExitFailure);
+  EXPECT_EQ(batch.err,
+            "fgnet batch: engine: BF16 keys and values are not supported on cpu (F32 only)\n");
+  const Outcome generate = RunApp(
+      {"generate", "--model", model(), "--prompt", "Hi", "--threads", "1", "--kv-dtype", "bf16"});
+  EXPECT_EQ(generate.code, kExitFailure);
+  EXPECT_EQ(generate.err,
+            "fgnet generate: prompt: KV cache: BF16 keys and values are not supported on cpu (F32 "
+            "only)\n");
+  const Outcome f16 =
+      RunApp({"generate", "--model", model(), "--prompt", "Hi", "--kv-dtype", "f16"});
+  EXPECT_EQ(f16.code, kExitUsage);
+  EXPECT_THAT(f16.err, HasSubstr("--kv-dtype"));
+}
+
 // Files are checked before the model is loaded.
 TEST(BatchCommand, FileErrorsFailTheCommand) {
   TempDir dir;

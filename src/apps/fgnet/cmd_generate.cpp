@@ -121,7 +121,8 @@ Status RunGenerate(const ParsedArgs& args, CommandIo& io) {
 
   ThreadPool pool(ThreadsOption(args));
   ModelSession session(loaded->engine_model(), pool,
-                       static_cast<std::int64_t>(prompt.size()) + max_new, loaded->adapter_set);
+                       static_cast<std::int64_t>(prompt.size()) + max_new, loaded->adapter_set,
+                       KVTypeOption(args));
   const bool json = args.Switch("json");
   StreamDecoder stream(tokenizer);
   std::string text;
@@ -227,6 +228,7 @@ void AddGenerateCommand(App& app) {
       .Default("0");
   AddThreadsOption(c);
   AddDeviceOption(c);
+  AddKVTypeOption(c);
   c.AddSwitch("raw", "Continue --prompt as plain text (after <bos>), without the chat template.");
   c.AddSwitch("json",
               "Print the reply as JSON at the end instead of streaming: {\"text\", "

@@ -29,7 +29,7 @@ Status RunLogits(const ParsedArgs& args, CommandIo& io) {
   }
   ThreadPool pool(ThreadsOption(args));
   ModelSession session(loaded->engine_model(), pool, static_cast<std::int64_t>(ids.size()),
-                       loaded->adapter_set);
+                       loaded->adapter_set, KVTypeOption(args));
   std::vector<float> logits;
   FGNET_TRY(session.AppendAll(ids, &logits));
   WarnInactiveAdapters(session.inactive_adapters(), io.err);
@@ -59,6 +59,7 @@ void AddLogitsCommand(App& app) {
   c.AddString("out", "FILE.npy", "Output file for the logits.").Required();
   AddThreadsOption(c);
   AddDeviceOption(c);
+  AddKVTypeOption(c);
   c.Example("--model gemma-3-270m --ids 2,105,2364 --out logits.npy");
   c.Example("--model gemma-3-270m --ids @ids.json --out logits.npy --threads 4");
 }
