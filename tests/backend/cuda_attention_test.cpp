@@ -434,6 +434,26 @@ TEST_F(CudaAttentionTest, LongPrefillMatchesTheReference) {
   }
 }
 
+// A prompt's remainder after a cached prefix (16 rows of one sequence): little work goes to the
+// split regime (a sliding layer, a short context), more to a tile.
+TEST_F(CudaAttentionTest, PromptRemaindersMatchTheReference) {
+  struct Remainder {
+    int first, window;
+  };
+  for (const Remainder& r : {Remainder{600, 0}, Remainder{2048, 512}, Remainder{2048, 0}}) {
+    SCOPED_TRACE(testing::Message() << "first " << r.first << " window " << r.window);
+    PagedCase c;
+    c.window = r.window;
+    c.AddRows(0, r.first, 16);
+    const HostPool pool = BuildPool(c, rng_);
+    const std::vector<float> q =
+        Random(rng_, static_cast<std::size_t>(c.rows()) * c.heads * c.head_dim);
+    DevicePass pass(c, pool);
+    ExpectClose(pass.Run(q, 0, c.rows()), ReferenceAttention(c, pool, q), 1e-4f,
+                static_cast<std::size_t>(c.head_dim), static_cast<std::size_t>(c.heads));
+  }
+}
+
 // Decode passes of 1 to 64 rows (one per sequence) at contexts from a few keys to 4096, with the
 // pass's max_pos as given and rounded up to a multiple of 256: every split of the keys (one slice,
 // a few, many) and the merge of slices.

@@ -79,6 +79,12 @@ constexpr int kSplitUnroll = 4;  // keys per warp and step
 constexpr int kMinChunk = 16;    // fewest keys per slice (one step of every warp)
 constexpr int kSplitWaves = 2;   // split CTAs per SM aimed at
 constexpr int kMaxSplits = 128;  // most slices per row
+// A pass of at most one tile of rows per sequence and fewer (rows x keys of the longest visible
+// range) than this leaves every row to the split regime: a tile CTA's chain of dependent loads
+// (rows, block table, queries, keys) costs about 25 us on an H200 whatever its work, so that such
+// a pass (a prompt's 16-row remainder after a cached prefix, on a sliding layer: 16 x 527 keys)
+// is done sooner by the splits (14 us).
+constexpr std::int64_t kMinTileWork = 16 * 1024;
 
 template <int kDC, int kG, typename T>
 __global__ void __launch_bounds__(kSplitThreads) SplitKernel(Geometry g) {
@@ -431,8 +437,10 @@ Plan MakePlan(const PassRows& pass, const AttentionShape& shape, int sms) {
   // Tile regime: a tile of consecutive positions spans at most max_pos + 1 keys, or
   // window + tile_rows - 1 on a sliding layer; such ranges are cut into slices (multiples of
   // kTileK keys, at least kMinTileChunk) so that the CTAs fill kTileWaves per SM. A tile with a
-  // longer range takes longer slices (TileChunk).
-  if (pass.rows > pass.num_seqs && group <= kTileQ) {
+  // longer range takes longer slices (TileChunk). Small passes have no tiles (kMinTileWork).
+  const bool small = pass.rows <= std::int64_t{kTileQ / group} * pass.num_seqs &&
+                     std::int64_t{pass.rows} * max_keys < kMinTileWork;
+  if (pass.rows > pass.num_seqs && group <= kTileQ && !small) {
     p.tile_rows = kTileQ / group;
     p.tiles = static_cast<int>(CeilDiv(pass.rows, p.tile_rows));
     std::int64_t range = std::int64_t{pass.max_pos} + 1;
