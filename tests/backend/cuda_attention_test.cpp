@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -200,6 +201,14 @@ HostPool BuildPool(const PagedCase& c, std::mt19937& rng) {
     }
   }
   return pool;
+}
+
+// Offset in a pool's memory of row r's key (its value is block_elements / 2 further).
+std::int64_t KeyAt(const PagedCase& c, const HostPool& pool, int r) {
+  const int p = c.row_pos[r];
+  const std::int64_t b = pool.tables[pool.seq_table[c.row_seq[r]] + p / c.block_size];
+  return b * c.block_elements() +
+         (std::int64_t{c.slot} * c.block_size + p % c.block_size) * c.row();
 }
 
 // Rounds the pool's keys and values to bf16 (NaN stays NaN); returns their bf16 bits.
@@ -535,10 +544,7 @@ TEST_F(CudaAttentionTest, WriteKVStoresEachRowInItsBlockOnly) {
                          .row = c.row()};
   ASSERT_TRUE(WriteKV(d_k.data(), d_v.data(), pass, layer).ok());
   for (int r = 0; r < c.rows(); ++r) {
-    const int p = c.row_pos[r];
-    const std::int32_t b = pool.tables[pool.seq_table[c.row_seq[r]] + p / c.block_size];
-    float* key = pool.memory.data() + b * c.block_elements() +
-                 (std::int64_t{c.slot} * c.block_size + p % c.block_size) * c.row();
+    float* key = pool.memory.data() + KeyAt(c, pool, r);
     std::copy(k.begin() + r * c.row(), k.begin() + (r + 1) * c.row(), key);
     std::copy(v.begin() + r * c.row(), v.begin() + (r + 1) * c.row(), key + c.block_elements() / 2);
   }
@@ -552,6 +558,63 @@ TEST_F(CudaAttentionTest, WriteKVStoresEachRowInItsBlockOnly) {
     }
   }
 }
+
+// The KV-write kernels on a case's random inputs (q, k, v, norm factors, RoPE frequencies),
+// uploaded with the pass's rows and block tables.
+class KVWriteInputs {
+ public:
+  KVWriteInputs(const PagedCase& c, const HostPool& pool, std::mt19937& rng)
+      : c_(c),
+        q_(Random(rng, c.rows() * c.heads * static_cast<std::size_t>(c.head_dim), 2.0f)),
+        k_(Random(rng, c.rows() * c.row(), 0.5f)),
+        v_(Random(rng, c.rows() * c.row())),
+        d_v_(Upload(v_)),
+        d_qs_(Upload(Random(rng, static_cast<std::size_t>(c.head_dim)))),
+        d_ks_(Upload(Random(rng, static_cast<std::size_t>(c.head_dim)))),
+        d_seq_(Upload(c.row_seq)),
+        d_pos_(Upload(c.row_pos)),
+        d_seq_table_(Upload(pool.seq_table)),
+        d_tables_(Upload(pool.tables)),
+        pass_{.rows = c.rows(),
+              .row_seq = d_seq_.data(),
+              .row_pos = d_pos_.data(),
+              .seq_table = d_seq_table_.data(),
+              .tables = d_tables_.data(),
+              .num_seqs = c.num_seqs,
+              .max_pos = pool.max_pos} {
+    std::vector<float> inv_freq(static_cast<std::size_t>(c.head_dim) / 2);
+    cpu::RopeInvFreq(1e6, 1.0, static_cast<std::size_t>(c.head_dim), inv_freq.data());
+    d_inv_ = Upload(inv_freq);
+  }
+
+  const std::vector<float>& k() const { return k_; }
+  const std::vector<float>& v() const { return v_; }
+
+  // QKNormRope then WriteKV into `two_calls`, and QKNormRopeWriteKV into `fused` (the blocks of
+  // `layer`'s shape and type): q and k after each, {q two calls, k two calls, q fused, k fused}.
+  std::array<std::vector<float>, 4> Both(PagedLayer layer, void* two_calls, void* fused) {
+    DeviceBuffer<float> q1 = Upload(q_), k1 = Upload(k_), q2 = Upload(q_), k2 = Upload(k_);
+    layer.memory = two_calls;
+    EXPECT_TRUE(QKNormRope(q1.data(), k1.data(), c_.rows(), c_.heads, c_.kv_heads, c_.head_dim,
+                           d_qs_.data(), d_ks_.data(), 1e-6f, d_inv_.data(), d_pos_.data())
+                    .ok());
+    EXPECT_TRUE(WriteKV(k1.data(), d_v_.data(), pass_, layer).ok());
+    layer.memory = fused;
+    const Status s =
+        QKNormRopeWriteKV(q2.data(), k2.data(), d_v_.data(), pass_, layer, c_.heads, c_.kv_heads,
+                          c_.head_dim, d_qs_.data(), d_ks_.data(), 1e-6f, d_inv_.data());
+    EXPECT_TRUE(s.ok()) << s.error().message();
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    return {Download(q1), Download(k1), Download(q2), Download(k2)};
+  }
+
+ private:
+  const PagedCase& c_;
+  std::vector<float> q_, k_, v_;
+  DeviceBuffer<float> d_v_, d_qs_, d_ks_, d_inv_;
+  DeviceBuffer<std::int32_t> d_seq_, d_pos_, d_seq_table_, d_tables_;
+  PassRows pass_;
+};
 
 // QKNormRopeWriteKV equals QKNormRope then WriteKV bit for bit: q, k and every float of the blocks.
 TEST_F(CudaAttentionTest, QKNormRopeWriteKVEqualsTheTwoCalls) {
@@ -574,58 +637,25 @@ TEST_F(CudaAttentionTest, QKNormRopeWriteKVEqualsTheTwoCalls) {
     c.AddRows(3, 517, 1);
     HostPool pool = BuildPool(c, rng_);
     std::fill(pool.memory.begin(), pool.memory.end(), std::nanf(""));
-    const std::size_t D = static_cast<std::size_t>(c.head_dim);
-    const std::vector<float> q = Random(rng_, c.rows() * c.heads * D, 2.0f);
-    const std::vector<float> k = Random(rng_, c.rows() * c.row(), 0.5f);
-    const std::vector<float> v = Random(rng_, c.rows() * c.row());
-    const std::vector<float> q_scale = Random(rng_, D);
-    const std::vector<float> k_scale = Random(rng_, D);
-    std::vector<float> inv_freq(D / 2);
-    cpu::RopeInvFreq(1e6, 1.0, D, inv_freq.data());
-    DeviceBuffer<float> d_v = Upload(v), d_qs = Upload(q_scale), d_ks = Upload(k_scale),
-                        d_inv = Upload(inv_freq);
-    DeviceBuffer<std::int32_t> d_seq = Upload(c.row_seq), d_pos = Upload(c.row_pos),
-                               d_seq_table = Upload(pool.seq_table), d_tables = Upload(pool.tables);
-    const PassRows pass{.rows = c.rows(),
-                        .row_seq = d_seq.data(),
-                        .row_pos = d_pos.data(),
-                        .seq_table = d_seq_table.data(),
-                        .tables = d_tables.data(),
-                        .num_seqs = c.num_seqs,
-                        .max_pos = pool.max_pos};
-    DeviceBuffer<float> q1 = Upload(q), k1 = Upload(k), mem1 = Upload(pool.memory);
-    DeviceBuffer<float> q2 = Upload(q), k2 = Upload(k), mem2 = Upload(pool.memory);
-    PagedLayer layer{.memory = mem1.data(),
-                     .block_elements = c.block_elements(),
-                     .block_size = c.block_size,
-                     .slot = c.slot,
-                     .row = c.row()};
-    ASSERT_TRUE(QKNormRope(q1.data(), k1.data(), c.rows(), c.heads, c.kv_heads, c.head_dim,
-                           d_qs.data(), d_ks.data(), 1e-6f, d_inv.data(), d_pos.data())
-                    .ok());
-    ASSERT_TRUE(WriteKV(k1.data(), d_v.data(), pass, layer).ok());
-    layer.memory = mem2.data();
-    const Status s =
-        QKNormRopeWriteKV(q2.data(), k2.data(), d_v.data(), pass, layer, c.heads, c.kv_heads,
-                          c.head_dim, d_qs.data(), d_ks.data(), 1e-6f, d_inv.data());
-    ASSERT_TRUE(s.ok()) << s.error().message();
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    const std::vector<float> got_q = Download(q2), got_k = Download(k2);
-    EXPECT_TRUE(same_bits(got_q, Download(q1)));
-    EXPECT_TRUE(same_bits(got_k, Download(k1)));
+    KVWriteInputs in(c, pool, rng_);
+    DeviceBuffer<float> mem1 = Upload(pool.memory), mem2 = Upload(pool.memory);
+    const PagedLayer layer{.block_elements = c.block_elements(),
+                           .block_size = c.block_size,
+                           .slot = c.slot,
+                           .row = c.row()};
+    const auto [q1, k1, got_q, got_k] = in.Both(layer, mem1.data(), mem2.data());
+    EXPECT_TRUE(same_bits(got_q, q1));
+    EXPECT_TRUE(same_bits(got_k, k1));
     EXPECT_TRUE(same_bits(Download(mem2), Download(mem1)));
     // And it did the work: k differs from its input, and its rows are in the blocks.
-    EXPECT_FALSE(same_bits(got_k, k));
+    EXPECT_FALSE(same_bits(got_k, in.k()));
     const std::vector<float> mem = Download(mem2);
-    const int p = c.row_pos[0];
-    const std::int32_t b = pool.tables[pool.seq_table[0] + p / c.block_size];
-    const float* key = mem.data() + b * c.block_elements() +
-                       (std::int64_t{c.slot} * c.block_size + p % c.block_size) * c.row();
+    const float* key = mem.data() + KeyAt(c, pool, 0);
     EXPECT_TRUE(same_bits(std::vector<float>(key, key + c.row()),
                           std::vector<float>(got_k.begin(), got_k.begin() + c.row())));
     EXPECT_TRUE(same_bits(
         std::vector<float>(key + c.block_elements() / 2, key + c.block_elements() / 2 + c.row()),
-        std::vector<float>(v.begin(), v.begin() + c.row())));
+        std::vector<float>(in.v().begin(), in.v().begin() + c.row())));
   }
 }
 
@@ -642,55 +672,22 @@ TEST_F(CudaAttentionTest, Bf16BlocksHoldTheRoundedKeysAndValues) {
   c.AddRows(1, 30, 20);
   c.AddRows(2, 0, 3);
   const HostPool pool = BuildPool(c, rng_);
-  const std::size_t D = static_cast<std::size_t>(c.head_dim);
-  const std::vector<float> q = Random(rng_, c.rows() * c.heads * D, 2.0f);
-  const std::vector<float> k = Random(rng_, c.rows() * c.row(), 0.5f);
-  const std::vector<float> v = Random(rng_, c.rows() * c.row());
-  const std::vector<float> q_scale = Random(rng_, D);
-  const std::vector<float> k_scale = Random(rng_, D);
-  std::vector<float> inv_freq(D / 2);
-  cpu::RopeInvFreq(1e6, 1.0, D, inv_freq.data());
-  DeviceBuffer<float> d_v = Upload(v), d_qs = Upload(q_scale), d_ks = Upload(k_scale),
-                      d_inv = Upload(inv_freq);
-  DeviceBuffer<std::int32_t> d_seq = Upload(c.row_seq), d_pos = Upload(c.row_pos),
-                             d_seq_table = Upload(pool.seq_table), d_tables = Upload(pool.tables);
-  const PassRows pass{.rows = c.rows(),
-                      .row_seq = d_seq.data(),
-                      .row_pos = d_pos.data(),
-                      .seq_table = d_seq_table.data(),
-                      .tables = d_tables.data(),
-                      .num_seqs = c.num_seqs,
-                      .max_pos = pool.max_pos};
+  KVWriteInputs in(c, pool, rng_);
   constexpr std::uint16_t kNaN = 0x7fc0;
   const std::vector<std::uint16_t> blank(pool.memory.size(), kNaN);
-  DeviceBuffer<float> q1 = Upload(q), k1 = Upload(k), q2 = Upload(q), k2 = Upload(k);
   DeviceBuffer<std::uint16_t> mem1 = Upload(blank), mem2 = Upload(blank);
-  PagedLayer layer{.memory = mem1.data(),
-                   .dtype = DType::kBF16,
-                   .block_elements = c.block_elements(),
-                   .block_size = c.block_size,
-                   .slot = c.slot,
-                   .row = c.row()};
-  ASSERT_TRUE(QKNormRope(q1.data(), k1.data(), c.rows(), c.heads, c.kv_heads, c.head_dim,
-                         d_qs.data(), d_ks.data(), 1e-6f, d_inv.data(), d_pos.data())
-                  .ok());
-  ASSERT_TRUE(WriteKV(k1.data(), d_v.data(), pass, layer).ok());
-  layer.memory = mem2.data();
-  const Status s =
-      QKNormRopeWriteKV(q2.data(), k2.data(), d_v.data(), pass, layer, c.heads, c.kv_heads,
-                        c.head_dim, d_qs.data(), d_ks.data(), 1e-6f, d_inv.data());
-  ASSERT_TRUE(s.ok()) << s.error().message();
-  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  const std::vector<float> got_k = Download(k2);
+  const PagedLayer layer{.dtype = DType::kBF16,
+                         .block_elements = c.block_elements(),
+                         .block_size = c.block_size,
+                         .slot = c.slot,
+                         .row = c.row()};
+  const auto [q1, k1, q2, got_k] = in.Both(layer, mem1.data(), mem2.data());
   std::vector<std::uint16_t> want = blank;
   for (int r = 0; r < c.rows(); ++r) {
-    const int p = c.row_pos[r];
-    const std::int64_t b = pool.tables[pool.seq_table[c.row_seq[r]] + p / c.block_size];
-    const std::int64_t at =
-        b * c.block_elements() + (std::int64_t{c.slot} * c.block_size + p % c.block_size) * c.row();
+    const std::int64_t at = KeyAt(c, pool, r);
     for (std::int64_t i = 0; i < c.row(); ++i) {
       want[at + i] = F32ToBF16(got_k[r * c.row() + i]);
-      want[at + c.block_elements() / 2 + i] = F32ToBF16(v[r * c.row() + i]);
+      want[at + c.block_elements() / 2 + i] = F32ToBF16(in.v()[r * c.row() + i]);
     }
   }
   for (const DeviceBuffer<std::uint16_t>* mem : {&mem1, &mem2}) {
@@ -699,8 +696,8 @@ TEST_F(CudaAttentionTest, Bf16BlocksHoldTheRoundedKeysAndValues) {
     ASSERT_EQ(got->size(), want.size());
     for (std::size_t i = 0; i < want.size(); ++i) ASSERT_EQ((*got)[i], want[i]) << "at " << i;
   }
-  EXPECT_EQ(Download(q2), Download(q1));
-  EXPECT_EQ(got_k, Download(k1));
+  EXPECT_EQ(q2, q1);
+  EXPECT_EQ(got_k, k1);
 }
 
 // ----------------------------------------------------------------------------------------------

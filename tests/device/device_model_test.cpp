@@ -93,6 +93,17 @@ TEST(DeviceTest, AMissingGpuIsAnError) {
   EXPECT_TRUE(message.starts_with("device cuda:999")) << message;
 }
 
+// One forward of three tokens on `seq`.
+Status ForwardThreeTokens(const Model& model, kv::PagedSequence& seq) {
+  if (!seq.Reserve(3)) return MakeError("no blocks for 3 positions");
+  const std::vector<std::int32_t> ids = {1, 2, 3};
+  std::vector<float> logits;
+  const SequenceStep step{ids, &seq, LogitsMode::kLast, &logits, {}};
+  ThreadPool threads(1);
+  ForwardScratch scratch;
+  return model.ForwardBatch(std::span<const SequenceStep>(&step, 1), threads, scratch);
+}
+
 TEST(DeviceTest, TheCpuModelRefusesKVInAnotherDevicesMemory) {
   const testing::RandomCheckpoint ckpt(SmallConfig(4, 2, 32), DType::kBF16, 1);
   auto model = Gemma3Model::Create(ckpt.config(), ckpt.weights());
@@ -114,13 +125,7 @@ TEST(DeviceTest, TheCpuModelRefusesKVInAnotherDevicesMemory) {
   const kv::KVLayout layout = kv::KVLayout::ForConfig(ckpt.config(), 4);
   kv::BlockPool pool(layout, 16, std::make_unique<ForeignMemory>(layout.block_bytes() * 16));
   kv::PagedSequence seq(pool);
-  ASSERT_TRUE(seq.Reserve(3));
-  const std::vector<std::int32_t> ids = {1, 2, 3};
-  std::vector<float> logits;
-  const SequenceStep step{ids, &seq, LogitsMode::kLast, &logits, {}};
-  ThreadPool threads(1);
-  ForwardScratch scratch;
-  const Status s = model->ForwardBatch(std::span<const SequenceStep>(&step, 1), threads, scratch);
+  const Status s = ForwardThreeTokens(*model, seq);
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().message(),
             "Forward: the KV cache is in cuda:0 memory but the model runs on cpu");
@@ -137,13 +142,7 @@ TEST(DeviceTest, TheCpuModelRefusesBf16KV) {
   EXPECT_EQ(2 * layout.block_bytes(), kv::KVLayout::ForConfig(ckpt.config(), 4).block_bytes());
   kv::BlockPool pool(layout, 16);
   kv::PagedSequence seq(pool);
-  ASSERT_TRUE(seq.Reserve(3));
-  const std::vector<std::int32_t> ids = {1, 2, 3};
-  std::vector<float> logits;
-  const SequenceStep step{ids, &seq, LogitsMode::kLast, &logits, {}};
-  ThreadPool threads(1);
-  ForwardScratch scratch;
-  const Status s = model->ForwardBatch(std::span<const SequenceStep>(&step, 1), threads, scratch);
+  const Status s = ForwardThreeTokens(*model, seq);
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().message(),
             "Forward: the KV cache holds BF16 keys and values; the CPU backend keeps them in F32");

@@ -79,6 +79,22 @@ void ExpectAllBlocksFree(Engine& engine) {
   EXPECT_LE(m.kv_blocks_peak, m.kv_blocks_total);
 }
 
+// `r` submitted twice in turn to `engine`: the cold run, then the one that finds its prefix cached.
+std::pair<Completion, Completion> ColdThenHot(Engine& engine, const Request& r) {
+  RequestHandle cold = engine.Submit(r);
+  Completion first = cold.Wait();
+  RequestHandle hot = engine.Submit(r);
+  return {std::move(first), hot.Wait()};
+}
+
+// Largest |a - b| over two completions' returned logits (of equal size).
+double MaxLogitDifference(const Completion& a, const Completion& b) {
+  double worst = 0;
+  for (std::size_t i = 0; i < a.logits.size() && i < b.logits.size(); ++i)
+    worst = std::max(worst, std::fabs(static_cast<double>(a.logits[i]) - b.logits[i]));
+  return worst;
+}
+
 class ServingTest : public ::testing::Test {
  protected:
   ServingFixture f_;
@@ -186,16 +202,11 @@ TEST_F(ServingTest, Bf16KeysAndValuesServeWhereTheDeviceHoldsThem) {
   auto engine = f_.NewEngine(options);
   Request r = Greedy(Ids(45, 11), {}, 8);
   r.return_logits = true;
-  RequestHandle cold_handle = engine->Submit(r);
-  const Completion cold = cold_handle.Wait();
-  RequestHandle hot_handle = engine->Submit(r);
-  const Completion hot = hot_handle.Wait();
+  const auto [cold, hot] = ColdThenHot(*engine, r);
   EXPECT_EQ(hot.usage.cached_tokens, 32);
   EXPECT_EQ(hot.ids, cold.ids);
   ASSERT_EQ(hot.logits.size(), cold.logits.size());
-  double worst = 0;
-  for (std::size_t i = 0; i < hot.logits.size(); ++i)
-    worst = std::max(worst, std::fabs(static_cast<double>(hot.logits[i]) - cold.logits[i]));
+  const double worst = MaxLogitDifference(hot, cold);
   EXPECT_LE(worst, 2e-3);
   std::printf("bf16 KV, prefix hit vs cold: max |logit difference| %.3g\n", worst);
 }
@@ -206,18 +217,13 @@ TEST_F(ServingTest, PrefixCacheHitsGiveTheColdLogits) {
     auto engine = f_.NewEngine();
     Request r = Greedy(prompt, adapters, 8);
     r.return_logits = true;
-    RequestHandle cold_handle = engine->Submit(r);
-    const Completion cold = cold_handle.Wait();
-    RequestHandle hot_handle = engine->Submit(r);
-    const Completion hot = hot_handle.Wait();
+    const auto [cold, hot] = ColdThenHot(*engine, r);
     ASSERT_TRUE(hot.status.ok());
     EXPECT_EQ(cold.usage.cached_tokens, 0);
     EXPECT_EQ(hot.usage.cached_tokens, 32);  // whole blocks of 16, the last token recomputed
     EXPECT_EQ(hot.ids, cold.ids);
     ASSERT_EQ(hot.logits.size(), cold.logits.size());
-    double worst = 0;
-    for (std::size_t i = 0; i < hot.logits.size(); ++i)
-      worst = std::max(worst, std::fabs(static_cast<double>(hot.logits[i]) - cold.logits[i]));
+    const double worst = MaxLogitDifference(hot, cold);
     EXPECT_LE(worst, 1e-4);
     std::printf("prefix hit vs cold, %s: max |logit difference| %.3g\n",
                 adapters.empty() ? "base" : "adapter a", worst);

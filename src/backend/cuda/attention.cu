@@ -59,6 +59,7 @@ using attention_internal::Score;
 using attention_internal::Slices;
 using attention_internal::TileChunk;
 using attention_internal::TileRange;
+using attention_internal::TileRowsShareSequence;
 using attention_internal::VisibleFrom;
 using internal::AllowDependents;
 using internal::DependentLaunchSupported;
@@ -322,14 +323,9 @@ __global__ void __launch_bounds__(kCombineFewWarps * 32) CombineFewKernel(Geomet
   const int rh = blockIdx.x * kCombineFewWarps + threadIdx.x / 32;  // (row, head)
   if (rh >= g.rows * g.heads) return;                               // uniform over the warp
   const int row = rh / g.heads;
-  bool in_tile = false;
-  if (g.tile_rows > 0) {
-    const int r0 = row / g.tile_rows * g.tile_rows;
-    const int n = min(g.tile_rows, g.rows - r0);
-    int same = 1;
-    for (int i = lane; i < n; i += 32) same &= g.row_seq[r0 + i] == g.row_seq[r0];
-    in_tile = __all_sync(kFullMask, same) != 0;
-  }
+  const bool in_tile =
+      g.tile_rows > 0 &&
+      __all_sync(kFullMask, TileRowsShareSequence(g, row / g.tile_rows, lane, 32)) != 0;
   const int slices = RowSlices(g, row, in_tile);
   if (slices <= 1) return;
   const int D = g.head_dim;

@@ -83,15 +83,21 @@ __device__ __forceinline__ std::int64_t KeyOffset(const Geometry& g, const std::
          static_cast<std::int64_t>(offset) * g.row;
 }
 
-// Whether the tile of rows [tile * tile_rows, ...) holds one sequence's rows only, so that the
-// tile kernel does it. Called by every thread of the CTA.
-__device__ inline bool TileIsUniform(const Geometry& g, int tile) {
+// Whether the rows i, i + stride, ... of tile `tile` belong to its first row's sequence: one
+// thread's share of TileIsUniform (a CTA) or of CombineFewKernel's check (a warp).
+__device__ inline int TileRowsShareSequence(const Geometry& g, int tile, int i, int stride) {
   const int r0 = tile * g.tile_rows;
   const int n = min(g.tile_rows, g.rows - r0);
   const int seq = g.row_seq[r0];
   int same = 1;
-  for (int i = threadIdx.x; i < n; i += blockDim.x) same &= g.row_seq[r0 + i] == seq;
-  return __syncthreads_and(same) != 0;
+  for (; i < n; i += stride) same &= g.row_seq[r0 + i] == seq;
+  return same;
+}
+
+// Whether the tile of rows [tile * tile_rows, ...) holds one sequence's rows only, so that the
+// tile kernel does it. Called by every thread of the CTA.
+__device__ inline bool TileIsUniform(const Geometry& g, int tile) {
+  return __syncthreads_and(TileRowsShareSequence(g, tile, threadIdx.x, blockDim.x)) != 0;
 }
 
 // True when row `row` is done by the tile kernel. Called by every thread of the CTA.
