@@ -4,12 +4,13 @@
 #include <array>
 #include <initializer_list>
 #include <span>
+#include <utility>
 
 #include "device/cuda_model_impl.h"
 
 namespace fgnet {
 
-using cuda_model_internal::AlignUp;
+using cuda_model_internal::ActivationLayout;
 using cuda_model_internal::kLogitRows;
 using cuda_model_internal::LogitsLayout;
 using cuda_model_internal::PassShape;
@@ -21,19 +22,16 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
   const kv::KVLayout& layout = pool.layout();
   const auto groups = static_cast<std::size_t>(layout.num_groups());
   const StagingLayout& sl = staging_layout;
-  float* ptr[9];
-  {
-    const std::size_t sizes[] = {c * hidden, c * hidden,       c * q_dim,
-                                 c * kv_dim, c * kv_dim,       c * q_dim,
-                                 c * hidden, c * intermediate, c * intermediate};
-    float* p = activations.as<float>();
-    for (std::size_t i = 0; i < std::size(sizes); ++i) {
-      ptr[i] = p;
-      p += AlignUp(sizes[i], 64);
-    }
-  }
-  float *x = ptr[0], *h = ptr[1], *q = ptr[2], *k = ptr[3], *v = ptr[4], *attn = ptr[5],
-        *o = ptr[6], *gate = ptr[7], *up = ptr[8];
+  const ActivationLayout al = ActivationLayout::For(c, hidden, q_dim, kv_dim, intermediate);
+  const auto buffer = [&](ActivationLayout::Buffer b) {
+    return activations.as<float>() + al.at[b];
+  };
+  // x: the residual stream, which moves to x_next wherever a product stages a residual input.
+  float *x = buffer(ActivationLayout::kX), *x_next = buffer(ActivationLayout::kXNext),
+        *h = buffer(ActivationLayout::kH), *q = buffer(ActivationLayout::kQ),
+        *k = buffer(ActivationLayout::kK), *v = buffer(ActivationLayout::kV),
+        *attn = buffer(ActivationLayout::kAttn), *o = buffer(ActivationLayout::kO),
+        *gate = buffer(ActivationLayout::kGate), *up = buffer(ActivationLayout::kUp);
   std::vector<cuda::PassRows> pass(groups);
   for (std::size_t g = 0; g < groups; ++g) {
     cuda::PassRows& p = pass[g];
@@ -162,6 +160,40 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     return apply_lora(layer, module, in, in_dim, in_dim, y, out_dim);
   };
 
+  // The residual update a layer's products leave for the next product of h (delta null: none),
+  // and where it goes: into that product's staging of its input (`staged`, the residual moving to
+  // the other buffer) when the product is one BF16 GEMV launch without adapters, else through h by
+  // RMSNormAddToNorm in place.
+  cuda::ResidualInput pending;
+  cuda::ResidualInput staged;
+  const auto settle = [&](bool fuse, const cuda::ResidualInput** input) -> Status {
+    *input = nullptr;
+    if (pending.delta == nullptr) return Ok();
+    if (fuse) {
+      staged = pending;
+      staged.residual = x;
+      staged.updated = x_next;
+      std::swap(x, x_next);
+      *input = &staged;
+    } else {
+      FGNET_TRY(cuda::RMSNormAddToNorm(pending.delta, c, hidden, pending.post, eps, x, pending.pre,
+                                       h, stream));
+    }
+    pending = {};
+    return Ok();
+  };
+  // Whether products of h by `matrices` (out sizes `outs`) at `modules` can stage a residual input.
+  const auto stages_residual = [&](std::size_t layer, std::initializer_list<LoraModule> modules,
+                                   std::initializer_list<const DeviceMatrix*> matrices,
+                                   std::initializer_list<std::size_t> outs) {
+    return !any_lora(layer, modules) &&
+           std::none_of(matrices.begin(), matrices.end(),
+                        [](const DeviceMatrix* m) { return m->quantized(); }) &&
+           std::all_of(outs.begin(), outs.end(), [&](std::size_t out) {
+             return cuda::MatMulContext::TakesGemv(c, hidden * out);
+           });
+  };
+
   const std::int32_t* ids = staging.as<std::int32_t>(sl.ids);
   if (embed.quantized()) {
     FGNET_TRY(cuda::EmbedRowsQuant(embed.quant, ids, c, embed_scale, x, stream));
@@ -178,10 +210,18 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
                                  layout.block_size,
                                  layout.layer_slot[l],
                                  layout.row};
-    // h = the input norm of x: the previous layer's last kernel computed it, except for layer 0.
+    // h = the input norm of x (for layer 0), or the previous layer's residual update.
     if (l == 0) FGNET_TRY(cuda::RMSNorm(x, c, hidden, w.input_norm, eps, h, nullptr, stream));
+    const cuda::ResidualInput* input = nullptr;
+    FGNET_TRY(settle(stages_residual(l, {LoraModule::kQ, LoraModule::kK, LoraModule::kV},
+                                     {&w.q, &w.k, &w.v}, {q_dim, kv_dim}),
+                     &input));
     cuda::LoraEpilogue epilogue;
-    if (shape.lora_epilogue) {
+    if (input != nullptr) {
+      const cuda::MatMulContext::MatMulOutput qkv[] = {
+          {w.q.bf16, q_dim, q}, {w.k.bf16, kv_dim, k}, {w.v.bf16, kv_dim, v}};
+      FGNET_TRY(mm.MatMulMany(nullptr, c, hidden, qkv, nullptr, input));
+    } else if (shape.lora_epilogue) {
       FGNET_TRY(shrink(l, {LoraModule::kQ, LoraModule::kK, LoraModule::kV}, h, hidden, &epilogue));
       const cuda::MatMulContext::MatMulOutput qkv[] = {
           {w.q.bf16, q_dim, q}, {w.k.bf16, kv_dim, k}, {w.v.bf16, kv_dim, v}};
@@ -197,9 +237,14 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     FGNET_TRY(cuda::PagedAttention(q, pass[group], paged, attention[r], attn,
                                    attention_ws.as<float>(), stream));
     FGNET_TRY(adapted_product(l, LoraModule::kO, attn, q_dim, w.o, hidden, o));
-    FGNET_TRY(cuda::RMSNormAddToNorm(o, c, hidden, w.post_attention_norm, eps, x,
-                                     w.pre_feedforward_norm, h, stream));
-    if (shape.lora_epilogue) {
+    pending = {o, nullptr, nullptr, w.post_attention_norm, w.pre_feedforward_norm, eps};
+    FGNET_TRY(settle(
+        stages_residual(l, {LoraModule::kGate, LoraModule::kUp}, {&w.gate, &w.up}, {intermediate}),
+        &input));
+    if (input != nullptr) {
+      FGNET_TRY(mm.MatMulGeGLU(nullptr, c, hidden, w.gate.bf16, w.up.bf16, intermediate, gate, up,
+                               nullptr, input));
+    } else if (shape.lora_epilogue) {
       FGNET_TRY(shrink(l, {LoraModule::kGate, LoraModule::kUp}, h, hidden, &epilogue));
       FGNET_TRY(
           mm.MatMulGeGLU(h, c, hidden, w.gate.bf16, w.up.bf16, intermediate, gate, up, &epilogue));
@@ -217,8 +262,7 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     }
     FGNET_TRY(adapted_product(l, LoraModule::kDown, gate, intermediate, w.down, hidden, o));
     if (l + 1 < layers.size()) {
-      FGNET_TRY(cuda::RMSNormAddToNorm(o, c, hidden, w.post_feedforward_norm, eps, x,
-                                       layers[l + 1].input_norm, h, stream));
+      pending = {o, nullptr, nullptr, w.post_feedforward_norm, layers[l + 1].input_norm, eps};
     } else {
       FGNET_TRY(cuda::RMSNormAddTo(o, c, hidden, w.post_feedforward_norm, eps, x, stream));
     }

@@ -22,6 +22,7 @@
 
 namespace fgnet {
 
+using cuda_model_internal::ActivationLayout;
 using cuda_model_internal::AlignUp;
 using cuda_model_internal::DeviceAdapter;
 using cuda_model_internal::GraphEntry;
@@ -460,11 +461,7 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
   const std::size_t upload = !penalized.empty()      ? sl.penalized_at + penalized.size() * 4
                              : !filter_words.empty() ? sl.words_at + filter_words.size() * 8
                                                      : sl.tables_at + tables.size() * 4;
-  const std::size_t sizes[] = {c * hidden, c * hidden,       c * q_dim,
-                               c * kv_dim, c * kv_dim,       c * q_dim,
-                               c * hidden, c * intermediate, c * intermediate};
-  std::size_t floats = 0;
-  for (std::size_t size : sizes) floats += AlignUp(size, 64);
+  const std::size_t floats = ActivationLayout::For(c, hidden, q_dim, kv_dim, intermediate).floats;
   FGNET_TRY(activations.Reserve(floats * sizeof(float), &moves));
   cuda::PassRows rows0;
   rows0.rows = shape.rows;

@@ -234,6 +234,27 @@ struct GraphEntry {
   bool failed = false;           // capture did not work: always run eagerly
 };
 
+// The activations of a pass of `rows` rows, float offsets into one buffer (each 64-float
+// aligned): the residual stream x and its second buffer x_next (a fused residual input writes the
+// new residual there: cuda::ResidualInput), the normalised input h, q, k, v, the attention output,
+// a product's output o, and the MLP's gate and up.
+struct ActivationLayout {
+  enum Buffer : std::size_t { kX, kXNext, kH, kQ, kK, kV, kAttn, kO, kGate, kUp, kCount };
+  std::array<std::size_t, kCount> at{};
+  std::size_t floats = 0;
+  static ActivationLayout For(std::size_t rows, std::size_t hidden, std::size_t q_dim,
+                              std::size_t kv_dim, std::size_t intermediate) {
+    const std::array<std::size_t, kCount> sizes = {
+        hidden, hidden, hidden, q_dim, kv_dim, kv_dim, q_dim, hidden, intermediate, intermediate};
+    ActivationLayout l;
+    for (std::size_t i = 0; i < kCount; ++i) {
+      l.at[i] = l.floats;
+      l.floats += AlignUp(rows * sizes[i], 64);
+    }
+    return l;
+  }
+};
+
 // Where a row's logits go: a host row, only the id of its largest logit (kArgmax), or its
 // largest logits (kTop; the step's logits when those might not be enough).
 struct LogitDest {

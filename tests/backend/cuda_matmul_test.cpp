@@ -398,6 +398,106 @@ TEST_F(CudaMatMulTest, FusedProductsReplayInACudaGraph) {
   cudaStreamDestroy(stream);
 }
 
+// A residual input staged by the products equals RMSNormAddToNorm into h followed by the products
+// of h, bit for bit: the products' outputs, and the new residual in `updated`, the old one left as
+// it was.
+TEST_F(CudaMatMulTest, ResidualInputsEqualTheNormThenTheProducts) {
+  struct Case {
+    std::size_t in, out, rows;
+  };
+  // The 270M model's q/k/v and gate/up at decode sizes; rows that do not fit in shared memory
+  // together (several launches, each writing its rows' new residual).
+  const Case cases[] = {{640, 1024, 1},  {640, 1024, 3}, {640, 2048, 8},
+                        {640, 1024, 16}, {1032, 257, 9}, {16384, 45, 8}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(testing::Message() << "in " << c.in << " out " << c.out << " rows " << c.rows);
+    const std::vector<std::uint16_t> wq = rng_.BF16(c.out * c.in), wk = rng_.BF16(c.out * c.in);
+    DeviceBuffer<std::uint16_t> d_wq = Upload(wq), d_wk = Upload(wk);
+    const std::vector<float> delta = rng_.Floats(c.rows * c.in, 4.0f);
+    const std::vector<float> residual = rng_.Floats(c.rows * c.in, 2.0f);
+    const std::vector<float> post = rng_.Floats(c.in), pre = rng_.Floats(c.in);
+    DeviceBuffer<float> d_delta = Upload(delta), d_post = Upload(post), d_pre = Upload(pre);
+    const auto poisoned = [&](std::size_t n) {
+      return Upload(std::vector<float>(n, std::nanf("")));
+    };
+
+    // Apart: the norm into h (the residual updated in place), then the products of h.
+    DeviceBuffer<float> d_res_apart = Upload(residual), d_h = poisoned(c.rows * c.in);
+    ASSERT_TRUE(RMSNormAddToNorm(d_delta.data(), c.rows, c.in, d_post.data(), 1e-6f,
+                                 d_res_apart.data(), d_pre.data(), d_h.data())
+                    .ok());
+    DeviceBuffer<float> d_q_apart = poisoned(c.rows * c.out), d_k_apart = poisoned(c.rows * c.out);
+    const MatMulContext::MatMulOutput apart[] = {{d_wq.data(), c.out, d_q_apart.data()},
+                                                 {d_wk.data(), c.out, d_k_apart.data()}};
+    ASSERT_TRUE(ctx_->MatMulMany(d_h.data(), c.rows, c.in, apart).ok());
+    DeviceBuffer<float> d_g_apart = poisoned(c.rows * c.out);
+    ASSERT_TRUE(ctx_->MatMulGeGLU(d_h.data(), c.rows, c.in, d_wq.data(), d_wk.data(), c.out,
+                                  d_g_apart.data())
+                    .ok());
+
+    // Fused: each product stages the residual input; the new residual goes to `updated`.
+    DeviceBuffer<float> d_res = Upload(residual);
+    for (bool geglu : {false, true}) {
+      SCOPED_TRACE(geglu ? "MatMulGeGLU" : "MatMulMany");
+      DeviceBuffer<float> d_updated = poisoned(c.rows * c.in);
+      const ResidualInput input{d_delta.data(), d_res.data(), d_updated.data(),
+                                d_post.data(),  d_pre.data(), 1e-6f};
+      if (geglu) {
+        DeviceBuffer<float> d_g = poisoned(c.rows * c.out);
+        const Status s = ctx_->MatMulGeGLU(nullptr, c.rows, c.in, d_wq.data(), d_wk.data(), c.out,
+                                           d_g.data(), nullptr, nullptr, &input);
+        ASSERT_TRUE(s.ok()) << s.error().message();
+        ExpectSameBits(Download(d_g), Download(d_g_apart), "GeGLU");
+      } else {
+        DeviceBuffer<float> d_q = poisoned(c.rows * c.out), d_k = poisoned(c.rows * c.out);
+        const MatMulContext::MatMulOutput fused[] = {{d_wq.data(), c.out, d_q.data()},
+                                                     {d_wk.data(), c.out, d_k.data()}};
+        const Status s = ctx_->MatMulMany(nullptr, c.rows, c.in, fused, nullptr, &input);
+        ASSERT_TRUE(s.ok()) << s.error().message();
+        ExpectSameBits(Download(d_q), Download(d_q_apart), "first product");
+        ExpectSameBits(Download(d_k), Download(d_k_apart), "second product");
+      }
+      ExpectSameBits(Download(d_updated), Download(d_res_apart), "new residual");
+      ExpectSameBits(Download(d_res), residual, "old residual");
+    }
+  }
+}
+
+TEST_F(CudaMatMulTest, ResidualInputsRejectBadArguments) {
+  const std::size_t in = 16;
+  DeviceBuffer<std::uint16_t> d_w = Upload(std::vector<std::uint16_t>(4096 * in));
+  DeviceBuffer<float> d_x = Upload(std::vector<float>(20 * in));
+  DeviceBuffer<float> d_y = Upload(std::vector<float>(20 * 4096));
+  DeviceBuffer<float> d_res = Upload(std::vector<float>(20 * in));
+  DeviceBuffer<float> d_updated = Upload(std::vector<float>(20 * in));
+  DeviceBuffer<float> d_scale = Upload(std::vector<float>(in, 1.0f));
+  const ResidualInput good{d_x.data(),     d_res.data(),   d_updated.data(),
+                           d_scale.data(), d_scale.data(), 1e-6f};
+  const MatMulContext::MatMulOutput one[] = {{d_w.data(), 8, d_y.data()}};
+  const auto expect_error = [](const Status& s, const std::string& what) {
+    ASSERT_FALSE(s.ok()) << what;
+    EXPECT_NE(s.error().message().find(what), std::string::npos) << s.error().message();
+  };
+  expect_error(ctx_->MatMulMany(d_x.data(), 1, in, one, nullptr, &good), "both x and");
+  ResidualInput in_place = good;
+  in_place.updated = d_res.data();
+  expect_error(ctx_->MatMulMany(nullptr, 1, in, one, nullptr, &in_place), "in place");
+  ResidualInput unaligned = good;
+  unaligned.residual = d_res.data() + 1;
+  expect_error(ctx_->MatMulMany(nullptr, 1, in, one, nullptr, &unaligned), "16-byte aligned");
+  ResidualInput no_pre = good;
+  no_pre.pre = nullptr;
+  expect_error(ctx_->MatMulGeGLU(nullptr, 1, in, d_w.data(), d_w.data(), 8, d_y.data(), nullptr,
+                                 nullptr, &no_pre),
+               "lacks a buffer");
+  // 20 rows take cuBLAS, which has no residual staging.
+  expect_error(ctx_->MatMulMany(nullptr, 20, in, one, nullptr, &good), "needs the GEMV path");
+  expect_error(ctx_->MatMulGeGLU(nullptr, 20, in, d_w.data(), d_w.data(), 8, d_y.data(), nullptr,
+                                 nullptr, &good),
+               "needs the GEMV path");
+  expect_error(ctx_->MatMulMany(nullptr, 1, in, one), "no input");
+}
+
 TEST_F(CudaMatMulTest, FusedProductsRejectBadArguments) {
   DeviceBuffer<std::uint16_t> d_w = Upload(std::vector<std::uint16_t>(16 * 8));
   DeviceBuffer<float> d_x = Upload(std::vector<float>(20 * 16));

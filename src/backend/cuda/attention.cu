@@ -87,6 +87,28 @@ constexpr int kMaxSplits = 128;  // most slices per row
 // is done sooner by the splits (14 us).
 constexpr std::int64_t kMinTileWork = 16 * 1024;
 
+// Keys of a slice whose rows a split CTA requests into L2 before it waits: every warp's first step.
+constexpr int kPrefetchKeys = kSplitWarps * kSplitUnroll;
+
+// Requests the key and value rows of positions a..b (head at head_offset) into L2, the CTA's
+// threads taking their 128-byte lines in turn.
+template <typename T>
+__device__ __forceinline__ void PrefetchKeysToL2(const Geometry& g, const std::int32_t* table,
+                                                 int a, int b, std::int64_t head_offset) {
+  constexpr int kLine = 128 / static_cast<int>(sizeof(T));
+  const int lines = (g.head_dim + kLine - 1) / kLine;  // of a key (or value) row
+  const T* memory = static_cast<const T*>(g.memory);
+  for (int i = static_cast<int>(threadIdx.x); i < (b - a + 1) * 2 * lines;
+       i += static_cast<int>(blockDim.x)) {
+    const int key = i / (2 * lines);
+    const int rest = i - key * 2 * lines;
+    const bool value = rest >= lines;
+    const T* line = memory + KeyOffset(g, table, a + key) + head_offset +
+                    (value ? g.block_elements / 2 : 0) + (value ? rest - lines : rest) * kLine;
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(line));
+  }
+}
+
 template <int kDC, int kG, typename T>
 __global__ void __launch_bounds__(kSplitThreads) SplitKernel(Geometry g) {
   using L = LaneDims<kDC>;
@@ -94,17 +116,21 @@ __global__ void __launch_bounds__(kSplitThreads) SplitKernel(Geometry g) {
   __shared__ float s_ml[kSplitWarps][kG][2];
   __shared__ float s_acc[kSplitWarps][kG][kDp];
 
-  WaitPrior();
-  AllowDependents();
+  // Before the previous kernel's results (q, and the keys and values of this pass's rows): the
+  // pass's arrays (the host's, uploaded before the pass's first kernel), and the slice's first
+  // keys and values requested into L2 (the point of coherence: a line written meanwhile is read
+  // as written). Every CTA waits before it returns, so that the kernel never completes before the
+  // previous one.
   const int row = blockIdx.x;
-  if (RowInTile(g, row)) return;
+  const bool in_tile = RowInTile(g, row);
   const int subgroups = g.group / kG;
   const int kvh = blockIdx.y / subgroups;
   const int head0 = kvh * g.group + (blockIdx.y % subgroups) * kG;
   const int pos = g.row_pos[row];
   const int first = VisibleFrom(pos, g.window);
   const int a = first + static_cast<int>(blockIdx.z) * g.chunk;
-  if (a > pos) return;  // the row's range has fewer slices (uniform over the CTA)
+  // False where the row's range has fewer slices (uniform over the CTA).
+  const bool active = !in_tile && a <= pos;
   const bool one_slice = Slices(pos - first + 1, g.chunk) == 1;
   const int b = min(pos, a + g.chunk - 1);
   const std::int32_t* table = g.tables + g.seq_table[g.row_seq[row]];
@@ -114,6 +140,10 @@ __global__ void __launch_bounds__(kSplitThreads) SplitKernel(Geometry g) {
   const std::int64_t head_offset = static_cast<std::int64_t>(kvh) * D;
   const std::int64_t value_offset = g.block_elements / 2;
   const T* memory = static_cast<const T*>(g.memory);
+  if (active) PrefetchKeysToL2<T>(g, table, a, min(b, a + kPrefetchKeys - 1), head_offset);
+  WaitPrior();
+  AllowDependents();
+  if (!active) return;
 
   float q[kG][kDC];
 #pragma unroll

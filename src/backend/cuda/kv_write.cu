@@ -58,30 +58,38 @@ __device__ double BlockSumDouble(double v) {
   return total;
 }
 
+// The rotation of pair i at `pos`: the f32 angle, its cos and sin computed in double and rounded
+// once (as cpu::RopeTable).
+__device__ __forceinline__ void Rotation(float pos, const float* inv_freq, int i, float* c,
+                                         float* s) {
+  const double angle = static_cast<double>(__fmul_rn(pos, inv_freq[i]));
+  *c = static_cast<float>(cos(angle));
+  *s = static_cast<float>(sin(angle));
+}
+
+// Pairs per thread whose rotation a CTA computes before the previous kernel's results arrive
+// (all of them up to head_dim 2 * kEarlyPairs * kNormThreads); the rest are computed after.
+constexpr int kEarlyPairs = 2;
+
 template <bool kWrite, typename T>
 __global__ void __launch_bounds__(kNormThreads)
     QKNormRopeKernel(float* q, float* k, int heads, int kv_heads, int head_dim,
                      const float* q_scale, const float* k_scale, float eps, const float* inv_freq,
                      const std::int32_t* row_pos, KVDest kv) {
-  WaitPrior();
-  AllowDependents();
   const int r = blockIdx.x;
   const int h = blockIdx.y;
   const int half = head_dim / 2;
   const bool is_q = h < heads;
-  float* v = is_q ? q + (static_cast<std::size_t>(r) * heads + h) * head_dim
-                  : k + (static_cast<std::size_t>(r) * kv_heads + (h - heads)) * head_dim;
-  const float* scale = is_q ? q_scale : k_scale;
-  double ss = 0.0;
-  for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
-    const double x = static_cast<double>(v[i]);
-    ss = __fma_rn(x, x, ss);
-  }
-  const float mean =
-      static_cast<float>(__ddiv_rn(BlockSumDouble(ss), static_cast<double>(head_dim)));
-  const float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(mean, eps)));
-  // Each thread rotates the pairs (i, half + i) it alone reads: no other thread's data is touched.
+  // Before the previous kernel's results (q, k, v): the row's rotations and where its key goes,
+  // from the pass's arrays (the host's, uploaded before the pass's first kernel).
   const float pos = static_cast<float>(row_pos[r]);
+  float early_c[kEarlyPairs];
+  float early_s[kEarlyPairs];
+#pragma unroll
+  for (int e = 0; e < kEarlyPairs; ++e) {
+    const int i = static_cast<int>(threadIdx.x) + e * kNormThreads;
+    if (i < half) Rotation(pos, inv_freq, i, &early_c[e], &early_s[e]);
+  }
   T* key = nullptr;
   std::int64_t values = 0;
   if constexpr (kWrite) {
@@ -94,11 +102,21 @@ __global__ void __launch_bounds__(kNormThreads)
       values = kv.block_elements / 2;
     }
   }
-  for (int i = threadIdx.x; i < half; i += blockDim.x) {
-    // The f32 angle, its cos and sin computed in double and rounded once (as cpu::RopeTable).
-    const double angle = static_cast<double>(__fmul_rn(pos, inv_freq[i]));
-    const float c = static_cast<float>(cos(angle));
-    const float s = static_cast<float>(sin(angle));
+  WaitPrior();
+  AllowDependents();
+  float* v = is_q ? q + (static_cast<std::size_t>(r) * heads + h) * head_dim
+                  : k + (static_cast<std::size_t>(r) * kv_heads + (h - heads)) * head_dim;
+  const float* scale = is_q ? q_scale : k_scale;
+  double ss = 0.0;
+  for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
+    const double x = static_cast<double>(v[i]);
+    ss = __fma_rn(x, x, ss);
+  }
+  const float mean =
+      static_cast<float>(__ddiv_rn(BlockSumDouble(ss), static_cast<double>(head_dim)));
+  const float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(mean, eps)));
+  // Each thread rotates the pairs (i, half + i) it alone reads: no other thread's data is touched.
+  const auto rotate = [&](int i, float c, float s) {
     // Products and sums rounded separately (no FMA), as the CPU kernels do.
     const float x1 = __fmul_rn(__fmul_rn(v[i], inv), scale[i]);
     const float x2 = __fmul_rn(__fmul_rn(v[half + i], inv), scale[half + i]);
@@ -110,6 +128,18 @@ __global__ void __launch_bounds__(kNormThreads)
       Store(key + i, y1);
       Store(key + half + i, y2);
     }
+  };
+#pragma unroll
+  for (int e = 0; e < kEarlyPairs; ++e) {
+    const int i = static_cast<int>(threadIdx.x) + e * kNormThreads;
+    if (i < half) rotate(i, early_c[e], early_s[e]);
+  }
+  for (int i = static_cast<int>(threadIdx.x) + kEarlyPairs * kNormThreads; i < half;
+       i += kNormThreads) {
+    float c = 0.0f;
+    float s = 0.0f;
+    Rotation(pos, inv_freq, i, &c, &s);
+    rotate(i, c, s);
   }
   if (key != nullptr) {
     const float* value = kv.v + (static_cast<std::size_t>(r) * kv_heads + (h - heads)) * head_dim;

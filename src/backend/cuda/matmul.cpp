@@ -190,7 +190,8 @@ Status MatMulContext::MatMulMany(const float* x, std::size_t rows,
 }
 
 Status MatMulContext::MatMulMany(const float* x, std::size_t rows, std::size_t in,
-                                 std::span<const MatMulOutput> outputs, const LoraEpilogue* lora) {
+                                 std::span<const MatMulOutput> outputs, const LoraEpilogue* lora,
+                                 const ResidualInput* residual) {
   if (outputs.size() > kMaxOutputs) {
     return MakeError("cuda::MatMulMany: ", outputs.size(), " outputs exceed ", kMaxOutputs);
   }
@@ -217,19 +218,23 @@ Status MatMulContext::MatMulMany(const float* x, std::size_t rows, std::size_t i
       if (lora != nullptr) gemv_lora.sites[n_gemv] = lora->sites[i];
       gemv[n_gemv++] = o;
     } else {
-      if (lora != nullptr) {
-        return MakeError("cuda::MatMulMany: the adapters' epilogue needs the GEMV path, not ", rows,
-                         " rows of a ", o.out, " x ", in, " matrix");
+      if (lora != nullptr || residual != nullptr) {
+        return MakeError(
+            "cuda::MatMulMany: ", lora != nullptr ? "the adapters' epilogue" : "a residual input",
+            " needs the GEMV path, not ", rows, " rows of a ", o.out, " x ", in, " matrix");
       }
       FGNET_TRY(CheckGemmSizes("cuda::MatMulMany", rows, in, o.out));
       gemm[n_gemm++] = o;
     }
   }
+  if (residual != nullptr && n_gemv == 0) {
+    return MakeError("cuda::MatMulMany: a residual input needs a product to stage it");
+  }
   if (n_gemv > 0) {
     if (lora != nullptr) gemv_lora.rows = lora->rows;
     FGNET_TRY(internal::LaunchGemvMany(x, rows, in, std::span(gemv, n_gemv), /*accumulate=*/false,
                                        impl_->multiprocessors, impl_->stream,
-                                       lora != nullptr ? &gemv_lora : nullptr));
+                                       lora != nullptr ? &gemv_lora : nullptr, residual));
   }
   if (n_gemm == 0) return Ok();
   FGNET_ASSIGN_OR_RETURN(const std::uint16_t* xb, impl_->ToBF16(x, rows, in));
@@ -242,7 +247,7 @@ Status MatMulContext::MatMulMany(const float* x, std::size_t rows, std::size_t i
 Status MatMulContext::MatMulGeGLU(const float* x, std::size_t rows, std::size_t in,
                                   const std::uint16_t* w_gate, const std::uint16_t* w_up,
                                   std::size_t n, float* out, float* up_scratch,
-                                  const LoraEpilogue* lora) {
+                                  const LoraEpilogue* lora, const ResidualInput* residual) {
   if (in % 8 != 0) {
     return MakeError("cuda::MatMulGeGLU: the input size ", in, " is not a multiple of 8");
   }
@@ -254,11 +259,12 @@ Status MatMulContext::MatMulGeGLU(const float* x, std::size_t rows, std::size_t 
   }
   if (TakesGemv(rows, in * n)) {
     return internal::LaunchGemvGeGLU(x, rows, in, w_gate, w_up, n, out, impl_->multiprocessors,
-                                     impl_->stream, lora);
+                                     impl_->stream, lora, residual);
   }
-  if (lora != nullptr) {
-    return MakeError("cuda::MatMulGeGLU: the adapters' epilogue needs the GEMV path, not ", rows,
-                     " rows of ", n, " x ", in, " matrices");
+  if (lora != nullptr || residual != nullptr) {
+    return MakeError(
+        "cuda::MatMulGeGLU: ", lora != nullptr ? "the adapters' epilogue" : "a residual input",
+        " needs the GEMV path, not ", rows, " rows of ", n, " x ", in, " matrices");
   }
   FGNET_TRY(CheckGemmSizes("cuda::MatMulGeGLU", rows, in, n));
   float* up = up_scratch;

@@ -5,12 +5,14 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 
 #include "backend/cuda/device.h"
 #include "backend/cuda/gemv_common.cuh"
 #include "backend/cuda/matmul.h"
 #include "backend/cuda/matmul_kernels.h"
+#include "backend/cuda/residual_norm.cuh"
 
 namespace fgnet::cuda {
 namespace {
@@ -93,6 +95,34 @@ __device__ __forceinline__ void StageX(const float* __restrict__ x, int in, floa
       const int k = e - r * in;
       xsf[((r * 2 + ((k >> 2) & 1)) * chunks + (k >> 3)) * 4 + (k & 3)] = x[e];
     }
+  }
+}
+
+// Stages the R rows of a residual input (ResidualInput) in StageX's layout: warp w normalises rows
+// w, w + kGemvWarps, ... (ResidualNormRow, holding the new residual in the row's slots between its
+// two sums); block 0 also writes the new residual rows. The caller synchronises the block.
+template <int R>
+__device__ __forceinline__ void StageResidual(const ResidualInput& res, int in, float4* xs) {
+  const int chunks = in / 8;
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  for (int r = static_cast<int>(threadIdx.x) >> 5; r < R; r += kGemvWarps) {
+    const std::size_t off = static_cast<std::size_t>(r) * in;
+    internal::ResidualNormRow(
+        res.delta + off, res.residual + off, blockIdx.x == 0 ? res.updated + off : nullptr,
+        res.post, res.pre, res.eps, in, lane,
+        [&](int i) -> float4& { return xs[(r * 2 + (i & 1)) * chunks + (i >> 1)]; });
+  }
+}
+
+// The input of a GEMV kernel into shared memory: x (StageX), or the rows of `res` where it has a
+// delta.
+template <int R>
+__device__ __forceinline__ void StageInput(const float* __restrict__ x, const ResidualInput& res,
+                                           int in, float4* xs, bool x_aligned) {
+  if (res.delta != nullptr) {
+    StageResidual<R>(res, in, xs);
+  } else {
+    StageX<R>(x, in, xs, x_aligned);
   }
 }
 
@@ -210,7 +240,7 @@ __device__ __forceinline__ TileRef LocateTile(const GemvTargets& g, int tile) {
 template <int R, int NW>
 __global__ void __launch_bounds__(kGemvThreads, 2)
     GemvKernel(const float* __restrict__ x, int in, const GemvTargets targets, int tiles,
-               bool accumulate, bool x_aligned, const LoraRows lora) {
+               bool accumulate, bool x_aligned, const LoraRows lora, const ResidualInput res) {
   constexpr int U = 8 / NW;
   constexpr int M = Pow2Ceil(R * NW);
   constexpr int kShift = 5 - Log2(M);
@@ -230,7 +260,7 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
   }
   WaitPrior();
   AllowDependents();
-  StageX<R>(x, in, xs, x_aligned);
+  StageInput<R>(x, res, in, xs, x_aligned);
   __syncthreads();
 
   for (int tile = first; tile < tiles; tile += stride) {
@@ -276,7 +306,8 @@ template <int R, int NP>
 __global__ void __launch_bounds__(kGemvThreads, 2)
     GeGLUKernel(const float* __restrict__ x, int in, const uint4* __restrict__ w_gate,
                 const uint4* __restrict__ w_up, int n, float* __restrict__ out, bool x_aligned,
-                const LoraRows lora, const LoraSite gate_site, const LoraSite up_site) {
+                const LoraRows lora, const LoraSite gate_site, const LoraSite up_site,
+                const ResidualInput res) {
   constexpr int NW = 2 * NP;
   constexpr int U = 8 / NW;
   constexpr int M = Pow2Ceil(R * NW);
@@ -297,7 +328,7 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
   }
   WaitPrior();
   AllowDependents();
-  StageX<R>(x, in, xs, x_aligned);
+  StageInput<R>(x, res, in, xs, x_aligned);
   __syncthreads();
 
   for (int tile = first; tile < tiles; tile += stride) {
@@ -334,9 +365,10 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
   }
 }
 
-using GemvFn = void (*)(const float*, int, const GemvTargets, int, bool, bool, const LoraRows);
+using GemvFn = void (*)(const float*, int, const GemvTargets, int, bool, bool, const LoraRows,
+                        const ResidualInput);
 using GeGLUFn = void (*)(const float*, int, const uint4*, const uint4*, int, float*, bool,
-                         const LoraRows, const LoraSite, const LoraSite);
+                         const LoraRows, const LoraSite, const LoraSite, const ResidualInput);
 
 // The kernels for R rows of NW W rows a warp exist while the R x NW sums fit a warp's reduction.
 template <int NW>
@@ -535,6 +567,45 @@ LoraRows RowsFrom(const LoraEpilogue* lora, std::size_t r0) {
   return rows;
 }
 
+// A GEMV's input: x, or a residual input whose every pointer is set (and then no x).
+Status CheckResidualInput(const char* what, const float* x, const ResidualInput* residual) {
+  if (residual == nullptr || residual->delta == nullptr) {
+    if (x == nullptr) return MakeError(what, ": no input");
+    return Ok();
+  }
+  if (x != nullptr) return MakeError(what, ": both x and a residual input");
+  if (residual->residual == nullptr || residual->updated == nullptr || residual->post == nullptr ||
+      residual->pre == nullptr) {
+    return MakeError(what, ": the residual input lacks a buffer");
+  }
+  if (residual->updated == residual->residual) {
+    return MakeError(what, ": the residual input updates its residual in place");
+  }
+  const float* const buffers[] = {residual->delta, residual->residual, residual->updated,
+                                  residual->post, residual->pre};
+  for (const float* p : buffers) {
+    if (reinterpret_cast<std::uintptr_t>(p) % 16 != 0) {
+      return MakeError(what, ": the residual input's buffers are not 16-byte aligned");
+    }
+  }
+  return Ok();
+}
+
+// The rows r0 .. of a residual input (null: none) of rows of `in` values.
+ResidualInput ResidualFrom(const ResidualInput* res, std::size_t r0, std::size_t in) {
+  if (res == nullptr || res->delta == nullptr) return ResidualInput{};
+  ResidualInput rows = *res;
+  rows.delta += r0 * in;
+  rows.residual += r0 * in;
+  rows.updated += r0 * in;
+  return rows;
+}
+
+// The first row of a batch's x (null where the input is a residual input's).
+const float* BatchX(const float* x, std::size_t r0, std::size_t in) {
+  return x == nullptr ? nullptr : x + r0 * in;
+}
+
 Status CheckLoraSizes(const char* what, std::int32_t num_groups, std::int32_t max_rank,
                       std::int32_t total_rows) {
   if (max_rank <= 0 || max_rank > 1024) {
@@ -634,9 +705,11 @@ Status LaunchGemv(const float* x, std::size_t rows, std::size_t in, const std::u
 
 Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
                       std::span<const MatMulContext::MatMulOutput> outputs, bool accumulate,
-                      int multiprocessors, Stream stream, const LoraEpilogue* lora) {
+                      int multiprocessors, Stream stream, const LoraEpilogue* lora,
+                      const ResidualInput* residual) {
   constexpr const char* kWhat = "cuda::MatMul";
   if (rows == 0) return Ok();
+  FGNET_TRY(CheckResidualInput(kWhat, x, residual));
   if (outputs.size() > kGemvMaxOutputs) {
     return MakeError(kWhat, ": ", outputs.size(), " outputs exceed ", kGemvMaxOutputs);
   }
@@ -677,12 +750,14 @@ Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
                       : nw == 2 ? GemvFor<2>(static_cast<int>(r))
                                 : GemvFor<1>(static_cast<int>(r));
     const std::size_t smem = r * in * sizeof(float);
-    const bool x_aligned = reinterpret_cast<std::uintptr_t>(x + r0 * in) % 16 == 0;
+    const float* xr = BatchX(x, r0, in);
+    const bool x_aligned = reinterpret_cast<std::uintptr_t>(xr) % 16 == 0;
     FGNET_ASSIGN_OR_RETURN(const unsigned grid,
                            GemvGrid(reinterpret_cast<const void*>(fn), smem,
                                     static_cast<std::size_t>(tiles), multiprocessors));
-    Launch(fn, grid, kGemvThreads, smem, stream, DependentLaunchSupported(), x + r0 * in,
-           static_cast<int>(in), targets, tiles, accumulate, x_aligned, lora_rows);
+    Launch(fn, grid, kGemvThreads, smem, stream, DependentLaunchSupported(), xr,
+           static_cast<int>(in), targets, tiles, accumulate, x_aligned, lora_rows,
+           ResidualFrom(residual, r0, in));
     FGNET_TRY(CudaLastError("cuda::MatMul (GEMV kernel)"));
   }
   return Ok();
@@ -690,9 +765,11 @@ Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
 
 Status LaunchGemvGeGLU(const float* x, std::size_t rows, std::size_t in,
                        const std::uint16_t* w_gate, const std::uint16_t* w_up, std::size_t n,
-                       float* out, int multiprocessors, Stream stream, const LoraEpilogue* lora) {
+                       float* out, int multiprocessors, Stream stream, const LoraEpilogue* lora,
+                       const ResidualInput* residual) {
   constexpr const char* kWhat = "cuda::MatMulGeGLU";
   if (rows == 0 || n == 0) return Ok();
+  FGNET_TRY(CheckResidualInput(kWhat, x, residual));
   if (reinterpret_cast<std::uintptr_t>(w_gate) % 16 != 0 ||
       reinterpret_cast<std::uintptr_t>(w_up) % 16 != 0) {
     return MakeError(kWhat, ": the weights are not 16-byte aligned");
@@ -709,14 +786,15 @@ Status LaunchGemvGeGLU(const float* x, std::size_t rows, std::size_t in,
     const std::size_t r = std::min(batch, rows - r0);
     const GeGLUFn fn = wide ? GeGLUFor<2>(static_cast<int>(r)) : GeGLUFor<1>(static_cast<int>(r));
     const std::size_t smem = r * in * sizeof(float);
-    const bool x_aligned = reinterpret_cast<std::uintptr_t>(x + r0 * in) % 16 == 0;
+    const float* xr = BatchX(x, r0, in);
+    const bool x_aligned = reinterpret_cast<std::uintptr_t>(xr) % 16 == 0;
     FGNET_ASSIGN_OR_RETURN(const unsigned grid, GemvGrid(reinterpret_cast<const void*>(fn), smem,
                                                          tiles, multiprocessors));
-    Launch(fn, grid, kGemvThreads, smem, stream, DependentLaunchSupported(), x + r0 * in,
+    Launch(fn, grid, kGemvThreads, smem, stream, DependentLaunchSupported(), xr,
            static_cast<int>(in), reinterpret_cast<const uint4*>(w_gate),
            reinterpret_cast<const uint4*>(w_up), static_cast<int>(n), out + r0 * n, x_aligned,
            RowsFrom(lora, r0), lora != nullptr ? lora->sites[0] : LoraSite{},
-           lora != nullptr ? lora->sites[1] : LoraSite{});
+           lora != nullptr ? lora->sites[1] : LoraSite{}, ResidualFrom(residual, r0, in));
     FGNET_TRY(CudaLastError("cuda::MatMulGeGLU (GEMV kernel)"));
   }
   return Ok();

@@ -111,8 +111,12 @@ class MatMulContext {
   // other.
   // With `lora`, the adapters' updates are added to each y_i in the same launch (the GEMV path
   // only: an error when a product would take cuBLAS).
+  // With `residual` (x null), the input is that residual input's rows, and its `updated` buffer
+  // gets the new residual (the GEMV path only, as `lora`): RMSNormAddToNorm and the products in
+  // one launch.
   Status MatMulMany(const float* x, std::size_t rows, std::size_t in,
-                    std::span<const MatMulOutput> outputs, const LoraEpilogue* lora = nullptr);
+                    std::span<const MatMulOutput> outputs, const LoraEpilogue* lora = nullptr,
+                    const ResidualInput* residual = nullptr);
 
   // out [rows, n] = gelu_tanh(x W_gate^T) * (x W_up^T), W_gate and W_up [n, in] BF16, gelu_tanh(g)
   // = 0.5 g (1 + tanh(0.7978845608028654 (g + 0.044715 g^3))) in f32 as GeluTanhMul computes it.
@@ -121,10 +125,12 @@ class MatMulContext {
   // `up_scratch` [rows, n] when given, else into the context's workspace, which grows as needed
   // and then bumps generation()) and GeluTanhMul. `in` must be a multiple of 8; `out` and
   // `up_scratch` must not overlap x or each other. With `lora` (the GEMV path only), the
-  // adapters' updates are added to the gate and up products before the GeGLU.
+  // adapters' updates are added to the gate and up products before the GeGLU; with `residual`
+  // (x null; the GEMV path only), the input is that residual input's rows, as in MatMulMany.
   Status MatMulGeGLU(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_gate,
                      const std::uint16_t* w_up, std::size_t n, float* out,
-                     float* up_scratch = nullptr, const LoraEpilogue* lora = nullptr);
+                     float* up_scratch = nullptr, const LoraEpilogue* lora = nullptr,
+                     const ResidualInput* residual = nullptr);
 
   // Both are usable inside CUDA stream capture (MatMul too): the GEMV path neither allocates nor
   // synchronises; the cuBLAS path does only when its workspace grows, so each many-row shape is

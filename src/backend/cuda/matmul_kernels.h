@@ -43,15 +43,17 @@ Status LaunchGemv(const float* x, std::size_t rows, std::size_t in, const std::u
 // With `lora`, output i gets the adapters' updates of lora->sites[i] (see LoraEpilogue).
 Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
                       std::span<const MatMulContext::MatMulOutput> outputs, bool accumulate,
-                      int multiprocessors, Stream stream, const LoraEpilogue* lora = nullptr);
+                      int multiprocessors, Stream stream, const LoraEpilogue* lora = nullptr,
+                      const ResidualInput* residual = nullptr);
 
 // out [rows, n] = gelu_tanh(x W_gate^T) * (x W_up^T) for rows <= kGemvMaxRows, one launch per batch
 // of rows (as LaunchGemv); the two products equal LaunchGemv's bit for bit.
 // With `lora`, the gate and up products get the updates of lora->sites[0] and [1].
+// With `residual` (then x null), both kernels stage that residual input's rows as their input.
 Status LaunchGemvGeGLU(const float* x, std::size_t rows, std::size_t in,
                        const std::uint16_t* w_gate, const std::uint16_t* w_up, std::size_t n,
                        float* out, int multiprocessors, Stream stream,
-                       const LoraEpilogue* lora = nullptr);
+                       const LoraEpilogue* lora = nullptr, const ResidualInput* residual = nullptr);
 
 // hi[i] = bf16(x[i]) and lo[i] = bf16(x[i] - hi[i]) (round to nearest even) for i < n.
 Status LaunchToBF16(const float* x, std::size_t n, std::uint16_t* hi, std::uint16_t* lo,

@@ -1,15 +1,16 @@
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #include "backend/cuda/device.h"
 #include "backend/cuda/kernel_support.cuh"
 #include "backend/cuda/ops.h"
+#include "backend/cuda/residual_norm.cuh"
 
 namespace fgnet::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-// Widest row RMSNormAddToNorm keeps in shared memory (48 KB); wider rows take two kernels.
-constexpr std::size_t kMaxFusedNormDim = 12288;
 
 __device__ float Bf16ToFloat(std::uint16_t bits) {
   return __uint_as_float(static_cast<unsigned>(bits) << 16);
@@ -58,30 +59,21 @@ __global__ void RMSNormAddToKernel(const float* x, std::size_t dim, const float*
 }
 
 // residual[r] += RMSNorm(x[r]) * scale, then y[r] = RMSNorm(residual[r]) * next_scale: the
-// post-norm and residual add of one block followed by the pre-norm of the next. The new residual
-// row is kept in registers/shared memory between the two reductions.
-__global__ void RMSNormAddToNormKernel(const float* x, std::size_t dim, const float* scale,
-                                       float eps, float* residual, const float* next_scale,
-                                       float* y) {
-  extern __shared__ float row[];
+// post-norm and residual add of one block followed by the pre-norm of the next. A warp per row
+// (ResidualNormRow); y holds the new residual row between the two reductions.
+constexpr int kNormRowsPerBlock = kThreads / 32;
+
+__global__ void __launch_bounds__(kThreads)
+    RMSNormAddToNormKernel(const float* x, std::size_t rows, std::size_t dim, const float* scale,
+                           float eps, float* residual, const float* next_scale, float* y) {
   internal::WaitPrior();
   internal::AllowDependents();
-  const std::size_t r = blockIdx.x;
-  const float* xr = x + r * dim;
-  float* rr = residual + r * dim;
-  float sum = 0;
-  for (std::size_t c = threadIdx.x; c < dim; c += blockDim.x) sum += xr[c] * xr[c];
-  const float inv = rsqrtf(BlockSum(sum) / static_cast<float>(dim) + eps);
-  float sum2 = 0;
-  for (std::size_t c = threadIdx.x; c < dim; c += blockDim.x) {
-    const float v = rr[c] + xr[c] * inv * scale[c];
-    rr[c] = v;
-    row[c] = v;
-    sum2 += v * v;
-  }
-  const float inv2 = rsqrtf(BlockSum(sum2) / static_cast<float>(dim) + eps);
-  float* yr = y + r * dim;
-  for (std::size_t c = threadIdx.x; c < dim; c += blockDim.x) yr[c] = row[c] * inv2 * next_scale[c];
+  const std::size_t r = static_cast<std::size_t>(blockIdx.x) * kNormRowsPerBlock + threadIdx.x / 32;
+  if (r >= rows) return;
+  auto* yr = reinterpret_cast<float4*>(y + r * dim);
+  internal::ResidualNormRow(x + r * dim, residual + r * dim, residual + r * dim, scale, next_scale,
+                            eps, static_cast<int>(dim), static_cast<int>(threadIdx.x % 32),
+                            [yr](int i) -> float4& { return yr[i]; });
 }
 
 // y[r] = RMSNorm(x[rows ? rows[r] : r]) * scale.
@@ -316,13 +308,17 @@ Status RMSNormAddToNorm(const float* x, std::size_t rows, std::size_t dim, const
                         float eps, float* residual, const float* next_scale, float* y,
                         Stream stream) {
   if (rows == 0) return Ok();
-  if (dim > kMaxFusedNormDim) {
+  // The fused kernel reads rows as float4s; other rows take the two kernels.
+  const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+  if (dim % 4 != 0 || dim > 0x7fffffffu || !aligned(x) || !aligned(scale) || !aligned(residual) ||
+      !aligned(next_scale) || !aligned(y)) {
     FGNET_TRY(RMSNormAddTo(x, rows, dim, scale, eps, residual, stream));
     return RMSNorm(residual, rows, dim, next_scale, eps, y, nullptr, stream);
   }
-  internal::Launch(RMSNormAddToNormKernel, dim3(static_cast<unsigned>(rows)), kThreads,
-                   dim * sizeof(float), stream, internal::DependentLaunchSupported(), x, dim, scale,
-                   eps, residual, next_scale, y);
+  const auto blocks = static_cast<unsigned>((rows + kNormRowsPerBlock - 1) / kNormRowsPerBlock);
+  internal::Launch(RMSNormAddToNormKernel, dim3(blocks), kThreads, 0, stream,
+                   internal::DependentLaunchSupported(), x, rows, dim, scale, eps, residual,
+                   next_scale, y);
   return CudaLastError("cuda::RMSNormAddToNorm");
 }
 

@@ -36,10 +36,27 @@ Status RMSNormAddTo(const float* x, std::size_t rows, std::size_t dim, const flo
                     float eps, float* residual, Stream stream = nullptr);
 
 // residual[r] += RMSNorm(x[r]) * scale, then y[r] = RMSNorm(residual[r]) * next_scale, for
-// `rows` rows of `dim`; exactly RMSNormAddTo followed by RMSNorm(residual). y must not alias x.
+// `rows` rows of `dim`: RMSNormAddTo followed by RMSNorm(residual). Rows of a multiple of 4 (all
+// pointers 16-byte aligned) take one kernel, a warp per row, each row's sums in the order of a
+// GEMV's ResidualInput staging, so that the two give the same bits; other rows take the two
+// kernels. y must not alias x.
 Status RMSNormAddToNorm(const float* x, std::size_t rows, std::size_t dim, const float* scale,
                         float eps, float* residual, const float* next_scale, float* y,
                         Stream stream = nullptr);
+
+// A product's input given as the residual update before it (RMSNormAddToNorm folded into the
+// product's staging of its input): row r is RMSNorm(u[r]) * pre, u[r] = residual[r] +
+// RMSNorm(delta[r]) * post, and `updated` gets u. `updated` must be another buffer than `residual`
+// (every block of the product reads residual; one writes updated). Device pointers to rows of the
+// product's input size; delta null: no residual input.
+struct ResidualInput {
+  const float* delta = nullptr;
+  const float* residual = nullptr;
+  float* updated = nullptr;
+  const float* post = nullptr;
+  const float* pre = nullptr;
+  float eps = 0.0f;
+};
 
 // y [n, dim] = RMSNorm(x[rows[i]]) * scale for i < n, or of x[i] when `rows` (device, [n]) is
 // null. y must not alias x when rows are gathered.

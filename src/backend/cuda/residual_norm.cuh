@@ -1,0 +1,89 @@
+// The post-norm, residual add and pre-norm between two blocks of the forward pass, one row per
+// warp: the device side of RMSNormAddToNorm (ops.cu) and of the GEMV kernels that stage their
+// input as a ResidualInput (matmul.cu). Both use this one function, so that every sum is taken in
+// the same order and the two give the same bits.
+#pragma once
+
+#include "backend/cuda/kernel_support.cuh"
+
+namespace fgnet::cuda::internal {
+
+// The warp's sum of v (xor butterfly: every lane gets the same bits).
+__device__ __forceinline__ float WarpSum(float v) {
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(kFullMask, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float AddSquares(float s, const float4& v) {
+  s += v.x * v.x;
+  s += v.y * v.y;
+  s += v.z * v.z;
+  return s + v.w * v.w;
+}
+
+// 16-byte loads a lane has in flight per array: a 640-wide row is one batch.
+constexpr int kNormBatch = 5;
+
+// One row of `dim` (a multiple of 4; every pointer 16-byte aligned) by one warp, lane `lane`
+// taking the float4s lane, lane + 32, ... in batches of kNormBatch loads per array:
+// u = residual + RMSNorm(delta) * post, written to `updated` unless it is null (it may be
+// `residual` itself: a batch's loads come before its stores, each lane's to its own columns),
+// then y(i) = RMSNorm(u) * pre for the float4 i. y(i) returns a float4& that holds u's float4 i
+// between the two passes.
+template <typename Y>
+__device__ __forceinline__ void ResidualNormRow(const float* delta, const float* residual,
+                                                float* updated, const float* post, const float* pre,
+                                                float eps, int dim, int lane, Y&& y) {
+  const int n4 = dim / 4;
+  const auto* d4 = reinterpret_cast<const float4*>(delta);
+  const auto* r4 = reinterpret_cast<const float4*>(residual);
+  const auto* post4 = reinterpret_cast<const float4*>(post);
+  const auto* pre4 = reinterpret_cast<const float4*>(pre);
+  auto* u4 = reinterpret_cast<float4*>(updated);
+  const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  float ss = 0.0f;
+  for (int i0 = lane; i0 < n4; i0 += 32 * kNormBatch) {
+    float4 d[kNormBatch];
+#pragma unroll
+    for (int j = 0; j < kNormBatch; ++j) d[j] = i0 + 32 * j < n4 ? d4[i0 + 32 * j] : zero;
+#pragma unroll
+    for (int j = 0; j < kNormBatch; ++j) ss = AddSquares(ss, d[j]);
+  }
+  const float inv = rsqrtf(WarpSum(ss) / static_cast<float>(dim) + eps);
+  float ss2 = 0.0f;
+  for (int i0 = lane; i0 < n4; i0 += 32 * kNormBatch) {
+    float4 d[kNormBatch], r[kNormBatch], p[kNormBatch];
+#pragma unroll
+    for (int j = 0; j < kNormBatch; ++j) {
+      const int i = i0 + 32 * j;
+      d[j] = i < n4 ? d4[i] : zero;
+      r[j] = i < n4 ? r4[i] : zero;
+      p[j] = i < n4 ? post4[i] : zero;
+    }
+#pragma unroll
+    for (int j = 0; j < kNormBatch; ++j) {
+      const int i = i0 + 32 * j;
+      if (i >= n4) break;
+      const float4 u = make_float4(r[j].x + d[j].x * inv * p[j].x, r[j].y + d[j].y * inv * p[j].y,
+                                   r[j].z + d[j].z * inv * p[j].z, r[j].w + d[j].w * inv * p[j].w);
+      if (u4 != nullptr) u4[i] = u;
+      y(i) = u;
+      ss2 = AddSquares(ss2, u);
+    }
+  }
+  const float inv2 = rsqrtf(WarpSum(ss2) / static_cast<float>(dim) + eps);
+  for (int i0 = lane; i0 < n4; i0 += 32 * kNormBatch) {
+    float4 p[kNormBatch];
+#pragma unroll
+    for (int j = 0; j < kNormBatch; ++j) p[j] = i0 + 32 * j < n4 ? pre4[i0 + 32 * j] : zero;
+#pragma unroll
+    for (int j = 0; j < kNormBatch; ++j) {
+      if (i0 + 32 * j >= n4) break;
+      float4& t = y(i0 + 32 * j);
+      t = make_float4(t.x * inv2 * p[j].x, t.y * inv2 * p[j].y, t.z * inv2 * p[j].z,
+                      t.w * inv2 * p[j].w);
+    }
+  }
+}
+
+}  // namespace fgnet::cuda::internal
