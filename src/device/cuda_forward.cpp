@@ -12,6 +12,7 @@ namespace fgnet {
 
 using cuda_model_internal::ActivationLayout;
 using cuda_model_internal::kLogitRows;
+using cuda_model_internal::kMaxStagedRows;
 using cuda_model_internal::LogitsLayout;
 using cuda_model_internal::PassShape;
 using cuda_model_internal::StagingLayout;
@@ -182,16 +183,13 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     pending = {};
     return Ok();
   };
-  // Whether products of h by `matrices` (out sizes `outs`) at `modules` can stage a residual input.
+  // Whether the products of h by `matrices` at `modules` stage the residual update: BF16 GEMVs
+  // without adapters, of at most kMaxStagedRows rows.
   const auto stages_residual = [&](std::size_t layer, std::initializer_list<LoraModule> modules,
-                                   std::initializer_list<const DeviceMatrix*> matrices,
-                                   std::initializer_list<std::size_t> outs) {
-    return !any_lora(layer, modules) &&
+                                   std::initializer_list<const DeviceMatrix*> matrices) {
+    return c <= kMaxStagedRows && !any_lora(layer, modules) &&
            std::none_of(matrices.begin(), matrices.end(),
-                        [](const DeviceMatrix* m) { return m->quantized(); }) &&
-           std::all_of(outs.begin(), outs.end(), [&](std::size_t out) {
-             return cuda::MatMulContext::TakesGemv(c, hidden * out);
-           });
+                        [](const DeviceMatrix* m) { return m->quantized(); });
   };
 
   const std::int32_t* ids = staging.as<std::int32_t>(sl.ids);
@@ -213,9 +211,9 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     // h = the input norm of x (for layer 0), or the previous layer's residual update.
     if (l == 0) FGNET_TRY(cuda::RMSNorm(x, c, hidden, w.input_norm, eps, h, nullptr, stream));
     const cuda::ResidualInput* input = nullptr;
-    FGNET_TRY(settle(stages_residual(l, {LoraModule::kQ, LoraModule::kK, LoraModule::kV},
-                                     {&w.q, &w.k, &w.v}, {q_dim, kv_dim}),
-                     &input));
+    FGNET_TRY(settle(
+        stages_residual(l, {LoraModule::kQ, LoraModule::kK, LoraModule::kV}, {&w.q, &w.k, &w.v}),
+        &input));
     cuda::LoraEpilogue epilogue;
     if (input != nullptr) {
       const cuda::MatMulContext::MatMulOutput qkv[] = {
@@ -238,9 +236,8 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
                                    attention_ws.as<float>(), stream));
     FGNET_TRY(adapted_product(l, LoraModule::kO, attn, q_dim, w.o, hidden, o));
     pending = {o, nullptr, nullptr, w.post_attention_norm, w.pre_feedforward_norm, eps};
-    FGNET_TRY(settle(
-        stages_residual(l, {LoraModule::kGate, LoraModule::kUp}, {&w.gate, &w.up}, {intermediate}),
-        &input));
+    FGNET_TRY(
+        settle(stages_residual(l, {LoraModule::kGate, LoraModule::kUp}, {&w.gate, &w.up}), &input));
     if (input != nullptr) {
       FGNET_TRY(mm.MatMulGeGLU(nullptr, c, hidden, w.gate.bf16, w.up.bf16, intermediate, gate, up,
                                nullptr, input));

@@ -216,6 +216,13 @@ struct PassShape {
   }
 };
 
+// Decode passes of at most this many rows (on BF16 weights, without adapters at the products)
+// fold each residual update into the staging of the next GEMV's input (cuda::ResidualInput).
+// Every block of the GEMV then normalises the rows itself; past 8 rows that costs what the launch
+// it saves did (q/k/v after a residual update on an H200, per layer: 3.78 -> 3.25 us for 1 row,
+// 6.76 -> 5.68 us for 8, 9.34 -> 9.67 us for 16; CudaMatMulTest.PerfFusedDecode).
+constexpr std::size_t kMaxStagedRows = cuda::MatMulContext::kMaxGemvRows;
+
 // Decode passes of at most this many rows run as CUDA graphs, and so do passes of several tokens
 // of a sequence (a prompt's short remainder after a cached prefix) of at most kMaxGraphChunkRows.
 constexpr std::int32_t kMaxGraphRows = 256;

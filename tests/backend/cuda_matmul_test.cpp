@@ -2,7 +2,8 @@
 // double-accumulation references, with outputs poisoned with NaN (or filled with random values
 // where the kernels accumulate). Skipped where no CUDA device is present (CI); run on a GPU
 // machine. CudaMatMulTest.Perf prints timings of the 270M model's shapes, and PerfFusedDecode the
-// per-layer decode time of the fused products against separate calls, when FGNET_CUDA_PERF=1.
+// per-layer decode time of the fused products (and of q/k/v staging a residual input) against
+// separate calls, when FGNET_CUDA_PERF=1.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -867,7 +868,12 @@ TEST_F(CudaMatMulTest, PerfFusedDecode) {
   auto d_g = DeviceBuffer<float>::Allocate(max_rows * kFF);
   auto d_u = DeviceBuffer<float>::Allocate(max_rows * kFF);
   auto d_h = DeviceBuffer<float>::Allocate(max_rows * kFF);
-  ASSERT_TRUE(d_q.ok() && d_k.ok() && d_v.ok() && d_g.ok() && d_u.ok() && d_h.ok());
+  auto d_hn = DeviceBuffer<float>::Allocate(max_rows * kIn);
+  ASSERT_TRUE(d_q.ok() && d_k.ok() && d_v.ok() && d_g.ok() && d_u.ok() && d_h.ok() && d_hn.ok());
+  DeviceBuffer<float> d_delta = Upload(rng_.Floats(max_rows * kIn));
+  DeviceBuffer<float> d_res[] = {Upload(rng_.Floats(max_rows * kIn)),
+                                 Upload(rng_.Floats(max_rows * kIn))};
+  DeviceBuffer<float> d_post = Upload(rng_.Floats(kIn)), d_pre = Upload(rng_.Floats(kIn));
   auto flush = DeviceBuffer<std::uint8_t>::Allocate(256u << 20);
   ASSERT_TRUE(flush.ok());
   auto wq = [&](std::size_t l) { return d_attn.data() + l * qkv; };
@@ -924,11 +930,45 @@ TEST_F(CudaMatMulTest, PerfFusedDecode) {
           return true;
         },
         stream, *flush);
+    // The residual update before q/k/v: RMSNormAddToNorm into h then the products of h, or the
+    // products staging it (the residual moving between two buffers, as in a forward pass).
+    const double norm_separate = GraphMedianMicros(
+        [&] {
+          for (std::size_t l = 0; l < kLayers; ++l) {
+            const MatMulContext::MatMulOutput outputs[] = {
+                {wq(l), kQ, d_q->data()}, {wk(l), kKV, d_k->data()}, {wv(l), kKV, d_v->data()}};
+            if (!RMSNormAddToNorm(d_delta.data(), rows, kIn, d_post.data(), 1e-6f, d_res[0].data(),
+                                  d_pre.data(), d_hn->data(), stream)
+                     .ok() ||
+                !ctx.MatMulMany(d_hn->data(), rows, kIn, outputs).ok()) {
+              return false;
+            }
+          }
+          return true;
+        },
+        stream, *flush);
+    const double norm_staged = GraphMedianMicros(
+        [&] {
+          for (std::size_t l = 0; l < kLayers; ++l) {
+            const MatMulContext::MatMulOutput outputs[] = {
+                {wq(l), kQ, d_q->data()}, {wk(l), kKV, d_k->data()}, {wv(l), kKV, d_v->data()}};
+            const ResidualInput input{d_delta.data(), d_res[l % 2].data(), d_res[1 - l % 2].data(),
+                                      d_post.data(),  d_pre.data(),        1e-6f};
+            if (!ctx.MatMulMany(nullptr, rows, kIn, outputs, nullptr, &input).ok()) return false;
+          }
+          return true;
+        },
+        stream, *flush);
     const double n = static_cast<double>(kLayers);
     std::printf("| q/k/v: 3 MatMul vs MatMulMany | %zu | %.2f | %.2f | %.2fx |\n", rows,
                 qkv_separate / n, qkv_fused / n, qkv_separate / qkv_fused);
     std::printf("| gate/up: 2 MatMul + GeluTanhMul vs MatMulGeGLU | %zu | %.2f | %.2f | %.2fx |\n",
                 rows, mlp_separate / n, mlp_fused / n, mlp_separate / mlp_fused);
+    std::printf(
+        "| q/k/v after a residual update: RMSNormAddToNorm + MatMulMany vs a residual input | %zu "
+        "| "
+        "%.2f | %.2f | %.2fx |\n",
+        rows, norm_separate / n, norm_staged / n, norm_separate / norm_staged);
   }
   made = MatMulContext::Create();  // releases the context on `stream`
   cudaStreamDestroy(stream);
