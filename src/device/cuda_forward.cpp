@@ -215,14 +215,12 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
         stages_residual(l, {LoraModule::kQ, LoraModule::kK, LoraModule::kV}, {&w.q, &w.k, &w.v}),
         &input));
     cuda::LoraEpilogue epilogue;
+    const cuda::MatMulContext::MatMulOutput qkv[] = {
+        {w.q.bf16, q_dim, q}, {w.k.bf16, kv_dim, k}, {w.v.bf16, kv_dim, v}};
     if (input != nullptr) {
-      const cuda::MatMulContext::MatMulOutput qkv[] = {
-          {w.q.bf16, q_dim, q}, {w.k.bf16, kv_dim, k}, {w.v.bf16, kv_dim, v}};
       FGNET_TRY(mm.MatMulMany(nullptr, c, hidden, qkv, nullptr, input));
     } else if (shape.lora_epilogue) {
       FGNET_TRY(shrink(l, {LoraModule::kQ, LoraModule::kK, LoraModule::kV}, h, hidden, &epilogue));
-      const cuda::MatMulContext::MatMulOutput qkv[] = {
-          {w.q.bf16, q_dim, q}, {w.k.bf16, kv_dim, k}, {w.v.bf16, kv_dim, v}};
       FGNET_TRY(mm.MatMulMany(h, c, hidden, qkv, &epilogue));
     } else {
       FGNET_TRY(products(h, c, hidden, {{&w.q, q}, {&w.k, k}, {&w.v, v}}, {q_dim, kv_dim, kv_dim}));

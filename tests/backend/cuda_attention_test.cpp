@@ -371,6 +371,18 @@ TEST_F(CudaAttentionTest, PagedAttentionMatchesTheReference) {
   }
 }
 
+// The whole pass of case `c` (blocks of random keys and values, rounded to bf16 for bf16 blocks)
+// against the reference over the same values.
+void ExpectPassMatchesReference(const PagedCase& c, std::mt19937& rng, DType dtype = DType::kF32) {
+  HostPool pool = BuildPool(c, rng);
+  if (dtype == DType::kBF16) RoundToBF16(&pool);
+  const std::vector<float> q =
+      Random(rng, static_cast<std::size_t>(c.rows()) * c.heads * c.head_dim);
+  DevicePass pass(c, pool, dtype);
+  ExpectClose(pass.Run(q, 0, c.rows()), ReferenceAttention(c, pool, q), 1e-4f,
+              static_cast<std::size_t>(c.head_dim), static_cast<std::size_t>(c.heads));
+}
+
 // Blocks of bf16 keys and values: every regime of both kernels reads them as the f32 values they
 // stand for.
 TEST_F(CudaAttentionTest, PagedAttentionOverBf16BlocksMatchesTheReference) {
@@ -400,13 +412,7 @@ TEST_F(CudaAttentionTest, PagedAttentionOverBf16BlocksMatchesTheReference) {
   PagedCase c;  // a long prompt: tiles cut into slices
   c.window = 300;
   c.AddRows(0, 0, 600);
-  HostPool pool = BuildPool(c, rng_);
-  RoundToBF16(&pool);
-  const std::vector<float> q =
-      Random(rng_, static_cast<std::size_t>(c.rows()) * c.heads * c.head_dim);
-  DevicePass pass(c, pool, DType::kBF16);
-  ExpectClose(pass.Run(q, 0, c.rows()), ReferenceAttention(c, pool, q), 1e-4f,
-              static_cast<std::size_t>(c.head_dim), static_cast<std::size_t>(c.heads));
+  ExpectPassMatchesReference(c, rng_, DType::kBF16);
 }
 
 // A row's output does not depend on the other rows of its pass (nor on the kernel that the pass's
@@ -434,12 +440,7 @@ TEST_F(CudaAttentionTest, LongPrefillMatchesTheReference) {
     PagedCase c;
     c.window = window;
     c.AddRows(0, 0, 600);
-    const HostPool pool = BuildPool(c, rng_);
-    const std::vector<float> q =
-        Random(rng_, static_cast<std::size_t>(c.rows()) * c.heads * c.head_dim);
-    DevicePass pass(c, pool);
-    ExpectClose(pass.Run(q, 0, c.rows()), ReferenceAttention(c, pool, q), 1e-4f,
-                static_cast<std::size_t>(c.head_dim), static_cast<std::size_t>(c.heads));
+    ExpectPassMatchesReference(c, rng_);
   }
 }
 
@@ -454,12 +455,7 @@ TEST_F(CudaAttentionTest, PromptRemaindersMatchTheReference) {
     PagedCase c;
     c.window = r.window;
     c.AddRows(0, r.first, 16);
-    const HostPool pool = BuildPool(c, rng_);
-    const std::vector<float> q =
-        Random(rng_, static_cast<std::size_t>(c.rows()) * c.heads * c.head_dim);
-    DevicePass pass(c, pool);
-    ExpectClose(pass.Run(q, 0, c.rows()), ReferenceAttention(c, pool, q), 1e-4f,
-                static_cast<std::size_t>(c.head_dim), static_cast<std::size_t>(c.heads));
+    ExpectPassMatchesReference(c, rng_);
   }
 }
 

@@ -86,6 +86,14 @@ class CudaMatMulTest : public ::testing::Test {
   Uniform rng_{42};
 };
 
+// begin, begin + step, ... below end.
+inline std::vector<std::int32_t> Range(std::int32_t begin, std::int32_t end,
+                                       std::int32_t step = 1) {
+  std::vector<std::int32_t> v;
+  for (std::int32_t i = begin; i < end; i += step) v.push_back(i);
+  return v;
+}
+
 // True when FGNET_CUDA_PERF=1 asks for the timing tests.
 inline bool PerfRequested() {
   const char* env = std::getenv("FGNET_CUDA_PERF");

@@ -8,6 +8,7 @@
 #include <array>
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <utility>
 
 #include "backend/cuda/ops.h"
@@ -30,6 +31,11 @@ __device__ __forceinline__ void AllowDependents() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
+}
+
+// Whether p is 16-byte aligned (what a float4 or uint4 access needs).
+__host__ __device__ inline bool Aligned16(const void* p) {
+  return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
 }
 
 // True when the current device runs programmatic dependent launches (compute capability 9.0 or

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <initializer_list>
 #include <limits>
 
 #include "backend/cuda/device.h"
@@ -451,7 +450,7 @@ __global__ void __launch_bounds__(kShrinkWarps * 32)
   const int q = static_cast<int>(blockIdx.y) * kShrinkWarps + (static_cast<int>(threadIdx.x) >> 5);
   const bool active = run && q < g.rank;  // every warp stages x; the active ones multiply
   const float* a = active ? g.a + static_cast<std::size_t>(q) * in : nullptr;
-  const bool a_vec = in % 4 == 0 && reinterpret_cast<std::uintptr_t>(g.a) % 16 == 0;
+  const bool a_vec = in % 4 == 0 && internal::Aligned16(g.a);
   float4 av[kShrinkChunk / 128];
   if (active) LoadAChunk(a, 0, min(kShrinkChunk, in), lane, a_vec, av);
   WaitPrior();
@@ -584,7 +583,7 @@ Status CheckResidualInput(const char* what, const float* x, const ResidualInput*
   const float* const buffers[] = {residual->delta, residual->residual, residual->updated,
                                   residual->post, residual->pre};
   for (const float* p : buffers) {
-    if (reinterpret_cast<std::uintptr_t>(p) % 16 != 0) {
+    if (!internal::Aligned16(p)) {
       return MakeError(what, ": the residual input's buffers are not 16-byte aligned");
     }
   }
@@ -716,7 +715,7 @@ Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
   std::size_t total_out = 0;
   for (const MatMulContext::MatMulOutput& o : outputs) {
     if (o.out == 0) continue;
-    if (reinterpret_cast<std::uintptr_t>(o.w) % 16 != 0) {
+    if (!internal::Aligned16(o.w)) {
       return MakeError(kWhat, ": the weights are not 16-byte aligned");
     }
     if (o.out > kMaxDim) return MakeError(kWhat, ": the output size ", o.out, " is too large");
@@ -751,7 +750,7 @@ Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
                                 : GemvFor<1>(static_cast<int>(r));
     const std::size_t smem = r * in * sizeof(float);
     const float* xr = BatchX(x, r0, in);
-    const bool x_aligned = reinterpret_cast<std::uintptr_t>(xr) % 16 == 0;
+    const bool x_aligned = internal::Aligned16(xr);
     FGNET_ASSIGN_OR_RETURN(const unsigned grid,
                            GemvGrid(reinterpret_cast<const void*>(fn), smem,
                                     static_cast<std::size_t>(tiles), multiprocessors));
@@ -770,8 +769,7 @@ Status LaunchGemvGeGLU(const float* x, std::size_t rows, std::size_t in,
   constexpr const char* kWhat = "cuda::MatMulGeGLU";
   if (rows == 0 || n == 0) return Ok();
   FGNET_TRY(CheckResidualInput(kWhat, x, residual));
-  if (reinterpret_cast<std::uintptr_t>(w_gate) % 16 != 0 ||
-      reinterpret_cast<std::uintptr_t>(w_up) % 16 != 0) {
+  if (!internal::Aligned16(w_gate) || !internal::Aligned16(w_up)) {
     return MakeError(kWhat, ": the weights are not 16-byte aligned");
   }
   if (n > kMaxDim) return MakeError(kWhat, ": the output size ", n, " is too large");
@@ -787,7 +785,7 @@ Status LaunchGemvGeGLU(const float* x, std::size_t rows, std::size_t in,
     const GeGLUFn fn = wide ? GeGLUFor<2>(static_cast<int>(r)) : GeGLUFor<1>(static_cast<int>(r));
     const std::size_t smem = r * in * sizeof(float);
     const float* xr = BatchX(x, r0, in);
-    const bool x_aligned = reinterpret_cast<std::uintptr_t>(xr) % 16 == 0;
+    const bool x_aligned = internal::Aligned16(xr);
     FGNET_ASSIGN_OR_RETURN(const unsigned grid, GemvGrid(reinterpret_cast<const void*>(fn), smem,
                                                          tiles, multiprocessors));
     Launch(fn, grid, kGemvThreads, smem, stream, DependentLaunchSupported(), xr,

@@ -1,7 +1,5 @@
 #include <cuda_runtime.h>
 
-#include <cstdint>
-
 #include "backend/cuda/device.h"
 #include "backend/cuda/kernel_support.cuh"
 #include "backend/cuda/ops.h"
@@ -309,9 +307,9 @@ Status RMSNormAddToNorm(const float* x, std::size_t rows, std::size_t dim, const
                         Stream stream) {
   if (rows == 0) return Ok();
   // The fused kernel reads rows as float4s; other rows take the two kernels.
-  const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
-  if (dim % 4 != 0 || dim > 0x7fffffffu || !aligned(x) || !aligned(scale) || !aligned(residual) ||
-      !aligned(next_scale) || !aligned(y)) {
+  using internal::Aligned16;
+  if (dim % 4 != 0 || dim > 0x7fffffffu || !Aligned16(x) || !Aligned16(scale) ||
+      !Aligned16(residual) || !Aligned16(next_scale) || !Aligned16(y)) {
     FGNET_TRY(RMSNormAddTo(x, rows, dim, scale, eps, residual, stream));
     return RMSNorm(residual, rows, dim, next_scale, eps, y, nullptr, stream);
   }

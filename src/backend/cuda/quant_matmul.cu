@@ -300,8 +300,7 @@ Status CheckMatrix(const char* what, const QuantMatrix& m) {
   if (m.rows > kMaxDim || m.cols > kMaxDim) {
     return MakeError(what, ": the matrix [", m.rows, ", ", m.cols, "] is too large");
   }
-  if (reinterpret_cast<std::uintptr_t>(m.values) % 16 != 0 ||
-      reinterpret_cast<std::uintptr_t>(m.scales) % 8 != 0) {
+  if (!internal::Aligned16(m.values) || reinterpret_cast<std::uintptr_t>(m.scales) % 8 != 0) {
     return MakeError(what, ": the values are not 16-byte aligned or the scales 8-byte aligned");
   }
   return Ok();
@@ -315,7 +314,7 @@ Status LaunchDequant(const QuantMatrix& m, const std::int32_t* rows, std::size_t
     return MakeError(what, ": rows ", first, " .. ", first + n, " are outside the matrix's ",
                      m.rows);
   }
-  if (reinterpret_cast<std::uintptr_t>(out) % 16 != 0) {
+  if (!internal::Aligned16(out)) {
     return MakeError(what, ": the output is not 16-byte aligned");
   }
   constexpr int kThreads = 256;
