@@ -217,11 +217,12 @@ struct PassShape {
 };
 
 // Decode passes of at most this many rows (on BF16 weights, without adapters at the products)
-// fold each residual update into the staging of the next GEMV's input (cuda::ResidualInput).
-// Every block of the GEMV then normalises the rows itself; past 8 rows that costs what the launch
-// it saves did (q/k/v after a residual update on an H200, per layer: 3.78 -> 3.25 us for 1 row,
-// 6.76 -> 5.68 us for 8, 9.34 -> 9.67 us for 16; CudaMatMulTest.PerfFusedDecode).
-constexpr std::size_t kMaxStagedRows = cuda::MatMulContext::kMaxGemvRows;
+// fold each residual update into the staging of the next GEMV's input (cuda::ResidualInput):
+// every block of the f32 GEMV normalises the rows itself (q/k/v after a residual update on an
+// H200, per layer: 3.78 -> 3.25 us for 1 row; CudaMatMulTest.PerfFusedDecode). The tensor-core
+// GEMV of more rows reads its slices of x straight from memory and stages nothing: there the norm
+// keeps its kernel.
+constexpr std::size_t kMaxStagedRows = cuda::MatMulContext::kMinTensorCoreRows - 1;
 
 // Decode passes of at most this many rows run as CUDA graphs, and so do passes of several tokens
 // of a sequence (a prompt's short remainder after a cached prefix) of at most kMaxGraphChunkRows.
@@ -317,8 +318,7 @@ struct CudaModel::Impl : ForwardDims, DeviceWeights {
   std::shared_ptr<cuda_model_internal::StreamState> state;
   std::int64_t window = 0;
   cuda::AttentionShape attention[2];
-  bool bf16_layers = true;               // no layer matrix is quantized
-  std::size_t largest_layer_matrix = 0;  // values of the largest q/k/v/o/gate/up/down matrix
+  bool bf16_layers = true;  // no layer matrix is quantized
 
   // Everything below is used under `mu` by one forward at a time.
   mutable std::mutex mu;
@@ -343,7 +343,7 @@ struct CudaModel::Impl : ForwardDims, DeviceWeights {
   // shrink launch per input instead of a shrink and an expand per site): every layer product on
   // the BF16 GEMV path.
   bool LoraInEpilogue(std::size_t rows) const {
-    return bf16_layers && cuda::MatMulContext::TakesGemv(rows, largest_layer_matrix);
+    return bf16_layers && cuda::MatMulContext::TakesGemv(rows);
   }
   Status RunPass(std::span<const PassSegment> segments) const;
   // Every kernel and device-to-host copy of a pass whose description is in the staging buffer.

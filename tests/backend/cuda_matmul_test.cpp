@@ -48,6 +48,15 @@ void ExpectMatMulNear(const std::vector<float>& got, const std::vector<float>& x
   }
 }
 
+void ExpectSameBits(const std::vector<float>& got, const std::vector<float>& want,
+                    const char* what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    ASSERT_EQ(std::bit_cast<std::uint32_t>(got[i]), std::bit_cast<std::uint32_t>(want[i]))
+        << what << " element " << i << ": " << got[i] << " vs " << want[i];
+  }
+}
+
 struct Shape {
   std::size_t in, out;
 };
@@ -60,7 +69,7 @@ TEST_F(CudaMatMulTest, GemvMatchesTheReference) {
   for (const Shape& s : shapes) {
     const std::vector<std::uint16_t> w = rng_.BF16(s.out * s.in);
     DeviceBuffer<std::uint16_t> d_w = Upload(w);
-    for (std::size_t rows = 1; rows <= MatMulContext::kMaxSmallGemvRows; ++rows) {
+    for (std::size_t rows = 1; rows <= MatMulContext::kMaxGemvRows; ++rows) {
       for (bool accumulate : {false, true}) {
         SCOPED_TRACE(testing::Message() << "in " << s.in << " out " << s.out << " rows " << rows
                                         << " accumulate " << accumulate);
@@ -75,8 +84,9 @@ TEST_F(CudaMatMulTest, GemvMatchesTheReference) {
 }
 
 TEST_F(CudaMatMulTest, GemvSplitsRowsThatDoNotFitInSharedMemoryTogether) {
-  // 8 rows of 16384 floats are 512 KiB: more than one block's shared memory.
-  const std::size_t rows = 8, in = 16384, out = 45;
+  // 4 rows of 16384 floats are 256 KiB: more than one block's shared memory (the f32 GEMV; the
+  // tensor-core GEMV of more rows stages no activations).
+  const std::size_t rows = 4, in = 16384, out = 45;
   const std::vector<std::uint16_t> w = rng_.BF16(out * in);
   DeviceBuffer<std::uint16_t> d_w = Upload(w);
   const std::vector<float> x = rng_.Floats(rows * in);
@@ -88,7 +98,7 @@ TEST_F(CudaMatMulTest, GemvReadsActivationsThatAreNotVectorAligned) {
   const std::size_t in = 640, out = 300;
   const std::vector<std::uint16_t> w = rng_.BF16(out * in);
   DeviceBuffer<std::uint16_t> d_w = Upload(w);
-  for (std::size_t rows : {1u, 3u, 8u}) {
+  for (std::size_t rows : {1u, 3u, 8u, 12u, 16u}) {
     SCOPED_TRACE(rows);
     const std::vector<float> x = rng_.Floats(rows * in);
     std::vector<float> shifted(rows * in + 1, std::nanf(""));
@@ -108,7 +118,8 @@ TEST_F(CudaMatMulTest, GemvHandlesTheTiedOutputMatrix) {
   const std::size_t in = 640, out = 262144;
   const std::vector<std::uint16_t> w = rng_.BF16(out * in);
   DeviceBuffer<std::uint16_t> d_w = Upload(w);
-  for (std::size_t rows : {1u, 8u}) {
+  // The f32 GEMV, and the tensor-core GEMV taking two tiles a round.
+  for (std::size_t rows : {1u, 4u, 8u, 16u}) {
     SCOPED_TRACE(rows);
     const std::vector<float> x = rng_.Floats(rows * in);
     const std::vector<float> got = RunMatMul(x, rows, in, d_w, out, nullptr);
@@ -134,12 +145,36 @@ TEST_F(CudaMatMulTest, ARowsResultDoesNotDependOnTheRowsBesideIt) {
     ASSERT_NEAR(alone[o], many[o], 2e-4f * (1.0f + std::fabs(many[o]))) << "output " << o;
 }
 
+TEST_F(CudaMatMulTest, TensorCoreRowsDoNotDependOnTheRowsBesideThem) {
+  // Passes of 5 to 16 rows (the tensor-core GEMV) share their first 5 rows: those rows' results
+  // are the same bits in every pass, whatever the other rows hold (here: large values, which
+  // would change the rounding of any sum they shared).
+  const std::size_t in = 1032, out = 257, first = MatMulContext::kMinTensorCoreRows;
+  const std::vector<std::uint16_t> w = rng_.BF16(out * in);
+  DeviceBuffer<std::uint16_t> d_w = Upload(w);
+  const std::vector<float> shared = rng_.Floats(first * in);
+  std::vector<float> want;
+  for (std::size_t rows = first; rows <= MatMulContext::kMaxGemvRows; ++rows) {
+    SCOPED_TRACE(rows);
+    std::vector<float> x = shared;
+    const std::vector<float> rest = rng_.Floats((rows - first) * in, 1e4f);
+    x.insert(x.end(), rest.begin(), rest.end());
+    std::vector<float> got = RunMatMul(x, rows, in, d_w, out, nullptr);
+    got.resize(first * out);
+    if (want.empty()) {
+      ExpectMatMulNear(got, shared, first, in, w, out, nullptr, 3e-5);
+      want = got;
+    }
+    ExpectSameBits(got, want, "the shared rows");
+  }
+}
+
 TEST_F(CudaMatMulTest, GemmMatchesTheReference) {
   const Shape shapes[] = {{24, 5}, {640, 1024}, {2048, 640}, {640, 2048}};
   for (const Shape& s : shapes) {
     const std::vector<std::uint16_t> w = rng_.BF16(s.out * s.in);
     DeviceBuffer<std::uint16_t> d_w = Upload(w);
-    for (std::size_t rows : {9u, 16u, 33u, 64u}) {
+    for (std::size_t rows : {17u, 33u, 64u}) {
       for (bool accumulate : {false, true}) {
         SCOPED_TRACE(testing::Message() << "in " << s.in << " out " << s.out << " rows " << rows
                                         << " accumulate " << accumulate);
@@ -158,7 +193,7 @@ TEST_F(CudaMatMulTest, WorkspaceGrowsAcrossCalls) {
   const std::size_t in = 640, out = 256;
   const std::vector<std::uint16_t> w = rng_.BF16(out * in);
   DeviceBuffer<std::uint16_t> d_w = Upload(w);
-  for (std::size_t rows : {12u, 200u, 40u, 700u}) {
+  for (std::size_t rows : {20u, 200u, 40u, 700u}) {
     SCOPED_TRACE(rows);
     const std::vector<float> x = rng_.Floats(rows * in);
     const std::vector<float> got = RunMatMul(x, rows, in, d_w, out, nullptr);
@@ -180,15 +215,6 @@ TEST_F(CudaMatMulTest, RejectsAnInputSizeThatIsNotAMultipleOf8) {
 // ---- Fused products: MatMulMany, MatMulGeGLU ----
 
 // Bit-for-bit equality of two device results.
-void ExpectSameBits(const std::vector<float>& got, const std::vector<float>& want,
-                    const char* what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    ASSERT_EQ(std::bit_cast<std::uint32_t>(got[i]), std::bit_cast<std::uint32_t>(want[i]))
-        << what << " element " << i << ": " << got[i] << " vs " << want[i];
-  }
-}
-
 double GeluTanh(double g) {
   return 0.5 * g * (1.0 + std::tanh(0.7978845608028654 * (g + 0.044715 * g * g * g)));
 }
@@ -253,7 +279,7 @@ TEST_F(CudaMatMulTest, MatMulManyMatchesTheReferenceAndSeparateProducts) {
       d_w.push_back(Upload(w.back()));
     }
     for (std::size_t rows : kFusedRows) {
-      if (c.in == 16384 && rows != 8 && rows != 16) continue;
+      if (c.in == 16384 && rows != 4 && rows != 16) continue;
       SCOPED_TRACE(testing::Message()
                    << "in " << c.in << " outputs " << c.outs.size() << " rows " << rows);
       const std::vector<float> x = rng_.Floats(rows * c.in);
@@ -287,7 +313,7 @@ TEST_F(CudaMatMulTest, MatMulGeGLUMatchesTheReferenceAndSeparateOps) {
     const std::vector<std::uint16_t> wu = rng_.BF16(s.out * s.in);
     DeviceBuffer<std::uint16_t> d_wg = Upload(wg), d_wu = Upload(wu);
     for (std::size_t rows : kFusedRows) {
-      if (s.in == 16384 && rows != 8 && rows != 16) continue;
+      if (s.in == 16384 && rows != 4 && rows != 16) continue;
       SCOPED_TRACE(testing::Message() << "in " << s.in << " n " << s.out << " rows " << rows);
       const std::vector<float> x = rng_.Floats(rows * s.in);
       DeviceBuffer<float> d_x = Upload(x);
@@ -325,7 +351,7 @@ TEST_F(CudaMatMulTest, FusedProductsReadActivationsThatAreNotVectorAligned) {
   const std::size_t in = 640, n = 300;
   const std::vector<std::uint16_t> wg = rng_.BF16(n * in), wu = rng_.BF16(n * in);
   DeviceBuffer<std::uint16_t> d_wg = Upload(wg), d_wu = Upload(wu);
-  for (std::size_t rows : {1u, 3u, 8u}) {
+  for (std::size_t rows : {1u, 3u, 8u, 12u, 16u}) {
     SCOPED_TRACE(rows);
     const std::vector<float> x = rng_.Floats(rows * in);
     std::vector<float> shifted(rows * in + 1, std::nanf(""));
@@ -405,8 +431,8 @@ TEST_F(CudaMatMulTest, ResidualInputsEqualTheNormThenTheProducts) {
   };
   // The 270M model's q/k/v and gate/up at decode sizes; rows that do not fit in shared memory
   // together (several launches, each writing its rows' new residual).
-  const Case cases[] = {{640, 1024, 1},  {640, 1024, 3}, {640, 2048, 8},
-                        {640, 1024, 16}, {1032, 257, 9}, {16384, 45, 8}};
+  const Case cases[] = {
+      {640, 1024, 1}, {640, 1024, 3}, {640, 2048, 4}, {1032, 257, 2}, {16384, 45, 4}};
   for (const Case& c : cases) {
     SCOPED_TRACE(testing::Message() << "in " << c.in << " out " << c.out << " rows " << c.rows);
     const std::vector<std::uint16_t> wq = rng_.BF16(c.out * c.in), wk = rng_.BF16(c.out * c.in);
@@ -488,7 +514,12 @@ TEST_F(CudaMatMulTest, ResidualInputsRejectBadArguments) {
   expect_error(ctx_->MatMulGeGLU(nullptr, 1, in, d_w.data(), d_w.data(), 8, d_y.data(), nullptr,
                                  nullptr, &no_pre),
                "lacks a buffer");
-  // 20 rows take cuBLAS, which has no residual staging.
+  // From 5 rows the GEMV multiplies on tensor cores, and 20 take cuBLAS: neither stages a
+  // residual input.
+  expect_error(ctx_->MatMulMany(nullptr, 5, in, one, nullptr, &good), "fewer than 5 rows");
+  expect_error(ctx_->MatMulGeGLU(nullptr, 16, in, d_w.data(), d_w.data(), 8, d_y.data(), nullptr,
+                                 nullptr, &good),
+               "fewer than 5 rows");
   expect_error(ctx_->MatMulMany(nullptr, 20, in, one, nullptr, &good), "needs the GEMV path");
   expect_error(ctx_->MatMulGeGLU(nullptr, 20, in, d_w.data(), d_w.data(), 8, d_y.data(), nullptr,
                                  nullptr, &good),

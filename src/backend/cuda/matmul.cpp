@@ -13,8 +13,8 @@
 namespace fgnet::cuda {
 namespace {
 
-static_assert(MatMulContext::kMaxGemvRows == internal::kQuantGemvMaxRows);
-static_assert(MatMulContext::kMaxSmallGemvRows == internal::kGemvMaxRows);
+static_assert(MatMulContext::kMaxQuantGemvRows == internal::kQuantGemvMaxRows);
+static_assert(MatMulContext::kMaxGemvRows == internal::kGemvMaxRows);
 static_assert(MatMulContext::kMaxOutputs == internal::kGemvMaxOutputs);
 static_assert(std::size(LoraEpilogue{}.sites) == MatMulContext::kMaxOutputs);
 
@@ -142,7 +142,7 @@ Status MatMulContext::MatMul(const float* x, std::size_t rows, std::size_t in,
     return CudaCheck(cudaMemsetAsync(y, 0, rows * out * sizeof(float), impl_->stream),
                      "cudaMemsetAsync");
   }
-  if (TakesGemv(rows, in * out)) {
+  if (TakesGemv(rows)) {
     return internal::LaunchGemv(x, rows, in, w_bf16, out, y, accumulate, impl_->multiprocessors,
                                 impl_->stream);
   }
@@ -160,7 +160,7 @@ Status MatMulContext::MatMul(const float* x, std::size_t rows, const QuantMatrix
 Status MatMulContext::MatMulMany(const float* x, std::size_t rows,
                                  std::span<const QuantProduct> products, bool accumulate) {
   if (rows == 0) return Ok();
-  if (rows <= kMaxGemvRows) {
+  if (rows <= kMaxQuantGemvRows) {
     return internal::LaunchQuantGemv(x, rows, products, accumulate, impl_->multiprocessors,
                                      impl_->stream);
   }
@@ -214,7 +214,7 @@ Status MatMulContext::MatMulMany(const float* x, std::size_t rows, std::size_t i
   for (std::size_t i = 0; i < outputs.size(); ++i) {
     const MatMulOutput& o = outputs[i];
     if (o.out == 0) continue;
-    if (TakesGemv(rows, in * o.out)) {
+    if (TakesGemv(rows)) {
       if (lora != nullptr) gemv_lora.sites[n_gemv] = lora->sites[i];
       gemv[n_gemv++] = o;
     } else {
@@ -257,7 +257,7 @@ Status MatMulContext::MatMulGeGLU(const float* x, std::size_t rows, std::size_t 
     return CudaCheck(cudaMemsetAsync(out, 0, rows * n * sizeof(float), impl_->stream),
                      "cudaMemsetAsync");
   }
-  if (TakesGemv(rows, in * n)) {
+  if (TakesGemv(rows)) {
     return internal::LaunchGemvGeGLU(x, rows, in, w_gate, w_up, n, out, impl_->multiprocessors,
                                      impl_->stream, lora, residual);
   }

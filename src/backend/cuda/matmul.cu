@@ -9,6 +9,7 @@
 
 #include "backend/cuda/device.h"
 #include "backend/cuda/gemv_common.cuh"
+#include "backend/cuda/gemv_epilogue.cuh"
 #include "backend/cuda/matmul.h"
 #include "backend/cuda/matmul_kernels.h"
 #include "backend/cuda/residual_norm.cuh"
@@ -19,13 +20,18 @@ namespace {
 using internal::AllowDependents;
 using internal::DependentLaunchSupported;
 using internal::Dot8;
+using internal::GeluTanhTimes;
+using internal::GemvTargets;
 using internal::kFullMask;
 using internal::kGemvThreads;
 using internal::kGemvWarps;
 using internal::Launch;
+using internal::LocateTile;
 using internal::Log2;
+using internal::LoraDelta;
 using internal::Pow2Ceil;
 using internal::ReduceScatter;
+using internal::TileRef;
 using internal::WaitPrior;
 
 // Eight BF16 values (one 16-byte load) widened to f32; widening is exact.
@@ -149,83 +155,6 @@ __device__ __forceinline__ void AccumulateBatch(const uint4 (&wv)[U][NW], const 
   }
 }
 
-// The adapters' update of output o of row r (LoraRows, offset to the launch's first row) at a
-// site: sum over the row's entries of scale * (B[o, :] . t[entry, :]), each dot product in rank
-// order, as LoraApply's expand computes it.
-__device__ __forceinline__ float LoraDelta(const LoraRows& rows, const LoraSite& site, int r,
-                                           int o) {
-  float delta = 0.0f;
-  for (int k = 0; k < rows.per_row; ++k) {
-    const int i = rows.row_entries[r * rows.per_row + k];
-    if (i < 0) break;
-    const LoraGroup& g = site.groups[rows.entry_adapter[i]];
-    if (g.rank <= 0) continue;
-    const float* b = g.b + static_cast<std::size_t>(o) * g.rank;
-    const float* t = site.t + static_cast<std::size_t>(i) * rows.max_rank;
-    float dot = 0.0f;
-    int q = 0;
-    if ((g.rank & 3) == 0 && (rows.max_rank & 3) == 0) {
-      // 16-byte loads, four of each in flight: B's rows and t's are 16-byte aligned then.
-      const auto* b4 = reinterpret_cast<const float4*>(b);
-      const auto* t4 = reinterpret_cast<const float4*>(t);
-      for (; q + 16 <= g.rank; q += 16) {
-        float4 bv[4], tv[4];
-#pragma unroll
-        for (int u = 0; u < 4; ++u) {
-          bv[u] = __ldg(b4 + q / 4 + u);
-          tv[u] = t4[q / 4 + u];
-        }
-#pragma unroll
-        for (int u = 0; u < 4; ++u) {
-          dot = fmaf(bv[u].x, tv[u].x, dot);
-          dot = fmaf(bv[u].y, tv[u].y, dot);
-          dot = fmaf(bv[u].z, tv[u].z, dot);
-          dot = fmaf(bv[u].w, tv[u].w, dot);
-        }
-      }
-    }
-    for (; q < g.rank; ++q) dot = fmaf(b[q], t[q], dot);
-    delta = fmaf(rows.entry_scale[i], dot, delta);
-  }
-  return delta;
-}
-
-// The outputs of one GEMV launch: their tiles of NW W rows are numbered consecutively, output i's
-// ending before tile_end (its rows past `out` are clamped, their results not written). `lora`:
-// the output's adapters (groups null: none).
-struct GemvTarget {
-  const uint4* w;
-  float* y;
-  int out;
-  int tile_end;
-  LoraSite lora;
-};
-
-struct GemvTargets {
-  GemvTarget t[internal::kGemvMaxOutputs];
-  int count;
-};
-
-struct TileRef {
-  const uint4* w;
-  float* y;
-  int out;
-  int o0;  // first W row of the tile in its output
-  int target;
-};
-
-template <int NW>
-__device__ __forceinline__ TileRef LocateTile(const GemvTargets& g, int tile) {
-  TileRef t{g.t[0].w, g.t[0].y, g.t[0].out, tile * NW, 0};
-#pragma unroll
-  for (int i = 1; i < internal::kGemvMaxOutputs; ++i) {
-    if (i < g.count && tile >= g.t[i - 1].tile_end) {
-      t = TileRef{g.t[i].w, g.t[i].y, g.t[i].out, (tile - g.t[i - 1].tile_end) * NW, i};
-    }
-  }
-  return t;
-}
-
 // y_i [R, out_i] = x [R, in] W_i^T (or +=) for the targets' W_i [out_i, in], BF16 as 16-byte
 // chunks of 8 values.
 //
@@ -289,12 +218,6 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
       }
     }
   }
-}
-
-// gelu_tanh(g) * u in f32, the expression of GeluTanhMul (backend/cuda/ops.cu).
-__device__ __forceinline__ float GeluTanhTimes(float g, float u) {
-  const float inner = 0.7978845608028654f * (g + 0.044715f * g * g * g);
-  return 0.5f * g * (1.0f + tanhf(inner)) * u;
 }
 
 // out [R, n] = gelu_tanh(x W_gate^T) * (x W_up^T): GemvKernel's scheme where a warp's tile is NP
@@ -369,9 +292,11 @@ using GemvFn = void (*)(const float*, int, const GemvTargets, int, bool, bool, c
 using GeGLUFn = void (*)(const float*, int, const uint4*, const uint4*, int, float*, bool,
                          const LoraRows, const LoraSite, const LoraSite, const ResidualInput);
 
-// The kernels for R rows of NW W rows a warp exist while the R x NW sums fit a warp's reduction.
+// The kernels for R rows of NW W rows a warp: fewer rows than the tensor-core GEMV takes, while the
+// R x NW sums fit a warp's reduction.
 template <int NW>
-constexpr std::size_t kGemvRowsFor = std::min<std::size_t>(internal::kGemvMaxRows, 32 / NW);
+constexpr std::size_t kGemvRowsFor = std::min<std::size_t>(MatMulContext::kMinTensorCoreRows - 1,
+                                                           32 / NW);
 
 template <int NW>
 GemvFn GemvFor(int rows) {
@@ -566,13 +491,21 @@ LoraRows RowsFrom(const LoraEpilogue* lora, std::size_t r0) {
   return rows;
 }
 
+// Whether a GEMV of `rows` rows takes the tensor-core kernels (mma_gemv.cu).
+constexpr bool TakesMma(std::size_t rows) { return rows >= MatMulContext::kMinTensorCoreRows; }
+
 // A GEMV's input: x, or a residual input whose every pointer is set (and then no x).
-Status CheckResidualInput(const char* what, const float* x, const ResidualInput* residual) {
+Status CheckResidualInput(const char* what, const float* x, std::size_t rows,
+                          const ResidualInput* residual) {
   if (residual == nullptr || residual->delta == nullptr) {
     if (x == nullptr) return MakeError(what, ": no input");
     return Ok();
   }
   if (x != nullptr) return MakeError(what, ": both x and a residual input");
+  if (TakesMma(rows)) {
+    return MakeError(what, ": a residual input takes fewer than ",
+                     MatMulContext::kMinTensorCoreRows, " rows, not ", rows);
+  }
   if (residual->residual == nullptr || residual->updated == nullptr || residual->post == nullptr ||
       residual->pre == nullptr) {
     return MakeError(what, ": the residual input lacks a buffer");
@@ -655,8 +588,7 @@ Status LaunchExpand(std::span<const LoraExpandSite> sites, const LoraGroup* grou
 
 namespace internal {
 
-Result<std::size_t> GemvRowBatch(const char* what, std::size_t rows, std::size_t in,
-                                 std::size_t max_rows) {
+Status CheckGemvShape(const char* what, std::size_t rows, std::size_t in, std::size_t max_rows) {
   if (rows > max_rows) {
     return MakeError(what, ": the GEMV kernel takes at most ", max_rows, " rows, not ", rows);
   }
@@ -664,6 +596,12 @@ Result<std::size_t> GemvRowBatch(const char* what, std::size_t rows, std::size_t
     return MakeError(what, ": the input size ", in, " is not a positive multiple of 8");
   }
   if (in > kMaxDim) return MakeError(what, ": the input size ", in, " is too large");
+  return Ok();
+}
+
+Result<std::size_t> GemvRowBatch(const char* what, std::size_t rows, std::size_t in,
+                                 std::size_t max_rows) {
+  FGNET_TRY(CheckGemvShape(what, rows, in, max_rows));
   int device = 0;
   FGNET_TRY(CudaCheck(cudaGetDevice(&device), "cudaGetDevice"));
   int max_smem = 0;
@@ -708,7 +646,7 @@ Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
                       const ResidualInput* residual) {
   constexpr const char* kWhat = "cuda::MatMul";
   if (rows == 0) return Ok();
-  FGNET_TRY(CheckResidualInput(kWhat, x, residual));
+  FGNET_TRY(CheckResidualInput(kWhat, x, rows, residual));
   if (outputs.size() > kGemvMaxOutputs) {
     return MakeError(kWhat, ": ", outputs.size(), " outputs exceed ", kGemvMaxOutputs);
   }
@@ -725,29 +663,20 @@ Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
   if (total_out > kMaxDim) {
     return MakeError(kWhat, ": the outputs' sizes add up to ", total_out, ", too many");
   }
+  if (TakesMma(rows)) {
+    FGNET_TRY(CheckGemvShape(kWhat, rows, in));
+    return LaunchMmaGemvMany(x, rows, in, outputs, accumulate, multiprocessors, stream, lora);
+  }
   FGNET_ASSIGN_OR_RETURN(const std::size_t batch, GemvRowBatch(kWhat, rows, in));
-  // Four W rows per warp (two past 8 rows) where there are tiles enough to fill the GPU, else one.
-  const int wide_nw = std::min(batch, rows) <= 8 ? 4 : 2;
-  const bool wide = total_out / (static_cast<std::size_t>(wide_nw) * kGemvWarps) >=
-                    static_cast<std::size_t>(multiprocessors);
-  const int nw = wide ? wide_nw : 1;
+  // Four W rows per warp where there are tiles enough to fill the GPU, else one.
+  const bool wide = total_out / (4 * kGemvWarps) >= static_cast<std::size_t>(multiprocessors);
+  const int nw = wide ? 4 : 1;
   for (std::size_t r0 = 0; r0 < rows; r0 += batch) {
     const std::size_t r = std::min(batch, rows - r0);
-    GemvTargets targets{};
     int tiles = 0;
-    for (std::size_t i = 0; i < outputs.size(); ++i) {
-      const MatMulContext::MatMulOutput& o = outputs[i];
-      if (o.out == 0) continue;
-      const int out_i = static_cast<int>(o.out);
-      tiles += (out_i + nw - 1) / nw;
-      targets.t[targets.count++] =
-          GemvTarget{reinterpret_cast<const uint4*>(o.w), o.y + r0 * o.out, out_i, tiles,
-                     lora != nullptr ? lora->sites[i] : LoraSite{}};
-    }
+    const GemvTargets targets = internal::TargetsOf(outputs, r0, nw, lora, &tiles);
     const LoraRows lora_rows = RowsFrom(lora, r0);
-    const GemvFn fn = nw == 4   ? GemvFor<4>(static_cast<int>(r))
-                      : nw == 2 ? GemvFor<2>(static_cast<int>(r))
-                                : GemvFor<1>(static_cast<int>(r));
+    const GemvFn fn = wide ? GemvFor<4>(static_cast<int>(r)) : GemvFor<1>(static_cast<int>(r));
     const std::size_t smem = r * in * sizeof(float);
     const float* xr = BatchX(x, r0, in);
     const bool x_aligned = internal::Aligned16(xr);
@@ -768,16 +697,18 @@ Status LaunchGemvGeGLU(const float* x, std::size_t rows, std::size_t in,
                        const ResidualInput* residual) {
   constexpr const char* kWhat = "cuda::MatMulGeGLU";
   if (rows == 0 || n == 0) return Ok();
-  FGNET_TRY(CheckResidualInput(kWhat, x, residual));
+  FGNET_TRY(CheckResidualInput(kWhat, x, rows, residual));
   if (!internal::Aligned16(w_gate) || !internal::Aligned16(w_up)) {
     return MakeError(kWhat, ": the weights are not 16-byte aligned");
   }
   if (n > kMaxDim) return MakeError(kWhat, ": the output size ", n, " is too large");
+  if (TakesMma(rows)) {
+    FGNET_TRY(CheckGemvShape(kWhat, rows, in));
+    return LaunchMmaGeGLU(x, rows, in, w_gate, w_up, n, out, multiprocessors, stream, lora);
+  }
   FGNET_ASSIGN_OR_RETURN(const std::size_t batch, GemvRowBatch(kWhat, rows, in));
-  // Two rows of each matrix per warp where there are tiles enough to fill the GPU (and at most 8
-  // rows of x), else one.
-  const bool wide = std::min(batch, rows) <= 8 &&
-                    n / (2 * kGemvWarps) >= static_cast<std::size_t>(multiprocessors);
+  // Two rows of each matrix per warp where there are tiles enough to fill the GPU, else one.
+  const bool wide = n / (2 * kGemvWarps) >= static_cast<std::size_t>(multiprocessors);
   const int np = wide ? 2 : 1;
   const std::size_t tiles = (n + np - 1) / np;
   for (std::size_t r0 = 0; r0 < rows; r0 += batch) {

@@ -2,12 +2,15 @@
 // weights W [out, in] (row-major, as checkpoints store them), f32 results; and the grouped LoRA
 // updates of a pass whose rows use different adapters.
 //
-// Few rows (decode) run a GEMV kernel that streams W once at memory bandwidth, multiplying the f32
-// activations by the BF16 weights exactly and accumulating in f32. More rows (prefill) call cuBLAS
-// (BF16 inputs, f32 accumulation) on the activations split into two BF16 terms, x = hi + lo to
-// about 2^-17 relative, one product per term: results within about 2^-16 of the exact f32
-// products, so that the CPU backend's f32-activation results (and a transformers float32 run) are
-// matched closely and a row's result barely depends on how many rows share its pass.
+// Few rows (decode) run a GEMV kernel that streams W once at memory bandwidth: up to 4 rows it
+// multiplies the f32 activations by the BF16 weights exactly with f32 FMAs; from 5 to 16 rows on
+// tensor cores (mma.sync), the activations split into two BF16 terms, x = hi + lo to about 2^-17
+// relative, with f32 accumulation. More rows (prefill) call cuBLAS (BF16 inputs, f32
+// accumulation) on the same two terms, one product per term. Results are within about 2^-16 of
+// the exact f32 products, so that the CPU backend's f32-activation results (and a transformers
+// float32 run) are matched closely and a row's result barely depends on how many rows share its
+// pass (on the GEMV paths not at all within one kernel: its sums take the same steps whatever the
+// rows beside it).
 // Thread-safety: a MatMulContext is used by one thread (one stream) at a time.
 #pragma once
 
@@ -66,23 +69,23 @@ class MatMulContext {
   MatMulContext& operator=(MatMulContext&&) noexcept;
   ~MatMulContext();
 
-  // Whether a BF16 product of `rows` rows with a W of `weights` values takes the GEMV path: always
-  // up to kMaxGemvRows rows, and up to kMaxSmallGemvRows for matrices of at most
-  // kMaxSmallGemvWeights values (a layer's; a vocabulary's output matrix goes to cuBLAS past 8
-  // rows, where the GEMV's f32 FMAs would be the bound). The fused products decide per matrix.
-  static constexpr std::size_t kMaxGemvRows = 8;
-  static constexpr std::size_t kMaxSmallGemvRows = 16;
-  static constexpr std::size_t kMaxSmallGemvWeights = std::size_t{1} << 23;
-  static constexpr bool TakesGemv(std::size_t rows, std::size_t weights) {
-    return rows <= kMaxGemvRows || (rows <= kMaxSmallGemvRows && weights <= kMaxSmallGemvWeights);
-  }
+  // BF16 products of up to kMaxGemvRows rows take the GEMV path, from kMinTensorCoreRows rows on
+  // tensor cores (past 4 rows the f32 FMAs' reads of the activations, not W's, bound the GEMV;
+  // on an H200, per layer of the 270M model at 8 rows: q/k/v 4.20 -> 3.03 us, gate/up 5.49 ->
+  // 4.10, and the output matrix 153 -> 108 us). A residual input (ResidualInput) takes fewer than
+  // kMinTensorCoreRows rows. Repacked quantized matrices take their GEMV up to
+  // kMaxQuantGemvRows rows.
+  static constexpr std::size_t kMaxGemvRows = 16;
+  static constexpr std::size_t kMinTensorCoreRows = 5;
+  static constexpr std::size_t kMaxQuantGemvRows = 8;
+  static constexpr bool TakesGemv(std::size_t rows) { return rows <= kMaxGemvRows; }
 
   // y [rows, out] = x [rows, in] W^T (accumulate: y += x W^T). `in` must be a multiple of 8.
   Status MatMul(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_bf16,
                 std::size_t out, float* y, bool accumulate = false);
 
   // y [rows, w.rows] = x [rows, w.cols] w^T (or +=) for a repacked quantized matrix
-  // (quant_matmul.h). Up to kMaxGemvRows rows: the quantized GEMV. More rows: slices of w are
+  // (quant_matmul.h). Up to kMaxQuantGemvRows rows: the quantized GEMV. More rows: slices of w are
   // dequantized to f32 in the context's workspace (it grows to at most 32 MiB, bumping
   // generation()) and multiplied by cuBLAS in f32, neither side rounded to BF16.
   Status MatMul(const float* x, std::size_t rows, const QuantMatrix& w, float* y,
@@ -90,7 +93,7 @@ class MatMulContext {
 
   // The quantized products of up to kMaxOutputs matrices of one layout and input size with the
   // same x (q/k/v, gate/up), each y_i equal to what MatMul computes for it alone: one GEMV launch
-  // up to kMaxGemvRows rows, else MatMul's many-row path per matrix.
+  // up to kMaxQuantGemvRows rows, else MatMul's many-row path per matrix.
   Status MatMulMany(const float* x, std::size_t rows, std::span<const QuantProduct> products,
                     bool accumulate = false);
 
@@ -106,7 +109,7 @@ class MatMulContext {
 
   // y_i = x [rows, in] W_i^T for up to kMaxOutputs products of the same x (q/k/v), each y_i equal
   // to what MatMul computes for it alone. On the GEMV path (TakesGemv): one launch over the rows
-  // of all W_i (x staged once per block); more rows: x split into its two BF16 terms once, then
+  // of all W_i; more rows: x split into its two BF16 terms once, then
   // cuBLAS products per output. `in` must be a multiple of 8; the y_i must not overlap x or each
   // other.
   // With `lora`, the adapters' updates are added to each y_i in the same launch (the GEMV path
@@ -120,8 +123,8 @@ class MatMulContext {
 
   // out [rows, n] = gelu_tanh(x W_gate^T) * (x W_up^T), W_gate and W_up [n, in] BF16, gelu_tanh(g)
   // = 0.5 g (1 + tanh(0.7978845608028654 (g + 0.044715 g^3))) in f32 as GeluTanhMul computes it.
-  // On the GEMV path (TakesGemv): one launch, a warp computing gate and up row o together (each
-  // product as MatMul computes it); else the cuBLAS products (the gate into `out`, the up into
+  // On the GEMV path (TakesGemv): one launch computing gate and up row o together (each product
+  // as MatMul computes it); else the cuBLAS products (the gate into `out`, the up into
   // `up_scratch` [rows, n] when given, else into the context's workspace, which grows as needed
   // and then bumps generation()) and GeluTanhMul. `in` must be a multiple of 8; `out` and
   // `up_scratch` must not overlap x or each other. With `lora` (the GEMV path only), the

@@ -13,16 +13,20 @@
 
 namespace fgnet::cuda::internal {
 
-// Rows one BF16 GEMV launch handles (MatMulContext::kMaxSmallGemvRows); the quantized GEMV
-// (quant_matmul.h) takes up to kQuantGemvMaxRows (MatMulContext::kMaxGemvRows).
+// Rows one BF16 GEMV launch handles (MatMulContext::kMaxGemvRows); the quantized GEMV
+// (quant_matmul.h) takes up to kQuantGemvMaxRows (MatMulContext::kMaxQuantGemvRows).
 inline constexpr std::size_t kGemvMaxRows = 16;
 inline constexpr std::size_t kQuantGemvMaxRows = 8;
 
 // Outputs one GEMV launch computes (MatMulContext::kMaxOutputs).
 inline constexpr int kGemvMaxOutputs = 4;
 
-// Checks what every GEMV launch requires (rows <= max_rows, `in` a positive multiple of 8) and
-// returns the rows whose f32 activations fit in shared memory together.
+// Checks what every GEMV launch requires: rows <= max_rows, `in` a positive multiple of 8 and not
+// too large.
+Status CheckGemvShape(const char* what, std::size_t rows, std::size_t in,
+                      std::size_t max_rows = kGemvMaxRows);
+
+// CheckGemvShape, then the rows whose f32 activations fit in shared memory together.
 Result<std::size_t> GemvRowBatch(const char* what, std::size_t rows, std::size_t in,
                                  std::size_t max_rows = kGemvMaxRows);
 
@@ -31,7 +35,8 @@ Result<std::size_t> GemvRowBatch(const char* what, std::size_t rows, std::size_t
 Result<unsigned> GemvGrid(const void* fn, std::size_t smem, std::size_t tiles, int multiprocessors);
 
 // y [rows, out] = x [rows, in] W^T (or +=) for rows <= kGemvMaxRows; `in` a multiple of 8, W
-// 16-byte aligned. Up to 8 rows a warp computes 1 or 4 W rows at a time, beyond 1 or 2.
+// 16-byte aligned. Fewer than MatMulContext::kMinTensorCoreRows rows: a warp computes 1 or 4 W
+// rows at a time in f32 FMAs; more: the tensor-core kernels (LaunchMmaGemvMany).
 // `multiprocessors` sizes the grid. Rows whose activations do not fit in shared memory together are
 // split over several launches.
 Status LaunchGemv(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_bf16,
@@ -49,11 +54,22 @@ Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
 // out [rows, n] = gelu_tanh(x W_gate^T) * (x W_up^T) for rows <= kGemvMaxRows, one launch per batch
 // of rows (as LaunchGemv); the two products equal LaunchGemv's bit for bit.
 // With `lora`, the gate and up products get the updates of lora->sites[0] and [1].
-// With `residual` (then x null), both kernels stage that residual input's rows as their input.
+// With `residual` (then x null; fewer than MatMulContext::kMinTensorCoreRows rows), both kernels
+// stage that residual input's rows as their input.
 Status LaunchGemvGeGLU(const float* x, std::size_t rows, std::size_t in,
                        const std::uint16_t* w_gate, const std::uint16_t* w_up, std::size_t n,
                        float* out, int multiprocessors, Stream stream,
                        const LoraEpilogue* lora = nullptr, const ResidualInput* residual = nullptr);
+
+// LaunchGemvMany and LaunchGemvGeGLU on tensor cores (mma_gemv.cu), for arguments those have
+// checked: x as two BF16 terms, f32 accumulation, a row's results independent of the rows beside
+// it. No residual input.
+Status LaunchMmaGemvMany(const float* x, std::size_t rows, std::size_t in,
+                         std::span<const MatMulContext::MatMulOutput> outputs, bool accumulate,
+                         int multiprocessors, Stream stream, const LoraEpilogue* lora);
+Status LaunchMmaGeGLU(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_gate,
+                      const std::uint16_t* w_up, std::size_t n, float* out, int multiprocessors,
+                      Stream stream, const LoraEpilogue* lora);
 
 // hi[i] = bf16(x[i]) and lo[i] = bf16(x[i] - hi[i]) (round to nearest even) for i < n.
 Status LaunchToBF16(const float* x, std::size_t n, std::uint16_t* hi, std::uint16_t* lo,

@@ -1,0 +1,384 @@
+// The tensor-core GEMV of 5 to 16 rows (LaunchMmaGemvMany, LaunchMmaGeGLU in matmul_kernels.h).
+//
+// Past 4 rows the f32 GEMV (matmul.cu) reads every activation from shared memory once per W row,
+// and those reads, not W's, bound it. Here a warp multiplies with mma.sync m16n8k16: up to 16 rows
+// of x are the A operand, split into two BF16 terms x = hi + lo as the cuBLAS path does (about
+// 2^-17 relative), and 8 rows of W the B operand, loaded from global memory straight into the
+// fragments; the tensor cores accumulate in f32.
+//
+// A block of 8 warps computes tiles of 8 W rows (of each of T matrices: the GeGLU's gate and up)
+// against all rows of x, striding over the tiles (RunTiles). Warp w takes the k-blocks (32
+// columns) w, w + 8, w + 16, ...; lane (g, c) = (lane / 4, lane % 4)
+// loads columns 8c .. 8c + 7 of the k-block of W row g (one 16-byte load) and of x rows g and
+// g + 8. The block's two mma steps take columns 8c + 4j .. 8c + 4j + 3 (j = 0, 1) as fragment
+// columns 2c, 2c + 1, 2c + 8, 2c + 9: the same permutation of the 16 columns on both operands,
+// which leaves the products unchanged. The warps' partial sums are added in warp order through
+// shared memory. A row's results depend only on its own activations: its sums take the same steps
+// whatever the rows beside it.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "backend/cuda/device.h"
+#include "backend/cuda/gemv_common.cuh"
+#include "backend/cuda/gemv_epilogue.cuh"
+#include "backend/cuda/kernel_support.cuh"
+#include "backend/cuda/matmul_kernels.h"
+
+namespace fgnet::cuda {
+namespace {
+
+using internal::AllowDependents;
+using internal::DependentLaunchSupported;
+using internal::GeluTanhTimes;
+using internal::GemvTargets;
+using internal::Launch;
+using internal::LocateTile;
+using internal::LoraDelta;
+using internal::TileRef;
+using internal::WaitPrior;
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kTileRows = 8;   // W rows of a tile: the mma's n
+constexpr int kResults = 128;  // a tile's 16 x 8 results: one per thread of the first four warps
+
+// d += a b for the m16n8k16 fragments (BF16 inputs, f32 accumulation).
+__device__ __forceinline__ void Mma(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
+                                    std::uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+  __trap();  // built for sm_80 and newer only
+#endif
+}
+
+__device__ __forceinline__ std::uint32_t Bits(__nv_bfloat162 v) {
+  return *reinterpret_cast<const std::uint32_t*>(&v);
+}
+
+// The pair (a, b) as two BF16 pairs, a in the low half: hi = (bf16(a), bf16(b)), lo = the
+// remainders (a - hi.a, b - hi.b, exact in f32) rounded to BF16.
+__device__ __forceinline__ void Split(float a, float b, std::uint32_t& hi, std::uint32_t& lo) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+  const float2 hf = __bfloat1622float2(h);
+  hi = Bits(h);
+  lo = Bits(__floats2bfloat162_rn(a - hf.x, b - hf.y));
+}
+
+// Columns 8 chunk .. 8 chunk + 7 of x row `row` (zeros for a row past `rows` or a chunk past the
+// row).
+__device__ __forceinline__ void LoadX8(const float* __restrict__ x, int in, int rows, int row,
+                                       int chunk, bool aligned, float4 (&v)[2]) {
+  v[0] = v[1] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  if (row >= rows || chunk >= in / 8) return;
+  const float* p = x + static_cast<std::size_t>(row) * in + static_cast<std::size_t>(chunk) * 8;
+  if (aligned) {
+    v[0] = __ldg(reinterpret_cast<const float4*>(p));
+    v[1] = __ldg(reinterpret_cast<const float4*>(p) + 1);
+  } else {
+    v[0] = make_float4(p[0], p[1], p[2], p[3]);
+    v[1] = make_float4(p[4], p[5], p[6], p[7]);
+  }
+}
+
+// Chunk c of the B k-blocks kb0, kb0 + kWarps, ... of the N W rows (zeros past the row), streamed
+// past the caches.
+template <int B, int N>
+__device__ __forceinline__ void LoadW(uint4 (&wv)[B][N], const uint4* const (&w)[N], int chunks,
+                                      int kb0, int c) {
+#pragma unroll
+  for (int u = 0; u < B; ++u) {
+    const int chunk = (kb0 + u * kWarps) * 4 + c;
+#pragma unroll
+    for (int t = 0; t < N; ++t) wv[u][t] = chunk < chunks ? __ldcs(w[t] + chunk) : uint4{};
+  }
+}
+
+// A lane's A fragments of the B k-blocks kb0, kb0 + kWarps, ...: [k-block][mma step j][register],
+// the hi and lo terms.
+template <int B>
+struct XFragments {
+  std::uint32_t hi[B][2][4];
+  std::uint32_t lo[B][2][4];
+};
+
+template <int B>
+__device__ __forceinline__ void LoadXFragments(XFragments<B>& f, const float* __restrict__ x,
+                                               int in, int rows, bool x_aligned, int kb0, int g,
+                                               int c) {
+  float4 v[B][2][2];  // [k-block][x row g, g + 8][columns 0-3, 4-7 of the lane's 8]
+#pragma unroll
+  for (int u = 0; u < B; ++u) {
+    const int chunk = (kb0 + u * kWarps) * 4 + c;
+    LoadX8(x, in, rows, g, chunk, x_aligned, v[u][0]);
+    LoadX8(x, in, rows, g + 8, chunk, x_aligned, v[u][1]);
+  }
+#pragma unroll
+  for (int u = 0; u < B; ++u) {
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const float4& r0 = v[u][0][j];
+      const float4& r1 = v[u][1][j];
+      Split(r0.x, r0.y, f.hi[u][j][0], f.lo[u][j][0]);
+      Split(r1.x, r1.y, f.hi[u][j][1], f.lo[u][j][1]);
+      Split(r0.z, r0.w, f.hi[u][j][2], f.lo[u][j][2]);
+      Split(r1.z, r1.w, f.hi[u][j][3], f.lo[u][j][3]);
+    }
+  }
+}
+
+template <int B, int N>
+__device__ __forceinline__ void MmaBatch(float (&acc)[N][4], const XFragments<B>& f,
+                                         const uint4 (&wv)[B][N]) {
+#pragma unroll
+  for (int u = 0; u < B; ++u) {
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+#pragma unroll
+      for (int t = 0; t < N; ++t) {
+        const std::uint32_t b0 = j == 0 ? wv[u][t].x : wv[u][t].z;
+        const std::uint32_t b1 = j == 0 ? wv[u][t].y : wv[u][t].w;
+        Mma(acc[t], f.hi[u][j], b0, b1);
+        Mma(acc[t], f.lo[u][j], b0, b1);
+      }
+    }
+  }
+}
+
+// Where thread e < kResults's sums belong (the mma's accumulator layout): x row and tile row.
+struct TileResult {
+  int row;
+  int col;
+};
+
+__device__ __forceinline__ TileResult ResultOf(int e) {
+  const int lane = e & 31;
+  const int i = e >> 5;
+  return TileResult{(lane >> 2) + 8 * (i >> 1), 2 * (lane & 3) + (i & 1)};
+}
+
+// The shape of a tile kernel: B k-blocks of loads in flight per warp and tile, P tiles at a time
+// per block.
+template <int B, int P>
+struct Shape {
+  static constexpr int kBatch = B;
+  static constexpr int kTiles = P;
+};
+
+// The block's tiles blockIdx.x, + gridDim.x, ... of x [rows, in] by T groups of 8 W rows, P at a
+// time: rows_of(tile, g, w) points w[t] at the row of lane g of the tile's group t. In threads
+// e < kResults, with `result` = ResultOf(e): extra(tile, result, add) sets add[t] to what group t's
+// result gets added (the adapters' updates: computed while the tile's products are under way), and
+// finish(tile, sum, add, result) takes sum[t], the result of group t. The first tiles' W loads are
+// requested before waiting for the previous kernel, and the next tiles' while the block adds up
+// the current ones. Where the warp's k-blocks fit one batch (in <= 256 S::kBatch), its x fragments
+// are loaded once for all tiles.
+template <typename S, int T, typename RowsOf, typename Extra, typename Finish>
+__device__ __forceinline__ void RunTiles(const float* __restrict__ x, int in, int rows,
+                                         bool x_aligned, int tiles, const RowsOf& rows_of,
+                                         const Extra& extra, const Finish& finish) {
+  constexpr int B = S::kBatch;
+  constexpr int P = S::kTiles;
+  constexpr int N = P * T;                     // W rows a lane loads per k-block
+  __shared__ float part[2][kWarps][N][4][32];  // two rounds' partial sums: one sync a round
+  const int chunks = in / 8;
+  const int blocks = (chunks + 3) / 4;
+  const bool resident = blocks <= kWarps * B;
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int warp = static_cast<int>(threadIdx.x) >> 5;
+  const int g = lane >> 2;
+  const int c = lane & 3;
+  const int grid = static_cast<int>(gridDim.x);
+  // Round r takes tiles first + p * grid, p < P.
+  const auto point = [&](int first, const uint4*(&w)[N]) {
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+      const uint4* wt[T];
+      rows_of(min(first + p * grid, tiles - 1), g, wt);
+#pragma unroll
+      for (int t = 0; t < T; ++t) w[p * T + t] = wt[t];
+    }
+  };
+  int first = static_cast<int>(blockIdx.x);
+  const uint4* w[N];
+  uint4 wv[B][N];
+  if (first < tiles) {
+    point(first, w);
+    LoadW<B, N>(wv, w, chunks, warp, c);
+  }
+  WaitPrior();
+  AllowDependents();
+  XFragments<B> f;
+  if (resident) LoadXFragments<B>(f, x, in, rows, x_aligned, warp, g, c);
+  const bool results = threadIdx.x < kResults;
+  const TileResult result = ResultOf(static_cast<int>(threadIdx.x) % kResults);
+  float add[P][T] = {};
+  const auto extras = [&](int from) {
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+      if (results && from + p * grid < tiles) extra(from + p * grid, result, add[p]);
+    }
+  };
+  extras(first);
+  for (int parity = 0; first < tiles; first += P * grid, parity ^= 1) {
+    float acc[N][4] = {};
+    for (int kb0 = warp; kb0 < blocks; kb0 += kWarps * B) {
+      if (kb0 != warp) LoadW<B, N>(wv, w, chunks, kb0, c);
+      if (!resident) LoadXFragments<B>(f, x, in, rows, x_aligned, kb0, g, c);
+      MmaBatch<B, N>(acc, f, wv);
+    }
+    const int next = first + P * grid;
+    if (next < tiles) {
+      point(next, w);
+      LoadW<B, N>(wv, w, chunks, warp, c);
+    }
+#pragma unroll
+    for (int t = 0; t < N; ++t) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) part[parity][warp][t][i][lane] = acc[t][i];
+    }
+    __syncthreads();
+    if (results) {
+      const int e = static_cast<int>(threadIdx.x);
+#pragma unroll
+      for (int p = 0; p < P; ++p) {
+        const int tile = first + p * grid;
+        if (tile >= tiles) break;
+        float sum[T];
+#pragma unroll
+        for (int t = 0; t < T; ++t) {
+          float s = 0.0f;
+#pragma unroll
+          for (int k = 0; k < kWarps; ++k) s += part[parity][k][p * T + t][e >> 5][e & 31];
+          sum[t] = s;
+        }
+        finish(tile, sum, add[p], result);
+      }
+    }
+    extras(next);
+  }
+}
+
+// y_i [rows, out_i] = x [rows, in] W_i^T (or +=) for the targets' tiles of 8 W rows, with each
+// target's adapters' updates where lora.row_entries is set.
+template <typename S>
+__global__ void __launch_bounds__(kThreads, 2)
+    MmaGemvKernel(const float* __restrict__ x, int in, int rows, const GemvTargets targets,
+                  int tiles, bool accumulate, bool x_aligned, const LoraRows lora) {
+  const int chunks = in / 8;
+  RunTiles<S, 1>(
+      x, in, rows, x_aligned, tiles,
+      [&](int tile, int g, const uint4*(&w)[1]) {
+        const TileRef t = LocateTile<kTileRows>(targets, tile);
+        w[0] = t.w + static_cast<std::size_t>(min(t.o0 + g, t.out - 1)) * chunks;
+      },
+      [&](int tile, TileResult r, float(&add)[1]) {
+        if (lora.row_entries == nullptr) return;
+        const TileRef t = LocateTile<kTileRows>(targets, tile);
+        const int o = t.o0 + r.col;
+        const LoraSite& site = targets.t[t.target].lora;
+        add[0] = r.row < rows && o < t.out && site.groups != nullptr
+                     ? LoraDelta(lora, site, r.row, o)
+                     : 0.0f;
+      },
+      [&](int tile, const float(&sum)[1], const float(&add)[1], TileResult r) {
+        const TileRef t = LocateTile<kTileRows>(targets, tile);
+        const int o = t.o0 + r.col;
+        if (r.row >= rows || o >= t.out) return;
+        const bool adapters =
+            lora.row_entries != nullptr && targets.t[t.target].lora.groups != nullptr;
+        const float value = adapters ? sum[0] + add[0] : sum[0];
+        float* dst = t.y + static_cast<std::size_t>(r.row) * t.out + o;
+        *dst = accumulate ? *dst + value : value;
+      });
+}
+
+// out [rows, n] = gelu_tanh(x W_gate^T) * (x W_up^T), tile b being W rows 8b .. 8b + 7 of both;
+// with lora.row_entries set, the gate and up values get their sites' updates first.
+__global__ void __launch_bounds__(kThreads, 2)
+    MmaGeGLUKernel(const float* __restrict__ x, int in, int rows, const uint4* __restrict__ w_gate,
+                   const uint4* __restrict__ w_up, int n, float* __restrict__ out, bool x_aligned,
+                   const LoraRows lora, const LoraSite gate_site, const LoraSite up_site) {
+  const int chunks = in / 8;
+  RunTiles<Shape<4, 1>, 2>(
+      x, in, rows, x_aligned, (n + kTileRows - 1) / kTileRows,
+      [&](int tile, int g, const uint4*(&w)[2]) {
+        const std::size_t row = static_cast<std::size_t>(min(tile * kTileRows + g, n - 1)) * chunks;
+        w[0] = w_gate + row;
+        w[1] = w_up + row;
+      },
+      [&](int tile, TileResult r, float(&add)[2]) {
+        if (lora.row_entries == nullptr) return;
+        const int o = tile * kTileRows + r.col;
+        if (r.row >= rows || o >= n) return;
+        if (gate_site.groups != nullptr) add[0] = LoraDelta(lora, gate_site, r.row, o);
+        if (up_site.groups != nullptr) add[1] = LoraDelta(lora, up_site, r.row, o);
+      },
+      [&](int tile, const float(&sum)[2], const float(&add)[2], TileResult r) {
+        const int o = tile * kTileRows + r.col;
+        if (r.row >= rows || o >= n) return;
+        const bool adapters = lora.row_entries != nullptr;
+        const float gate = adapters && gate_site.groups != nullptr ? sum[0] + add[0] : sum[0];
+        const float up = adapters && up_site.groups != nullptr ? sum[1] + add[1] : sum[1];
+        out[static_cast<std::size_t>(r.row) * n + o] = GeluTanhTimes(gate, up);
+      });
+}
+
+// The grid of a tile kernel: a block per tile, at most as many as are resident at once.
+Result<unsigned> GridFor(const void* fn, std::size_t tiles, int multiprocessors) {
+  int per_sm = 0;
+  FGNET_TRY(CudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kThreads, 0),
+                      "cudaOccupancyMaxActiveBlocksPerMultiprocessor"));
+  const std::size_t resident =
+      static_cast<std::size_t>(std::max(per_sm, 1)) * static_cast<std::size_t>(multiprocessors);
+  return static_cast<unsigned>(std::max<std::size_t>(1, std::min(tiles, resident)));
+}
+
+}  // namespace
+
+namespace internal {
+
+Status LaunchMmaGemvMany(const float* x, std::size_t rows, std::size_t in,
+                         std::span<const MatMulContext::MatMulOutput> outputs, bool accumulate,
+                         int multiprocessors, Stream stream, const LoraEpilogue* lora) {
+  int tiles = 0;
+  const GemvTargets targets = TargetsOf(outputs, 0, kTileRows, lora, &tiles);
+  if (tiles == 0) return Ok();
+  // Many tiles of a short row (the output matrix): two tiles a round, three k-blocks a warp, so
+  // that more of W is in flight; otherwise four k-blocks (in <= 1024: one round of loads).
+  const bool many = in <= 8 * 32 * 3 &&
+                    static_cast<std::size_t>(tiles) > 4 * static_cast<std::size_t>(multiprocessors);
+  const auto fn = many ? MmaGemvKernel<Shape<3, 2>> : MmaGemvKernel<Shape<4, 1>>;
+  FGNET_ASSIGN_OR_RETURN(
+      const unsigned grid,
+      GridFor(reinterpret_cast<const void*>(fn), static_cast<std::size_t>(tiles), multiprocessors));
+  Launch(fn, dim3(grid), kThreads, 0, stream, DependentLaunchSupported(), x, static_cast<int>(in),
+         static_cast<int>(rows), targets, tiles, accumulate, Aligned16(x),
+         lora != nullptr ? lora->rows : LoraRows{});
+  return CudaLastError("cuda::MatMul (tensor-core GEMV kernel)");
+}
+
+Status LaunchMmaGeGLU(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_gate,
+                      const std::uint16_t* w_up, std::size_t n, float* out, int multiprocessors,
+                      Stream stream, const LoraEpilogue* lora) {
+  const auto fn = MmaGeGLUKernel;
+  FGNET_ASSIGN_OR_RETURN(
+      const unsigned grid,
+      GridFor(reinterpret_cast<const void*>(fn), (n + kTileRows - 1) / kTileRows, multiprocessors));
+  Launch(fn, dim3(grid), kThreads, 0, stream, DependentLaunchSupported(), x, static_cast<int>(in),
+         static_cast<int>(rows), reinterpret_cast<const uint4*>(w_gate),
+         reinterpret_cast<const uint4*>(w_up), static_cast<int>(n), out, Aligned16(x),
+         lora != nullptr ? lora->rows : LoraRows{}, lora != nullptr ? lora->sites[0] : LoraSite{},
+         lora != nullptr ? lora->sites[1] : LoraSite{});
+  return CudaLastError("cuda::MatMulGeGLU (tensor-core GEMV kernel)");
+}
+
+}  // namespace internal
+}  // namespace fgnet::cuda
