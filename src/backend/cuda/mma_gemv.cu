@@ -173,17 +173,15 @@ struct Shape {
 };
 
 // The block's tiles blockIdx.x, + gridDim.x, ... of x [rows, in] by T groups of 8 W rows, P at a
-// time: rows_of(tile, g, w) points w[t] at the row of lane g of the tile's group t. In threads
-// e < kResults, with `result` = ResultOf(e): extra(tile, result, add) sets add[t] to what group t's
-// result gets added (the adapters' updates: computed while the tile's products are under way), and
-// finish(tile, sum, add, result) takes sum[t], the result of group t. The first tiles' W loads are
-// requested before waiting for the previous kernel, and the next tiles' while the block adds up
-// the current ones. Where the warp's k-blocks fit one batch (in <= 256 S::kBatch), its x fragments
-// are loaded once for all tiles.
-template <typename S, int T, typename RowsOf, typename Extra, typename Finish>
+// time: rows_of(tile, g, w) points w[t] at the row of lane g of the tile's group t; after each
+// tile, finish(tile, sum, result) runs in threads e < kResults with sum[t] the result of group t at
+// `result` (ResultOf(e)). The first tiles' W loads are requested before waiting for the previous
+// kernel, and the next tiles' while the block adds up the current ones. Where the warp's k-blocks
+// fit one batch (in <= 256 S::kBatch), its x fragments are loaded once for all tiles.
+template <typename S, int T, typename RowsOf, typename Finish>
 __device__ __forceinline__ void RunTiles(const float* __restrict__ x, int in, int rows,
                                          bool x_aligned, int tiles, const RowsOf& rows_of,
-                                         const Extra& extra, const Finish& finish) {
+                                         const Finish& finish) {
   constexpr int B = S::kBatch;
   constexpr int P = S::kTiles;
   constexpr int N = P * T;                     // W rows a lane loads per k-block
@@ -217,16 +215,6 @@ __device__ __forceinline__ void RunTiles(const float* __restrict__ x, int in, in
   AllowDependents();
   XFragments<B> f;
   if (resident) LoadXFragments<B>(f, x, in, rows, x_aligned, warp, g, c);
-  const bool results = threadIdx.x < kResults;
-  const TileResult result = ResultOf(static_cast<int>(threadIdx.x) % kResults);
-  float add[P][T] = {};
-  const auto extras = [&](int from) {
-#pragma unroll
-    for (int p = 0; p < P; ++p) {
-      if (results && from + p * grid < tiles) extra(from + p * grid, result, add[p]);
-    }
-  };
-  extras(first);
   for (int parity = 0; first < tiles; first += P * grid, parity ^= 1) {
     float acc[N][4] = {};
     for (int kb0 = warp; kb0 < blocks; kb0 += kWarps * B) {
@@ -245,7 +233,7 @@ __device__ __forceinline__ void RunTiles(const float* __restrict__ x, int in, in
       for (int i = 0; i < 4; ++i) part[parity][warp][t][i][lane] = acc[t][i];
     }
     __syncthreads();
-    if (results) {
+    if (threadIdx.x < kResults) {
       const int e = static_cast<int>(threadIdx.x);
 #pragma unroll
       for (int p = 0; p < P; ++p) {
@@ -259,10 +247,9 @@ __device__ __forceinline__ void RunTiles(const float* __restrict__ x, int in, in
           for (int k = 0; k < kWarps; ++k) s += part[parity][k][p * T + t][e >> 5][e & 31];
           sum[t] = s;
         }
-        finish(tile, sum, add[p], result);
+        finish(tile, sum, ResultOf(e));
       }
     }
-    extras(next);
   }
 }
 
@@ -279,22 +266,14 @@ __global__ void __launch_bounds__(kThreads, 2)
         const TileRef t = LocateTile<kTileRows>(targets, tile);
         w[0] = t.w + static_cast<std::size_t>(min(t.o0 + g, t.out - 1)) * chunks;
       },
-      [&](int tile, TileResult r, float(&add)[1]) {
-        if (lora.row_entries == nullptr) return;
-        const TileRef t = LocateTile<kTileRows>(targets, tile);
-        const int o = t.o0 + r.col;
-        const LoraSite& site = targets.t[t.target].lora;
-        add[0] = r.row < rows && o < t.out && site.groups != nullptr
-                     ? LoraDelta(lora, site, r.row, o)
-                     : 0.0f;
-      },
-      [&](int tile, const float(&sum)[1], const float(&add)[1], TileResult r) {
+      [&](int tile, const float(&sum)[1], TileResult r) {
         const TileRef t = LocateTile<kTileRows>(targets, tile);
         const int o = t.o0 + r.col;
         if (r.row >= rows || o >= t.out) return;
-        const bool adapters =
-            lora.row_entries != nullptr && targets.t[t.target].lora.groups != nullptr;
-        const float value = adapters ? sum[0] + add[0] : sum[0];
+        const LoraSite& site = targets.t[t.target].lora;
+        const float value = lora.row_entries != nullptr && site.groups != nullptr
+                                ? sum[0] + LoraDelta(lora, site, r.row, o)
+                                : sum[0];
         float* dst = t.y + static_cast<std::size_t>(r.row) * t.out + o;
         *dst = accumulate ? *dst + value : value;
       });
@@ -314,19 +293,15 @@ __global__ void __launch_bounds__(kThreads, 2)
         w[0] = w_gate + row;
         w[1] = w_up + row;
       },
-      [&](int tile, TileResult r, float(&add)[2]) {
-        if (lora.row_entries == nullptr) return;
+      [&](int tile, const float(&sum)[2], TileResult r) {
         const int o = tile * kTileRows + r.col;
         if (r.row >= rows || o >= n) return;
-        if (gate_site.groups != nullptr) add[0] = LoraDelta(lora, gate_site, r.row, o);
-        if (up_site.groups != nullptr) add[1] = LoraDelta(lora, up_site, r.row, o);
-      },
-      [&](int tile, const float(&sum)[2], const float(&add)[2], TileResult r) {
-        const int o = tile * kTileRows + r.col;
-        if (r.row >= rows || o >= n) return;
-        const bool adapters = lora.row_entries != nullptr;
-        const float gate = adapters && gate_site.groups != nullptr ? sum[0] + add[0] : sum[0];
-        const float up = adapters && up_site.groups != nullptr ? sum[1] + add[1] : sum[1];
+        float gate = sum[0];
+        float up = sum[1];
+        if (lora.row_entries != nullptr) {
+          if (gate_site.groups != nullptr) gate += LoraDelta(lora, gate_site, r.row, o);
+          if (up_site.groups != nullptr) up += LoraDelta(lora, up_site, r.row, o);
+        }
         out[static_cast<std::size_t>(r.row) * n + o] = GeluTanhTimes(gate, up);
       });
 }
