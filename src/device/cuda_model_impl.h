@@ -218,11 +218,11 @@ struct PassShape {
 
 // Decode passes of at most this many rows (on BF16 weights, without adapters at the products)
 // fold each residual update into the staging of the next GEMV's input (cuda::ResidualInput):
-// every block of the f32 GEMV normalises the rows itself (q/k/v after a residual update on an
-// H200, per layer: 3.78 -> 3.25 us for 1 row; CudaMatMulTest.PerfFusedDecode). The tensor-core
-// GEMV of more rows reads its slices of x straight from memory and stages nothing: there the norm
-// keeps its kernel.
-constexpr std::size_t kMaxStagedRows = cuda::MatMulContext::kMinTensorCoreRows - 1;
+// every block of the GEMV normalises the rows itself, where the launch it saves costs more. Per
+// layer on an H200, RMSNormAddToNorm + the q/k/v products against a residual input
+// (CudaMatMulTest.PerfFusedDecode): 3.76 -> 3.25 us at 1 row, 4.83 -> 4.03 at 4, 5.38 -> 4.85 at 8
+// (tensor cores), 5.96 -> 6.91 at 16.
+constexpr std::size_t kMaxStagedRows = 8;
 
 // Decode passes of at most this many rows run as CUDA graphs, and so do passes of several tokens
 // of a sequence (a prompt's short remainder after a cached prefix) of at most kMaxGraphChunkRows.

@@ -495,17 +495,12 @@ LoraRows RowsFrom(const LoraEpilogue* lora, std::size_t r0) {
 constexpr bool TakesMma(std::size_t rows) { return rows >= MatMulContext::kMinTensorCoreRows; }
 
 // A GEMV's input: x, or a residual input whose every pointer is set (and then no x).
-Status CheckResidualInput(const char* what, const float* x, std::size_t rows,
-                          const ResidualInput* residual) {
+Status CheckResidualInput(const char* what, const float* x, const ResidualInput* residual) {
   if (residual == nullptr || residual->delta == nullptr) {
     if (x == nullptr) return MakeError(what, ": no input");
     return Ok();
   }
   if (x != nullptr) return MakeError(what, ": both x and a residual input");
-  if (TakesMma(rows)) {
-    return MakeError(what, ": a residual input takes fewer than ",
-                     MatMulContext::kMinTensorCoreRows, " rows, not ", rows);
-  }
   if (residual->residual == nullptr || residual->updated == nullptr || residual->post == nullptr ||
       residual->pre == nullptr) {
     return MakeError(what, ": the residual input lacks a buffer");
@@ -646,7 +641,7 @@ Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
                       const ResidualInput* residual) {
   constexpr const char* kWhat = "cuda::MatMul";
   if (rows == 0) return Ok();
-  FGNET_TRY(CheckResidualInput(kWhat, x, rows, residual));
+  FGNET_TRY(CheckResidualInput(kWhat, x, residual));
   if (outputs.size() > kGemvMaxOutputs) {
     return MakeError(kWhat, ": ", outputs.size(), " outputs exceed ", kGemvMaxOutputs);
   }
@@ -665,7 +660,8 @@ Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
   }
   if (TakesMma(rows)) {
     FGNET_TRY(CheckGemvShape(kWhat, rows, in));
-    return LaunchMmaGemvMany(x, rows, in, outputs, accumulate, multiprocessors, stream, lora);
+    return LaunchMmaGemvMany(x, rows, in, outputs, accumulate, multiprocessors, stream, lora,
+                             residual);
   }
   FGNET_ASSIGN_OR_RETURN(const std::size_t batch, GemvRowBatch(kWhat, rows, in));
   // Four W rows per warp where there are tiles enough to fill the GPU, else one.
@@ -697,14 +693,15 @@ Status LaunchGemvGeGLU(const float* x, std::size_t rows, std::size_t in,
                        const ResidualInput* residual) {
   constexpr const char* kWhat = "cuda::MatMulGeGLU";
   if (rows == 0 || n == 0) return Ok();
-  FGNET_TRY(CheckResidualInput(kWhat, x, rows, residual));
+  FGNET_TRY(CheckResidualInput(kWhat, x, residual));
   if (!internal::Aligned16(w_gate) || !internal::Aligned16(w_up)) {
     return MakeError(kWhat, ": the weights are not 16-byte aligned");
   }
   if (n > kMaxDim) return MakeError(kWhat, ": the output size ", n, " is too large");
   if (TakesMma(rows)) {
     FGNET_TRY(CheckGemvShape(kWhat, rows, in));
-    return LaunchMmaGeGLU(x, rows, in, w_gate, w_up, n, out, multiprocessors, stream, lora);
+    return LaunchMmaGeGLU(x, rows, in, w_gate, w_up, n, out, multiprocessors, stream, lora,
+                          residual);
   }
   FGNET_ASSIGN_OR_RETURN(const std::size_t batch, GemvRowBatch(kWhat, rows, in));
   // Two rows of each matrix per warp where there are tiles enough to fill the GPU, else one.

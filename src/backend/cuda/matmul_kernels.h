@@ -54,8 +54,7 @@ Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
 // out [rows, n] = gelu_tanh(x W_gate^T) * (x W_up^T) for rows <= kGemvMaxRows, one launch per batch
 // of rows (as LaunchGemv); the two products equal LaunchGemv's bit for bit.
 // With `lora`, the gate and up products get the updates of lora->sites[0] and [1].
-// With `residual` (then x null; fewer than MatMulContext::kMinTensorCoreRows rows), both kernels
-// stage that residual input's rows as their input.
+// With `residual` (then x null), both kernels stage that residual input's rows as their input.
 Status LaunchGemvGeGLU(const float* x, std::size_t rows, std::size_t in,
                        const std::uint16_t* w_gate, const std::uint16_t* w_up, std::size_t n,
                        float* out, int multiprocessors, Stream stream,
@@ -63,13 +62,14 @@ Status LaunchGemvGeGLU(const float* x, std::size_t rows, std::size_t in,
 
 // LaunchGemvMany and LaunchGemvGeGLU on tensor cores (mma_gemv.cu), for arguments those have
 // checked: x as two BF16 terms, f32 accumulation, a row's results independent of the rows beside
-// it. No residual input.
+// it. A residual input is staged in shared memory, in launches of as many rows as fit.
 Status LaunchMmaGemvMany(const float* x, std::size_t rows, std::size_t in,
                          std::span<const MatMulContext::MatMulOutput> outputs, bool accumulate,
-                         int multiprocessors, Stream stream, const LoraEpilogue* lora);
+                         int multiprocessors, Stream stream, const LoraEpilogue* lora,
+                         const ResidualInput* residual);
 Status LaunchMmaGeGLU(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_gate,
                       const std::uint16_t* w_up, std::size_t n, float* out, int multiprocessors,
-                      Stream stream, const LoraEpilogue* lora);
+                      Stream stream, const LoraEpilogue* lora, const ResidualInput* residual);
 
 // hi[i] = bf16(x[i]) and lo[i] = bf16(x[i] - hi[i]) (round to nearest even) for i < n.
 Status LaunchToBF16(const float* x, std::size_t n, std::uint16_t* hi, std::uint16_t* lo,

@@ -26,6 +26,7 @@
 #include "backend/cuda/gemv_epilogue.cuh"
 #include "backend/cuda/kernel_support.cuh"
 #include "backend/cuda/matmul_kernels.h"
+#include "backend/cuda/residual_norm.cuh"
 
 namespace fgnet::cuda {
 namespace {
@@ -37,12 +38,14 @@ using internal::GemvTargets;
 using internal::Launch;
 using internal::LocateTile;
 using internal::LoraDelta;
+using internal::ResidualNormRow;
 using internal::TileRef;
 using internal::WaitPrior;
 
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kTileRows = 8;   // W rows of a tile: the mma's n
+constexpr int kStagedPad = 4;  // floats past each staged row (XSource)
 constexpr int kResults = 128;  // a tile's 16 x 8 results: one per thread of the first four warps
 
 // d += a b for the m16n8k16 fragments (BF16 inputs, f32 accumulation).
@@ -72,14 +75,28 @@ __device__ __forceinline__ void Split(float a, float b, std::uint32_t& hi, std::
   lo = Bits(__floats2bfloat162_rn(a - hf.x, b - hf.y));
 }
 
-// Columns 8 chunk .. 8 chunk + 7 of x row `row` (zeros for a row past `rows` or a chunk past the
+// Where a block reads x: `rows` rows of `in` values, `ld` apart, in global memory or (staged) in
+// shared memory.
+struct XSource {
+  const float* x;
+  int in;
+  int ld;
+  int rows;
+  bool aligned;
+  bool shared;
+};
+
+// Columns 8 chunk .. 8 chunk + 7 of x row `row` (zeros for a row past the rows or a chunk past the
 // row).
-__device__ __forceinline__ void LoadX8(const float* __restrict__ x, int in, int rows, int row,
-                                       int chunk, bool aligned, float4 (&v)[2]) {
+__device__ __forceinline__ void LoadX8(const XSource& xs, int row, int chunk, float4 (&v)[2]) {
   v[0] = v[1] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  if (row >= rows || chunk >= in / 8) return;
-  const float* p = x + static_cast<std::size_t>(row) * in + static_cast<std::size_t>(chunk) * 8;
-  if (aligned) {
+  if (row >= xs.rows || chunk >= xs.in / 8) return;
+  const float* p =
+      xs.x + static_cast<std::size_t>(row) * xs.ld + static_cast<std::size_t>(chunk) * 8;
+  if (xs.shared) {
+    v[0] = reinterpret_cast<const float4*>(p)[0];
+    v[1] = reinterpret_cast<const float4*>(p)[1];
+  } else if (xs.aligned) {
     v[0] = __ldg(reinterpret_cast<const float4*>(p));
     v[1] = __ldg(reinterpret_cast<const float4*>(p) + 1);
   } else {
@@ -110,15 +127,14 @@ struct XFragments {
 };
 
 template <int B>
-__device__ __forceinline__ void LoadXFragments(XFragments<B>& f, const float* __restrict__ x,
-                                               int in, int rows, bool x_aligned, int kb0, int g,
+__device__ __forceinline__ void LoadXFragments(XFragments<B>& f, const XSource& xs, int kb0, int g,
                                                int c) {
   float4 v[B][2][2];  // [k-block][x row g, g + 8][columns 0-3, 4-7 of the lane's 8]
 #pragma unroll
   for (int u = 0; u < B; ++u) {
     const int chunk = (kb0 + u * kWarps) * 4 + c;
-    LoadX8(x, in, rows, g, chunk, x_aligned, v[u][0]);
-    LoadX8(x, in, rows, g + 8, chunk, x_aligned, v[u][1]);
+    LoadX8(xs, g, chunk, v[u][0]);
+    LoadX8(xs, g + 8, chunk, v[u][1]);
   }
 #pragma unroll
   for (int u = 0; u < B; ++u) {
@@ -178,10 +194,15 @@ struct Shape {
 // `result` (ResultOf(e)). The first tiles' W loads are requested before waiting for the previous
 // kernel, and the next tiles' while the block adds up the current ones. Where the warp's k-blocks
 // fit one batch (in <= 256 S::kBatch), its x fragments are loaded once for all tiles.
-template <typename S, int T, typename RowsOf, typename Finish>
+//
+// kStaged: the input is the residual input `res` (x null), which the block first stages in shared
+// memory, a warp per row (ResidualNormRow, as RMSNormAddToNorm computes it), rows kStagedPad floats
+// longer than `in` so that the fragment loads are free of bank conflicts; block 0 also writes the
+// new residual rows.
+template <typename S, int T, bool kStaged, typename RowsOf, typename Finish>
 __device__ __forceinline__ void RunTiles(const float* __restrict__ x, int in, int rows,
-                                         bool x_aligned, int tiles, const RowsOf& rows_of,
-                                         const Finish& finish) {
+                                         bool x_aligned, const ResidualInput& res, int tiles,
+                                         const RowsOf& rows_of, const Finish& finish) {
   constexpr int B = S::kBatch;
   constexpr int P = S::kTiles;
   constexpr int N = P * T;                     // W rows a lane loads per k-block
@@ -213,13 +234,29 @@ __device__ __forceinline__ void RunTiles(const float* __restrict__ x, int in, in
   }
   WaitPrior();
   AllowDependents();
+  XSource xs{x, in, in, rows, x_aligned, false};
+  if constexpr (kStaged) {
+    extern __shared__ float4 staged[];
+    float* xst = reinterpret_cast<float*>(staged);
+    const int ld = in + kStagedPad;
+    for (int r = warp; r < rows; r += kWarps) {
+      const std::size_t off = static_cast<std::size_t>(r) * in;
+      ResidualNormRow(res.delta + off, res.residual + off,
+                      blockIdx.x == 0 ? res.updated + off : nullptr, res.post, res.pre, res.eps, in,
+                      lane, [&](int i) -> float4& {
+                        return reinterpret_cast<float4*>(xst + static_cast<std::size_t>(r) * ld)[i];
+                      });
+    }
+    __syncthreads();
+    xs = XSource{xst, in, ld, rows, true, true};
+  }
   XFragments<B> f;
-  if (resident) LoadXFragments<B>(f, x, in, rows, x_aligned, warp, g, c);
+  if (resident) LoadXFragments<B>(f, xs, warp, g, c);
   for (int parity = 0; first < tiles; first += P * grid, parity ^= 1) {
     float acc[N][4] = {};
     for (int kb0 = warp; kb0 < blocks; kb0 += kWarps * B) {
       if (kb0 != warp) LoadW<B, N>(wv, w, chunks, kb0, c);
-      if (!resident) LoadXFragments<B>(f, x, in, rows, x_aligned, kb0, g, c);
+      if (!resident) LoadXFragments<B>(f, xs, kb0, g, c);
       MmaBatch<B, N>(acc, f, wv);
     }
     const int next = first + P * grid;
@@ -255,13 +292,14 @@ __device__ __forceinline__ void RunTiles(const float* __restrict__ x, int in, in
 
 // y_i [rows, out_i] = x [rows, in] W_i^T (or +=) for the targets' tiles of 8 W rows, with each
 // target's adapters' updates where lora.row_entries is set.
-template <typename S>
+template <typename S, bool kStaged>
 __global__ void __launch_bounds__(kThreads, 2)
     MmaGemvKernel(const float* __restrict__ x, int in, int rows, const GemvTargets targets,
-                  int tiles, bool accumulate, bool x_aligned, const LoraRows lora) {
+                  int tiles, bool accumulate, bool x_aligned, const LoraRows lora,
+                  const ResidualInput res) {
   const int chunks = in / 8;
-  RunTiles<S, 1>(
-      x, in, rows, x_aligned, tiles,
+  RunTiles<S, 1, kStaged>(
+      x, in, rows, x_aligned, res, tiles,
       [&](int tile, int g, const uint4*(&w)[1]) {
         const TileRef t = LocateTile<kTileRows>(targets, tile);
         w[0] = t.w + static_cast<std::size_t>(min(t.o0 + g, t.out - 1)) * chunks;
@@ -281,13 +319,15 @@ __global__ void __launch_bounds__(kThreads, 2)
 
 // out [rows, n] = gelu_tanh(x W_gate^T) * (x W_up^T), tile b being W rows 8b .. 8b + 7 of both;
 // with lora.row_entries set, the gate and up values get their sites' updates first.
+template <bool kStaged>
 __global__ void __launch_bounds__(kThreads, 2)
     MmaGeGLUKernel(const float* __restrict__ x, int in, int rows, const uint4* __restrict__ w_gate,
                    const uint4* __restrict__ w_up, int n, float* __restrict__ out, bool x_aligned,
-                   const LoraRows lora, const LoraSite gate_site, const LoraSite up_site) {
+                   const LoraRows lora, const LoraSite gate_site, const LoraSite up_site,
+                   const ResidualInput res) {
   const int chunks = in / 8;
-  RunTiles<Shape<4, 1>, 2>(
-      x, in, rows, x_aligned, (n + kTileRows - 1) / kTileRows,
+  RunTiles<Shape<4, 1>, 2, kStaged>(
+      x, in, rows, x_aligned, res, (n + kTileRows - 1) / kTileRows,
       [&](int tile, int g, const uint4*(&w)[2]) {
         const std::size_t row = static_cast<std::size_t>(min(tile * kTileRows + g, n - 1)) * chunks;
         w[0] = w_gate + row;
@@ -306,14 +346,62 @@ __global__ void __launch_bounds__(kThreads, 2)
       });
 }
 
-// The grid of a tile kernel: a block per tile, at most as many as are resident at once.
-Result<unsigned> GridFor(const void* fn, std::size_t tiles, int multiprocessors) {
+// The grid of a tile kernel with `smem` bytes of dynamic shared memory: a block per tile, at most
+// as many as are resident at once.
+Result<unsigned> GridFor(const void* fn, std::size_t tiles, int multiprocessors,
+                         std::size_t smem = 0) {
+  if (smem > 0) {  // beside the kernel's own shared memory, past 48 KiB in all it must opt in
+    FGNET_TRY(CudaCheck(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(smem)),
+                        "cudaFuncSetAttribute"));
+  }
   int per_sm = 0;
-  FGNET_TRY(CudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kThreads, 0),
+  FGNET_TRY(CudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kThreads, smem),
                       "cudaOccupancyMaxActiveBlocksPerMultiprocessor"));
   const std::size_t resident =
       static_cast<std::size_t>(std::max(per_sm, 1)) * static_cast<std::size_t>(multiprocessors);
   return static_cast<unsigned>(std::max<std::size_t>(1, std::min(tiles, resident)));
+}
+
+// The rows of x one launch of `fn` takes: all of them, or with a residual input (staged) those
+// whose staged rows fit in a block's shared memory beside the kernel's own.
+Result<std::size_t> RowBatch(const void* fn, std::size_t rows, std::size_t in, bool staged) {
+  if (!staged) return rows;
+  int device = 0;
+  FGNET_TRY(CudaCheck(cudaGetDevice(&device), "cudaGetDevice"));
+  int max_smem = 0;
+  FGNET_TRY(
+      CudaCheck(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+                "cudaDeviceGetAttribute"));
+  cudaFuncAttributes attributes{};
+  FGNET_TRY(CudaCheck(cudaFuncGetAttributes(&attributes, fn), "cudaFuncGetAttributes"));
+  const std::size_t row_bytes = (in + kStagedPad) * sizeof(float);
+  const std::size_t free_bytes =
+      static_cast<std::size_t>(max_smem) -
+      std::min<std::size_t>(attributes.sharedSizeBytes, static_cast<std::size_t>(max_smem));
+  if (free_bytes < row_bytes) {
+    return MakeError("cuda::MatMul: a residual input's row of ", in,
+                     " floats does not fit in shared memory (", max_smem, " bytes)");
+  }
+  return std::min(rows, free_bytes / row_bytes);
+}
+
+// The launch over rows r0 .. of a residual input (none: x's launch).
+ResidualInput ResidualRows(const ResidualInput* res, std::size_t r0, std::size_t in) {
+  if (res == nullptr || res->delta == nullptr) return ResidualInput{};
+  ResidualInput rows = *res;
+  rows.delta += r0 * in;
+  rows.residual += r0 * in;
+  rows.updated += r0 * in;
+  return rows;
+}
+
+// The adapters' rows of a launch over rows r0 .. (none without `lora`).
+LoraRows LoraRowsFrom(const LoraEpilogue* lora, std::size_t r0) {
+  if (lora == nullptr) return LoraRows{};
+  LoraRows rows = lora->rows;
+  if (rows.row_entries != nullptr) rows.row_entries += r0 * static_cast<std::size_t>(rows.per_row);
+  return rows;
 }
 
 }  // namespace
@@ -322,37 +410,61 @@ namespace internal {
 
 Status LaunchMmaGemvMany(const float* x, std::size_t rows, std::size_t in,
                          std::span<const MatMulContext::MatMulOutput> outputs, bool accumulate,
-                         int multiprocessors, Stream stream, const LoraEpilogue* lora) {
-  int tiles = 0;
-  const GemvTargets targets = TargetsOf(outputs, 0, kTileRows, lora, &tiles);
-  if (tiles == 0) return Ok();
+                         int multiprocessors, Stream stream, const LoraEpilogue* lora,
+                         const ResidualInput* residual) {
+  const bool staged = residual != nullptr && residual->delta != nullptr;
+  int all_tiles = 0;
+  TargetsOf(outputs, 0, kTileRows, lora, &all_tiles);
+  if (all_tiles == 0) return Ok();
   // Many tiles of a short row (the output matrix): two tiles a round, three k-blocks a warp, so
   // that more of W is in flight; otherwise four k-blocks (in <= 1024: one round of loads).
-  const bool many = in <= 8 * 32 * 3 &&
-                    static_cast<std::size_t>(tiles) > 4 * static_cast<std::size_t>(multiprocessors);
-  const auto fn = many ? MmaGemvKernel<Shape<3, 2>> : MmaGemvKernel<Shape<4, 1>>;
-  FGNET_ASSIGN_OR_RETURN(
-      const unsigned grid,
-      GridFor(reinterpret_cast<const void*>(fn), static_cast<std::size_t>(tiles), multiprocessors));
-  Launch(fn, dim3(grid), kThreads, 0, stream, DependentLaunchSupported(), x, static_cast<int>(in),
-         static_cast<int>(rows), targets, tiles, accumulate, Aligned16(x),
-         lora != nullptr ? lora->rows : LoraRows{});
-  return CudaLastError("cuda::MatMul (tensor-core GEMV kernel)");
+  const bool many =
+      !staged && in <= 8 * 32 * 3 &&
+      static_cast<std::size_t>(all_tiles) > 4 * static_cast<std::size_t>(multiprocessors);
+  const auto fn = staged ? MmaGemvKernel<Shape<4, 1>, true>
+                  : many ? MmaGemvKernel<Shape<3, 2>, false>
+                         : MmaGemvKernel<Shape<4, 1>, false>;
+  FGNET_ASSIGN_OR_RETURN(const std::size_t batch,
+                         RowBatch(reinterpret_cast<const void*>(fn), rows, in, staged));
+  for (std::size_t r0 = 0; r0 < rows; r0 += batch) {
+    const std::size_t r = std::min(batch, rows - r0);
+    int tiles = 0;
+    const GemvTargets targets = TargetsOf(outputs, r0, kTileRows, lora, &tiles);
+    const std::size_t smem = staged ? r * (in + kStagedPad) * sizeof(float) : 0;
+    FGNET_ASSIGN_OR_RETURN(const unsigned grid,
+                           GridFor(reinterpret_cast<const void*>(fn),
+                                   static_cast<std::size_t>(tiles), multiprocessors, smem));
+    const float* xr = staged ? nullptr : x + r0 * in;
+    Launch(fn, dim3(grid), kThreads, smem, stream, DependentLaunchSupported(), xr,
+           static_cast<int>(in), static_cast<int>(r), targets, tiles, accumulate, Aligned16(xr),
+           LoraRowsFrom(lora, r0), ResidualRows(residual, r0, in));
+    FGNET_TRY(CudaLastError("cuda::MatMul (tensor-core GEMV kernel)"));
+  }
+  return Ok();
 }
 
 Status LaunchMmaGeGLU(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_gate,
                       const std::uint16_t* w_up, std::size_t n, float* out, int multiprocessors,
-                      Stream stream, const LoraEpilogue* lora) {
-  const auto fn = MmaGeGLUKernel;
-  FGNET_ASSIGN_OR_RETURN(
-      const unsigned grid,
-      GridFor(reinterpret_cast<const void*>(fn), (n + kTileRows - 1) / kTileRows, multiprocessors));
-  Launch(fn, dim3(grid), kThreads, 0, stream, DependentLaunchSupported(), x, static_cast<int>(in),
-         static_cast<int>(rows), reinterpret_cast<const uint4*>(w_gate),
-         reinterpret_cast<const uint4*>(w_up), static_cast<int>(n), out, Aligned16(x),
-         lora != nullptr ? lora->rows : LoraRows{}, lora != nullptr ? lora->sites[0] : LoraSite{},
-         lora != nullptr ? lora->sites[1] : LoraSite{});
-  return CudaLastError("cuda::MatMulGeGLU (tensor-core GEMV kernel)");
+                      Stream stream, const LoraEpilogue* lora, const ResidualInput* residual) {
+  const bool staged = residual != nullptr && residual->delta != nullptr;
+  const auto fn = staged ? MmaGeGLUKernel<true> : MmaGeGLUKernel<false>;
+  const std::size_t tiles = (n + kTileRows - 1) / kTileRows;
+  FGNET_ASSIGN_OR_RETURN(const std::size_t batch,
+                         RowBatch(reinterpret_cast<const void*>(fn), rows, in, staged));
+  for (std::size_t r0 = 0; r0 < rows; r0 += batch) {
+    const std::size_t r = std::min(batch, rows - r0);
+    const std::size_t smem = staged ? r * (in + kStagedPad) * sizeof(float) : 0;
+    FGNET_ASSIGN_OR_RETURN(const unsigned grid, GridFor(reinterpret_cast<const void*>(fn), tiles,
+                                                        multiprocessors, smem));
+    const float* xr = staged ? nullptr : x + r0 * in;
+    Launch(fn, dim3(grid), kThreads, smem, stream, DependentLaunchSupported(), xr,
+           static_cast<int>(in), static_cast<int>(r), reinterpret_cast<const uint4*>(w_gate),
+           reinterpret_cast<const uint4*>(w_up), static_cast<int>(n), out + r0 * n, Aligned16(xr),
+           LoraRowsFrom(lora, r0), lora != nullptr ? lora->sites[0] : LoraSite{},
+           lora != nullptr ? lora->sites[1] : LoraSite{}, ResidualRows(residual, r0, in));
+    FGNET_TRY(CudaLastError("cuda::MatMulGeGLU (tensor-core GEMV kernel)"));
+  }
+  return Ok();
 }
 
 }  // namespace internal
