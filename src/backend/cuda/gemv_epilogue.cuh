@@ -1,6 +1,6 @@
 // What the BF16 GEMV kernels (matmul.cu, mma_gemv.cu) share past their products: the outputs of
-// one launch and the tile a warp or block computes, the adapters' epilogue, and the GeGLU's
-// activation.
+// one launch and the tile a warp or block computes, the adapters' epilogue, the GeGLU's
+// activation, and a launch's share of a product's rows.
 #pragma once
 
 #include <cstddef>
@@ -9,6 +9,7 @@
 #include "backend/cuda/gemv_common.cuh"
 #include "backend/cuda/matmul.h"
 #include "backend/cuda/matmul_kernels.h"
+#include "backend/cuda/ops.h"
 
 namespace fgnet::cuda::internal {
 
@@ -105,6 +106,24 @@ inline GemvTargets TargetsOf(std::span<const MatMulContext::MatMulOutput> output
                    lora != nullptr ? lora->sites[i] : LoraSite{}};
   }
   return targets;
+}
+
+// The adapters' rows of a launch over rows r0 .. of a product (none without `lora`).
+inline LoraRows RowsFrom(const LoraEpilogue* lora, std::size_t r0) {
+  if (lora == nullptr) return LoraRows{};
+  LoraRows rows = lora->rows;
+  if (rows.row_entries != nullptr) rows.row_entries += r0 * static_cast<std::size_t>(rows.per_row);
+  return rows;
+}
+
+// The rows r0 .. of a residual input (null: none) of rows of `in` values.
+inline ResidualInput ResidualFrom(const ResidualInput* res, std::size_t r0, std::size_t in) {
+  if (res == nullptr || res->delta == nullptr) return ResidualInput{};
+  ResidualInput rows = *res;
+  rows.delta += r0 * in;
+  rows.residual += r0 * in;
+  rows.updated += r0 * in;
+  return rows;
 }
 
 // gelu_tanh(g) * u in f32, the expression of GeluTanhMul (backend/cuda/ops.cu).

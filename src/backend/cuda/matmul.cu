@@ -31,6 +31,8 @@ using internal::Log2;
 using internal::LoraDelta;
 using internal::Pow2Ceil;
 using internal::ReduceScatter;
+using internal::ResidualFrom;
+using internal::RowsFrom;
 using internal::TileRef;
 using internal::WaitPrior;
 
@@ -483,14 +485,6 @@ __global__ void __launch_bounds__(kExpandThreads)
 
 constexpr std::size_t kMaxDim = static_cast<std::size_t>(std::numeric_limits<int>::max() / 16);
 
-// The epilogue's rows for a launch over rows [r0, ...) of a product (none without `lora`).
-LoraRows RowsFrom(const LoraEpilogue* lora, std::size_t r0) {
-  if (lora == nullptr) return LoraRows{};
-  LoraRows rows = lora->rows;
-  rows.row_entries += r0 * static_cast<std::size_t>(rows.per_row);
-  return rows;
-}
-
 // Whether a GEMV of `rows` rows takes the tensor-core kernels (mma_gemv.cu).
 constexpr bool TakesMma(std::size_t rows) { return rows >= MatMulContext::kMinTensorCoreRows; }
 
@@ -516,16 +510,6 @@ Status CheckResidualInput(const char* what, const float* x, const ResidualInput*
     }
   }
   return Ok();
-}
-
-// The rows r0 .. of a residual input (null: none) of rows of `in` values.
-ResidualInput ResidualFrom(const ResidualInput* res, std::size_t r0, std::size_t in) {
-  if (res == nullptr || res->delta == nullptr) return ResidualInput{};
-  ResidualInput rows = *res;
-  rows.delta += r0 * in;
-  rows.residual += r0 * in;
-  rows.updated += r0 * in;
-  return rows;
 }
 
 // The first row of a batch's x (null where the input is a residual input's).

@@ -38,7 +38,9 @@ using internal::GemvTargets;
 using internal::Launch;
 using internal::LocateTile;
 using internal::LoraDelta;
+using internal::ResidualFrom;
 using internal::ResidualNormRow;
+using internal::RowsFrom;
 using internal::TileRef;
 using internal::WaitPrior;
 
@@ -386,24 +388,6 @@ Result<std::size_t> RowBatch(const void* fn, std::size_t rows, std::size_t in, b
   return std::min(rows, free_bytes / row_bytes);
 }
 
-// The launch over rows r0 .. of a residual input (none: x's launch).
-ResidualInput ResidualRows(const ResidualInput* res, std::size_t r0, std::size_t in) {
-  if (res == nullptr || res->delta == nullptr) return ResidualInput{};
-  ResidualInput rows = *res;
-  rows.delta += r0 * in;
-  rows.residual += r0 * in;
-  rows.updated += r0 * in;
-  return rows;
-}
-
-// The adapters' rows of a launch over rows r0 .. (none without `lora`).
-LoraRows LoraRowsFrom(const LoraEpilogue* lora, std::size_t r0) {
-  if (lora == nullptr) return LoraRows{};
-  LoraRows rows = lora->rows;
-  if (rows.row_entries != nullptr) rows.row_entries += r0 * static_cast<std::size_t>(rows.per_row);
-  return rows;
-}
-
 }  // namespace
 
 namespace internal {
@@ -437,7 +421,7 @@ Status LaunchMmaGemvMany(const float* x, std::size_t rows, std::size_t in,
     const float* xr = staged ? nullptr : x + r0 * in;
     Launch(fn, dim3(grid), kThreads, smem, stream, DependentLaunchSupported(), xr,
            static_cast<int>(in), static_cast<int>(r), targets, tiles, accumulate, Aligned16(xr),
-           LoraRowsFrom(lora, r0), ResidualRows(residual, r0, in));
+           RowsFrom(lora, r0), ResidualFrom(residual, r0, in));
     FGNET_TRY(CudaLastError("cuda::MatMul (tensor-core GEMV kernel)"));
   }
   return Ok();
@@ -460,8 +444,8 @@ Status LaunchMmaGeGLU(const float* x, std::size_t rows, std::size_t in, const st
     Launch(fn, dim3(grid), kThreads, smem, stream, DependentLaunchSupported(), xr,
            static_cast<int>(in), static_cast<int>(r), reinterpret_cast<const uint4*>(w_gate),
            reinterpret_cast<const uint4*>(w_up), static_cast<int>(n), out + r0 * n, Aligned16(xr),
-           LoraRowsFrom(lora, r0), lora != nullptr ? lora->sites[0] : LoraSite{},
-           lora != nullptr ? lora->sites[1] : LoraSite{}, ResidualRows(residual, r0, in));
+           RowsFrom(lora, r0), lora != nullptr ? lora->sites[0] : LoraSite{},
+           lora != nullptr ? lora->sites[1] : LoraSite{}, ResidualFrom(residual, r0, in));
     FGNET_TRY(CudaLastError("cuda::MatMulGeGLU (tensor-core GEMV kernel)"));
   }
   return Ok();
