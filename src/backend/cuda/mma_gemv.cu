@@ -8,13 +8,15 @@
 //
 // A block of 8 warps computes tiles of 8 W rows (of each of T matrices: the GeGLU's gate and up)
 // against all rows of x, striding over the tiles (RunTiles). Warp w takes the k-blocks (32
-// columns) w, w + 8, w + 16, ...; lane (g, c) = (lane / 4, lane % 4)
-// loads columns 8c .. 8c + 7 of the k-block of W row g (one 16-byte load) and of x rows g and
-// g + 8. The block's two mma steps take columns 8c + 4j .. 8c + 4j + 3 (j = 0, 1) as fragment
-// columns 2c, 2c + 1, 2c + 8, 2c + 9: the same permutation of the 16 columns on both operands,
-// which leaves the products unchanged. The warps' partial sums are added in warp order through
-// shared memory. A row's results depend only on its own activations: its sums take the same steps
-// whatever the rows beside it.
+// columns) w, w + 8, w + 16, ...; lane (g, c) = (lane / 4, lane % 4) loads columns 8c .. 8c + 7 of
+// the k-block of W row g (one 16-byte load) and of x rows g and g + 8. The k-block's two mma steps
+// take columns 8c + 4j .. 8c + 4j + 3 (j = 0, 1) as fragment columns 2c, 2c + 1, 2c + 8, 2c + 9:
+// the same permutation of the 16 columns on both operands, which leaves the products unchanged.
+// The warps' partial sums are added in warp order through shared memory. A row's results depend
+// only on its own activations: its sums take the same steps whatever the rows beside it.
+//
+// x is read from memory, or, for a residual input (ResidualInput), computed by every block into
+// shared memory first, as the f32 GEMV stages it.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
