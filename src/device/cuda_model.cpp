@@ -164,7 +164,6 @@ Result<std::unique_ptr<CudaModel>> CudaModel::Create(const Gemma3Config& config,
   }
   FGNET_ASSIGN_OR_RETURN(DeviceWeights uploaded, UploadWeights(c, weights, m.name));
   static_cast<DeviceWeights&>(m) = std::move(uploaded);
-  // o and down have the sizes of q and gate, transposed.
   for (const LayerWeights& w : m.layers) {
     for (const DeviceMatrix* matrix : {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down})
       m.bf16_layers = m.bf16_layers && !matrix->quantized();

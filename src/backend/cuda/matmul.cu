@@ -581,14 +581,9 @@ Status CheckGemvShape(const char* what, std::size_t rows, std::size_t in, std::s
 Result<std::size_t> GemvRowBatch(const char* what, std::size_t rows, std::size_t in,
                                  std::size_t max_rows) {
   FGNET_TRY(CheckGemvShape(what, rows, in, max_rows));
-  int device = 0;
-  FGNET_TRY(CudaCheck(cudaGetDevice(&device), "cudaGetDevice"));
-  int max_smem = 0;
-  FGNET_TRY(
-      CudaCheck(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
-                "cudaDeviceGetAttribute"));
+  FGNET_ASSIGN_OR_RETURN(const std::size_t max_smem, MaxSharedMemoryPerBlock());
   const std::size_t row_bytes = in * sizeof(float);
-  const std::size_t fit = static_cast<std::size_t>(max_smem) / row_bytes;
+  const std::size_t fit = max_smem / row_bytes;
   if (fit == 0) {
     return MakeError(what, ": an input row of ", in, " floats does not fit in shared memory (",
                      max_smem, " bytes)");
@@ -596,9 +591,19 @@ Result<std::size_t> GemvRowBatch(const char* what, std::size_t rows, std::size_t
   return std::min(rows, fit);
 }
 
-Result<unsigned> GemvGrid(const void* fn, std::size_t smem, std::size_t tiles,
-                          int multiprocessors) {
-  if (smem > 48 * 1024) {
+Result<std::size_t> MaxSharedMemoryPerBlock() {
+  int device = 0;
+  FGNET_TRY(CudaCheck(cudaGetDevice(&device), "cudaGetDevice"));
+  int max_smem = 0;
+  FGNET_TRY(
+      CudaCheck(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+                "cudaDeviceGetAttribute"));
+  return static_cast<std::size_t>(max_smem);
+}
+
+Result<unsigned> ResidentGrid(const void* fn, std::size_t smem, std::size_t blocks,
+                              int multiprocessors) {
+  if (smem > 0) {  // beside the kernel's own shared memory, past 48 KiB in all it must opt in
     FGNET_TRY(CudaCheck(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              static_cast<int>(smem)),
                         "cudaFuncSetAttribute"));
@@ -607,10 +612,14 @@ Result<unsigned> GemvGrid(const void* fn, std::size_t smem, std::size_t tiles,
   FGNET_TRY(
       CudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kGemvThreads, smem),
                 "cudaOccupancyMaxActiveBlocksPerMultiprocessor"));
-  const std::size_t wanted = (tiles + kGemvWarps - 1) / kGemvWarps;
   const std::size_t resident =
       static_cast<std::size_t>(std::max(per_sm, 1)) * static_cast<std::size_t>(multiprocessors);
-  return static_cast<unsigned>(std::max<std::size_t>(1, std::min(wanted, resident)));
+  return static_cast<unsigned>(std::max<std::size_t>(1, std::min(blocks, resident)));
+}
+
+Result<unsigned> GemvGrid(const void* fn, std::size_t smem, std::size_t tiles,
+                          int multiprocessors) {
+  return ResidentGrid(fn, smem, (tiles + kGemvWarps - 1) / kGemvWarps, multiprocessors);
 }
 
 Status LaunchGemv(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_bf16,

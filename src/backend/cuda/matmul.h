@@ -72,8 +72,7 @@ class MatMulContext {
   // BF16 products of up to kMaxGemvRows rows take the GEMV path, from kMinTensorCoreRows rows on
   // tensor cores (past 4 rows the f32 FMAs' reads of the activations, not W's, bound the GEMV;
   // on an H200, per layer of the 270M model at 8 rows: q/k/v 4.20 -> 3.03 us, gate/up 5.49 ->
-  // 4.10, and the output matrix 153 -> 108 us). A residual input (ResidualInput) takes fewer than
-  // kMinTensorCoreRows rows. Repacked quantized matrices take their GEMV up to
+  // 4.10, and the output matrix 153 -> 108 us). Repacked quantized matrices take their GEMV up to
   // kMaxQuantGemvRows rows.
   static constexpr std::size_t kMaxGemvRows = 16;
   static constexpr std::size_t kMinTensorCoreRows = 5;

@@ -30,8 +30,15 @@ Status CheckGemvShape(const char* what, std::size_t rows, std::size_t in,
 Result<std::size_t> GemvRowBatch(const char* what, std::size_t rows, std::size_t in,
                                  std::size_t max_rows = kGemvMaxRows);
 
-// The grid of a GEMV-style kernel `fn` (256 threads a block) with `smem` bytes of shared memory
-// over `tiles` warp tiles: one block per 8 tiles, at most as many as are resident at once.
+// The shared memory a block of the current device may take (opting in past 48 KiB).
+Result<std::size_t> MaxSharedMemoryPerBlock();
+
+// The grid of a kernel `fn` of 256 threads a block with `smem` bytes of dynamic shared memory
+// (opted in for it) that wants `blocks` blocks: at most as many as are resident at once.
+Result<unsigned> ResidentGrid(const void* fn, std::size_t smem, std::size_t blocks,
+                              int multiprocessors);
+
+// ResidentGrid for a GEMV-style kernel over `tiles` warp tiles: one block per 8 tiles.
 Result<unsigned> GemvGrid(const void* fn, std::size_t smem, std::size_t tiles, int multiprocessors);
 
 // y [rows, out] = x [rows, in] W^T (or +=) for rows <= kGemvMaxRows; `in` a multiple of 8, W

@@ -40,6 +40,7 @@ using internal::GemvTargets;
 using internal::Launch;
 using internal::LocateTile;
 using internal::LoraDelta;
+using internal::MaxSharedMemoryPerBlock;
 using internal::ResidualFrom;
 using internal::ResidualNormRow;
 using internal::RowsFrom;
@@ -350,39 +351,15 @@ __global__ void __launch_bounds__(kThreads, 2)
       });
 }
 
-// The grid of a tile kernel with `smem` bytes of dynamic shared memory: a block per tile, at most
-// as many as are resident at once.
-Result<unsigned> GridFor(const void* fn, std::size_t tiles, int multiprocessors,
-                         std::size_t smem = 0) {
-  if (smem > 0) {  // beside the kernel's own shared memory, past 48 KiB in all it must opt in
-    FGNET_TRY(CudaCheck(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             static_cast<int>(smem)),
-                        "cudaFuncSetAttribute"));
-  }
-  int per_sm = 0;
-  FGNET_TRY(CudaCheck(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, kThreads, smem),
-                      "cudaOccupancyMaxActiveBlocksPerMultiprocessor"));
-  const std::size_t resident =
-      static_cast<std::size_t>(std::max(per_sm, 1)) * static_cast<std::size_t>(multiprocessors);
-  return static_cast<unsigned>(std::max<std::size_t>(1, std::min(tiles, resident)));
-}
-
 // The rows of x one launch of `fn` takes: all of them, or with a residual input (staged) those
 // whose staged rows fit in a block's shared memory beside the kernel's own.
 Result<std::size_t> RowBatch(const void* fn, std::size_t rows, std::size_t in, bool staged) {
   if (!staged) return rows;
-  int device = 0;
-  FGNET_TRY(CudaCheck(cudaGetDevice(&device), "cudaGetDevice"));
-  int max_smem = 0;
-  FGNET_TRY(
-      CudaCheck(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
-                "cudaDeviceGetAttribute"));
+  FGNET_ASSIGN_OR_RETURN(const std::size_t max_smem, MaxSharedMemoryPerBlock());
   cudaFuncAttributes attributes{};
   FGNET_TRY(CudaCheck(cudaFuncGetAttributes(&attributes, fn), "cudaFuncGetAttributes"));
   const std::size_t row_bytes = (in + kStagedPad) * sizeof(float);
-  const std::size_t free_bytes =
-      static_cast<std::size_t>(max_smem) -
-      std::min<std::size_t>(attributes.sharedSizeBytes, static_cast<std::size_t>(max_smem));
+  const std::size_t free_bytes = max_smem - std::min(attributes.sharedSizeBytes, max_smem);
   if (free_bytes < row_bytes) {
     return MakeError("cuda::MatMul: a residual input's row of ", in,
                      " floats does not fit in shared memory (", max_smem, " bytes)");
@@ -399,14 +376,13 @@ Status LaunchMmaGemvMany(const float* x, std::size_t rows, std::size_t in,
                          int multiprocessors, Stream stream, const LoraEpilogue* lora,
                          const ResidualInput* residual) {
   const bool staged = residual != nullptr && residual->delta != nullptr;
-  int all_tiles = 0;
-  TargetsOf(outputs, 0, kTileRows, lora, &all_tiles);
-  if (all_tiles == 0) return Ok();
+  int tiles = 0;
+  GemvTargets targets = TargetsOf(outputs, 0, kTileRows, lora, &tiles);
+  if (tiles == 0) return Ok();
   // Many tiles of a short row (the output matrix): two tiles a round, three k-blocks a warp, so
   // that more of W is in flight; otherwise four k-blocks (in <= 1024: one round of loads).
-  const bool many =
-      !staged && in <= 8 * 32 * 3 &&
-      static_cast<std::size_t>(all_tiles) > 4 * static_cast<std::size_t>(multiprocessors);
+  const bool many = !staged && in <= 8 * 32 * 3 &&
+                    static_cast<std::size_t>(tiles) > 4 * static_cast<std::size_t>(multiprocessors);
   const auto fn = staged ? MmaGemvKernel<Shape<4, 1>, true>
                   : many ? MmaGemvKernel<Shape<3, 2>, false>
                          : MmaGemvKernel<Shape<4, 1>, false>;
@@ -414,12 +390,11 @@ Status LaunchMmaGemvMany(const float* x, std::size_t rows, std::size_t in,
                          RowBatch(reinterpret_cast<const void*>(fn), rows, in, staged));
   for (std::size_t r0 = 0; r0 < rows; r0 += batch) {
     const std::size_t r = std::min(batch, rows - r0);
-    int tiles = 0;
-    const GemvTargets targets = TargetsOf(outputs, r0, kTileRows, lora, &tiles);
+    if (r0 > 0) targets = TargetsOf(outputs, r0, kTileRows, lora, &tiles);
     const std::size_t smem = staged ? r * (in + kStagedPad) * sizeof(float) : 0;
     FGNET_ASSIGN_OR_RETURN(const unsigned grid,
-                           GridFor(reinterpret_cast<const void*>(fn),
-                                   static_cast<std::size_t>(tiles), multiprocessors, smem));
+                           ResidentGrid(reinterpret_cast<const void*>(fn), smem,
+                                        static_cast<std::size_t>(tiles), multiprocessors));
     const float* xr = staged ? nullptr : x + r0 * in;
     Launch(fn, dim3(grid), kThreads, smem, stream, DependentLaunchSupported(), xr,
            static_cast<int>(in), static_cast<int>(r), targets, tiles, accumulate, Aligned16(xr),
@@ -440,8 +415,8 @@ Status LaunchMmaGeGLU(const float* x, std::size_t rows, std::size_t in, const st
   for (std::size_t r0 = 0; r0 < rows; r0 += batch) {
     const std::size_t r = std::min(batch, rows - r0);
     const std::size_t smem = staged ? r * (in + kStagedPad) * sizeof(float) : 0;
-    FGNET_ASSIGN_OR_RETURN(const unsigned grid, GridFor(reinterpret_cast<const void*>(fn), tiles,
-                                                        multiprocessors, smem));
+    FGNET_ASSIGN_OR_RETURN(const unsigned grid, ResidentGrid(reinterpret_cast<const void*>(fn),
+                                                             smem, tiles, multiprocessors));
     const float* xr = staged ? nullptr : x + r0 * in;
     Launch(fn, dim3(grid), kThreads, smem, stream, DependentLaunchSupported(), xr,
            static_cast<int>(in), static_cast<int>(r), reinterpret_cast<const uint4*>(w_gate),
