@@ -10,8 +10,10 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <span>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -166,6 +168,56 @@ TEST_F(CudaMatMulTest, TensorCoreRowsDoNotDependOnTheRowsBesideThem) {
       want = got;
     }
     ExpectSameBits(got, want, "the shared rows");
+  }
+}
+
+TEST_F(CudaMatMulTest, GemvLaunchesFromSeveralThreadsAtOnce) {
+  // Threads with their own streams and contexts launch one kernel (the GEMV of 2 rows) with
+  // different amounts of dynamic shared memory (their inputs' lengths, from 8 KiB to 128 KiB),
+  // over and over: every launch runs and gives the same bits as the thread's first.
+  constexpr std::size_t kRows = 2, kOut = 256;
+  constexpr int kLaunches = 300;
+  const std::size_t thread_in[] = {1024, 16384, 4096, 12288, 2048, 8192};
+  std::vector<std::string> failures(std::size(thread_in));
+  std::vector<std::thread> threads;
+  for (std::size_t t = 0; t < std::size(thread_in); ++t) {
+    const std::size_t in = thread_in[t];
+    Uniform rng(100 + t);
+    const std::vector<float> x = rng.Floats(kRows * in);
+    const std::vector<std::uint16_t> w = rng.BF16(kOut * in);
+    threads.emplace_back([&failures, t, in, x, w] {
+      std::string& failure = failures[t];
+      cudaStream_t stream = nullptr;
+      if (cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess) {
+        failure = "no stream";
+        return;
+      }
+      auto ctx = MatMulContext::Create(stream);
+      auto d_x = DeviceBuffer<float>::FromHost(x);
+      auto d_w = DeviceBuffer<std::uint16_t>::FromHost(w);
+      auto d_y = DeviceBuffer<float>::Allocate(kRows * kOut);
+      if (!ctx.ok() || !d_x.ok() || !d_w.ok() || !d_y.ok()) failure = "no context or buffers";
+      std::vector<float> first, got(kRows * kOut);
+      for (int i = 0; i < kLaunches && failure.empty(); ++i) {
+        const Status s = ctx->MatMul(d_x->data(), kRows, in, d_w->data(), kOut, d_y->data(), false);
+        if (!s.ok()) {
+          failure = "launch " + std::to_string(i) + ": " + s.error().message();
+        } else if (cudaMemcpyAsync(got.data(), d_y->data(), got.size() * sizeof(float),
+                                   cudaMemcpyDeviceToHost, stream) != cudaSuccess ||
+                   cudaStreamSynchronize(stream) != cudaSuccess) {
+          failure = "launch " + std::to_string(i) + " did not run";
+        } else if (first.empty()) {
+          first = got;
+        } else if (std::memcmp(got.data(), first.data(), got.size() * sizeof(float)) != 0) {
+          failure = "launch " + std::to_string(i) + " gave other bits";
+        }
+      }
+      cudaStreamDestroy(stream);
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (std::size_t t = 0; t < std::size(thread_in); ++t) {
+    EXPECT_EQ(failures[t], "") << "inputs of " << thread_in[t];
   }
 }
 

@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <map>
+#include <mutex>
+#include <utility>
 
 #include "backend/cuda/device.h"
 #include "backend/cuda/gemv_common.cuh"
@@ -601,12 +604,40 @@ Result<std::size_t> MaxSharedMemoryPerBlock() {
   return static_cast<std::size_t>(max_smem);
 }
 
+namespace {
+
+// Opts kernel `fn` in, once per device, for all the dynamic shared memory a block may take beside
+// the kernel's static shared memory (past 48 KiB in all a kernel must opt in). The limit is the
+// same whatever the launch, so that threads launching the kernel at once with different sizes do
+// not undo each other's setting. Returns that limit.
+Result<std::size_t> OptInSharedMemory(const void* fn) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, std::size_t> limits;
+  int device = 0;
+  FGNET_TRY(CudaCheck(cudaGetDevice(&device), "cudaGetDevice"));
+  std::lock_guard<std::mutex> lock(mu);
+  if (const auto it = limits.find({fn, device}); it != limits.end()) return it->second;
+  FGNET_ASSIGN_OR_RETURN(const std::size_t max_smem, MaxSharedMemoryPerBlock());
+  cudaFuncAttributes attributes{};
+  FGNET_TRY(CudaCheck(cudaFuncGetAttributes(&attributes, fn), "cudaFuncGetAttributes"));
+  const std::size_t limit = max_smem - std::min(max_smem, attributes.sharedSizeBytes);
+  FGNET_TRY(CudaCheck(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(limit)),
+                      "cudaFuncSetAttribute"));
+  limits[{fn, device}] = limit;
+  return limit;
+}
+
+}  // namespace
+
 Result<unsigned> ResidentGrid(const void* fn, std::size_t smem, std::size_t blocks,
                               int multiprocessors) {
-  if (smem > 0) {  // beside the kernel's own shared memory, past 48 KiB in all it must opt in
-    FGNET_TRY(CudaCheck(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             static_cast<int>(smem)),
-                        "cudaFuncSetAttribute"));
+  if (smem > 0) {
+    FGNET_ASSIGN_OR_RETURN(const std::size_t limit, OptInSharedMemory(fn));
+    if (smem > limit) {
+      return MakeError("a GEMV launch needs ", smem,
+                       " bytes of dynamic shared memory a block; the kernel may take ", limit);
+    }
   }
   int per_sm = 0;
   FGNET_TRY(

@@ -34,7 +34,9 @@ Result<std::size_t> GemvRowBatch(const char* what, std::size_t rows, std::size_t
 Result<std::size_t> MaxSharedMemoryPerBlock();
 
 // The grid of a kernel `fn` of 256 threads a block with `smem` bytes of dynamic shared memory
-// (opted in for it) that wants `blocks` blocks: at most as many as are resident at once.
+// that wants `blocks` blocks: at most as many as are resident at once. A kernel with dynamic
+// shared memory is opted in, once per device, for all that a block may take beside its static
+// shared memory; a launch wanting more is an error.
 Result<unsigned> ResidentGrid(const void* fn, std::size_t smem, std::size_t blocks,
                               int multiprocessors);
 
