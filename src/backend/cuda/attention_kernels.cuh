@@ -57,8 +57,8 @@ constexpr int kTileThreads = 256;
 constexpr int kMinTileChunk = 64;  // fewest keys per slice of a tile
 // Tile CTAs per SM aimed at (a tile CTA holds its SM alone: its shared memory). One wave: a
 // CTA's fixed work (its queries, loaded and split into planes) weighs more than a longer key
-// range. On an H200, a 2048-token prefill (f32 KV, `fgnet bench`) gave 300k-305k tokens/s at 1
-// against 281k-285k at 4 and 247k-273k at 8.
+// range. On an H200, a 2048-token prefill (f32 KV, `fgnet bench`) gave 298k-305k tokens/s at 1
+// against 274k-286k at 4 and 247k-273k at 8 (two calls).
 constexpr int kTileWaves = 1;
 
 __device__ __forceinline__ int VisibleFrom(int pos, int window) {
