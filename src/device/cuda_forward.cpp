@@ -177,8 +177,13 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
       std::swap(x, x_next);
       *input = &staged;
     } else {
-      FGNET_TRY(cuda::RMSNormAddToNorm(pending.delta, c, hidden, pending.post, eps, x, pending.pre,
-                                       h, stream));
+      // A many-row product of h takes it as two BF16 terms: written here, not split again there.
+      std::uint16_t* terms = nullptr;
+      if (!cuda::MatMulContext::TakesGemv(c)) {
+        FGNET_ASSIGN_OR_RETURN(terms, mm.InputTerms(h, c, hidden));
+      }
+      FGNET_TRY(cuda::RMSNormAddToNormSplit(pending.delta, c, hidden, pending.post, eps, x,
+                                            pending.pre, h, terms, stream));
     }
     pending = {};
     return Ok();

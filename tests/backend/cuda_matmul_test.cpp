@@ -399,6 +399,62 @@ TEST_F(CudaMatMulTest, MatMulGeGLUMatchesTheReferenceAndSeparateOps) {
   }
 }
 
+// Terms a producer leaves (InputTerms) are taken by the next call when it is a many-row product
+// of their input, and forgotten by any other call; MatMulGeGLU leaves its output's terms.
+TEST_F(CudaMatMulTest, InputTermsAreTakenByTheNextProductOfTheirInputOnly) {
+  const std::size_t rows = 40, in = 640, out = 256;
+  const std::vector<std::uint16_t> w = rng_.BF16(out * in);
+  DeviceBuffer<std::uint16_t> d_w = Upload(w);
+  const std::vector<float> x = rng_.Floats(rows * in);
+  DeviceBuffer<float> d_x = Upload(x), d_other = Upload(rng_.Floats(rows * in));
+  const auto product = [&](const float* input) {
+    DeviceBuffer<float> d_y = Upload(std::vector<float>(rows * out, std::nanf("")));
+    const Status s = ctx_->MatMul(input, rows, in, d_w.data(), out, d_y.data());
+    EXPECT_TRUE(s.ok()) << s.error().message();
+    return Download(d_y);
+  };
+  // Terms of zeros stand for x: a product that takes them gives zeros.
+  const auto zero_terms = [&](const float* input) {
+    auto terms = ctx_->InputTerms(input, rows, in);
+    ASSERT_TRUE(terms.ok()) << terms.error().message();
+    ASSERT_EQ(cudaMemset(*terms, 0, 2 * rows * in * sizeof(std::uint16_t)), cudaSuccess);
+  };
+  const std::vector<float> want = product(d_x.data());
+  ExpectMatMulNear(want, x, rows, in, w, out, nullptr, 3e-5);
+
+  zero_terms(d_x.data());
+  EXPECT_EQ(product(d_x.data()), std::vector<float>(rows * out, 0.0f));
+  // Taken once: the next product of x splits it again.
+  ExpectSameBits(product(d_x.data()), want, "after the terms were taken");
+  // Forgotten by a product of another input, and by a GEMV-path product of x.
+  zero_terms(d_x.data());
+  product(d_other.data());
+  ExpectSameBits(product(d_x.data()), want, "after another input's product");
+  zero_terms(d_x.data());
+  {
+    DeviceBuffer<float> d_y = Upload(std::vector<float>(2 * out, std::nanf("")));
+    ASSERT_TRUE(ctx_->MatMul(d_x.data(), 2, in, d_w.data(), out, d_y.data()).ok());
+  }
+  ExpectSameBits(product(d_x.data()), want, "after a GEMV product");
+
+  // MatMulGeGLU's output terms, taken by a product of the output: the same bits as splitting it.
+  const std::size_t n = 640;
+  const std::vector<std::uint16_t> wg = rng_.BF16(n * in), wu = rng_.BF16(n * in);
+  DeviceBuffer<std::uint16_t> d_wg = Upload(wg), d_wu = Upload(wu);
+  const std::vector<std::uint16_t> wd = rng_.BF16(out * n);
+  DeviceBuffer<std::uint16_t> d_wd = Upload(wd);
+  DeviceBuffer<float> d_act = Upload(std::vector<float>(rows * n, std::nanf("")));
+  ASSERT_TRUE(
+      ctx_->MatMulGeGLU(d_x.data(), rows, in, d_wg.data(), d_wu.data(), n, d_act.data()).ok());
+  DeviceBuffer<float> d_taken = Upload(std::vector<float>(rows * out, std::nanf("")));
+  ASSERT_TRUE(ctx_->MatMul(d_act.data(), rows, n, d_wd.data(), out, d_taken.data()).ok());
+  const std::vector<float> act = Download(d_act);
+  DeviceBuffer<float> d_copy = Upload(act);
+  DeviceBuffer<float> d_split = Upload(std::vector<float>(rows * out, std::nanf("")));
+  ASSERT_TRUE(ctx_->MatMul(d_copy.data(), rows, n, d_wd.data(), out, d_split.data()).ok());
+  ExpectSameBits(Download(d_taken), Download(d_split), "GeGLU output terms");
+}
+
 TEST_F(CudaMatMulTest, FusedProductsReadActivationsThatAreNotVectorAligned) {
   const std::size_t in = 640, n = 300;
   const std::vector<std::uint16_t> wg = rng_.BF16(n * in), wu = rng_.BF16(n * in);

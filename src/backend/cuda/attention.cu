@@ -602,17 +602,20 @@ Status PagedAttention(const float* q, const PassRows& pass, const PagedLayer& la
   }
 
   // The split kernel follows the tile kernel in stream order (a plain launch), or the stream's
-  // previous kernel programmatically.
-  const bool split_pdl = info.pdl && g.tile_rows == 0;
-  const dim3 grid(static_cast<unsigned>(pass.rows),
-                  static_cast<unsigned>(shape.kv_heads * plan.subgroups),
-                  static_cast<unsigned>(plan.splits));
-  if (g.bf16) {
-    LaunchSplit<__nv_bfloat16>(shape.head_dim, plan.kg, grid, stream, split_pdl, g);
-  } else {
-    LaunchSplit<float>(shape.head_dim, plan.kg, grid, stream, split_pdl, g);
+  // previous kernel programmatically. A pass of one sequence with tiles has every row in a tile
+  // (its tiles hold that sequence's rows only): no split kernel.
+  if (g.tile_rows == 0 || pass.num_seqs > 1) {
+    const bool split_pdl = info.pdl && g.tile_rows == 0;
+    const dim3 grid(static_cast<unsigned>(pass.rows),
+                    static_cast<unsigned>(shape.kv_heads * plan.subgroups),
+                    static_cast<unsigned>(plan.splits));
+    if (g.bf16) {
+      LaunchSplit<__nv_bfloat16>(shape.head_dim, plan.kg, grid, stream, split_pdl, g);
+    } else {
+      LaunchSplit<float>(shape.head_dim, plan.kg, grid, stream, split_pdl, g);
+    }
+    FGNET_TRY(CudaLastError("cuda::PagedAttention (splits)"));
   }
-  FGNET_TRY(CudaLastError("cuda::PagedAttention (splits)"));
   if (plan.stride_splits > 1 && (g.tile_rows == 0 || plan.stride_splits > kFewSlices)) {
     const dim3 grid_c(static_cast<unsigned>(pass.rows) * static_cast<unsigned>(shape.heads),
                       static_cast<unsigned>((shape.head_dim + kCombineDims - 1) / kCombineDims));

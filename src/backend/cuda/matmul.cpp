@@ -39,6 +39,13 @@ struct MatMulContext::Impl {
   DeviceMemory up;       // the up products of MatMulGeGLU's cuBLAS path
   DeviceMemory dequant;  // slices of quantized weights as f32
   std::uint64_t generation = 0;
+  // Calls so far, and the input whose terms a producer left in x_bf16 for call `terms_call`.
+  std::uint64_t calls = 0;
+  struct Terms {
+    const float* x = nullptr;
+    std::size_t rows = 0, in = 0;
+    std::uint64_t call = 0;
+  } terms;
 
   ~Impl() {
     if (handle != nullptr) cublasDestroy(handle);
@@ -57,7 +64,12 @@ struct MatMulContext::Impl {
 
   // x [rows, in] split into two BF16 terms in x_bf16: hi = bf16(x), then lo = bf16(x - hi) at
   // hi + rows * in. hi + lo is x to about 2^-17 relative.
+  // (Terms a producer wrote for this call are taken as they are.)
   Result<const std::uint16_t*> ToBF16(const float* x, std::size_t rows, std::size_t in) {
+    if (terms.x == x && terms.rows == rows && terms.in == in && terms.call == calls) {
+      terms = Terms{};
+      return static_cast<const std::uint16_t*>(x_bf16.data());
+    }
     FGNET_TRY(Reserve(x_bf16, 2 * rows * in * sizeof(std::uint16_t)));
     auto* hi = static_cast<std::uint16_t*>(x_bf16.data());
     FGNET_TRY(internal::LaunchToBF16(x, rows * in, hi, hi + rows * in, stream));
@@ -132,6 +144,7 @@ std::size_t MatMulContext::device_bytes() const {
 Status MatMulContext::MatMul(const float* x, std::size_t rows, std::size_t in,
                              const std::uint16_t* w_bf16, std::size_t out, float* y,
                              bool accumulate) {
+  ++impl_->calls;
   if (in % 8 != 0) {
     return MakeError("cuda::MatMul: the input size ", in, " is not a multiple of 8");
   }
@@ -159,6 +172,7 @@ Status MatMulContext::MatMul(const float* x, std::size_t rows, const QuantMatrix
 
 Status MatMulContext::MatMulMany(const float* x, std::size_t rows,
                                  std::span<const QuantProduct> products, bool accumulate) {
+  ++impl_->calls;
   if (rows == 0) return Ok();
   if (rows <= kMaxQuantGemvRows) {
     return internal::LaunchQuantGemv(x, rows, products, accumulate, impl_->multiprocessors,
@@ -192,6 +206,7 @@ Status MatMulContext::MatMulMany(const float* x, std::size_t rows,
 Status MatMulContext::MatMulMany(const float* x, std::size_t rows, std::size_t in,
                                  std::span<const MatMulOutput> outputs, const LoraEpilogue* lora,
                                  const ResidualInput* residual) {
+  ++impl_->calls;
   if (outputs.size() > kMaxOutputs) {
     return MakeError("cuda::MatMulMany: ", outputs.size(), " outputs exceed ", kMaxOutputs);
   }
@@ -248,6 +263,7 @@ Status MatMulContext::MatMulGeGLU(const float* x, std::size_t rows, std::size_t 
                                   const std::uint16_t* w_gate, const std::uint16_t* w_up,
                                   std::size_t n, float* out, float* up_scratch,
                                   const LoraEpilogue* lora, const ResidualInput* residual) {
+  ++impl_->calls;
   if (in % 8 != 0) {
     return MakeError("cuda::MatMulGeGLU: the input size ", in, " is not a multiple of 8");
   }
@@ -275,8 +291,16 @@ Status MatMulContext::MatMulGeGLU(const float* x, std::size_t rows, std::size_t 
   FGNET_ASSIGN_OR_RETURN(const std::uint16_t* xb, impl_->ToBF16(x, rows, in));
   FGNET_TRY(impl_->Gemm(xb, rows, in, w_gate, n, out, /*accumulate=*/false));
   FGNET_TRY(impl_->Gemm(xb, rows, in, w_up, n, up, /*accumulate=*/false));
-  // In place: each element's gate is read before its result is written.
-  return GeluTanhMul(out, up, rows * n, out, impl_->stream);
+  // In place: each element's gate is read before its result is written. The products above have
+  // read x's terms (stream order), so out's take their place, for the next call.
+  FGNET_ASSIGN_OR_RETURN(std::uint16_t * terms, InputTerms(out, rows, n));
+  return GeluTanhMulSplit(out, up, rows * n, out, terms, impl_->stream);
+}
+
+Result<std::uint16_t*> MatMulContext::InputTerms(const float* x, std::size_t rows, std::size_t in) {
+  FGNET_TRY(impl_->Reserve(impl_->x_bf16, 2 * rows * in * sizeof(std::uint16_t)));
+  impl_->terms = Impl::Terms{x, rows, in, impl_->calls + 1};
+  return static_cast<std::uint16_t*>(impl_->x_bf16.data());
 }
 
 }  // namespace fgnet::cuda

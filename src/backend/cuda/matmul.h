@@ -125,7 +125,8 @@ class MatMulContext {
   // On the GEMV path (TakesGemv): one launch computing gate and up row o together (each product
   // as MatMul computes it); else the cuBLAS products (the gate into `out`, the up into
   // `up_scratch` [rows, n] when given, else into the context's workspace, which grows as needed
-  // and then bumps generation()) and GeluTanhMul. `in` must be a multiple of 8; `out` and
+  // and then bumps generation()) and GeluTanhMul, which also leaves out's two BF16 terms for a
+  // next product of out (InputTerms). `in` must be a multiple of 8; `out` and
   // `up_scratch` must not overlap x or each other. With `lora` (the GEMV path only), the
   // adapters' updates are added to the gate and up products before the GeGLU; with `residual`
   // (x null; the GEMV path only), the input is that residual input's rows, as in MatMulMany.
@@ -133,6 +134,13 @@ class MatMulContext {
                      const std::uint16_t* w_up, std::size_t n, float* out,
                      float* up_scratch = nullptr, const LoraEpilogue* lora = nullptr,
                      const ResidualInput* residual = nullptr);
+
+  // The two BF16 terms of a many-row product's input x [rows, in] (hi, then lo at rows * in: the
+  // split the cuBLAS path makes), for the kernel that produces x to write beside it
+  // (RMSNormAddToNormSplit). The next call of this context, when it is a many-row product of x,
+  // takes them instead of splitting x itself; any other call forgets them. Grows the context's
+  // workspace as needed (bumping generation()).
+  Result<std::uint16_t*> InputTerms(const float* x, std::size_t rows, std::size_t in);
 
   // Both are usable inside CUDA stream capture (MatMul too): the GEMV path neither allocates nor
   // synchronises; the cuBLAS path does only when its workspace grows, so each many-row shape is

@@ -1,7 +1,9 @@
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include "backend/cuda/device.h"
 #include "backend/cuda/kernel_support.cuh"
+#include "backend/cuda/matmul_kernels.h"
 #include "backend/cuda/ops.h"
 #include "backend/cuda/residual_norm.cuh"
 
@@ -61,17 +63,39 @@ __global__ void RMSNormAddToKernel(const float* x, std::size_t dim, const float*
 // (ResidualNormRow); y holds the new residual row between the two reductions.
 constexpr int kNormRowsPerBlock = kThreads / 32;
 
+// hi = bf16(v), lo = bf16(v - hi) for a float4, as four consecutive bf16 of each.
+__device__ __forceinline__ void StoreTerms(float4 v, __nv_bfloat16* hi, __nv_bfloat16* lo) {
+  const __nv_bfloat162 h0 = __floats2bfloat162_rn(v.x, v.y);
+  const __nv_bfloat162 h1 = __floats2bfloat162_rn(v.z, v.w);
+  const float2 b0 = __bfloat1622float2(h0);
+  const float2 b1 = __bfloat1622float2(h1);
+  const __nv_bfloat162 l0 = __floats2bfloat162_rn(v.x - b0.x, v.y - b0.y);  // exact differences
+  const __nv_bfloat162 l1 = __floats2bfloat162_rn(v.z - b1.x, v.w - b1.y);
+  reinterpret_cast<__nv_bfloat162*>(hi)[0] = h0;
+  reinterpret_cast<__nv_bfloat162*>(hi)[1] = h1;
+  reinterpret_cast<__nv_bfloat162*>(lo)[0] = l0;
+  reinterpret_cast<__nv_bfloat162*>(lo)[1] = l1;
+}
+
 __global__ void __launch_bounds__(kThreads)
     RMSNormAddToNormKernel(const float* x, std::size_t rows, std::size_t dim, const float* scale,
-                           float eps, float* residual, const float* next_scale, float* y) {
+                           float eps, float* residual, const float* next_scale, float* y,
+                           __nv_bfloat16* terms) {
   internal::WaitPrior();
   internal::AllowDependents();
   const std::size_t r = static_cast<std::size_t>(blockIdx.x) * kNormRowsPerBlock + threadIdx.x / 32;
   if (r >= rows) return;
+  const int lane = static_cast<int>(threadIdx.x % 32);
   auto* yr = reinterpret_cast<float4*>(y + r * dim);
   internal::ResidualNormRow(x + r * dim, residual + r * dim, residual + r * dim, scale, next_scale,
-                            eps, static_cast<int>(dim), static_cast<int>(threadIdx.x % 32),
+                            eps, static_cast<int>(dim), lane,
                             [yr](int i) -> float4& { return yr[i]; });
+  if (terms == nullptr) return;
+  // The lane's own float4s of y, as it wrote them.
+  __nv_bfloat16* hi = terms + r * dim;
+  __nv_bfloat16* lo = hi + rows * dim;
+  for (int i = lane; i < static_cast<int>(dim / 4); i += 32)
+    StoreTerms(yr[i], hi + 4 * i, lo + 4 * i);
 }
 
 // y[r] = RMSNorm(x[rows ? rows[r] : r]) * scale.
@@ -257,12 +281,19 @@ __global__ void ChunkTopKernel(const float* values, const std::int32_t* ids, int
   }
 }
 
-__global__ void GeluTanhMulKernel(const float* gate, const float* up, std::size_t n, float* out) {
+__global__ void GeluTanhMulKernel(const float* gate, const float* up, std::size_t n, float* out,
+                                  __nv_bfloat16* terms) {
   const std::size_t i = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const float g = gate[i];
   const float inner = 0.7978845608028654f * (g + 0.044715f * g * g * g);
-  out[i] = 0.5f * g * (1.0f + tanhf(inner)) * up[i];
+  const float y = 0.5f * g * (1.0f + tanhf(inner)) * up[i];
+  out[i] = y;
+  if (terms != nullptr) {
+    const __nv_bfloat16 h = __float2bfloat16_rn(y);
+    terms[i] = h;
+    terms[n + i] = __float2bfloat16_rn(y - __bfloat162float(h));  // exact difference
+  }
 }
 
 }  // namespace
@@ -305,18 +336,28 @@ Status RMSNorm(const float* x, std::size_t n, std::size_t dim, const float* scal
 Status RMSNormAddToNorm(const float* x, std::size_t rows, std::size_t dim, const float* scale,
                         float eps, float* residual, const float* next_scale, float* y,
                         Stream stream) {
+  return RMSNormAddToNormSplit(x, rows, dim, scale, eps, residual, next_scale, y, nullptr, stream);
+}
+
+Status RMSNormAddToNormSplit(const float* x, std::size_t rows, std::size_t dim, const float* scale,
+                             float eps, float* residual, const float* next_scale, float* y,
+                             std::uint16_t* terms, Stream stream) {
   if (rows == 0) return Ok();
-  // The fused kernel reads rows as float4s; other rows take the two kernels.
+  // The fused kernel reads rows as float4s (and writes the terms 8 bytes at a time); other rows
+  // take the two kernels, then the split.
   using internal::Aligned16;
   if (dim % 4 != 0 || dim > 0x7fffffffu || !Aligned16(x) || !Aligned16(scale) ||
-      !Aligned16(residual) || !Aligned16(next_scale) || !Aligned16(y)) {
+      !Aligned16(residual) || !Aligned16(next_scale) || !Aligned16(y) ||
+      reinterpret_cast<std::uintptr_t>(terms) % 8 != 0) {
     FGNET_TRY(RMSNormAddTo(x, rows, dim, scale, eps, residual, stream));
-    return RMSNorm(residual, rows, dim, next_scale, eps, y, nullptr, stream);
+    FGNET_TRY(RMSNorm(residual, rows, dim, next_scale, eps, y, nullptr, stream));
+    if (terms == nullptr) return Ok();
+    return internal::LaunchToBF16(y, rows * dim, terms, terms + rows * dim, stream);
   }
   const auto blocks = static_cast<unsigned>((rows + kNormRowsPerBlock - 1) / kNormRowsPerBlock);
   internal::Launch(RMSNormAddToNormKernel, dim3(blocks), kThreads, 0, stream,
                    internal::DependentLaunchSupported(), x, rows, dim, scale, eps, residual,
-                   next_scale, y);
+                   next_scale, y, reinterpret_cast<__nv_bfloat16*>(terms));
   return CudaLastError("cuda::RMSNormAddToNorm");
 }
 
@@ -396,9 +437,15 @@ Status TopRows(const float* x, std::size_t rows, std::size_t cols, float* values
 }
 
 Status GeluTanhMul(const float* gate, const float* up, std::size_t n, float* out, Stream stream) {
+  return GeluTanhMulSplit(gate, up, n, out, nullptr, stream);
+}
+
+Status GeluTanhMulSplit(const float* gate, const float* up, std::size_t n, float* out,
+                        std::uint16_t* terms, Stream stream) {
   if (n == 0) return Ok();
   const auto blocks = static_cast<unsigned>((n + kThreads - 1) / kThreads);
-  GeluTanhMulKernel<<<blocks, kThreads, 0, stream>>>(gate, up, n, out);
+  GeluTanhMulKernel<<<blocks, kThreads, 0, stream>>>(gate, up, n, out,
+                                                     reinterpret_cast<__nv_bfloat16*>(terms));
   return CudaLastError("cuda::GeluTanhMul");
 }
 

@@ -43,6 +43,12 @@ Status RMSNormAddTo(const float* x, std::size_t rows, std::size_t dim, const flo
 Status RMSNormAddToNorm(const float* x, std::size_t rows, std::size_t dim, const float* scale,
                         float eps, float* residual, const float* next_scale, float* y,
                         Stream stream = nullptr);
+// RMSNormAddToNorm that also writes y as two BF16 terms, hi = bf16(y) [rows, dim] at `terms`
+// and lo = bf16(y - hi) after it (round to nearest even): the split of a many-row product's
+// input (MatMulContext::InputTerms). terms null: RMSNormAddToNorm.
+Status RMSNormAddToNormSplit(const float* x, std::size_t rows, std::size_t dim, const float* scale,
+                             float eps, float* residual, const float* next_scale, float* y,
+                             std::uint16_t* terms, Stream stream = nullptr);
 
 // A product's input given as the residual update before it (RMSNormAddToNorm folded into the
 // product's staging of its input): row r is RMSNorm(u[r]) * pre, u[r] = residual[r] +
@@ -98,5 +104,9 @@ Status TopRows(const float* x, std::size_t rows, std::size_t cols, float* values
 
 Status GeluTanhMul(const float* gate, const float* up, std::size_t n, float* out,
                    Stream stream = nullptr);
+// GeluTanhMul that also writes out as two BF16 terms (hi at terms[0, n), lo at terms[n, 2n)), as
+// RMSNormAddToNormSplit does; terms null: GeluTanhMul.
+Status GeluTanhMulSplit(const float* gate, const float* up, std::size_t n, float* out,
+                        std::uint16_t* terms, Stream stream = nullptr);
 
 }  // namespace fgnet::cuda
