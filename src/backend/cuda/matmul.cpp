@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <limits>
 #include <utility>
 
@@ -93,6 +94,40 @@ struct MatMulContext::Impl {
                       "cublasGemmEx"));
     }
     return Ok();
+  }
+
+  // Gemm of two products of one x whose weights (w1 = w0 + stride_w) and outputs (y1 = y0 +
+  // stride_y) lie at strides that keep them apart, as one strided batched product per term (k
+  // and v; gate and up); false when they do not, for Gemm one by one.
+  Result<bool> GemmPair(const std::uint16_t* xb, std::size_t rows, std::size_t in,
+                        const std::uint16_t* w0, const std::uint16_t* w1, std::size_t out,
+                        float* y0, float* y1) {
+    const auto apart = [](const void* a, const void* b, std::size_t size, std::size_t n,
+                          long long* stride) {
+      const auto from = reinterpret_cast<std::uintptr_t>(a);
+      const auto to = reinterpret_cast<std::uintptr_t>(b);
+      if (to <= from || (to - from) % size != 0 || (to - from) / size < n) return false;
+      *stride = static_cast<long long>((to - from) / size);
+      return true;
+    };
+    long long stride_w = 0;
+    long long stride_y = 0;
+    if (!apart(w0, w1, sizeof(std::uint16_t), out * in, &stride_w) ||
+        !apart(y0, y1, sizeof(float), rows * out, &stride_y)) {
+      return false;
+    }
+    const float alpha = 1.0f;
+    for (int term = 0; term < 2; ++term) {
+      const float beta = term == 1 ? 1.0f : 0.0f;
+      FGNET_TRY(CublasCheck(
+          cublasGemmStridedBatchedEx(
+              handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(rows),
+              static_cast<int>(in), &alpha, w0, CUDA_R_16BF, static_cast<int>(in), stride_w,
+              xb + term * rows * in, CUDA_R_16BF, static_cast<int>(in), 0, &beta, y0, CUDA_R_32F,
+              static_cast<int>(out), stride_y, 2, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+          "cublasGemmStridedBatchedEx"));
+    }
+    return true;
   }
 };
 
@@ -254,6 +289,15 @@ Status MatMulContext::MatMulMany(const float* x, std::size_t rows, std::size_t i
   if (n_gemm == 0) return Ok();
   FGNET_ASSIGN_OR_RETURN(const std::uint16_t* xb, impl_->ToBF16(x, rows, in));
   for (std::size_t i = 0; i < n_gemm; ++i) {
+    if (i + 1 < n_gemm && gemm[i + 1].out == gemm[i].out) {
+      FGNET_ASSIGN_OR_RETURN(const bool paired,
+                             impl_->GemmPair(xb, rows, in, gemm[i].w, gemm[i + 1].w, gemm[i].out,
+                                             gemm[i].y, gemm[i + 1].y));
+      if (paired) {
+        ++i;
+        continue;
+      }
+    }
     FGNET_TRY(impl_->Gemm(xb, rows, in, gemm[i].w, gemm[i].out, gemm[i].y, /*accumulate=*/false));
   }
   return Ok();
@@ -289,8 +333,12 @@ Status MatMulContext::MatMulGeGLU(const float* x, std::size_t rows, std::size_t 
     up = static_cast<float*>(impl_->up.data());
   }
   FGNET_ASSIGN_OR_RETURN(const std::uint16_t* xb, impl_->ToBF16(x, rows, in));
-  FGNET_TRY(impl_->Gemm(xb, rows, in, w_gate, n, out, /*accumulate=*/false));
-  FGNET_TRY(impl_->Gemm(xb, rows, in, w_up, n, up, /*accumulate=*/false));
+  FGNET_ASSIGN_OR_RETURN(const bool paired,
+                         impl_->GemmPair(xb, rows, in, w_gate, w_up, n, out, up));
+  if (!paired) {
+    FGNET_TRY(impl_->Gemm(xb, rows, in, w_gate, n, out, /*accumulate=*/false));
+    FGNET_TRY(impl_->Gemm(xb, rows, in, w_up, n, up, /*accumulate=*/false));
+  }
   // In place: each element's gate is read before its result is written. The products above have
   // read x's terms (stream order), so out's take their place, for the next call.
   FGNET_ASSIGN_OR_RETURN(std::uint16_t * terms, InputTerms(out, rows, n));

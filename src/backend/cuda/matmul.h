@@ -106,16 +106,17 @@ class MatMulContext {
   // Outputs MatMulMany takes.
   static constexpr std::size_t kMaxOutputs = 4;
 
-  // y_i = x [rows, in] W_i^T for up to kMaxOutputs products of the same x (q/k/v), each y_i equal
-  // to what MatMul computes for it alone. On the GEMV path (TakesGemv): one launch over the rows
-  // of all W_i; more rows: x split into its two BF16 terms once, then
-  // cuBLAS products per output. `in` must be a multiple of 8; the y_i must not overlap x or each
-  // other.
-  // With `lora`, the adapters' updates are added to each y_i in the same launch (the GEMV path
-  // only: an error when a product would take cuBLAS).
-  // With `residual` (x null), the input is that residual input's rows, and its `updated` buffer
-  // gets the new residual (the GEMV path only, as `lora`): RMSNormAddToNorm and the products in
-  // one launch.
+  // y_i = x [rows, in] W_i^T for up to kMaxOutputs products of the same x (q/k/v). On the GEMV
+  // path (TakesGemv): one launch over the rows of all W_i, each y_i equal to what MatMul computes
+  // for it alone. More rows: x split into its two BF16 terms once, then cuBLAS products per
+  // output, except that two consecutive outputs of one size whose weights and outputs lie one
+  // after the other (k and v, as the model places them) run as one strided batched product per
+  // term, which cuBLAS may sum in another order than MatMul's (within the same 2^-16). `in` must be
+  // a multiple of 8; the y_i must not overlap x or each other. With `lora`, the adapters' updates
+  // are added to each y_i in the same launch (the GEMV path only: an error when a product would
+  // take cuBLAS). With `residual` (x null), the input is that residual input's rows, and its
+  // `updated` buffer gets the new residual (the GEMV path only, as `lora`): RMSNormAddToNorm and
+  // the products in one launch.
   Status MatMulMany(const float* x, std::size_t rows, std::size_t in,
                     std::span<const MatMulOutput> outputs, const LoraEpilogue* lora = nullptr,
                     const ResidualInput* residual = nullptr);
@@ -123,13 +124,15 @@ class MatMulContext {
   // out [rows, n] = gelu_tanh(x W_gate^T) * (x W_up^T), W_gate and W_up [n, in] BF16, gelu_tanh(g)
   // = 0.5 g (1 + tanh(0.7978845608028654 (g + 0.044715 g^3))) in f32 as GeluTanhMul computes it.
   // On the GEMV path (TakesGemv): one launch computing gate and up row o together (each product
-  // as MatMul computes it); else the cuBLAS products (the gate into `out`, the up into
-  // `up_scratch` [rows, n] when given, else into the context's workspace, which grows as needed
-  // and then bumps generation()) and GeluTanhMul, which also leaves out's two BF16 terms for a
-  // next product of out (InputTerms). `in` must be a multiple of 8; `out` and
-  // `up_scratch` must not overlap x or each other. With `lora` (the GEMV path only), the
-  // adapters' updates are added to the gate and up products before the GeGLU; with `residual`
-  // (x null; the GEMV path only), the input is that residual input's rows, as in MatMulMany.
+  // as MatMul computes it). Else the cuBLAS products: the gate into `out`, the up into
+  // `up_scratch` [rows, n] when given, else into the context's workspace (which grows as needed
+  // and then bumps generation()), as one batched product per term when W_up and the up products
+  // lie after W_gate and `out` as MatMulMany's pairs do; then GeluTanhMul, which also leaves
+  // out's two BF16 terms for a next product of out (InputTerms). `in` must be a multiple of 8;
+  // `out` and `up_scratch` must not overlap x or each other. With `lora` (the GEMV path only),
+  // the adapters' updates are added to the gate and up products before the GeGLU; with
+  // `residual` (x null; the GEMV path only), the input is that residual input's rows, as in
+  // MatMulMany.
   Status MatMulGeGLU(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_gate,
                      const std::uint16_t* w_up, std::size_t n, float* out,
                      float* up_scratch = nullptr, const LoraEpilogue* lora = nullptr,
