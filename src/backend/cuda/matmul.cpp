@@ -40,7 +40,7 @@ struct MatMulContext::Impl {
   DeviceMemory up;       // the up products of MatMulGeGLU's cuBLAS path
   DeviceMemory dequant;  // slices of quantized weights as f32
   std::uint64_t generation = 0;
-  // Calls so far, and the input whose terms a producer left in x_bf16 for call `terms_call`.
+  // Calls so far, and the input whose terms a producer left in x_bf16 for call `terms.call`.
   std::uint64_t calls = 0;
   struct Terms {
     const float* x = nullptr;
@@ -341,7 +341,8 @@ Status MatMulContext::MatMulGeGLU(const float* x, std::size_t rows, std::size_t 
   }
   // In place: each element's gate is read before its result is written. The products above have
   // read x's terms (stream order), so out's take their place, for the next call.
-  FGNET_ASSIGN_OR_RETURN(std::uint16_t * terms, InputTerms(out, rows, n));
+  std::uint16_t* terms = nullptr;
+  FGNET_ASSIGN_OR_RETURN(terms, InputTerms(out, rows, n));
   return GeluTanhMulSplit(out, up, rows * n, out, terms, impl_->stream);
 }
 

@@ -1,6 +1,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #include "backend/cuda/device.h"
 #include "backend/cuda/kernel_support.cuh"
 #include "backend/cuda/matmul_kernels.h"
