@@ -1,4 +1,4 @@
-// Shared pieces of the CUDA matrix-product tests (cuda_matmul_test.cpp,
+// Shared pieces of the CUDA matrix-product tests (cuda_matmul_test.cpp, cuda_lora_test.cpp,
 // cuda_quant_matmul_test.cpp): a fast uniform generator, the fixture holding a MatMulContext,
 // and the timing of the perf mode (FGNET_CUDA_PERF=1).
 #pragma once
@@ -85,6 +85,18 @@ class CudaMatMulTest : public ::testing::Test {
   std::unique_ptr<MatMulContext> ctx_;
   Uniform rng_{42};
 };
+
+// A product's input and output sizes.
+struct Shape {
+  std::size_t in, out;
+};
+
+// The buffer's values on the host (empty, with a test failure, when the copy fails).
+inline std::vector<float> Download(const DeviceBuffer<float>& d) {
+  auto h = d.ToHost();
+  EXPECT_TRUE(h.ok()) << h.error().message();
+  return h.ok() ? std::move(*h) : std::vector<float>();
+}
 
 // begin, begin + step, ... below end.
 inline std::vector<std::int32_t> Range(std::int32_t begin, std::int32_t end,

@@ -6,9 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <random>
-#include <utility>
 #include <vector>
 
 #include "backend/cpu/reference.h"
@@ -109,6 +107,21 @@ TEST_F(CudaOpsTest, RMSNormAddToMatchesTheReference) {
   }
 }
 
+// The two BF16 terms written beside y [n] (hi [n], then lo [n]) are those of y's values:
+// hi = bf16(v), lo = bf16(v - hi), rounded to nearest even (the split of a many-row product's
+// input).
+void ExpectTermsOf(const std::vector<float>& y, const DeviceBuffer<std::uint16_t>& terms) {
+  auto got = terms.ToHost();
+  ASSERT_TRUE(got.ok());
+  ASSERT_EQ(got->size(), 2 * y.size());
+  for (std::size_t i = 0; i < y.size(); ++i) {
+    const std::uint16_t hi = F32ToBF16(y[i]);
+    ASSERT_EQ((*got)[i], hi) << "hi at " << i << " of " << y[i];
+    ASSERT_EQ((*got)[y.size() + i], F32ToBF16(y[i] - BF16ToF32(hi)))
+        << "lo at " << i << " of " << y[i];
+  }
+}
+
 TEST_F(CudaOpsTest, RMSNormAddToNormMatchesTheTwoOpsAndTheReference) {
   for (std::size_t dim : {1u, 31u, 640u, 2048u, 20000u}) {
     SCOPED_TRACE(dim);
@@ -132,6 +145,19 @@ TEST_F(CudaOpsTest, RMSNormAddToNormMatchesTheTwoOpsAndTheReference) {
     ASSERT_TRUE(RMSNorm(d_apart->data(), rows, dim, d_next->data(), 1e-6f, y_apart.data()).ok());
     ExpectNear(*d_fused->ToHost(), *d_apart->ToHost(), 1e-6f);
     ExpectNear(*y_fused.ToHost(), *y_apart.ToHost(), 1e-6f);
+    // With terms: the same results, and y's two BF16 terms beside them.
+    auto d_split = DeviceBuffer<float>::FromHost(residual);
+    auto terms = DeviceBuffer<std::uint16_t>::FromHost(std::vector<std::uint16_t>(2 * rows * dim));
+    ASSERT_TRUE(d_split.ok() && terms.ok());
+    DeviceBuffer<float> y_split = Poisoned(rows * dim);
+    ASSERT_TRUE(RMSNormAddToNormSplit(d_x->data(), rows, dim, d_scale->data(), 1e-6f,
+                                      d_split->data(), d_next->data(), y_split.data(),
+                                      terms->data())
+                    .ok());
+    const std::vector<float> y = *y_split.ToHost();
+    EXPECT_EQ(y, *y_fused.ToHost());
+    EXPECT_EQ(*d_split->ToHost(), *d_fused->ToHost());
+    ExpectTermsOf(y, *terms);
     // And the CPU reference of the pair.
     std::vector<float> want_res = residual, want_y(rows * dim);
     cpu::reference::RMSNormAddTo(x.data(), rows, dim, scale.data(), 1e-6f, want_res.data());
@@ -284,82 +310,14 @@ TEST_F(CudaOpsTest, GeluTanhMulMatchesTheReference) {
   auto got = out.ToHost();
   ASSERT_TRUE(got.ok());
   ExpectNear(*got, want, 1e-5f);
-}
-
-// hi = bf16(v), lo = bf16(v - hi), rounded to nearest even, as the bits of each (the split of a
-// many-row product's input).
-std::pair<std::uint16_t, std::uint16_t> Terms(float v) {
-  const auto round = [](float f) {
-    std::uint32_t u = 0;
-    std::memcpy(&u, &f, 4);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return static_cast<std::uint16_t>(u >> 16);
-  };
-  const std::uint16_t hi = round(v);
-  const std::uint32_t back = static_cast<std::uint32_t>(hi) << 16;
-  float h = 0.0f;
-  std::memcpy(&h, &back, 4);
-  return {hi, round(v - h)};
-}
-
-// The terms written beside y [n] at `terms` (hi [n] then lo [n]) are those of y's values.
-void ExpectTermsOf(const std::vector<float>& y, const DeviceBuffer<std::uint16_t>& terms) {
-  auto got = terms.ToHost();
-  ASSERT_TRUE(got.ok());
-  ASSERT_EQ(got->size(), 2 * y.size());
-  for (std::size_t i = 0; i < y.size(); ++i) {
-    const auto [hi, lo] = Terms(y[i]);
-    ASSERT_EQ((*got)[i], hi) << "hi at " << i << " of " << y[i];
-    ASSERT_EQ((*got)[y.size() + i], lo) << "lo at " << i << " of " << y[i];
-  }
-}
-
-// With terms, the fused norm and the GeGLU also leave their outputs' two BF16 terms, and the f32
-// outputs are those of the calls without terms.
-TEST_F(CudaOpsTest, SplitOutputsAreTheTermsOfTheResults) {
-  for (std::size_t dim : {31u, 640u, 2048u}) {
-    SCOPED_TRACE(dim);
-    const std::size_t rows = 6;
-    const std::vector<float> x = Random(rows * dim, 3.0f);
-    const std::vector<float> scale = Random(dim);
-    const std::vector<float> next = Random(dim);
-    const std::vector<float> residual = Random(rows * dim);
-    auto d_x = DeviceBuffer<float>::FromHost(x);
-    auto d_scale = DeviceBuffer<float>::FromHost(scale);
-    auto d_next = DeviceBuffer<float>::FromHost(next);
-    auto d_split = DeviceBuffer<float>::FromHost(residual);
-    auto d_plain = DeviceBuffer<float>::FromHost(residual);
-    auto terms = DeviceBuffer<std::uint16_t>::FromHost(std::vector<std::uint16_t>(2 * rows * dim));
-    ASSERT_TRUE(d_x.ok() && d_scale.ok() && d_next.ok() && d_split.ok() && d_plain.ok() &&
-                terms.ok());
-    DeviceBuffer<float> y_split = Poisoned(rows * dim);
-    DeviceBuffer<float> y_plain = Poisoned(rows * dim);
-    ASSERT_TRUE(RMSNormAddToNormSplit(d_x->data(), rows, dim, d_scale->data(), 1e-6f,
-                                      d_split->data(), d_next->data(), y_split.data(),
-                                      terms->data())
-                    .ok());
-    ASSERT_TRUE(RMSNormAddToNorm(d_x->data(), rows, dim, d_scale->data(), 1e-6f, d_plain->data(),
-                                 d_next->data(), y_plain.data())
-                    .ok());
-    const std::vector<float> y = *y_split.ToHost();
-    EXPECT_EQ(y, *y_plain.ToHost());
-    EXPECT_EQ(*d_split->ToHost(), *d_plain->ToHost());
-    ExpectTermsOf(y, *terms);
-  }
-  const std::size_t n = 2048 * 3 + 5;
-  const std::vector<float> gate = Random(n, 4.0f);
-  const std::vector<float> up = Random(n);
-  auto d_gate = DeviceBuffer<float>::FromHost(gate);
-  auto d_up = DeviceBuffer<float>::FromHost(up);
+  // With terms: the same results, and their two BF16 terms beside them.
   auto terms = DeviceBuffer<std::uint16_t>::FromHost(std::vector<std::uint16_t>(2 * n));
-  ASSERT_TRUE(d_gate.ok() && d_up.ok() && terms.ok());
+  ASSERT_TRUE(terms.ok());
   DeviceBuffer<float> out_split = Poisoned(n);
-  DeviceBuffer<float> out_plain = Poisoned(n);
   ASSERT_TRUE(
       GeluTanhMulSplit(d_gate->data(), d_up->data(), n, out_split.data(), terms->data()).ok());
-  ASSERT_TRUE(GeluTanhMul(d_gate->data(), d_up->data(), n, out_plain.data()).ok());
   const std::vector<float> y = *out_split.ToHost();
-  EXPECT_EQ(y, *out_plain.ToHost());
+  EXPECT_EQ(y, *got);
   ExpectTermsOf(y, *terms);
 }
 

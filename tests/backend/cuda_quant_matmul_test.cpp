@@ -24,10 +24,6 @@
 namespace fgnet::cuda {
 namespace {
 
-struct Shape {
-  std::size_t in, out;
-};
-
 // A random [rows, cols] matrix quantized to `type` with the CPU's quantizer, its f32 values as the
 // CPU dequantizes them, and its repacked form.
 struct QuantCase {

@@ -15,6 +15,7 @@ namespace fgnet::cuda::attention_internal {
 namespace {
 
 using internal::kFullMask;
+using internal::SplitBF16;
 
 // ---------------------------------------------------------------------------------------------
 // Tile regime. Grid (tiles, kv_heads, slices of tile_chunk keys of the tile's key range); 8 warps,
@@ -88,27 +89,15 @@ __device__ __forceinline__ void Mma(float (&c)[4], const std::uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ std::uint32_t Bits(__nv_bfloat162 v) {
-  return *reinterpret_cast<const std::uint32_t*>(&v);
-}
-
-// (a, b) as bf16 pairs hi + lo (a in the low halves), to about 16 significant bits.
-__device__ __forceinline__ void Split2(float a, float b, std::uint32_t* hi, std::uint32_t* lo) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-  const float2 back = __bfloat1622float2(h);
-  *hi = Bits(h);
-  *lo = Bits(__floats2bfloat162_rn(a - back.x, b - back.y));
-}
-
 // Eight consecutive elements at `src` (16-byte aligned) as bf16 at hi (and lo, for f32 ones).
 __device__ __forceinline__ void SplitRow8(const float* src, Bf16* hi, Bf16* lo) {
   const float4 x = *reinterpret_cast<const float4*>(src);
   const float4 y = *reinterpret_cast<const float4*>(src + 4);
   uint4 h, l;
-  Split2(x.x, x.y, &h.x, &l.x);
-  Split2(x.z, x.w, &h.y, &l.y);
-  Split2(y.x, y.y, &h.z, &l.z);
-  Split2(y.z, y.w, &h.w, &l.w);
+  SplitBF16(x.x, x.y, h.x, l.x);
+  SplitBF16(x.z, x.w, h.y, l.y);
+  SplitBF16(y.x, y.y, h.z, l.z);
+  SplitBF16(y.z, y.w, h.w, l.w);
   *reinterpret_cast<uint4*>(hi) = h;
   *reinterpret_cast<uint4*>(lo) = l;
 }
@@ -354,7 +343,7 @@ __global__ void __launch_bounds__(kTileThreads, 1) TileKernel(Geometry g) {
 #pragma unroll
     for (int f = 0; f < 4; ++f) {
       const float* pr = &s[f / 2][(f % 2) * 2];
-      Split2(pr[0], pr[1], &a_hi[f], &a_lo[f]);
+      SplitBF16(pr[0], pr[1], a_hi[f], a_lo[f]);
     }
 #pragma unroll
     for (int nt = 0; nt < kDp / 8; nt += 2) {

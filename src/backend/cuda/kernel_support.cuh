@@ -1,8 +1,10 @@
-// Helpers shared by the CUDA kernels: the full warp mask, and programmatic dependent launch
-// (sm_90+), by which a kernel may start while the previous kernel of its stream finishes.
+// Helpers shared by the CUDA kernels: the full warp mask, the split of f32 values into two BF16
+// terms, and programmatic dependent launch (sm_90+), by which a kernel may start while the
+// previous kernel of its stream finishes.
 // Thread-safety: DependentLaunchSupported is reentrant (one cached query per device).
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <array>
@@ -16,6 +18,29 @@
 namespace fgnet::cuda::internal {
 
 constexpr unsigned kFullMask = 0xffffffffu;
+
+// The bits of a BF16 pair (its first value in the low half).
+__device__ __forceinline__ std::uint32_t Bits(__nv_bfloat162 v) {
+  return *reinterpret_cast<const std::uint32_t*>(&v);
+}
+
+// v as two BF16 terms, hi = bf16(v) and lo = bf16(v - hi) (the difference is exact in f32),
+// rounded to nearest even: about 16 significant bits of v, the form in which the matrix products
+// take f32 activations on tensor cores.
+__device__ __forceinline__ void SplitBF16(float v, __nv_bfloat16* hi, __nv_bfloat16* lo) {
+  const __nv_bfloat16 h = __float2bfloat16_rn(v);
+  *hi = h;
+  *lo = __float2bfloat16_rn(v - __bfloat162float(h));
+}
+
+// The pair (a, b) split the same way, as the bits of the BF16 pairs hi and lo (a in the low
+// halves).
+__device__ __forceinline__ void SplitBF16(float a, float b, std::uint32_t& hi, std::uint32_t& lo) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+  const float2 hf = __bfloat1622float2(h);
+  hi = Bits(h);
+  lo = Bits(__floats2bfloat162_rn(a - hf.x, b - hf.y));
+}
 
 // Programmatic dependent launch (sm_90+): a kernel launched with the programmatic serialisation
 // attribute may start while the previous kernel of the stream finishes; WaitPrior() (first thing

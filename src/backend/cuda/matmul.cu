@@ -320,9 +320,7 @@ __global__ void ToBF16Kernel(const float* __restrict__ x, std::size_t n,
   const std::size_t stride = static_cast<std::size_t>(gridDim.x) * blockDim.x;
   for (std::size_t i = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += stride) {
-    const __nv_bfloat16 h = __float2bfloat16_rn(x[i]);
-    hi[i] = h;
-    lo[i] = __float2bfloat16_rn(x[i] - __bfloat162float(h));  // exact difference
+    internal::SplitBF16(x[i], hi + i, lo + i);
   }
 }
 

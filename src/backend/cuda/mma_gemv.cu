@@ -44,6 +44,7 @@ using internal::MaxSharedMemoryPerBlock;
 using internal::ResidualFrom;
 using internal::ResidualNormRow;
 using internal::RowsFrom;
+using internal::SplitBF16;
 using internal::TileRef;
 using internal::WaitPrior;
 
@@ -65,19 +66,6 @@ __device__ __forceinline__ void Mma(float (&d)[4], const std::uint32_t (&a)[4], 
 #else
   __trap();  // built for sm_80 and newer only
 #endif
-}
-
-__device__ __forceinline__ std::uint32_t Bits(__nv_bfloat162 v) {
-  return *reinterpret_cast<const std::uint32_t*>(&v);
-}
-
-// The pair (a, b) as two BF16 pairs, a in the low half: hi = (bf16(a), bf16(b)), lo = the
-// remainders (a - hi.a, b - hi.b, exact in f32) rounded to BF16.
-__device__ __forceinline__ void Split(float a, float b, std::uint32_t& hi, std::uint32_t& lo) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-  const float2 hf = __bfloat1622float2(h);
-  hi = Bits(h);
-  lo = Bits(__floats2bfloat162_rn(a - hf.x, b - hf.y));
 }
 
 // Where a block reads x: `rows` rows of `in` values, `ld` apart, in global memory or (staged) in
@@ -147,10 +135,10 @@ __device__ __forceinline__ void LoadXFragments(XFragments<B>& f, const XSource& 
     for (int j = 0; j < 2; ++j) {
       const float4& r0 = v[u][0][j];
       const float4& r1 = v[u][1][j];
-      Split(r0.x, r0.y, f.hi[u][j][0], f.lo[u][j][0]);
-      Split(r1.x, r1.y, f.hi[u][j][1], f.lo[u][j][1]);
-      Split(r0.z, r0.w, f.hi[u][j][2], f.lo[u][j][2]);
-      Split(r1.z, r1.w, f.hi[u][j][3], f.lo[u][j][3]);
+      SplitBF16(r0.x, r0.y, f.hi[u][j][0], f.lo[u][j][0]);
+      SplitBF16(r1.x, r1.y, f.hi[u][j][1], f.lo[u][j][1]);
+      SplitBF16(r0.z, r0.w, f.hi[u][j][2], f.lo[u][j][2]);
+      SplitBF16(r1.z, r1.w, f.hi[u][j][3], f.lo[u][j][3]);
     }
   }
 }

@@ -65,18 +65,13 @@ __global__ void RMSNormAddToKernel(const float* x, std::size_t dim, const float*
 // (ResidualNormRow); y holds the new residual row between the two reductions.
 constexpr int kNormRowsPerBlock = kThreads / 32;
 
-// hi = bf16(v), lo = bf16(v - hi) for a float4, as four consecutive bf16 of each.
+// v's two BF16 terms (internal::SplitBF16) as four consecutive values at hi and at lo.
 __device__ __forceinline__ void StoreTerms(float4 v, __nv_bfloat16* hi, __nv_bfloat16* lo) {
-  const __nv_bfloat162 h0 = __floats2bfloat162_rn(v.x, v.y);
-  const __nv_bfloat162 h1 = __floats2bfloat162_rn(v.z, v.w);
-  const float2 b0 = __bfloat1622float2(h0);
-  const float2 b1 = __bfloat1622float2(h1);
-  const __nv_bfloat162 l0 = __floats2bfloat162_rn(v.x - b0.x, v.y - b0.y);  // exact differences
-  const __nv_bfloat162 l1 = __floats2bfloat162_rn(v.z - b1.x, v.w - b1.y);
-  reinterpret_cast<__nv_bfloat162*>(hi)[0] = h0;
-  reinterpret_cast<__nv_bfloat162*>(hi)[1] = h1;
-  reinterpret_cast<__nv_bfloat162*>(lo)[0] = l0;
-  reinterpret_cast<__nv_bfloat162*>(lo)[1] = l1;
+  uint2 h, l;
+  internal::SplitBF16(v.x, v.y, h.x, l.x);
+  internal::SplitBF16(v.z, v.w, h.y, l.y);
+  *reinterpret_cast<uint2*>(hi) = h;
+  *reinterpret_cast<uint2*>(lo) = l;
 }
 
 __global__ void __launch_bounds__(kThreads)
@@ -291,11 +286,7 @@ __global__ void GeluTanhMulKernel(const float* gate, const float* up, std::size_
   const float inner = 0.7978845608028654f * (g + 0.044715f * g * g * g);
   const float y = 0.5f * g * (1.0f + tanhf(inner)) * up[i];
   out[i] = y;
-  if (terms != nullptr) {
-    const __nv_bfloat16 h = __float2bfloat16_rn(y);
-    terms[i] = h;
-    terms[n + i] = __float2bfloat16_rn(y - __bfloat162float(h));  // exact difference
-  }
+  if (terms != nullptr) internal::SplitBF16(y, terms + i, terms + n + i);
 }
 
 }  // namespace
