@@ -433,14 +433,24 @@ TEST_F(CudaAttentionTest, PagedAttentionRowsAreIndependentOfTheirPass) {
   }
 }
 
-// Long prompts: the tiles' key ranges are cut into slices.
+// Long prompts of one sequence, from its first position and after a prefix: the tiles' key ranges
+// are cut into slices, and their f32 keys are split once for all tiles.
 TEST_F(CudaAttentionTest, LongPrefillMatchesTheReference) {
-  for (int window : {0, 300}) {
-    SCOPED_TRACE(window);
-    PagedCase c;
-    c.window = window;
-    c.AddRows(0, 0, 600);
-    ExpectPassMatchesReference(c, rng_);
+  for (const HeadShape& h : {HeadShape{4, 1, 256}, HeadShape{6, 2, 96}, HeadShape{8, 1, 64}}) {
+    for (int window : {0, 300}) {
+      for (int first : {0, 333}) {
+        SCOPED_TRACE(testing::Message()
+                     << "heads " << h.heads << " kv_heads " << h.kv_heads << " head_dim "
+                     << h.head_dim << " window " << window << " first " << first);
+        PagedCase c;
+        c.heads = h.heads;
+        c.kv_heads = h.kv_heads;
+        c.head_dim = h.head_dim;
+        c.window = window;
+        c.AddRows(0, first, 600);
+        ExpectPassMatchesReference(c, rng_);
+      }
+    }
   }
 }
 

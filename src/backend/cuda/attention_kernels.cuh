@@ -27,7 +27,10 @@ struct Geometry {
   const std::int32_t* seq_table;
   const std::int32_t* tables;
   const void* memory;  // elements of KV type T: the kernels' template argument
-  bool bf16;           // T is __nv_bfloat16 (else float)
+  // The keys and values of a one-sequence pass with tiles and f32 keys, split into bf16 planes
+  // (SplitKeysKernel); null when the tile kernel splits them itself.
+  __nv_bfloat16* planes;
+  bool bf16;  // T is __nv_bfloat16 (else float)
   std::int64_t block_elements;
   int block_size;
   int block_shift;            // log2(block_size) when a power of two, else -1
@@ -55,6 +58,9 @@ constexpr int kTileQ = 64;
 constexpr int kTileK = 32;
 constexpr int kTileThreads = 256;
 constexpr int kMinTileChunk = 64;  // fewest keys per slice of a tile
+// SplitKeysKernel: positions per CTA, threads.
+constexpr int kSplitKeys = 32;
+constexpr int kSplitKeysThreads = 256;
 // Tile CTAs per SM aimed at (a tile CTA holds its SM alone: its shared memory). One wave: a
 // CTA's fixed work (its queries, loaded and split into planes) weighs more than a longer key
 // range. On an H200, a 2048-token prefill (f32 KV, `fgnet bench`) gave 298k-305k tokens/s at 1
@@ -193,12 +199,14 @@ __device__ __forceinline__ void LoadLane(const T* p, int lane, int head_dim, flo
   }
 }
 
-// Gives TileKernel<kDC, T> (kDC in {2, 4, 8}, both KV types) its shared memory when `optin` bytes
-// a block allow it; false when they do not (the split regime then does the tiles' rows).
+// Gives TileKernel<kDC, source> (kDC in {2, 4, 8}, every source) its shared memory when `optin`
+// bytes a block allow it; false when they do not (the split regime then does the tiles' rows).
 bool EnableTileKernel(int dc, int optin);
-// Launches TileKernel<dc, T> (T as g.bf16 says) over `tiles` tiles x kv heads x `tile_splits`
-// slices; false for a dc without a kernel.
+// Launches TileKernel<dc, source> over `tiles` tiles x kv heads x `tile_splits` slices, the source
+// as g.bf16 and g.planes say; false for a dc without a kernel.
 bool LaunchTileKernel(int dc, int tiles, int tile_splits, Stream stream, const Geometry& g);
+// Fills g.planes (f32 keys, one sequence) for positions up to `positions` - 1.
+void LaunchSplitKeys(int positions, Stream stream, const Geometry& g);
 
 // The checks every kernel over a PagedLayer makes of it: a KV type it reads (f32 or bf16), and a
 // block size, row and slot within blocks of block_elements. `what` names the call.

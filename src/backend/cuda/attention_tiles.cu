@@ -31,25 +31,38 @@ using internal::SplitBF16;
 // its terms' scale. bf16 keys and values are exact in one term (two products instead of three).
 // The online softmax runs on the accumulators in registers (f32).
 //
-// A step's keys and values are copied from the blocks asynchronously (cp.async) while the tensor
-// cores work on the previous step, then split into bf16 planes; fragments are read from the
-// planes with ldmatrix (transposed for the values).
+// A step's keys and values are copied asynchronously (cp.async) while the tensor cores work on
+// the previous step, as bf16 planes: straight from bf16 blocks, from the planes SplitKeysKernel
+// made of a one-sequence pass's f32 keys, or else from f32 blocks and split in shared memory
+// (Source). Fragments are read from the planes with ldmatrix (transposed for the values).
 
 using Bf16 = __nv_bfloat16;
 
-// Shared memory, in bf16 elements: the tile's queries (hi and lo planes, [kTileQ][kDp + 8]), the
-// step's keys and values (hi and lo planes each, [kTileK][kDp + 8]), then the next step's keys
-// and values as they are in the blocks (T, [kTileK][kDp + 16 bytes] each). Rows are 16-byte
-// aligned and their padding puts the 8 rows of an ldmatrix in distinct banks.
-template <int kDC, typename T>
+// Where a step's key and value planes come from.
+enum class Source {
+  kConvert,  // f32 keys and values in the blocks, copied and split in shared memory
+  kPlanes,   // f32 keys and values split beforehand into the workspace (SplitKeysKernel)
+  kBF16,     // bf16 keys and values in the blocks: the planes themselves
+};
+
+// Shared memory, in bf16 elements: the tile's queries (hi and lo planes, [kTileQ][kDp + 8]), then
+// kBuffers buffers of a step's planes (k hi, v hi and, for f32 keys, k lo, v lo; [kTileK][kDp + 8]
+// each), then for kConvert the step's keys and values as they are in the blocks (f32,
+// [kTileK][kDp + 4] each). A direct source has two buffers: the next step's planes are copied
+// while this step's are used. Rows are 16-byte aligned and their padding puts the 8 rows of an
+// ldmatrix in distinct banks.
+template <int kDC, Source kSource>
 struct TileSmem {
   static constexpr int kDp = 32 * kDC;
-  static constexpr int kStride = kDp + 8;  // bf16 planes
-  static constexpr int kRawStride = kDp + 16 / static_cast<int>(sizeof(T));
+  static constexpr int kStride = kDp + 8;      // bf16 planes
+  static constexpr int kRawStride = kDp + 4;   // f32 rows
   static constexpr int kQ = kTileQ * kStride;  // elements of one plane
   static constexpr int kKV = kTileK * kStride;
-  static constexpr int kRaw = kTileK * kRawStride;  // elements of T of the raw keys (or values)
-  static constexpr std::size_t kBytes = (2 * kQ + 4 * kKV) * sizeof(Bf16) + 2 * kRaw * sizeof(T);
+  static constexpr int kPlanes = kSource == Source::kBF16 ? 2 : 4;
+  static constexpr int kBuffers = kSource == Source::kConvert ? 1 : 2;
+  static constexpr int kRaw = kSource == Source::kConvert ? kTileK * kRawStride : 0;  // floats
+  static constexpr std::size_t kBytes =
+      (2 * kQ + kBuffers * kPlanes * kKV) * sizeof(Bf16) + 2 * kRaw * sizeof(float);
 };
 
 // 16 bytes from global to shared memory without passing through registers; zeros when !fill.
@@ -101,30 +114,24 @@ __device__ __forceinline__ void SplitRow8(const float* src, Bf16* hi, Bf16* lo) 
   *reinterpret_cast<uint4*>(hi) = h;
   *reinterpret_cast<uint4*>(lo) = l;
 }
-__device__ __forceinline__ void SplitRow8(const Bf16* src, Bf16* hi, Bf16* /*lo*/) {
-  *reinterpret_cast<uint4*>(hi) = *reinterpret_cast<const uint4*>(src);
-}
-
-template <int kDC, typename T>
+template <int kDC, Source kSource>
 __global__ void __launch_bounds__(kTileThreads, 1) TileKernel(Geometry g) {
   static_assert(kTileThreads == 256 && kTileK == 32 && kTileQ == 64,
                 "4 query groups x 2 halves of a step's keys");
-  using S = TileSmem<kDC, T>;
+  using S = TileSmem<kDC, kSource>;
   constexpr int kDp = S::kDp;
-  constexpr bool kKVLo = std::is_same_v<T, float>;  // keys and values have a low term
+  constexpr bool kKVLo = kSource != Source::kBF16;  // keys and values have a low term
+  constexpr bool kConvert = kSource == Source::kConvert;
   extern __shared__ float4 smem[];
   Bf16* qs_hi = reinterpret_cast<Bf16*>(smem);
   Bf16* qs_lo = qs_hi + S::kQ;
-  Bf16* ks_hi = qs_lo + S::kQ;
-  Bf16* ks_lo = ks_hi + S::kKV;
-  Bf16* vs_hi = ks_lo + S::kKV;
-  Bf16* vs_lo = vs_hi + S::kKV;
-  T* raw_k = reinterpret_cast<T*>(vs_lo + S::kKV);  // [kTileK][kRawStride]
-  T* raw_v = raw_k + S::kRaw;
+  Bf16* planes = qs_lo + S::kQ;  // [kBuffers][kPlanes][kKV]: k hi, v hi (, k lo, v lo)
+  float* raw = reinterpret_cast<float*>(planes + S::kBuffers * S::kPlanes * S::kKV);  // kConvert
   __shared__ int s_pos[kTileQ];  // each query's position (-1: no query)
   __shared__ int s_lo[kTileQ];   // its first visible position
-  // Each key's offset in memory (-1: not used), for the current and the next step.
-  __shared__ long long s_key[2][kTileK];
+  // Each key's offset (-1: not used) in the blocks, or in the planes for kPlanes, for three steps
+  // (step i in slot i % 3): the current one, the next one being copied, the one after found.
+  __shared__ long long s_key[3][kTileK];
   __shared__ int s_range[2];
 
   // Later tiles of a sequence see more keys: start them first.
@@ -137,9 +144,6 @@ __global__ void __launch_bounds__(kTileThreads, 1) TileKernel(Geometry g) {
   const int nr = min(g.tile_rows, g.rows - r0);
   const int nq = nr * G;
   const std::int32_t* table = g.tables + g.seq_table[g.row_seq[r0]];
-  const std::int64_t head_offset = static_cast<std::int64_t>(kvh) * D;
-  const std::int64_t value_offset = g.block_elements / 2;
-  const T* memory = static_cast<const T*>(g.memory);
   const int tid = threadIdx.x;
 
   if (tid == 0) {
@@ -171,7 +175,7 @@ __global__ void __launch_bounds__(kTileThreads, 1) TileKernel(Geometry g) {
 
   // The queries arrive asynchronously (f32, [kTileQ][kDp + 4]) in the memory of the key and value
   // planes and buffers, which the first step has not used yet.
-  float* q_raw = reinterpret_cast<float*>(ks_hi);
+  float* q_raw = reinterpret_cast<float*>(planes);
   static_assert(kTileQ * (kDp + 4) * sizeof(float) <= S::kBytes - 2 * S::kQ * sizeof(Bf16));
   for (int idx = tid; idx < kTileQ * kDp / 4; idx += kTileThreads) {
     const int i = idx / (kDp / 4);
@@ -184,29 +188,67 @@ __global__ void __launch_bounds__(kTileThreads, 1) TileKernel(Geometry g) {
   CopyAsyncCommit();
 
   // The keys of step k0 that some query of the tile sees (a key no query sees is neither read
-  // nor used: its block may be absent), into s_key[buf]. Called by warp 0.
-  const auto find_keys = [&](int k0, int buf) {
+  // nor used: its block may be absent), into s_key[slot]. Called by warp 0.
+  const auto find_keys = [&](int k0, int slot) {
     const int p = k0 + tid;
     bool seen = false;
     if (p <= k_hi) {
       for (int i = (nr - 1) * G; i >= 0 && !seen; i -= G) seen = s_lo[i] <= p && p <= s_pos[i];
     }
-    s_key[buf][tid] = seen ? KeyOffset(g, table, p) + head_offset : -1;
+    long long at = -1;
+    if (seen) {
+      at = kSource == Source::kPlanes ? (static_cast<long long>(p) * g.kv_heads + kvh) * 4 * D
+                                      : KeyOffset(g, table, p) + static_cast<std::int64_t>(kvh) * D;
+    }
+    s_key[slot][tid] = at;
   };
-  // Starts the copy of the keys and values of s_key[buf] into raw_k, raw_v (zeros for keys not
-  // seen and dims past D).
-  constexpr int kChunk = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte copy
-  const auto fetch = [&](int buf) {
-    for (int idx = tid; idx < 2 * kTileK * kDp / kChunk; idx += kTileThreads) {
-      const int half = idx / (kTileK * kDp / kChunk);  // 0: keys, 1: values
-      const int n = idx / (kDp / kChunk) % kTileK;
-      const int d = idx % (kDp / kChunk) * kChunk;
-      const long long off = s_key[buf][n];
-      const bool fill = off >= 0 && d < D;
-      const T* src = memory + (fill ? off + half * value_offset + d : 0);
-      CopyAsync16((half == 0 ? raw_k : raw_v) + n * S::kRawStride + d, src, fill);
+  // Starts the copy of the step whose keys are in s_key[slot]: for kConvert, the f32 keys and
+  // values into `raw`; else the planes into buffer `buf`. Zeros for keys not seen and dims past
+  // D. A thread copies the same 16 bytes of every row it copies (rows: a key's plane or row).
+  const auto fetch = [&](int slot, int buf) {
+    constexpr int kElement = kSource == Source::kConvert ? 4 : 2;  // bytes
+    constexpr int kRowCopies = kDp * kElement / 16;
+    constexpr int kRowsPerPass = kTileThreads / kRowCopies;
+    constexpr int kCopied = kConvert ? 2 : S::kPlanes;  // rows per key
+    static_assert(kTileThreads % kRowCopies == 0 && kTileK % kRowsPerPass == 0);
+    const int d = tid % kRowCopies * (16 / kElement);
+    const bool in_head = d < D;
+    // Plane j of a key: at j * plane_stride from its offset (k hi, v hi, k lo, v lo).
+    const std::int64_t plane_stride = kSource == Source::kPlanes ? D : g.block_elements / 2;
+#pragma unroll
+    for (int j = 0; j < kCopied * kTileK / kRowsPerPass; ++j) {
+      const int plane = j / (kTileK / kRowsPerPass);
+      const int n = tid / kRowCopies + j % (kTileK / kRowsPerPass) * kRowsPerPass;
+      const long long off = s_key[slot][n];
+      const bool fill = off >= 0 && in_head;
+      const std::int64_t at = fill ? off + plane * plane_stride + d : 0;
+      if constexpr (kSource == Source::kPlanes) {
+        CopyAsync16(planes + (buf * S::kPlanes + plane) * S::kKV + n * S::kStride + d,
+                    g.planes + at, fill);
+      } else if constexpr (kSource == Source::kBF16) {
+        CopyAsync16(planes + (buf * S::kPlanes + plane) * S::kKV + n * S::kStride + d,
+                    static_cast<const Bf16*>(g.memory) + at, fill);
+      } else {
+        CopyAsync16(raw + (plane * kTileK + n) * S::kRawStride + d,
+                    static_cast<const float*>(g.memory) + at, fill);
+      }
     }
     CopyAsyncCommit();
+  };
+  // kConvert: splits the copied keys and values into the planes of buffer 0.
+  const auto convert = [&]() {
+    constexpr int kRowSplits = kDp / 8;  // SplitRow8 calls per row
+    constexpr int kRowsPerPass = kTileThreads / kRowSplits;
+    static_assert(kTileThreads % kRowSplits == 0 && kTileK % kRowsPerPass == 0);
+    const int d = tid % kRowSplits * 8;
+#pragma unroll
+    for (int j = 0; j < 2 * kTileK / kRowsPerPass; ++j) {
+      const int half = j / (kTileK / kRowsPerPass);  // 0: keys, 1: values
+      const int n = tid / kRowSplits + j % (kTileK / kRowsPerPass) * kRowsPerPass;
+      SplitRow8(raw + (half * kTileK + n) * S::kRawStride + d,
+                planes + half * S::kKV + n * S::kStride + d,
+                planes + (2 + half) * S::kKV + n * S::kStride + d);
+    }
   };
 
   // Fragment coordinates: this thread's rows qa, qb = qa + 8 of the warp's queries, its column
@@ -223,7 +265,10 @@ __global__ void __launch_bounds__(kTileThreads, 1) TileKernel(Geometry g) {
   const int lk_row = lane % 8 + lane / 16 * 8;  // K: matrices 0, 2 stacked
   const int lk_col = lane / 8 % 2 * 8;
 
-  if (tid < kTileK) find_keys(k_lo, 0);
+  if (tid < kTileK) {
+    find_keys(k_lo, 0);
+    if (!kConvert && k_lo + kTileK <= k_hi) find_keys(k_lo + kTileK, 1);
+  }
   CopyAsyncWait();
   __syncthreads();
   for (int idx = tid; idx < kTileQ * kDp / 8; idx += kTileThreads) {
@@ -232,7 +277,7 @@ __global__ void __launch_bounds__(kTileThreads, 1) TileKernel(Geometry g) {
     SplitRow8(q_raw + i * (kDp + 4) + d, qs_hi + i * S::kStride + d, qs_lo + i * S::kStride + d);
   }
   __syncthreads();
-  fetch(0);
+  fetch(0, 0);
   // Whether every key a step gives this warp is visible to each of its queries (then the scores
   // need no mask): the keys k0 + kw .. + 15 lie within [max lo, min pos] of its queries.
   int all_lo = max(s_lo[qa], s_lo[qb]);
@@ -248,21 +293,29 @@ __global__ void __launch_bounds__(kTileThreads, 1) TileKernel(Geometry g) {
   float m[2] = {-INFINITY, -INFINITY};
   float l[2] = {0.0f, 0.0f};  // this thread's share of the row sums
 
-  int cur = 0;
-  for (int k0 = k_lo; k0 <= k_hi; k0 += kTileK, cur ^= 1) {
+  int slot = 0;
+  int buf = 0;
+  for (int k0 = k_lo; k0 <= k_hi; k0 += kTileK, slot = slot == 2 ? 0 : slot + 1) {
     CopyAsyncWait();
-    __syncthreads();  // the step's keys and values have landed; the previous step is done
-    if (tid < kTileK && k0 + kTileK <= k_hi) find_keys(k0 + kTileK, cur ^ 1);
-    for (int idx = tid; idx < 2 * kTileK * kDp / 8; idx += kTileThreads) {
-      const int half = idx / (kTileK * kDp / 8);  // 0: keys, 1: values
-      const int n = idx / (kDp / 8) % kTileK;
-      const int d = idx % (kDp / 8) * 8;
-      const int at = n * S::kStride + d;
-      SplitRow8((half == 0 ? raw_k : raw_v) + n * S::kRawStride + d,
-                (half == 0 ? ks_hi : vs_hi) + at, (half == 0 ? ks_lo : vs_lo) + at);
+    __syncthreads();  // the step's copies have landed; the previous step is done
+    const int next = slot == 2 ? 0 : slot + 1;
+    if constexpr (kConvert) {
+      if (tid < kTileK && k0 + kTileK <= k_hi) find_keys(k0 + kTileK, next);
+      convert();
+      __syncthreads();  // planes written, raw buffers free, the next step's keys found
+      if (k0 + kTileK <= k_hi) fetch(next, 0);
+    } else {
+      // The next step's planes go to the other buffer (the previous step's, done); its keys were
+      // found a step ago. The keys of the step after go to the previous step's slot.
+      if (k0 + kTileK <= k_hi) fetch(next, buf ^ 1);
+      if (tid < kTileK && k0 + 2 * kTileK <= k_hi)
+        find_keys(k0 + 2 * kTileK, next == 2 ? 0 : next + 1);
     }
-    __syncthreads();  // planes written, raw buffers free, the next step's keys found
-    if (k0 + kTileK <= k_hi) fetch(cur ^ 1);
+    const Bf16* ks_hi = planes + buf * S::kPlanes * S::kKV;
+    const Bf16* vs_hi = ks_hi + S::kKV;
+    const Bf16* ks_lo = vs_hi + S::kKV;
+    const Bf16* vs_lo = ks_lo + S::kKV;
+    if constexpr (!kConvert) buf ^= 1;
 
     // Scores of rows qa, qb against the warp's 16 keys: n-tile nt holds keys kw + nt * 8 +
     // 2 * tq (+ 1); the three products accumulate apart (independent chains).
@@ -299,7 +352,7 @@ __global__ void __launch_bounds__(kTileThreads, 1) TileKernel(Geometry g) {
         const int n = kw + nt * 8 + 2 * tq + (j & 1);
         const int q = j < 2 ? qa : qb;
         const int p = k0 + n;
-        const bool visible = all_visible || (s_key[cur][n] >= 0 && s_lo[q] <= p && p <= s_pos[q]);
+        const bool visible = all_visible || (s_key[slot][n] >= 0 && s_lo[q] <= p && p <= s_pos[q]);
         const float dot = s[nt][j] + s_lh[nt][j] + s_hl[nt][j];
         s[nt][j] = visible ? Score(dot, g.scale, g.softcap) : -INFINITY;
         mx[j >> 1] = fmaxf(mx[j >> 1], s[nt][j]);
@@ -424,9 +477,49 @@ __global__ void __launch_bounds__(kTileThreads, 1) TileKernel(Geometry g) {
   }
 }
 
-}  // namespace
+// Splits the f32 keys and values of a one-sequence pass that its tiles see, positions
+// [VisibleFrom(lowest row position), highest row position], into g.planes: position p of kv head
+// h at (p * kv_heads + h) * 4 * head_dim, as k hi, v hi, k lo, v lo of head_dim each. Grid
+// (kSplitKeys-position chunks of [0, max_pos], kv heads).
+__global__ void __launch_bounds__(kSplitKeysThreads) SplitKeysKernel(Geometry g) {
+  __shared__ int s_range[2];
+  const int tid = threadIdx.x;
+  if (tid == 0) {
+    s_range[0] = INT_MAX;
+    s_range[1] = -1;
+  }
+  __syncthreads();
+  int lo = INT_MAX;
+  int hi = -1;
+  for (int r = tid; r < g.rows; r += blockDim.x) {
+    const int pos = g.row_pos[r];
+    lo = min(lo, VisibleFrom(pos, g.window));
+    hi = max(hi, pos);
+  }
+  atomicMin(&s_range[0], lo);
+  atomicMax(&s_range[1], hi);
+  __syncthreads();
+  const int first = max(s_range[0], static_cast<int>(blockIdx.x) * kSplitKeys);
+  const int last = min(s_range[1], static_cast<int>(blockIdx.x + 1) * kSplitKeys - 1);
+  const int kvh = blockIdx.y;
+  const int D = g.head_dim;
+  const std::int32_t* table = g.tables + g.seq_table[g.row_seq[0]];
+  const int per_key = D / 4;  // SplitRow8 calls: D / 8 for the key, as many for the value
+  for (int idx = tid; idx < (last - first + 1) * per_key; idx += blockDim.x) {
+    const int p = first + idx / per_key;
+    const int half = idx % per_key / (D / 8);  // 0: key, 1: value
+    const int d = idx % (D / 8) * 8;
+    const int block = g.block_shift >= 0 ? p >> g.block_shift : p / g.block_size;
+    if (table[block] < 0) continue;  // a position no tile reads
+    const float* src = static_cast<const float*>(g.memory) + KeyOffset(g, table, p) +
+                       static_cast<std::int64_t>(kvh) * D + half * (g.block_elements / 2) + d;
+    Bf16* dst = g.planes + (static_cast<std::int64_t>(p) * g.kv_heads + kvh) * 4 * D + half * D + d;
+    SplitRow8(src, dst, dst + 2 * D);
+  }
+}
 
-bool EnableTileKernel(int dc, int optin) {
+template <Source kSource>
+bool EnableTiles(int dc, int optin) {
   const auto enable = [optin](auto kernel, std::size_t bytes) {
     return static_cast<std::size_t>(optin) >= bytes + 1024 &&
            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -434,32 +527,27 @@ bool EnableTileKernel(int dc, int optin) {
   };
   switch (dc) {
     case 2:
-      return enable(TileKernel<2, float>, TileSmem<2, float>::kBytes) &&
-             enable(TileKernel<2, Bf16>, TileSmem<2, Bf16>::kBytes);
+      return enable(TileKernel<2, kSource>, TileSmem<2, kSource>::kBytes);
     case 4:
-      return enable(TileKernel<4, float>, TileSmem<4, float>::kBytes) &&
-             enable(TileKernel<4, Bf16>, TileSmem<4, Bf16>::kBytes);
+      return enable(TileKernel<4, kSource>, TileSmem<4, kSource>::kBytes);
     case 8:
-      return enable(TileKernel<8, float>, TileSmem<8, float>::kBytes) &&
-             enable(TileKernel<8, Bf16>, TileSmem<8, Bf16>::kBytes);
+      return enable(TileKernel<8, kSource>, TileSmem<8, kSource>::kBytes);
     default:
       return false;
   }
 }
 
-namespace {
-
-template <typename T>
+template <Source kSource>
 bool LaunchTiles(int dc, dim3 grid, Stream stream, const Geometry& g) {
   switch (dc) {
     case 2:
-      TileKernel<2, T><<<grid, kTileThreads, TileSmem<2, T>::kBytes, stream>>>(g);
+      TileKernel<2, kSource><<<grid, kTileThreads, TileSmem<2, kSource>::kBytes, stream>>>(g);
       return true;
     case 4:
-      TileKernel<4, T><<<grid, kTileThreads, TileSmem<4, T>::kBytes, stream>>>(g);
+      TileKernel<4, kSource><<<grid, kTileThreads, TileSmem<4, kSource>::kBytes, stream>>>(g);
       return true;
     case 8:
-      TileKernel<8, T><<<grid, kTileThreads, TileSmem<8, T>::kBytes, stream>>>(g);
+      TileKernel<8, kSource><<<grid, kTileThreads, TileSmem<8, kSource>::kBytes, stream>>>(g);
       return true;
     default:
       return false;
@@ -468,11 +556,24 @@ bool LaunchTiles(int dc, dim3 grid, Stream stream, const Geometry& g) {
 
 }  // namespace
 
+bool EnableTileKernel(int dc, int optin) {
+  return EnableTiles<Source::kConvert>(dc, optin) && EnableTiles<Source::kPlanes>(dc, optin) &&
+         EnableTiles<Source::kBF16>(dc, optin);
+}
+
 bool LaunchTileKernel(int dc, int tiles, int tile_splits, Stream stream, const Geometry& g) {
+  if (dc != 2 && dc != 4 && dc != 8) return false;
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(g.kv_heads),
                   static_cast<unsigned>(tile_splits));
-  return g.bf16 ? LaunchTiles<__nv_bfloat16>(dc, grid, stream, g)
-                : LaunchTiles<float>(dc, grid, stream, g);
+  if (g.bf16) return LaunchTiles<Source::kBF16>(dc, grid, stream, g);
+  if (g.planes == nullptr) return LaunchTiles<Source::kConvert>(dc, grid, stream, g);
+  return LaunchTiles<Source::kPlanes>(dc, grid, stream, g);
+}
+
+void LaunchSplitKeys(int positions, Stream stream, const Geometry& g) {
+  const dim3 grid(static_cast<unsigned>((positions + kSplitKeys - 1) / kSplitKeys),
+                  static_cast<unsigned>(g.kv_heads));
+  SplitKeysKernel<<<grid, kSplitKeysThreads, 0, stream>>>(g);
 }
 
 }  // namespace fgnet::cuda::attention_internal
