@@ -472,17 +472,22 @@ Plan MakePlan(const PassRows& pass, const AttentionShape& shape, int sms) {
   p.splits = static_cast<int>(CeilDiv(max_keys, p.chunk));
   // Tile regime: a tile of consecutive positions spans at most max_pos + 1 keys, or
   // window + tile_rows - 1 on a sliding layer; such ranges are cut into slices (multiples of
-  // kTileK keys, at least kMinTileChunk) so that the CTAs fill kTileWaves per SM. A tile with a
-  // longer range takes longer slices (TileChunk). Small passes have no tiles (kMinTileWork).
+  // kTileK keys, at least kMinTileChunk) so that the CTAs fill kTileWaves per SM. Ranges that grow
+  // with the position (causal) take slices up to a whole wave, which evens out the long and the
+  // short ones; ranges the window bounds (about equal) take no more than fill a wave, as a slice
+  // costs a CTA's fixed work and a merge. A tile with a longer range takes longer slices
+  // (TileChunk). Small passes have no tiles (kMinTileWork).
   const bool small = pass.rows <= std::int64_t{kTileQ / group} * pass.num_seqs &&
                      std::int64_t{pass.rows} * max_keys < kMinTileWork;
   if (pass.rows > pass.num_seqs && group <= kTileQ && !small) {
     p.tile_rows = kTileQ / group;
     p.tiles = static_cast<int>(CeilDiv(pass.rows, p.tile_rows));
     std::int64_t range = std::int64_t{pass.max_pos} + 1;
-    if (shape.window > 0) range = std::min(range, std::int64_t{shape.window} + p.tile_rows - 1);
-    std::int64_t ts =
-        CeilDiv(kTileWaves * std::int64_t{sms}, std::int64_t{p.tiles} * shape.kv_heads);
+    const bool windowed = shape.window > 0 && shape.window + p.tile_rows - 1 < range;
+    if (windowed) range = shape.window + p.tile_rows - 1;
+    const std::int64_t ctas = std::int64_t{p.tiles} * shape.kv_heads;
+    std::int64_t ts = windowed ? kTileWaves * std::int64_t{sms} / ctas
+                               : CeilDiv(kTileWaves * std::int64_t{sms}, ctas);
     ts = std::max<std::int64_t>(std::min(ts, CeilDiv(range, kMinTileChunk)), 1);
     p.tile_chunk = static_cast<int>(CeilDiv(CeilDiv(range, ts), kTileK) * kTileK);
     p.tile_splits = static_cast<int>(CeilDiv(range, p.tile_chunk));

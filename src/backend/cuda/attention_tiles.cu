@@ -177,15 +177,21 @@ __global__ void __launch_bounds__(kTileThreads, 1) TileKernel(Geometry g) {
   // planes and buffers, which the first step has not used yet.
   float* q_raw = reinterpret_cast<float*>(planes);
   static_assert(kTileQ * (kDp + 4) * sizeof(float) <= S::kBytes - 2 * S::kQ * sizeof(Bf16));
-  for (int idx = tid; idx < kTileQ * kDp / 4; idx += kTileThreads) {
-    const int i = idx / (kDp / 4);
-    const int d4 = idx % (kDp / 4) * 4;
-    const bool fill = i < nq && d4 < D;
-    const std::size_t qh =
-        fill ? static_cast<std::size_t>(r0 + i / G) * g.heads + kvh * G + i % G : 0;
-    CopyAsync16(q_raw + i * (kDp + 4) + d4, g.q + (fill ? qh * D + d4 : 0), fill);
+  {
+    constexpr int kRowCopies = kDp / 4;  // 16-byte copies per query
+    constexpr int kRowsPerPass = kTileThreads / kRowCopies;
+    const int d4 = tid % kRowCopies * 4;
+    // Query i = tid / kRowCopies + k * kRowsPerPass is head h of row `row` of the tile.
+    int row = tid / kRowCopies / G;
+    int h = tid / kRowCopies % G;
+    for (int i = tid / kRowCopies; i < kTileQ; i += kRowsPerPass) {
+      const bool fill = i < nq && d4 < D;
+      const std::size_t qh = static_cast<std::size_t>(r0 + row) * g.heads + kvh * G + h;
+      CopyAsync16(q_raw + i * (kDp + 4) + d4, g.q + (fill ? qh * D + d4 : 0), fill);
+      for (h += kRowsPerPass; h >= G; h -= G) ++row;
+    }
+    CopyAsyncCommit();
   }
-  CopyAsyncCommit();
 
   // The keys of step k0 that some query of the tile sees (a key no query sees is neither read
   // nor used: its block may be absent), into s_key[slot]. Called by warp 0.
@@ -215,13 +221,16 @@ __global__ void __launch_bounds__(kTileThreads, 1) TileKernel(Geometry g) {
     const bool in_head = d < D;
     // Plane j of a key: at j * plane_stride from its offset (k hi, v hi, k lo, v lo).
     const std::int64_t plane_stride = kSource == Source::kPlanes ? D : g.block_elements / 2;
+    constexpr int kKeys = kTileK / kRowsPerPass;  // keys this thread copies
+    long long key[kKeys];
 #pragma unroll
-    for (int j = 0; j < kCopied * kTileK / kRowsPerPass; ++j) {
-      const int plane = j / (kTileK / kRowsPerPass);
-      const int n = tid / kRowCopies + j % (kTileK / kRowsPerPass) * kRowsPerPass;
-      const long long off = s_key[slot][n];
-      const bool fill = off >= 0 && in_head;
-      const std::int64_t at = fill ? off + plane * plane_stride + d : 0;
+    for (int k = 0; k < kKeys; ++k) key[k] = s_key[slot][tid / kRowCopies + k * kRowsPerPass];
+#pragma unroll
+    for (int j = 0; j < kCopied * kKeys; ++j) {
+      const int plane = j / kKeys;
+      const int n = tid / kRowCopies + j % kKeys * kRowsPerPass;
+      const bool fill = key[j % kKeys] >= 0 && in_head;
+      const std::int64_t at = fill ? key[j % kKeys] + plane * plane_stride + d : 0;
       if constexpr (kSource == Source::kPlanes) {
         CopyAsync16(planes + (buf * S::kPlanes + plane) * S::kKV + n * S::kStride + d,
                     g.planes + at, fill);
@@ -471,8 +480,8 @@ __global__ void __launch_bounds__(kTileThreads, 1) TileKernel(Geometry g) {
       const int d = nt * 8 + 2 * tq;
       if (d >= D) continue;
       const float2 o2 = *reinterpret_cast<const float2*>(merge_o + qi * (kDp + 4) + d);
-      dst[d] = (o[nt][2 * r] * f1 + o2.x * f2) * f;
-      dst[d + 1] = (o[nt][2 * r + 1] * f1 + o2.y * f2) * f;
+      *reinterpret_cast<float2*>(dst + d) = make_float2((o[nt][2 * r] * f1 + o2.x * f2) * f,
+                                                        (o[nt][2 * r + 1] * f1 + o2.y * f2) * f);
     }
   }
 }
