@@ -58,8 +58,9 @@ constexpr int kTileQ = 64;
 constexpr int kTileK = 32;
 constexpr int kTileThreads = 256;
 constexpr int kMinTileChunk = 64;  // fewest keys per slice of a tile
-// SplitKeysKernel: positions per CTA, threads.
-constexpr int kSplitKeys = 32;
+// SplitKeysKernel: positions per CTA (one a warp: a position's loads wait on its block's entry),
+// threads.
+constexpr int kSplitKeys = 8;
 constexpr int kSplitKeysThreads = 256;
 // Tile CTAs per SM aimed at (a tile CTA holds its SM alone: its shared memory). One wave: a
 // CTA's fixed work (its queries, loaded and split into planes) weighs more than a longer key

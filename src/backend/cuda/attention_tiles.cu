@@ -480,8 +480,8 @@ __global__ void __launch_bounds__(kTileThreads, 1) TileKernel(Geometry g) {
       const int d = nt * 8 + 2 * tq;
       if (d >= D) continue;
       const float2 o2 = *reinterpret_cast<const float2*>(merge_o + qi * (kDp + 4) + d);
-      *reinterpret_cast<float2*>(dst + d) = make_float2((o[nt][2 * r] * f1 + o2.x * f2) * f,
-                                                        (o[nt][2 * r + 1] * f1 + o2.y * f2) * f);
+      *reinterpret_cast<float2*>(dst + d) =
+          make_float2((o[nt][2 * r] * f1 + o2.x * f2) * f, (o[nt][2 * r + 1] * f1 + o2.y * f2) * f);
     }
   }
 }
@@ -513,17 +513,20 @@ __global__ void __launch_bounds__(kSplitKeysThreads) SplitKeysKernel(Geometry g)
   const int kvh = blockIdx.y;
   const int D = g.head_dim;
   const std::int32_t* table = g.tables + g.seq_table[g.row_seq[0]];
-  const int per_key = D / 4;  // SplitRow8 calls: D / 8 for the key, as many for the value
-  for (int idx = tid; idx < (last - first + 1) * per_key; idx += blockDim.x) {
-    const int p = first + idx / per_key;
-    const int half = idx % per_key / (D / 8);  // 0: key, 1: value
-    const int d = idx % (D / 8) * 8;
+  // A warp per position: its key's 8-float pieces, then its value's.
+  const int lane = tid % 32;
+  for (int p = first + tid / 32; p <= last; p += kSplitKeysThreads / 32) {
     const int block = g.block_shift >= 0 ? p >> g.block_shift : p / g.block_size;
     if (table[block] < 0) continue;  // a position no tile reads
     const float* src = static_cast<const float*>(g.memory) + KeyOffset(g, table, p) +
-                       static_cast<std::int64_t>(kvh) * D + half * (g.block_elements / 2) + d;
-    Bf16* dst = g.planes + (static_cast<std::int64_t>(p) * g.kv_heads + kvh) * 4 * D + half * D + d;
-    SplitRow8(src, dst, dst + 2 * D);
+                       static_cast<std::int64_t>(kvh) * D;
+    Bf16* dst = g.planes + (static_cast<std::int64_t>(p) * g.kv_heads + kvh) * 4 * D;
+    for (int c = lane * 8; c < 2 * D; c += 32 * 8) {
+      const int half = c < D ? 0 : 1;  // 0: key, 1: value
+      const int d = c - half * D;
+      SplitRow8(src + half * (g.block_elements / 2) + d, dst + half * D + d,
+                dst + (2 + half) * D + d);
+    }
   }
 }
 
