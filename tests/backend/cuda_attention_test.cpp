@@ -324,14 +324,26 @@ struct HeadShape {
 constexpr HeadShape kShapes[] = {{4, 1, 256}, {4, 2, 64}, {4, 4, 32},
                                  {4, 1, 128}, {6, 2, 96}, {8, 1, 64}};
 
-// Decode rows of several sequences and prefill chunks in one pass: every regime (tiles of one
-// sequence, rows of mixed tiles, one and several slices per row).
-PagedCase MixedCase(const HeadShape& h, int window, float softcap) {
+// A case of heads `h` and `window`, without rows yet.
+PagedCase CaseOf(const HeadShape& h, int window) {
   PagedCase c;
   c.heads = h.heads;
   c.kv_heads = h.kv_heads;
   c.head_dim = h.head_dim;
   c.window = window;
+  return c;
+}
+
+// What a trace names of a case's heads and window.
+std::string Describe(const HeadShape& h, int window) {
+  return "heads " + std::to_string(h.heads) + " kv_heads " + std::to_string(h.kv_heads) +
+         " head_dim " + std::to_string(h.head_dim) + " window " + std::to_string(window);
+}
+
+// Decode rows of several sequences and prefill chunks in one pass: every regime (tiles of one
+// sequence, rows of mixed tiles, one and several slices per row).
+PagedCase MixedCase(const HeadShape& h, int window, float softcap) {
+  PagedCase c = CaseOf(h, window);
   c.softcap = softcap;
   c.AddRows(0, 700, 1);
   c.AddRows(1, 150, 70);
@@ -346,9 +358,7 @@ TEST_F(CudaAttentionTest, PagedAttentionMatchesTheReference) {
   for (const HeadShape& h : kShapes) {
     for (int window : {0, 40}) {
       for (float softcap : {0.0f, 5.0f}) {
-        SCOPED_TRACE(testing::Message()
-                     << "heads " << h.heads << " kv_heads " << h.kv_heads << " head_dim "
-                     << h.head_dim << " window " << window << " softcap " << softcap);
+        SCOPED_TRACE(testing::Message() << Describe(h, window) << " softcap " << softcap);
         const PagedCase c = MixedCase(h, window, softcap);
         const HostPool pool = BuildPool(c, rng_);
         const std::vector<float> q =
@@ -388,8 +398,7 @@ void ExpectPassMatchesReference(const PagedCase& c, std::mt19937& rng, DType dty
 TEST_F(CudaAttentionTest, PagedAttentionOverBf16BlocksMatchesTheReference) {
   for (const HeadShape& h : {HeadShape{4, 1, 256}, HeadShape{6, 2, 96}, HeadShape{8, 1, 64}}) {
     for (int window : {0, 40}) {
-      SCOPED_TRACE(testing::Message() << "heads " << h.heads << " kv_heads " << h.kv_heads
-                                      << " head_dim " << h.head_dim << " window " << window);
+      SCOPED_TRACE(Describe(h, window));
       const PagedCase c = MixedCase(h, window, 0.0f);
       HostPool pool = BuildPool(c, rng_);
       RoundToBF16(&pool);
@@ -439,14 +448,8 @@ TEST_F(CudaAttentionTest, LongPrefillMatchesTheReference) {
   for (const HeadShape& h : {HeadShape{4, 1, 256}, HeadShape{6, 2, 96}, HeadShape{8, 1, 64}}) {
     for (int window : {0, 300}) {
       for (int first : {0, 333}) {
-        SCOPED_TRACE(testing::Message()
-                     << "heads " << h.heads << " kv_heads " << h.kv_heads << " head_dim "
-                     << h.head_dim << " window " << window << " first " << first);
-        PagedCase c;
-        c.heads = h.heads;
-        c.kv_heads = h.kv_heads;
-        c.head_dim = h.head_dim;
-        c.window = window;
+        SCOPED_TRACE(Describe(h, window) + " first " + std::to_string(first));
+        PagedCase c = CaseOf(h, window);
         c.AddRows(0, first, 600);
         ExpectPassMatchesReference(c, rng_);
       }
@@ -476,14 +479,8 @@ TEST_F(CudaAttentionTest, DecodeRowsMatchTheReference) {
   for (const HeadShape& h : {HeadShape{4, 1, 256}, HeadShape{8, 1, 64}, HeadShape{4, 2, 128}}) {
     for (int window : {0, 512}) {
       for (int rows : {1, 4, 16, 64}) {
-        SCOPED_TRACE(testing::Message()
-                     << "heads " << h.heads << " kv_heads " << h.kv_heads << " head_dim "
-                     << h.head_dim << " window " << window << " rows " << rows);
-        PagedCase c;
-        c.heads = h.heads;
-        c.kv_heads = h.kv_heads;
-        c.head_dim = h.head_dim;
-        c.window = window;
+        SCOPED_TRACE(Describe(h, window) + " rows " + std::to_string(rows));
+        PagedCase c = CaseOf(h, window);
         c.group_layers = 1;
         c.slot = 0;
         std::uniform_int_distribution<int> len(0, rows > 16 ? 1100 : 4200);
