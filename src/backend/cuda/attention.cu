@@ -7,9 +7,10 @@
 //     holds the tile's queries (all query heads of the kv head) in shared memory and walks the
 //     union of their visible keys in steps of kTileK keys, each key and value tile loaded once
 //     into shared memory and used by every query of the tile (a flash-attention loop whose
-//     products run on tensor cores, f32 operands split into two bf16 terms: attention_tiles.cu);
-//     long key ranges are cut into slices done by separate CTAs, so that the GPU is filled and
-//     the tiles late in a long prompt do not set the pace;
+//     products run on tensor cores, f32 operands split into two bf16 terms: attention_tiles.cu;
+//     the f32 keys of a one-sequence pass with several tiles are split once beforehand, into the
+//     workspace); long key ranges are cut into slices done by separate CTAs, so that the GPU is
+//     filled and the tiles late in a long prompt do not set the pace;
 //   * splits: every other row (decode rows, tiles of mixed sequences) is done flash-decoding
 //     style by CTAs of (row, kv head, slice of the visible keys), each computing all the query
 //     heads of its kv head so that a key or value row is read once; each warp keeps an online

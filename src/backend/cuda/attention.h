@@ -82,7 +82,9 @@ Status QKNormRopeWriteKV(float* q, float* k, const float* v, const PassRows& pas
                          std::int32_t head_dim, const float* q_scale, const float* k_scale,
                          float eps, const float* inv_freq, Stream stream = nullptr);
 
-// Floats of workspace PagedAttention needs for a pass (its split-K partial results).
+// Floats of workspace PagedAttention needs for a pass: its split-K partial results and, for a pass
+// of one sequence with several tiles of rows, room for its keys and values split into bf16 terms
+// (positions 0 .. max_pos; used with f32 keys).
 std::size_t PagedAttentionWorkspace(const PassRows& pass, const AttentionShape& shape);
 
 // out [rows, heads * head_dim] = softmax(q k^T) v for q [rows, heads * head_dim], each row
