@@ -447,11 +447,11 @@ struct Plan {
   int tile_chunk = 1;
   int stride_splits = 1;
   // Floats of the workspace: the partial results [rows][heads][stride_splits][head_dim + 2] (none
-  // for one slice per row), then from planes_at the planes of a one-sequence pass with tiles
+  // for one slice per row), then from PlanesAt() the planes of a one-sequence pass with tiles
   // (split keys and values of positions 0 .. max_pos, for f32 keys; 0: none).
   std::size_t partials = 0;
-  std::size_t planes_at = 0;
   std::size_t planes = 0;
+  std::size_t PlanesAt() const { return (partials + 3) / 4 * 4; }  // 16-byte aligned
 };
 
 std::int64_t CeilDiv(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
@@ -505,10 +505,7 @@ Plan MakePlan(const PassRows& pass, const AttentionShape& shape, int sms) {
   const std::size_t planes = (static_cast<std::size_t>(pass.max_pos) + 1) *
                              static_cast<std::size_t>(shape.kv_heads) *
                              static_cast<std::size_t>(shape.head_dim) * 2;
-  if (p.tiles > 1 && pass.num_seqs == 1 && planes <= kMaxPlaneFloats) {
-    p.planes_at = (p.partials + 3) / 4 * 4;  // 16-byte aligned
-    p.planes = planes;
-  }
+  if (p.tiles > 1 && pass.num_seqs == 1 && planes <= kMaxPlaneFloats) p.planes = planes;
   return p;
 }
 
@@ -563,7 +560,7 @@ void LaunchSplit(int head_dim, int kg, dim3 grid, Stream stream, bool pdl, const
 std::size_t PagedAttentionWorkspace(const PassRows& pass, const AttentionShape& shape) {
   if (!CheckShape("", shape).ok() || pass.rows <= 0 || pass.max_pos < 0) return 0;
   const Plan p = MakePlan(pass, shape, CurrentDevice().sms);
-  return p.planes > 0 ? p.planes_at + p.planes : p.partials;
+  return p.planes > 0 ? p.PlanesAt() + p.planes : p.partials;
 }
 
 Status PagedAttention(const float* q, const PassRows& pass, const PagedLayer& layer,
@@ -618,7 +615,7 @@ Status PagedAttention(const float* q, const PassRows& pass, const PagedLayer& la
   g.stride_splits = plan.stride_splits;
   g.planes = nullptr;
   if (plan.planes > 0 && !g.bf16 && workspace != nullptr) {
-    g.planes = reinterpret_cast<__nv_bfloat16*>(workspace + plan.planes_at);
+    g.planes = reinterpret_cast<__nv_bfloat16*>(workspace + plan.PlanesAt());
   }
 
   if (plan.tile_rows > 0) {

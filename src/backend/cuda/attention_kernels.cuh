@@ -26,11 +26,11 @@ struct Geometry {
   const std::int32_t* row_pos;
   const std::int32_t* seq_table;
   const std::int32_t* tables;
-  const void* memory;  // elements of KV type T: the kernels' template argument
+  const void* memory;  // f32 keys and values, or bf16 ones where `bf16`
   // The keys and values of a one-sequence pass with tiles and f32 keys, split into bf16 planes
   // (SplitKeysKernel); null when the tile kernel splits them itself.
   __nv_bfloat16* planes;
-  bool bf16;  // T is __nv_bfloat16 (else float)
+  bool bf16;  // `memory` holds __nv_bfloat16 (else float)
   std::int64_t block_elements;
   int block_size;
   int block_shift;            // log2(block_size) when a power of two, else -1
@@ -78,20 +78,24 @@ __device__ __forceinline__ float Score(float dot, float scale, float softcap) {
   return s;
 }
 
+// The index in its sequence's block table of the block holding position p.
+__device__ __forceinline__ int BlockIndex(const Geometry& g, int p) {
+  return g.block_shift >= 0 ? p >> g.block_shift : p / g.block_size;
+}
+
 // Offset in `memory` of the key row of position p (table: the sequence's block table).
 __device__ __forceinline__ std::int64_t KeyOffset(const Geometry& g, const std::int32_t* table,
                                                   int p) {
-  int index = 0;
-  int offset = 0;
-  if (g.block_shift >= 0) {
-    index = p >> g.block_shift;
-    offset = p & (g.block_size - 1);
-  } else {
-    index = p / g.block_size;
-    offset = p - index * g.block_size;
-  }
+  const int index = BlockIndex(g, p);
+  const int offset = g.block_shift >= 0 ? p & (g.block_size - 1) : p - index * g.block_size;
   return static_cast<std::int64_t>(table[index]) * g.block_elements + g.layer_offset +
          static_cast<std::int64_t>(offset) * g.row;
+}
+
+// Offset in g.planes of position p's split key and value for kv head kvh: k hi, v hi, k lo, v lo
+// of head_dim each.
+__device__ __forceinline__ std::int64_t PlaneOffset(const Geometry& g, int p, int kvh) {
+  return (static_cast<std::int64_t>(p) * g.kv_heads + kvh) * 4 * g.head_dim;
 }
 
 // Whether the rows i, i + stride, ... of tile `tile` belong to its first row's sequence: one

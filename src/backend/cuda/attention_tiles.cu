@@ -6,7 +6,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #include "backend/cuda/attention_kernels.cuh"
 #include "backend/cuda/kernel_support.cuh"
@@ -203,7 +202,7 @@ __global__ void __launch_bounds__(kTileThreads, 1) TileKernel(Geometry g) {
     }
     long long at = -1;
     if (seen) {
-      at = kSource == Source::kPlanes ? (static_cast<long long>(p) * g.kv_heads + kvh) * 4 * D
+      at = kSource == Source::kPlanes ? PlaneOffset(g, p, kvh)
                                       : KeyOffset(g, table, p) + static_cast<std::int64_t>(kvh) * D;
     }
     s_key[slot][tid] = at;
@@ -231,12 +230,11 @@ __global__ void __launch_bounds__(kTileThreads, 1) TileKernel(Geometry g) {
       const int n = tid / kRowCopies + j % kKeys * kRowsPerPass;
       const bool fill = key[j % kKeys] >= 0 && in_head;
       const std::int64_t at = fill ? key[j % kKeys] + plane * plane_stride + d : 0;
-      if constexpr (kSource == Source::kPlanes) {
-        CopyAsync16(planes + (buf * S::kPlanes + plane) * S::kKV + n * S::kStride + d,
-                    g.planes + at, fill);
-      } else if constexpr (kSource == Source::kBF16) {
-        CopyAsync16(planes + (buf * S::kPlanes + plane) * S::kKV + n * S::kStride + d,
-                    static_cast<const Bf16*>(g.memory) + at, fill);
+      if constexpr (!kConvert) {
+        const Bf16* from =
+            kSource == Source::kPlanes ? g.planes : static_cast<const Bf16*>(g.memory);
+        CopyAsync16(planes + (buf * S::kPlanes + plane) * S::kKV + n * S::kStride + d, from + at,
+                    fill);
       } else {
         CopyAsync16(raw + (plane * kTileK + n) * S::kRawStride + d,
                     static_cast<const float*>(g.memory) + at, fill);
@@ -516,11 +514,10 @@ __global__ void __launch_bounds__(kSplitKeysThreads) SplitKeysKernel(Geometry g)
   // A warp per position: its key's 8-float pieces, then its value's.
   const int lane = tid % 32;
   for (int p = first + tid / 32; p <= last; p += kSplitKeysThreads / 32) {
-    const int block = g.block_shift >= 0 ? p >> g.block_shift : p / g.block_size;
-    if (table[block] < 0) continue;  // a position no tile reads
+    if (table[BlockIndex(g, p)] < 0) continue;  // a position no tile reads
     const float* src = static_cast<const float*>(g.memory) + KeyOffset(g, table, p) +
                        static_cast<std::int64_t>(kvh) * D;
-    Bf16* dst = g.planes + (static_cast<std::int64_t>(p) * g.kv_heads + kvh) * 4 * D;
+    Bf16* dst = g.planes + PlaneOffset(g, p, kvh);
     for (int c = lane * 8; c < 2 * D; c += 32 * 8) {
       const int half = c < D ? 0 : 1;  // 0: key, 1: value
       const int d = c - half * D;
