@@ -162,37 +162,39 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
   };
 
   // The residual update a layer's products leave for the next product of h (delta null: none),
-  // and where it goes: into that product's staging of its input (`staged`, the residual moving to
-  // the other buffer) when the product is one BF16 GEMV launch without adapters, else through h by
-  // RMSNormAddToNorm in place.
+  // and where it goes. `plain`: that product is of BF16 matrices without adapters, so that it
+  // reads h only as its input. Then the update goes into the product's staging of its input
+  // (`staged`, the residual moving to the other buffer) when the product is one GEMV launch; else
+  // through h by RMSNormAddToNorm in place, which writes a many-row product's BF16 terms of h,
+  // and of h nothing else where the product is plain.
   cuda::ResidualInput pending;
   cuda::ResidualInput staged;
-  const auto settle = [&](bool fuse, const cuda::ResidualInput** input) -> Status {
+  const auto settle = [&](bool plain, const cuda::ResidualInput** input) -> Status {
     *input = nullptr;
     if (pending.delta == nullptr) return Ok();
-    if (fuse) {
+    if (plain && c <= kMaxStagedRows) {
       staged = pending;
       staged.residual = x;
       staged.updated = x_next;
       std::swap(x, x_next);
       *input = &staged;
     } else {
-      // A many-row product of h takes it as two BF16 terms: written here, not split again there.
       std::uint16_t* terms = nullptr;
+      float* y = h;
       if (!cuda::MatMulContext::TakesGemv(c)) {
         FGNET_ASSIGN_OR_RETURN(terms, mm.InputTerms(h, c, hidden));
+        if (plain && hidden % 4 == 0) y = nullptr;
       }
       FGNET_TRY(cuda::RMSNormAddToNormSplit(pending.delta, c, hidden, pending.post, eps, x,
-                                            pending.pre, h, terms, stream));
+                                            pending.pre, y, terms, stream));
     }
     pending = {};
     return Ok();
   };
-  // Whether the products of h by `matrices` at `modules` stage the residual update: BF16 GEMVs
-  // without adapters, of at most kMaxStagedRows rows.
-  const auto stages_residual = [&](std::size_t layer, std::initializer_list<LoraModule> modules,
-                                   std::initializer_list<const DeviceMatrix*> matrices) {
-    return c <= kMaxStagedRows && !any_lora(layer, modules) &&
+  // Whether the products of h by `matrices` at `modules` are plain: BF16, without adapters.
+  const auto plain = [&](std::size_t layer, std::initializer_list<LoraModule> modules,
+                         std::initializer_list<const DeviceMatrix*> matrices) {
+    return !any_lora(layer, modules) &&
            std::none_of(matrices.begin(), matrices.end(),
                         [](const DeviceMatrix* m) { return m->quantized(); });
   };
@@ -216,9 +218,9 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     // h = the input norm of x (for layer 0), or the previous layer's residual update.
     if (l == 0) FGNET_TRY(cuda::RMSNorm(x, c, hidden, w.input_norm, eps, h, nullptr, stream));
     const cuda::ResidualInput* input = nullptr;
-    FGNET_TRY(settle(
-        stages_residual(l, {LoraModule::kQ, LoraModule::kK, LoraModule::kV}, {&w.q, &w.k, &w.v}),
-        &input));
+    FGNET_TRY(
+        settle(plain(l, {LoraModule::kQ, LoraModule::kK, LoraModule::kV}, {&w.q, &w.k, &w.v}),
+               &input));
     cuda::LoraEpilogue epilogue;
     const cuda::MatMulContext::MatMulOutput qkv[] = {
         {w.q.bf16, q_dim, q}, {w.k.bf16, kv_dim, k}, {w.v.bf16, kv_dim, v}};
@@ -235,12 +237,17 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     FGNET_TRY(cuda::QKNormRopeWriteKV(q, k, v, pass[group], paged, attention[r].heads,
                                       attention[r].kv_heads, attention[r].head_dim, w.q_norm,
                                       w.k_norm, eps, inv_freq[r], stream));
+    // A many-row o product of BF16 weights takes the attention's output as two BF16 terms,
+    // written by the attention kernels beside it.
+    std::uint16_t* attn_terms = nullptr;
+    if (!cuda::MatMulContext::TakesGemv(c) && !w.o.quantized()) {
+      FGNET_ASSIGN_OR_RETURN(attn_terms, mm.InputTerms(attn, c, q_dim));
+    }
     FGNET_TRY(cuda::PagedAttention(q, pass[group], paged, attention[r], attn,
-                                   attention_ws.as<float>(), stream));
+                                   attention_ws.as<float>(), stream, attn_terms));
     FGNET_TRY(adapted_product(l, LoraModule::kO, attn, q_dim, w.o, hidden, o));
     pending = {o, nullptr, nullptr, w.post_attention_norm, w.pre_feedforward_norm, eps};
-    FGNET_TRY(
-        settle(stages_residual(l, {LoraModule::kGate, LoraModule::kUp}, {&w.gate, &w.up}), &input));
+    FGNET_TRY(settle(plain(l, {LoraModule::kGate, LoraModule::kUp}, {&w.gate, &w.up}), &input));
     if (input != nullptr) {
       FGNET_TRY(mm.MatMulGeGLU(nullptr, c, hidden, w.gate.bf16, w.up.bf16, intermediate, gate, up,
                                nullptr, input));
@@ -258,7 +265,10 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
                           {{gate, intermediate, intermediate}, {up, intermediate, intermediate}}));
       FGNET_TRY(cuda::GeluTanhMul(gate, up, c * intermediate, gate, stream));
     } else {
-      FGNET_TRY(mm.MatMulGeGLU(h, c, hidden, w.gate.bf16, w.up.bf16, intermediate, gate, up));
+      // The down product reads only its terms of the result when it is plain.
+      const bool terms_only = plain(l, {LoraModule::kDown}, {&w.down});
+      FGNET_TRY(mm.MatMulGeGLU(h, c, hidden, w.gate.bf16, w.up.bf16, intermediate, gate, up,
+                               nullptr, nullptr, terms_only));
     }
     FGNET_TRY(adapted_product(l, LoraModule::kDown, gate, intermediate, w.down, hidden, o));
     if (l + 1 < layers.size()) {

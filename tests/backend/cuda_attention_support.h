@@ -40,10 +40,11 @@ inline DeviceBuffer<float> Poisoned(std::size_t n) {
   return Upload(std::vector<float>(std::max<std::size_t>(n, 1), std::nanf("")));
 }
 
-inline std::vector<float> Download(const DeviceBuffer<float>& b) {
+template <typename T>
+std::vector<T> Download(const DeviceBuffer<T>& b) {
   auto v = b.ToHost();
   EXPECT_TRUE(v.ok()) << v.error().message();
-  return v.ok() ? std::move(*v) : std::vector<float>();
+  return v.ok() ? std::move(*v) : std::vector<T>();
 }
 
 inline int VisibleFrom(int pos, int window) {

@@ -306,7 +306,27 @@ class DevicePass {
     const Status s = PagedAttention(d_q.data(), pass, layer, Shape(c_), out.data(), ws.data());
     EXPECT_TRUE(s.ok()) << s.error().message();
     EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    return Download(out);
+    const std::vector<float> got = Download(out);
+    // Again with the output's BF16 terms: the same output, and its split beside it.
+    DeviceBuffer<float> ws2 = Poisoned(PagedAttentionWorkspace(pass, Shape(c_)));
+    DeviceBuffer<float> out2 = Poisoned(n * q_dim);
+    DeviceBuffer<std::uint16_t> terms = Upload(std::vector<std::uint16_t>(2 * n * q_dim, 0x7fc1));
+    const Status s2 = PagedAttention(d_q.data(), pass, layer, Shape(c_), out2.data(), ws2.data(),
+                                     nullptr, terms.data());
+    EXPECT_TRUE(s2.ok()) << s2.error().message();
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(Download(out2), got);
+    const std::vector<std::uint16_t> split = Download(terms);
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      const std::uint16_t hi = F32ToBF16(got[i]);
+      const std::uint16_t lo = F32ToBF16(got[i] - BF16ToF32(hi));
+      if (split[i] != hi || split[got.size() + i] != lo) {
+        ADD_FAILURE() << "terms at " << i << " of " << got[i] << ": " << split[i] << ", "
+                      << split[got.size() + i] << " instead of " << hi << ", " << lo;
+        break;
+      }
+    }
+    return got;
   }
 
  private:

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <random>
 #include <vector>
 
@@ -158,6 +159,25 @@ TEST_F(CudaOpsTest, RMSNormAddToNormMatchesTheTwoOpsAndTheReference) {
     EXPECT_EQ(y, *y_fused.ToHost());
     EXPECT_EQ(*d_split->ToHost(), *d_fused->ToHost());
     ExpectTermsOf(y, *terms);
+    // The terms alone: the same terms and residual (rows of a multiple of 4; others need y).
+    auto d_only = DeviceBuffer<float>::FromHost(residual);
+    auto terms_only =
+        DeviceBuffer<std::uint16_t>::FromHost(std::vector<std::uint16_t>(2 * rows * dim));
+    ASSERT_TRUE(d_only.ok() && terms_only.ok());
+    const Status only = RMSNormAddToNormSplit(d_x->data(), rows, dim, d_scale->data(), 1e-6f,
+                                              d_only->data(), d_next->data(), nullptr,
+                                              terms_only->data());
+    if (dim % 4 != 0) {
+      ASSERT_FALSE(only.ok());
+      EXPECT_EQ(only.error().message(),
+                "cuda::RMSNormAddToNormSplit: rows of " + std::to_string(dim) +
+                    " (or pointers not 16-byte aligned) need y");
+      EXPECT_EQ(*d_only->ToHost(), residual);  // untouched
+    } else {
+      ASSERT_TRUE(only.ok());
+      EXPECT_EQ(*d_only->ToHost(), *d_fused->ToHost());
+      EXPECT_EQ(*terms_only->ToHost(), *terms->ToHost());
+    }
     // And the CPU reference of the pair.
     std::vector<float> want_res = residual, want_y(rows * dim);
     cpu::reference::RMSNormAddTo(x.data(), rows, dim, scale.data(), 1e-6f, want_res.data());
@@ -319,9 +339,26 @@ TEST_F(CudaOpsTest, GeluTanhMulMatchesTheReference) {
   const std::vector<float> y = *out_split.ToHost();
   EXPECT_EQ(y, *got);
   ExpectTermsOf(y, *terms);
+  // The terms alone.
+  auto terms_only = DeviceBuffer<std::uint16_t>::FromHost(std::vector<std::uint16_t>(2 * n));
+  ASSERT_TRUE(terms_only.ok());
+  ASSERT_TRUE(
+      GeluTanhMulSplit(d_gate->data(), d_up->data(), n, nullptr, terms_only->data()).ok());
+  EXPECT_EQ(*terms_only->ToHost(), *terms->ToHost());
 }
 
 // Argument errors are found before anything touches a device.
+TEST(CudaOpsArgumentsTest, NothingToWriteIsAnError) {
+  const Status norm = RMSNormAddToNormSplit(nullptr, 1, 640, nullptr, 1e-6f, nullptr, nullptr,
+                                            nullptr, nullptr);
+  ASSERT_FALSE(norm.ok());
+  EXPECT_EQ(norm.error().message(),
+            "cuda::RMSNormAddToNormSplit: neither y nor its terms to write");
+  const Status gelu = GeluTanhMulSplit(nullptr, nullptr, 16, nullptr, nullptr);
+  ASSERT_FALSE(gelu.ok());
+  EXPECT_EQ(gelu.error().message(), "cuda::GeluTanhMulSplit: neither out nor its terms to write");
+}
+
 TEST(CudaOpsArgumentsTest, UnsupportedTableTypeIsAnError) {
   const Status s = EmbedRows(DType::kQ8_0, nullptr, 32, nullptr, 1, 1.0f, nullptr);
   ASSERT_FALSE(s.ok());

@@ -255,7 +255,7 @@ __global__ void __launch_bounds__(kSplitThreads) SplitKernel(Geometry g) {
     }
     const std::size_t rh = static_cast<std::size_t>(row) * g.heads + head0 + h;
     if (one_slice) {
-      g.out[rh * D + d] = o / sum;
+      StoreOut(g, rh * D + d, o / sum);
     } else {
       float* part = Partial(g, rh, static_cast<int>(blockIdx.z));
       part[d] = o;
@@ -341,7 +341,7 @@ __global__ void __launch_bounds__(kCombineThreads) CombineKernel(Geometry g) {
   if (threadIdx.x < kCombineDims && d < D) {
     float t = 0.0f;
     for (int w = 0; w < kCombineWarps; ++w) t += s_acc[w][threadIdx.x];
-    g.out[static_cast<std::size_t>(blockIdx.x) * D + d] = t / sum;
+    StoreOut(g, static_cast<std::size_t>(blockIdx.x) * D + d, t / sum);
   }
 }
 
@@ -384,7 +384,7 @@ __global__ void __launch_bounds__(kCombineFewWarps * 32) CombineFewKernel(Geomet
   }
 #pragma unroll
   for (int k = 0; k < 8; ++k) {
-    if (k * 32 + lane < D) g.out[static_cast<std::size_t>(rh) * D + k * 32 + lane] = o[k] / sum;
+    if (k * 32 + lane < D) StoreOut(g, static_cast<std::size_t>(rh) * D + k * 32 + lane, o[k] / sum);
   }
 }
 
@@ -564,7 +564,8 @@ std::size_t PagedAttentionWorkspace(const PassRows& pass, const AttentionShape& 
 }
 
 Status PagedAttention(const float* q, const PassRows& pass, const PagedLayer& layer,
-                      const AttentionShape& shape, float* out, float* workspace, Stream stream) {
+                      const AttentionShape& shape, float* out, float* workspace, Stream stream,
+                      std::uint16_t* out_terms) {
   FGNET_TRY(CheckShape("cuda::PagedAttention", shape));
   if (layer.row != std::int64_t{shape.kv_heads} * shape.head_dim) {
     return MakeError("cuda::PagedAttention: layer row ", layer.row, " is not kv_heads ",
@@ -584,6 +585,7 @@ Status PagedAttention(const float* q, const PassRows& pass, const PagedLayer& la
   Geometry g{};
   g.q = q;
   g.out = out;
+  g.out_terms = reinterpret_cast<__nv_bfloat16*>(out_terms);
   g.workspace = workspace;
   g.row_seq = pass.row_seq;
   g.row_pos = pass.row_pos;

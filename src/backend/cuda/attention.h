@@ -89,9 +89,11 @@ std::size_t PagedAttentionWorkspace(const PassRows& pass, const AttentionShape& 
 
 // out [rows, heads * head_dim] = softmax(q k^T) v for q [rows, heads * head_dim], each row
 // attending to the positions of its sequence it may see (causal, within the window).
-// `workspace` holds PagedAttentionWorkspace() floats.
+// `workspace` holds PagedAttentionWorkspace() floats. With `out_terms`, out is also written there
+// as two BF16 terms, hi [rows, heads * head_dim] then lo (RMSNormAddToNormSplit's split), by the
+// kernels that write it: a next product's input (MatMulContext::InputTerms).
 Status PagedAttention(const float* q, const PassRows& pass, const PagedLayer& layer,
                       const AttentionShape& shape, float* out, float* workspace,
-                      Stream stream = nullptr);
+                      Stream stream = nullptr, std::uint16_t* out_terms = nullptr);
 
 }  // namespace fgnet::cuda

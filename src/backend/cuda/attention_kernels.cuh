@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "backend/cuda/attention.h"
+#include "backend/cuda/kernel_support.cuh"
 #include "backend/cuda/ops.h"
 #include "util/status.h"
 
@@ -21,6 +22,8 @@ namespace fgnet::cuda::attention_internal {
 struct Geometry {
   const float* q;
   float* out;
+  // The output's two BF16 terms beside it (hi, then lo at rows * heads * head_dim), or null.
+  __nv_bfloat16* out_terms;
   float* workspace;
   const std::int32_t* row_seq;
   const std::int32_t* row_pos;
@@ -140,6 +143,28 @@ __device__ __forceinline__ int Slices(int keys, int chunk) { return (keys + chun
 __device__ __forceinline__ int TileChunk(const Geometry& g, int range) {
   const int need = (range + g.tile_splits - 1) / g.tile_splits;
   return max(g.tile_chunk, (need + kTileK - 1) / kTileK * kTileK);
+}
+
+// Element i of the output (of rows * heads * head_dim) is v, and its terms where g.out_terms.
+__device__ __forceinline__ void StoreOut(const Geometry& g, std::size_t i, float v) {
+  g.out[i] = v;
+  if (g.out_terms != nullptr) {
+    const std::size_t n = static_cast<std::size_t>(g.rows) * g.heads * g.head_dim;
+    internal::SplitBF16(v, g.out_terms + i, g.out_terms + n + i);
+  }
+}
+
+// Elements i (even) and i + 1 of the output are a and b, and their terms where g.out_terms.
+__device__ __forceinline__ void StoreOut(const Geometry& g, std::size_t i, float a, float b) {
+  *reinterpret_cast<float2*>(g.out + i) = make_float2(a, b);
+  if (g.out_terms != nullptr) {
+    const std::size_t n = static_cast<std::size_t>(g.rows) * g.heads * g.head_dim;
+    std::uint32_t hi = 0;
+    std::uint32_t lo = 0;
+    internal::SplitBF16(a, b, hi, lo);
+    *reinterpret_cast<std::uint32_t*>(g.out_terms + i) = hi;
+    *reinterpret_cast<std::uint32_t*>(g.out_terms + n + i) = lo;
+  }
 }
 
 // Partial result of slice `slice` of (row, head): the unnormalised output [head_dim], its max and

@@ -463,23 +463,24 @@ __global__ void __launch_bounds__(kTileThreads, 1) TileKernel(Geometry g) {
     const float ll = l[r] * f1 + merge_ml[2 * qi + 1] * f2;
     if (qi >= nq) continue;
     const std::size_t qh = static_cast<std::size_t>(r0 + qi / G) * g.heads + kvh * G + qi % G;
-    float* dst = g.out + qh * D;
-    float f = 1.0f / ll;
-    if (slices > 1) {
-      dst = Partial(g, qh, slice);
-      f = 1.0f;
-      if (tq == 0) {
-        dst[D] = mm;
-        dst[D + 1] = ll;
-      }
+    float* part = slices > 1 ? Partial(g, qh, slice) : nullptr;
+    const float f = slices > 1 ? 1.0f : 1.0f / ll;
+    if (part != nullptr && tq == 0) {
+      part[D] = mm;
+      part[D + 1] = ll;
     }
 #pragma unroll
     for (int nt = 0; nt < kDp / 8; ++nt) {
       const int d = nt * 8 + 2 * tq;
       if (d >= D) continue;
       const float2 o2 = *reinterpret_cast<const float2*>(merge_o + qi * (kDp + 4) + d);
-      *reinterpret_cast<float2*>(dst + d) =
-          make_float2((o[nt][2 * r] * f1 + o2.x * f2) * f, (o[nt][2 * r + 1] * f1 + o2.y * f2) * f);
+      const float a = (o[nt][2 * r] * f1 + o2.x * f2) * f;
+      const float b = (o[nt][2 * r + 1] * f1 + o2.y * f2) * f;
+      if (part != nullptr) {
+        *reinterpret_cast<float2*>(part + d) = make_float2(a, b);
+      } else {
+        StoreOut(g, qh * D + d, a, b);
+      }
     }
   }
 }

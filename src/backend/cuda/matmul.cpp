@@ -306,7 +306,8 @@ Status MatMulContext::MatMulMany(const float* x, std::size_t rows, std::size_t i
 Status MatMulContext::MatMulGeGLU(const float* x, std::size_t rows, std::size_t in,
                                   const std::uint16_t* w_gate, const std::uint16_t* w_up,
                                   std::size_t n, float* out, float* up_scratch,
-                                  const LoraEpilogue* lora, const ResidualInput* residual) {
+                                  const LoraEpilogue* lora, const ResidualInput* residual,
+                                  bool terms_only) {
   ++impl_->calls;
   if (in % 8 != 0) {
     return MakeError("cuda::MatMulGeGLU: the input size ", in, " is not a multiple of 8");
@@ -343,7 +344,7 @@ Status MatMulContext::MatMulGeGLU(const float* x, std::size_t rows, std::size_t 
   // read x's terms (stream order), so out's take their place, for the next call.
   std::uint16_t* terms = nullptr;
   FGNET_ASSIGN_OR_RETURN(terms, InputTerms(out, rows, n));
-  return GeluTanhMulSplit(out, up, rows * n, out, terms, impl_->stream);
+  return GeluTanhMulSplit(out, up, rows * n, terms_only ? nullptr : out, terms, impl_->stream);
 }
 
 Result<std::uint16_t*> MatMulContext::InputTerms(const float* x, std::size_t rows, std::size_t in) {

@@ -132,11 +132,12 @@ class MatMulContext {
   // `out` and `up_scratch` must not overlap x or each other. With `lora` (the GEMV path only),
   // the adapters' updates are added to the gate and up products before the GeGLU; with
   // `residual` (x null; the GEMV path only), the input is that residual input's rows, as in
-  // MatMulMany.
+  // MatMulMany. `terms_only` (for a next product that reads nothing else of out): the cuBLAS path
+  // writes out's terms and not its f32 values, leaving the gate products in `out`.
   Status MatMulGeGLU(const float* x, std::size_t rows, std::size_t in, const std::uint16_t* w_gate,
                      const std::uint16_t* w_up, std::size_t n, float* out,
                      float* up_scratch = nullptr, const LoraEpilogue* lora = nullptr,
-                     const ResidualInput* residual = nullptr);
+                     const ResidualInput* residual = nullptr, bool terms_only = false);
 
   // The two BF16 terms of a many-row product's input x [rows, in] (hi, then lo at rows * in: the
   // split the cuBLAS path makes), for the kernel that produces x to write beside it

@@ -74,6 +74,8 @@ __device__ __forceinline__ void StoreTerms(float4 v, __nv_bfloat16* hi, __nv_bfl
   *reinterpret_cast<uint2*>(lo) = l;
 }
 
+// y null (terms only): u is kept in the residual row between the two sums, and y goes straight
+// to its terms.
 __global__ void __launch_bounds__(kThreads)
     RMSNormAddToNormKernel(const float* x, std::size_t rows, std::size_t dim, const float* scale,
                            float eps, float* residual, const float* next_scale, float* y,
@@ -83,16 +85,24 @@ __global__ void __launch_bounds__(kThreads)
   const std::size_t r = static_cast<std::size_t>(blockIdx.x) * kNormRowsPerBlock + threadIdx.x / 32;
   if (r >= rows) return;
   const int lane = static_cast<int>(threadIdx.x % 32);
+  float* ur = residual + r * dim;
+  __nv_bfloat16* hi = terms != nullptr ? terms + r * dim : nullptr;
+  __nv_bfloat16* lo = terms != nullptr ? hi + rows * dim : nullptr;
+  if (y == nullptr) {
+    auto* u4 = reinterpret_cast<float4*>(ur);
+    internal::ResidualNormRow(
+        x + r * dim, ur, nullptr, scale, next_scale, eps, static_cast<int>(dim), lane,
+        [u4](int i) -> float4& { return u4[i]; },
+        [hi, lo](int i, const float4& v) { StoreTerms(v, hi + 4 * i, lo + 4 * i); });
+    return;
+  }
   auto* yr = reinterpret_cast<float4*>(y + r * dim);
-  internal::ResidualNormRow(x + r * dim, residual + r * dim, residual + r * dim, scale, next_scale,
-                            eps, static_cast<int>(dim), lane,
-                            [yr](int i) -> float4& { return yr[i]; });
-  if (terms == nullptr) return;
-  // The lane's own float4s of y, as it wrote them.
-  __nv_bfloat16* hi = terms + r * dim;
-  __nv_bfloat16* lo = hi + rows * dim;
-  for (int i = lane; i < static_cast<int>(dim / 4); i += 32)
-    StoreTerms(yr[i], hi + 4 * i, lo + 4 * i);
+  internal::ResidualNormRow(x + r * dim, ur, ur, scale, next_scale, eps, static_cast<int>(dim),
+                            lane, [yr](int i) -> float4& { return yr[i]; },
+                            [yr, hi, lo](int i, const float4& v) {
+                              yr[i] = v;
+                              if (hi != nullptr) StoreTerms(v, hi + 4 * i, lo + 4 * i);
+                            });
 }
 
 // y[r] = RMSNorm(x[rows ? rows[r] : r]) * scale.
@@ -285,7 +295,7 @@ __global__ void GeluTanhMulKernel(const float* gate, const float* up, std::size_
   const float g = gate[i];
   const float inner = 0.7978845608028654f * (g + 0.044715f * g * g * g);
   const float y = 0.5f * g * (1.0f + tanhf(inner)) * up[i];
-  out[i] = y;
+  if (out != nullptr) out[i] = y;
   if (terms != nullptr) internal::SplitBF16(y, terms + i, terms + n + i);
 }
 
@@ -335,6 +345,9 @@ Status RMSNormAddToNorm(const float* x, std::size_t rows, std::size_t dim, const
 Status RMSNormAddToNormSplit(const float* x, std::size_t rows, std::size_t dim, const float* scale,
                              float eps, float* residual, const float* next_scale, float* y,
                              std::uint16_t* terms, Stream stream) {
+  if (y == nullptr && terms == nullptr) {
+    return MakeError("cuda::RMSNormAddToNormSplit: neither y nor its terms to write");
+  }
   if (rows == 0) return Ok();
   // The fused kernel reads rows as float4s (and writes the terms 8 bytes at a time); other rows
   // take the two kernels, then the split.
@@ -342,6 +355,10 @@ Status RMSNormAddToNormSplit(const float* x, std::size_t rows, std::size_t dim, 
   if (dim % 4 != 0 || dim > 0x7fffffffu || !Aligned16(x) || !Aligned16(scale) ||
       !Aligned16(residual) || !Aligned16(next_scale) || !Aligned16(y) ||
       reinterpret_cast<std::uintptr_t>(terms) % 8 != 0) {
+    if (y == nullptr) {
+      return MakeError("cuda::RMSNormAddToNormSplit: rows of ", dim,
+                       " (or pointers not 16-byte aligned) need y");
+    }
     FGNET_TRY(RMSNormAddTo(x, rows, dim, scale, eps, residual, stream));
     FGNET_TRY(RMSNorm(residual, rows, dim, next_scale, eps, y, nullptr, stream));
     if (terms == nullptr) return Ok();
@@ -435,6 +452,9 @@ Status GeluTanhMul(const float* gate, const float* up, std::size_t n, float* out
 
 Status GeluTanhMulSplit(const float* gate, const float* up, std::size_t n, float* out,
                         std::uint16_t* terms, Stream stream) {
+  if (out == nullptr && terms == nullptr) {
+    return MakeError("cuda::GeluTanhMulSplit: neither out nor its terms to write");
+  }
   if (n == 0) return Ok();
   const auto blocks = static_cast<unsigned>((n + kThreads - 1) / kThreads);
   GeluTanhMulKernel<<<blocks, kThreads, 0, stream>>>(gate, up, n, out,

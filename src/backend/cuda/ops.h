@@ -45,7 +45,8 @@ Status RMSNormAddToNorm(const float* x, std::size_t rows, std::size_t dim, const
                         Stream stream = nullptr);
 // RMSNormAddToNorm that also writes y as two BF16 terms, hi = bf16(y) [rows, dim] at `terms`
 // and lo = bf16(y - hi) after it (round to nearest even): the split of a many-row product's
-// input (MatMulContext::InputTerms). terms null: RMSNormAddToNorm.
+// input (MatMulContext::InputTerms). terms null: RMSNormAddToNorm. y null: the terms alone (for
+// a product that reads nothing else of y), which needs the one-kernel rows; an error otherwise.
 Status RMSNormAddToNormSplit(const float* x, std::size_t rows, std::size_t dim, const float* scale,
                              float eps, float* residual, const float* next_scale, float* y,
                              std::uint16_t* terms, Stream stream = nullptr);
@@ -105,7 +106,7 @@ Status TopRows(const float* x, std::size_t rows, std::size_t cols, float* values
 Status GeluTanhMul(const float* gate, const float* up, std::size_t n, float* out,
                    Stream stream = nullptr);
 // GeluTanhMul that also writes out as two BF16 terms (hi at terms[0, n), lo at terms[n, 2n)), as
-// RMSNormAddToNormSplit does; terms null: GeluTanhMul.
+// RMSNormAddToNormSplit does; terms null: GeluTanhMul; out null: the terms alone.
 Status GeluTanhMulSplit(const float* gate, const float* up, std::size_t n, float* out,
                         std::uint16_t* terms, Stream stream = nullptr);
 

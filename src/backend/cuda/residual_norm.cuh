@@ -28,12 +28,13 @@ constexpr int kNormBatch = 5;
 // taking the float4s lane, lane + 32, ... in batches of kNormBatch loads per array:
 // u = residual + RMSNorm(delta) * post, written to `updated` unless it is null (it may be
 // `residual` itself: a batch's loads come before its stores, each lane's to its own columns),
-// then y(i) = RMSNorm(u) * pre for the float4 i. y(i) returns a float4& that holds u's float4 i
-// between the two passes.
-template <typename Y>
+// then y = RMSNorm(u) * pre, handed to emit(i, y's float4 i). hold(i) returns a float4& that keeps
+// u's float4 i between the two passes (it may be updated's own float4 when updated is null).
+template <typename Hold, typename Emit>
 __device__ __forceinline__ void ResidualNormRow(const float* delta, const float* residual,
                                                 float* updated, const float* post, const float* pre,
-                                                float eps, int dim, int lane, Y&& y) {
+                                                float eps, int dim, int lane, Hold&& hold,
+                                                Emit&& emit) {
   const int n4 = dim / 4;
   const auto* d4 = reinterpret_cast<const float4*>(delta);
   const auto* r4 = reinterpret_cast<const float4*>(residual);
@@ -67,7 +68,7 @@ __device__ __forceinline__ void ResidualNormRow(const float* delta, const float*
       const float4 u = make_float4(r[j].x + d[j].x * inv * p[j].x, r[j].y + d[j].y * inv * p[j].y,
                                    r[j].z + d[j].z * inv * p[j].z, r[j].w + d[j].w * inv * p[j].w);
       if (u4 != nullptr) u4[i] = u;
-      y(i) = u;
+      hold(i) = u;
       ss2 = AddSquares(ss2, u);
     }
   }
@@ -79,11 +80,20 @@ __device__ __forceinline__ void ResidualNormRow(const float* delta, const float*
 #pragma unroll
     for (int j = 0; j < kNormBatch; ++j) {
       if (i0 + 32 * j >= n4) break;
-      float4& t = y(i0 + 32 * j);
-      t = make_float4(t.x * inv2 * p[j].x, t.y * inv2 * p[j].y, t.z * inv2 * p[j].z,
-                      t.w * inv2 * p[j].w);
+      const float4 t = hold(i0 + 32 * j);
+      emit(i0 + 32 * j, make_float4(t.x * inv2 * p[j].x, t.y * inv2 * p[j].y, t.z * inv2 * p[j].z,
+                                    t.w * inv2 * p[j].w));
     }
   }
+}
+
+// ResidualNormRow whose y(i) (a float4&) keeps u's float4 i and then gets y's in its place.
+template <typename Y>
+__device__ __forceinline__ void ResidualNormRow(const float* delta, const float* residual,
+                                                float* updated, const float* post, const float* pre,
+                                                float eps, int dim, int lane, Y&& y) {
+  ResidualNormRow(delta, residual, updated, post, pre, eps, dim, lane, y,
+                  [&y](int i, const float4& v) { y(i) = v; });
 }
 
 }  // namespace fgnet::cuda::internal
