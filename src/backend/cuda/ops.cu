@@ -288,15 +288,33 @@ __global__ void ChunkTopKernel(const float* values, const std::int32_t* ids, int
   }
 }
 
+__device__ __forceinline__ float GeluTanhTimes(float g, float u) {
+  const float inner = 0.7978845608028654f * (g + 0.044715f * g * g * g);
+  return 0.5f * g * (1.0f + tanhf(inner)) * u;
+}
+
+// An element a thread.
 __global__ void GeluTanhMulKernel(const float* gate, const float* up, std::size_t n, float* out,
                                   __nv_bfloat16* terms) {
   const std::size_t i = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  const float g = gate[i];
-  const float inner = 0.7978845608028654f * (g + 0.044715f * g * g * g);
-  const float y = 0.5f * g * (1.0f + tanhf(inner)) * up[i];
+  const float y = GeluTanhTimes(gate[i], up[i]);
   if (out != nullptr) out[i] = y;
   if (terms != nullptr) internal::SplitBF16(y, terms + i, terms + n + i);
+}
+
+// Four elements a thread, 16-byte loads and stores (n a multiple of 4; gate, up and out 16-byte
+// aligned, terms 8-byte aligned): the same results.
+__global__ void GeluTanhMul4Kernel(const float4* gate, const float4* up, std::size_t n, float4* out,
+                                   __nv_bfloat16* terms) {
+  const std::size_t i = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n / 4) return;
+  const float4 g = gate[i];
+  const float4 u = up[i];
+  const float4 y = make_float4(GeluTanhTimes(g.x, u.x), GeluTanhTimes(g.y, u.y),
+                               GeluTanhTimes(g.z, u.z), GeluTanhTimes(g.w, u.w));
+  if (out != nullptr) out[i] = y;
+  if (terms != nullptr) StoreTerms(y, terms + 4 * i, terms + n + 4 * i);
 }
 
 }  // namespace
@@ -456,9 +474,18 @@ Status GeluTanhMulSplit(const float* gate, const float* up, std::size_t n, float
     return MakeError("cuda::GeluTanhMulSplit: neither out nor its terms to write");
   }
   if (n == 0) return Ok();
-  const auto blocks = static_cast<unsigned>((n + kThreads - 1) / kThreads);
-  GeluTanhMulKernel<<<blocks, kThreads, 0, stream>>>(gate, up, n, out,
-                                                     reinterpret_cast<__nv_bfloat16*>(terms));
+  auto* t = reinterpret_cast<__nv_bfloat16*>(terms);
+  using internal::Aligned16;
+  if (n % 4 == 0 && Aligned16(gate) && Aligned16(up) && Aligned16(out) &&
+      reinterpret_cast<std::uintptr_t>(terms) % 8 == 0) {
+    const auto blocks = static_cast<unsigned>((n / 4 + kThreads - 1) / kThreads);
+    GeluTanhMul4Kernel<<<blocks, kThreads, 0, stream>>>(reinterpret_cast<const float4*>(gate),
+                                                        reinterpret_cast<const float4*>(up), n,
+                                                        reinterpret_cast<float4*>(out), t);
+  } else {
+    const auto blocks = static_cast<unsigned>((n + kThreads - 1) / kThreads);
+    GeluTanhMulKernel<<<blocks, kThreads, 0, stream>>>(gate, up, n, out, t);
+  }
   return CudaLastError("cuda::GeluTanhMul");
 }
 
