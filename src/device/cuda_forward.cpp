@@ -218,9 +218,8 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     // h = the input norm of x (for layer 0), or the previous layer's residual update.
     if (l == 0) FGNET_TRY(cuda::RMSNorm(x, c, hidden, w.input_norm, eps, h, nullptr, stream));
     const cuda::ResidualInput* input = nullptr;
-    FGNET_TRY(
-        settle(plain(l, {LoraModule::kQ, LoraModule::kK, LoraModule::kV}, {&w.q, &w.k, &w.v}),
-               &input));
+    FGNET_TRY(settle(plain(l, {LoraModule::kQ, LoraModule::kK, LoraModule::kV}, {&w.q, &w.k, &w.v}),
+                     &input));
     cuda::LoraEpilogue epilogue;
     const cuda::MatMulContext::MatMulOutput qkv[] = {
         {w.q.bf16, q_dim, q}, {w.k.bf16, kv_dim, k}, {w.v.bf16, kv_dim, v}};

@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <string>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "backend/cpu/reference.h"
@@ -164,14 +164,14 @@ TEST_F(CudaOpsTest, RMSNormAddToNormMatchesTheTwoOpsAndTheReference) {
     auto terms_only =
         DeviceBuffer<std::uint16_t>::FromHost(std::vector<std::uint16_t>(2 * rows * dim));
     ASSERT_TRUE(d_only.ok() && terms_only.ok());
-    const Status only = RMSNormAddToNormSplit(d_x->data(), rows, dim, d_scale->data(), 1e-6f,
-                                              d_only->data(), d_next->data(), nullptr,
-                                              terms_only->data());
+    const Status only =
+        RMSNormAddToNormSplit(d_x->data(), rows, dim, d_scale->data(), 1e-6f, d_only->data(),
+                              d_next->data(), nullptr, terms_only->data());
     if (dim % 4 != 0) {
       ASSERT_FALSE(only.ok());
-      EXPECT_EQ(only.error().message(),
-                "cuda::RMSNormAddToNormSplit: rows of " + std::to_string(dim) +
-                    " (or pointers not 16-byte aligned) need y");
+      EXPECT_EQ(only.error().message(), "cuda::RMSNormAddToNormSplit: rows of " +
+                                            std::to_string(dim) +
+                                            " (or pointers not 16-byte aligned) need y");
       EXPECT_EQ(*d_only->ToHost(), residual);  // untouched
     } else {
       ASSERT_TRUE(only.ok());
@@ -360,8 +360,8 @@ TEST_F(CudaOpsTest, GeluTanhMulMatchesTheReference) {
 
 // Argument errors are found before anything touches a device.
 TEST(CudaOpsArgumentsTest, NothingToWriteIsAnError) {
-  const Status norm = RMSNormAddToNormSplit(nullptr, 1, 640, nullptr, 1e-6f, nullptr, nullptr,
-                                            nullptr, nullptr);
+  const Status norm =
+      RMSNormAddToNormSplit(nullptr, 1, 640, nullptr, 1e-6f, nullptr, nullptr, nullptr, nullptr);
   ASSERT_FALSE(norm.ok());
   EXPECT_EQ(norm.error().message(),
             "cuda::RMSNormAddToNormSplit: neither y nor its terms to write");

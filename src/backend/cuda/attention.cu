@@ -384,7 +384,8 @@ __global__ void __launch_bounds__(kCombineFewWarps * 32) CombineFewKernel(Geomet
   }
 #pragma unroll
   for (int k = 0; k < 8; ++k) {
-    if (k * 32 + lane < D) StoreOut(g, static_cast<std::size_t>(rh) * D + k * 32 + lane, o[k] / sum);
+    if (k * 32 + lane < D)
+      StoreOut(g, static_cast<std::size_t>(rh) * D + k * 32 + lane, o[k] / sum);
   }
 }
 

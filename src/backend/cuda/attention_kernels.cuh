@@ -154,16 +154,17 @@ __device__ __forceinline__ void StoreOut(const Geometry& g, std::size_t i, float
   }
 }
 
-// Elements i (even) and i + 1 of the output are a and b, and their terms where g.out_terms.
-__device__ __forceinline__ void StoreOut(const Geometry& g, std::size_t i, float a, float b) {
-  *reinterpret_cast<float2*>(g.out + i) = make_float2(a, b);
+// Elements i .. i + 3 of the output (i a multiple of 4) are v, and their terms where g.out_terms.
+__device__ __forceinline__ void StoreOut(const Geometry& g, std::size_t i, const float4& v) {
+  *reinterpret_cast<float4*>(g.out + i) = v;
   if (g.out_terms != nullptr) {
     const std::size_t n = static_cast<std::size_t>(g.rows) * g.heads * g.head_dim;
-    std::uint32_t hi = 0;
-    std::uint32_t lo = 0;
-    internal::SplitBF16(a, b, hi, lo);
-    *reinterpret_cast<std::uint32_t*>(g.out_terms + i) = hi;
-    *reinterpret_cast<std::uint32_t*>(g.out_terms + n + i) = lo;
+    uint2 hi;
+    uint2 lo;
+    internal::SplitBF16(v.x, v.y, hi.x, lo.x);
+    internal::SplitBF16(v.z, v.w, hi.y, lo.y);
+    *reinterpret_cast<uint2*>(g.out_terms + i) = hi;
+    *reinterpret_cast<uint2*>(g.out_terms + n + i) = lo;
   }
 }
 

@@ -449,39 +449,53 @@ __global__ void __launch_bounds__(kTileThreads, 1) TileKernel(Geometry g) {
     }
   }
   __syncthreads();
-  if (kw != 0) return;
 
-    // One slice: the output. Several: this slice's partial result (a query that saw none of the
-    // slice's keys leaves m = -inf, l = 0, o = 0, which the combine weighs by zero).
+  // The first warp of each query group merges. One slice: the output, into merge_o in place of
+  // the second warp's (each thread its own pairs). Several: this slice's partial result (a query
+  // that saw none of the slice's keys leaves m = -inf, l = 0, o = 0, which the combine weighs by
+  // zero).
+  if (kw == 0) {
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int qi = r == 0 ? qa : qb;
-    const float m2 = merge_ml[2 * qi];
-    const float mm = fmaxf(m[r], m2);
-    const float f1 = mm == -INFINITY ? 0.0f : expf(m[r] - mm);
-    const float f2 = mm == -INFINITY ? 0.0f : expf(m2 - mm);
-    const float ll = l[r] * f1 + merge_ml[2 * qi + 1] * f2;
-    if (qi >= nq) continue;
-    const std::size_t qh = static_cast<std::size_t>(r0 + qi / G) * g.heads + kvh * G + qi % G;
-    float* part = slices > 1 ? Partial(g, qh, slice) : nullptr;
-    const float f = slices > 1 ? 1.0f : 1.0f / ll;
-    if (part != nullptr && tq == 0) {
-      part[D] = mm;
-      part[D + 1] = ll;
-    }
+    for (int r = 0; r < 2; ++r) {
+      const int qi = r == 0 ? qa : qb;
+      const float m2 = merge_ml[2 * qi];
+      const float mm = fmaxf(m[r], m2);
+      const float f1 = mm == -INFINITY ? 0.0f : expf(m[r] - mm);
+      const float f2 = mm == -INFINITY ? 0.0f : expf(m2 - mm);
+      const float ll = l[r] * f1 + merge_ml[2 * qi + 1] * f2;
+      if (qi >= nq) continue;
+      const std::size_t qh = static_cast<std::size_t>(r0 + qi / G) * g.heads + kvh * G + qi % G;
+      float* part = slices > 1 ? Partial(g, qh, slice) : nullptr;
+      const float f = slices > 1 ? 1.0f : 1.0f / ll;
+      if (part != nullptr && tq == 0) {
+        part[D] = mm;
+        part[D + 1] = ll;
+      }
 #pragma unroll
-    for (int nt = 0; nt < kDp / 8; ++nt) {
-      const int d = nt * 8 + 2 * tq;
-      if (d >= D) continue;
-      const float2 o2 = *reinterpret_cast<const float2*>(merge_o + qi * (kDp + 4) + d);
-      const float a = (o[nt][2 * r] * f1 + o2.x * f2) * f;
-      const float b = (o[nt][2 * r + 1] * f1 + o2.y * f2) * f;
-      if (part != nullptr) {
-        *reinterpret_cast<float2*>(part + d) = make_float2(a, b);
-      } else {
-        StoreOut(g, qh * D + d, a, b);
+      for (int nt = 0; nt < kDp / 8; ++nt) {
+        const int d = nt * 8 + 2 * tq;
+        if (d >= D) continue;
+        auto* at = reinterpret_cast<float2*>(merge_o + qi * (kDp + 4) + d);
+        const float2 o2 = *at;
+        const float2 y = make_float2((o[nt][2 * r] * f1 + o2.x * f2) * f,
+                                     (o[nt][2 * r + 1] * f1 + o2.y * f2) * f);
+        if (part != nullptr) {
+          *reinterpret_cast<float2*>(part + d) = y;
+        } else {
+          *at = y;
+        }
       }
     }
+  }
+  if (slices > 1) return;  // uniform over the CTA
+  __syncthreads();
+  // The tile's outputs (and their terms), 16 bytes a thread by the whole CTA.
+  for (int idx = tid; idx < nq * (kDp / 4); idx += kTileThreads) {
+    const int i = idx / (kDp / 4);
+    const int d = idx % (kDp / 4) * 4;
+    if (d >= D) continue;
+    const std::size_t qh = static_cast<std::size_t>(r0 + i / G) * g.heads + kvh * G + i % G;
+    StoreOut(g, qh * D + d, *reinterpret_cast<const float4*>(merge_o + i * (kDp + 4) + d));
   }
 }
 

@@ -97,12 +97,13 @@ __global__ void __launch_bounds__(kThreads)
     return;
   }
   auto* yr = reinterpret_cast<float4*>(y + r * dim);
-  internal::ResidualNormRow(x + r * dim, ur, ur, scale, next_scale, eps, static_cast<int>(dim),
-                            lane, [yr](int i) -> float4& { return yr[i]; },
-                            [yr, hi, lo](int i, const float4& v) {
-                              yr[i] = v;
-                              if (hi != nullptr) StoreTerms(v, hi + 4 * i, lo + 4 * i);
-                            });
+  internal::ResidualNormRow(
+      x + r * dim, ur, ur, scale, next_scale, eps, static_cast<int>(dim), lane,
+      [yr](int i) -> float4& { return yr[i]; },
+      [yr, hi, lo](int i, const float4& v) {
+        yr[i] = v;
+        if (hi != nullptr) StoreTerms(v, hi + 4 * i, lo + 4 * i);
+      });
 }
 
 // y[r] = RMSNorm(x[rows ? rows[r] : r]) * scale.
