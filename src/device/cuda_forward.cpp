@@ -233,17 +233,21 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
       FGNET_TRY(apply_lora_many(l, {LoraModule::kQ, LoraModule::kK, LoraModule::kV}, h, hidden,
                                 {{q, q_dim, q_dim}, {k, kv_dim, kv_dim}, {v, kv_dim, kv_dim}}));
     }
+    // The rows' keys and values go split into the attention's workspace too, where it takes
+    // them so (a prompt's f32 keys).
+    std::uint16_t* planes =
+        cuda::PagedAttentionPlanes(pass[group], paged, attention[r], attention_ws.as<float>());
     FGNET_TRY(cuda::QKNormRopeWriteKV(q, k, v, pass[group], paged, attention[r].heads,
                                       attention[r].kv_heads, attention[r].head_dim, w.q_norm,
-                                      w.k_norm, eps, inv_freq[r], stream));
+                                      w.k_norm, eps, inv_freq[r], stream, planes));
     // A many-row o product of BF16 weights takes the attention's output as two BF16 terms,
     // written by the attention kernels beside it.
-    std::uint16_t* attn_terms = nullptr;
+    cuda::AttentionExtras extras{.rows_split = planes != nullptr};
     if (!cuda::MatMulContext::TakesGemv(c) && !w.o.quantized()) {
-      FGNET_ASSIGN_OR_RETURN(attn_terms, mm.InputTerms(attn, c, q_dim));
+      FGNET_ASSIGN_OR_RETURN(extras.out_terms, mm.InputTerms(attn, c, q_dim));
     }
     FGNET_TRY(cuda::PagedAttention(q, pass[group], paged, attention[r], attn,
-                                   attention_ws.as<float>(), stream, attn_terms));
+                                   attention_ws.as<float>(), stream, extras));
     FGNET_TRY(adapted_product(l, LoraModule::kO, attn, q_dim, w.o, hidden, o));
     pending = {o, nullptr, nullptr, w.post_attention_norm, w.pre_feedforward_norm, eps};
     FGNET_TRY(settle(plain(l, {LoraModule::kGate, LoraModule::kUp}, {&w.gate, &w.up}), &input));

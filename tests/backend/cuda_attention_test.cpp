@@ -279,8 +279,32 @@ class DevicePass {
   }
 
   // max_pos < 0: the rows' largest position; else a larger bound (as a pass rounded up for graph
-  // reuse gives), whose slices beyond a row's position are empty.
+  // reuse gives), whose slices beyond a row's position are empty. Runs twice, the second time
+  // with the output's terms, and checks that they are the output's split.
   std::vector<float> Run(const std::vector<float>& q, int first, int n, int max_pos = -1) {
+    const std::size_t size = static_cast<std::size_t>(n) * c_.heads * c_.head_dim;
+    const std::vector<float> got = Call(q, first, n, max_pos);
+    DeviceBuffer<std::uint16_t> terms = Upload(std::vector<std::uint16_t>(2 * size, 0x7fc1));
+    EXPECT_EQ(Call(q, first, n, max_pos, {.out_terms = terms.data()}), got);
+    const std::vector<std::uint16_t> split = Download(terms);
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      const std::uint16_t hi = F32ToBF16(got[i]);
+      const std::uint16_t lo = F32ToBF16(got[i] - BF16ToF32(hi));
+      if (split[i] != hi || split[got.size() + i] != lo) {
+        ADD_FAILURE() << "terms at " << i << " of " << got[i] << ": " << split[i] << ", "
+                      << split[got.size() + i] << " instead of " << hi << ", " << lo;
+        break;
+      }
+    }
+    return got;
+  }
+
+  // PagedAttention on rows [first, first + n) (max_pos as Run's). The workspace is poisoned,
+  // except that with `row_planes` the split planes (PagedAttentionPlanes) of the rows' positions
+  // hold them: for each row in order and kv head, k hi, v hi, k lo, v lo of head_dim each.
+  std::vector<float> Call(const std::vector<float>& q, int first, int n, int max_pos,
+                          const AttentionExtras& extras = {},
+                          const std::vector<std::uint16_t>& row_planes = {}) {
     const std::size_t q_dim = static_cast<std::size_t>(c_.heads) * c_.head_dim;
     const std::vector<std::int32_t> seq(c_.row_seq.begin() + first, c_.row_seq.begin() + first + n);
     const std::vector<std::int32_t> pos(c_.row_pos.begin() + first, c_.row_pos.begin() + first + n);
@@ -302,31 +326,24 @@ class DevicePass {
                            .slot = c_.slot,
                            .row = c_.row()};
     DeviceBuffer<float> ws = Poisoned(PagedAttentionWorkspace(pass, Shape(c_)));
-    DeviceBuffer<float> out = Poisoned(n * q_dim);
-    const Status s = PagedAttention(d_q.data(), pass, layer, Shape(c_), out.data(), ws.data());
-    EXPECT_TRUE(s.ok()) << s.error().message();
-    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    const std::vector<float> got = Download(out);
-    // Again with the output's BF16 terms: the same output, and its split beside it.
-    DeviceBuffer<float> ws2 = Poisoned(PagedAttentionWorkspace(pass, Shape(c_)));
-    DeviceBuffer<float> out2 = Poisoned(n * q_dim);
-    DeviceBuffer<std::uint16_t> terms = Upload(std::vector<std::uint16_t>(2 * n * q_dim, 0x7fc1));
-    const Status s2 = PagedAttention(d_q.data(), pass, layer, Shape(c_), out2.data(), ws2.data(),
-                                     nullptr, terms.data());
-    EXPECT_TRUE(s2.ok()) << s2.error().message();
-    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    EXPECT_EQ(Download(out2), got);
-    const std::vector<std::uint16_t> split = Download(terms);
-    for (std::size_t i = 0; i < got.size(); ++i) {
-      const std::uint16_t hi = F32ToBF16(got[i]);
-      const std::uint16_t lo = F32ToBF16(got[i] - BF16ToF32(hi));
-      if (split[i] != hi || split[got.size() + i] != lo) {
-        ADD_FAILURE() << "terms at " << i << " of " << got[i] << ": " << split[i] << ", "
-                      << split[got.size() + i] << " instead of " << hi << ", " << lo;
-        break;
+    if (!row_planes.empty()) {
+      const std::uint16_t* at = PagedAttentionPlanes(pass, layer, Shape(c_), ws.data());
+      EXPECT_NE(at, nullptr);
+      if (at == nullptr) return {};
+      const std::size_t one = 4 * static_cast<std::size_t>(c_.row());  // a position's planes
+      for (int r = 0; r < n; ++r) {
+        EXPECT_EQ(
+            cudaMemcpy(const_cast<std::uint16_t*>(at) + pos[r] * one, row_planes.data() + r * one,
+                       one * sizeof(std::uint16_t), cudaMemcpyHostToDevice),
+            cudaSuccess);
       }
     }
-    return got;
+    DeviceBuffer<float> out = Poisoned(n * q_dim);
+    const Status s =
+        PagedAttention(d_q.data(), pass, layer, Shape(c_), out.data(), ws.data(), nullptr, extras);
+    EXPECT_TRUE(s.ok()) << s.error().message();
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    return Download(out);
   }
 
  private:
@@ -477,6 +494,53 @@ TEST_F(CudaAttentionTest, LongPrefillMatchesTheReference) {
   }
 }
 
+// With rows_split, a prompt's attention takes its rows' keys and values from the split planes
+// that QKNormRopeWriteKV writes beside the blocks, and splits only the positions before them:
+// planes holding other keys and values for the rows give the output of blocks that hold those.
+TEST_F(CudaAttentionTest, SplitRowsAreTakenFromThePlanes) {
+  for (const HeadShape& h : {HeadShape{4, 1, 256}, HeadShape{6, 2, 96}}) {
+    for (int window : {0, 300}) {
+      for (int first : {0, 333}) {
+        SCOPED_TRACE(Describe(h, window) + " first " + std::to_string(first));
+        PagedCase c = CaseOf(h, window);
+        c.AddRows(0, first, 600);
+        HostPool pool = BuildPool(c, rng_);
+        const std::vector<float> q =
+            Random(rng_, static_cast<std::size_t>(c.rows()) * c.heads * c.head_dim);
+        // The rows' other keys and values, split as the planes hold them.
+        HostPool other = pool;
+        std::vector<std::uint16_t> planes;
+        const auto d = static_cast<std::size_t>(c.head_dim);
+        for (int r = 0; r < c.rows(); ++r) {
+          float* key = other.memory.data() + KeyAt(c, pool, r);
+          float* value = key + c.block_elements() / 2;
+          for (std::int64_t i = 0; i < c.row(); ++i) {
+            key[i] = 0.5f * key[i] + 0.25f;
+            value[i] = -value[i];
+          }
+          for (int kvh = 0; kvh < c.kv_heads; ++kvh) {
+            std::vector<std::uint16_t> one(4 * d);
+            for (std::size_t i = 0; i < d; ++i) {
+              for (int half = 0; half < 2; ++half) {  // 0: key, 1: value
+                const float x = (half == 0 ? key : value)[kvh * d + i];
+                const std::uint16_t hi = F32ToBF16(x);
+                one[half * d + i] = hi;
+                one[(2 + half) * d + i] = F32ToBF16(x - BF16ToF32(hi));
+              }
+            }
+            planes.insert(planes.end(), one.begin(), one.end());
+          }
+        }
+        const std::vector<float> want = DevicePass(c, other).Call(q, 0, c.rows(), -1);
+        const std::vector<float> got =
+            DevicePass(c, pool).Call(q, 0, c.rows(), -1, {.rows_split = true}, planes);
+        EXPECT_EQ(got, want);
+        EXPECT_NE(got, DevicePass(c, pool).Call(q, 0, c.rows(), -1));
+      }
+    }
+  }
+}
+
 // A prompt's remainder after a cached prefix (16 rows of one sequence): little work goes to the
 // split regime (a sliding layer, a short context), more to a tile.
 TEST_F(CudaAttentionTest, PromptRemaindersMatchTheReference) {
@@ -615,7 +679,9 @@ class KVWriteInputs {
 
   // QKNormRope then WriteKV into `two_calls`, and QKNormRopeWriteKV into `fused` (the blocks of
   // `layer`'s shape and type): q and k after each, {q two calls, k two calls, q fused, k fused}.
-  std::array<std::vector<float>, 4> Both(PagedLayer layer, void* two_calls, void* fused) {
+  // With `planes`, QKNormRopeWriteKV splits the rows' keys and values there too.
+  std::array<std::vector<float>, 4> Both(PagedLayer layer, void* two_calls, void* fused,
+                                         std::uint16_t* planes = nullptr) {
     DeviceBuffer<float> q1 = Upload(q_), k1 = Upload(k_), q2 = Upload(q_), k2 = Upload(k_);
     layer.memory = two_calls;
     EXPECT_TRUE(QKNormRope(q1.data(), k1.data(), c_.rows(), c_.heads, c_.kv_heads, c_.head_dim,
@@ -623,9 +689,9 @@ class KVWriteInputs {
                     .ok());
     EXPECT_TRUE(WriteKV(k1.data(), d_v_.data(), pass_, layer).ok());
     layer.memory = fused;
-    const Status s =
-        QKNormRopeWriteKV(q2.data(), k2.data(), d_v_.data(), pass_, layer, c_.heads, c_.kv_heads,
-                          c_.head_dim, d_qs_.data(), d_ks_.data(), 1e-6f, d_inv_.data());
+    const Status s = QKNormRopeWriteKV(q2.data(), k2.data(), d_v_.data(), pass_, layer, c_.heads,
+                                       c_.kv_heads, c_.head_dim, d_qs_.data(), d_ks_.data(), 1e-6f,
+                                       d_inv_.data(), nullptr, planes);
     EXPECT_TRUE(s.ok()) << s.error().message();
     EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     return {Download(q1), Download(k1), Download(q2), Download(k2)};
@@ -666,7 +732,11 @@ TEST_F(CudaAttentionTest, QKNormRopeWriteKVEqualsTheTwoCalls) {
                            .block_size = c.block_size,
                            .slot = c.slot,
                            .row = c.row()};
-    const auto [q1, k1, got_q, got_k] = in.Both(layer, mem1.data(), mem2.data());
+    // The rows' positions are distinct: each has its own planes.
+    const std::size_t one = 4 * static_cast<std::size_t>(c.row());  // a position's planes
+    DeviceBuffer<std::uint16_t> planes =
+        Upload(std::vector<std::uint16_t>((pool.max_pos + 1) * one, 0x7fc1));
+    const auto [q1, k1, got_q, got_k] = in.Both(layer, mem1.data(), mem2.data(), planes.data());
     EXPECT_TRUE(same_bits(got_q, q1));
     EXPECT_TRUE(same_bits(got_k, k1));
     EXPECT_TRUE(same_bits(Download(mem2), Download(mem1)));
@@ -679,6 +749,25 @@ TEST_F(CudaAttentionTest, QKNormRopeWriteKVEqualsTheTwoCalls) {
     EXPECT_TRUE(same_bits(
         std::vector<float>(key + c.block_elements() / 2, key + c.block_elements() / 2 + c.row()),
         std::vector<float>(in.v().begin(), in.v().begin() + c.row())));
+    // The planes: each row's key and value as in the blocks, split (k hi, v hi, k lo, v lo a kv
+    // head), at its position.
+    const std::vector<std::uint16_t> split = Download(planes);
+    const auto d = static_cast<std::size_t>(c.head_dim);
+    for (int r = 0; r < c.rows(); ++r) {
+      const float* kr = mem.data() + KeyAt(c, pool, r);
+      for (int kvh = 0; kvh < c.kv_heads; ++kvh) {
+        const std::uint16_t* at = split.data() + c.row_pos[r] * one + kvh * 4 * d;
+        for (std::size_t i = 0; i < d; ++i) {
+          for (int half = 0; half < 2; ++half) {
+            const float x = kr[half * (c.block_elements() / 2) + kvh * d + i];
+            const std::uint16_t hi = F32ToBF16(x);
+            ASSERT_EQ(at[half * d + i], hi) << "row " << r << " kv head " << kvh << " dim " << i;
+            ASSERT_EQ(at[(2 + half) * d + i], F32ToBF16(x - BF16ToF32(hi)))
+                << "row " << r << " kv head " << kvh << " dim " << i;
+          }
+        }
+      }
+    }
   }
 }
 
@@ -776,6 +865,14 @@ TEST(CudaAttentionArgumentsTest, UnsupportedShapesAreErrors) {
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().message(),
             "cuda::WriteKV: keys and values of type F16 are not supported (F32 or BF16)");
+  // Split keys are of f32 blocks.
+  layer.dtype = DType::kBF16;
+  std::uint16_t planes[1] = {};
+  s = QKNormRopeWriteKV(nullptr, nullptr, nullptr, pass, layer, 4, 1, 48, nullptr, nullptr, 1e-6f,
+                        nullptr, nullptr, planes);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().message(),
+            "cuda::QKNormRopeWriteKV: split keys are for f32 blocks, not BF16");
 }
 
 TEST(CudaAttentionArgumentsTest, EmptyPassesDoNothing) {

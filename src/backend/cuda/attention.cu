@@ -558,15 +558,36 @@ void LaunchSplit(int head_dim, int kg, dim3 grid, Stream stream, bool pdl, const
 
 }  // namespace
 
+// The tile kernel's kDC for a head_dim.
+int TileDC(int head_dim) { return head_dim <= 64 ? 2 : head_dim <= 128 ? 4 : 8; }
+
+// Where a pass planned as `plan` takes its f32 keys split (PagedAttentionPlanes), or null.
+__nv_bfloat16* PlanesOf(const Plan& plan, const DeviceInfo& info, const PagedLayer& layer,
+                        const AttentionShape& shape, float* workspace) {
+  if (plan.planes == 0 || plan.tile_rows == 0 || layer.dtype != DType::kF32 ||
+      workspace == nullptr || !info.tiles[TileDC(shape.head_dim)]) {
+    return nullptr;
+  }
+  return reinterpret_cast<__nv_bfloat16*>(workspace + plan.PlanesAt());
+}
+
 std::size_t PagedAttentionWorkspace(const PassRows& pass, const AttentionShape& shape) {
   if (!CheckShape("", shape).ok() || pass.rows <= 0 || pass.max_pos < 0) return 0;
   const Plan p = MakePlan(pass, shape, CurrentDevice().sms);
   return p.planes > 0 ? p.PlanesAt() + p.planes : p.partials;
 }
 
+std::uint16_t* PagedAttentionPlanes(const PassRows& pass, const PagedLayer& layer,
+                                    const AttentionShape& shape, float* workspace) {
+  if (!CheckShape("", shape).ok() || pass.rows <= 0 || pass.max_pos < 0) return nullptr;
+  const DeviceInfo& info = CurrentDevice();
+  return reinterpret_cast<std::uint16_t*>(
+      PlanesOf(MakePlan(pass, shape, info.sms), info, layer, shape, workspace));
+}
+
 Status PagedAttention(const float* q, const PassRows& pass, const PagedLayer& layer,
                       const AttentionShape& shape, float* out, float* workspace, Stream stream,
-                      std::uint16_t* out_terms) {
+                      const AttentionExtras& extras) {
   FGNET_TRY(CheckShape("cuda::PagedAttention", shape));
   if (layer.row != std::int64_t{shape.kv_heads} * shape.head_dim) {
     return MakeError("cuda::PagedAttention: layer row ", layer.row, " is not kv_heads ",
@@ -586,7 +607,7 @@ Status PagedAttention(const float* q, const PassRows& pass, const PagedLayer& la
   Geometry g{};
   g.q = q;
   g.out = out;
-  g.out_terms = reinterpret_cast<__nv_bfloat16*>(out_terms);
+  g.out_terms = reinterpret_cast<__nv_bfloat16*>(extras.out_terms);
   g.workspace = workspace;
   g.row_seq = pass.row_seq;
   g.row_pos = pass.row_pos;
@@ -616,13 +637,11 @@ Status PagedAttention(const float* q, const PassRows& pass, const PagedLayer& la
   g.tile_chunk = plan.tile_chunk;
   g.tile_splits = plan.tile_splits;
   g.stride_splits = plan.stride_splits;
-  g.planes = nullptr;
-  if (plan.planes > 0 && !g.bf16 && workspace != nullptr) {
-    g.planes = reinterpret_cast<__nv_bfloat16*>(workspace + plan.PlanesAt());
-  }
+  g.planes = PlanesOf(plan, info, layer, shape, workspace);
+  g.rows_split = extras.rows_split;
 
   if (plan.tile_rows > 0) {
-    const int dc = shape.head_dim <= 64 ? 2 : shape.head_dim <= 128 ? 4 : 8;
+    const int dc = TileDC(shape.head_dim);
     bool launched = false;
     if (info.tiles[dc]) {
       if (g.planes != nullptr) LaunchSplitKeys(pass.max_pos + 1, stream, g);

@@ -74,26 +74,44 @@ Status WriteKV(const float* k, const float* v, const PassRows& pass, const Paged
 
 // QKNormRope (at pass.row_pos) followed by WriteKV of the normalised, rotated k and of v
 // [rows, layer.row] (layer.row = kv_heads * head_dim), in one launch; the results (q, k and the
-// blocks) are bit-identical to the two calls. On sm_90+ the launch may overlap the end of the
-// stream's previous kernel (programmatic dependent launch); it reads nothing before that kernel
-// completes.
+// blocks) are bit-identical to the two calls. With `planes` (PagedAttentionPlanes), each row's key
+// and value also go there split into BF16 terms, as PagedAttention's own split would write them.
+// On sm_90+ the launch may overlap the end of the stream's previous kernel (programmatic
+// dependent launch); it reads nothing before that kernel completes.
 Status QKNormRopeWriteKV(float* q, float* k, const float* v, const PassRows& pass,
                          const PagedLayer& layer, std::int32_t heads, std::int32_t kv_heads,
                          std::int32_t head_dim, const float* q_scale, const float* k_scale,
-                         float eps, const float* inv_freq, Stream stream = nullptr);
+                         float eps, const float* inv_freq, Stream stream = nullptr,
+                         std::uint16_t* planes = nullptr);
 
 // Floats of workspace PagedAttention needs for a pass: its split-K partial results and, for a pass
 // of one sequence with several tiles of rows, room for its keys and values split into bf16 terms
 // (positions 0 .. max_pos; used with f32 keys).
 std::size_t PagedAttentionWorkspace(const PassRows& pass, const AttentionShape& shape);
 
+// Where in `workspace` PagedAttention takes a pass's f32 keys and values split into BF16 terms
+// (a pass of one sequence with several tiles of rows, on a device that runs tiles), or null when
+// it splits none: position p's key and value of kv head h at (p * kv_heads + h) * 4 * head_dim
+// elements, as k hi, v hi, k lo, v lo of head_dim each (hi = bf16(x), lo = bf16(x - hi)).
+std::uint16_t* PagedAttentionPlanes(const PassRows& pass, const PagedLayer& layer,
+                                    const AttentionShape& shape, float* workspace);
+
+// What a PagedAttention call may do beyond its output.
+struct AttentionExtras {
+  // out also written here as two BF16 terms, hi [rows, heads * head_dim] then lo
+  // (RMSNormAddToNormSplit's split), by the kernels that write it: a next product's input
+  // (MatMulContext::InputTerms).
+  std::uint16_t* out_terms = nullptr;
+  // The rows' own keys and values are in PagedAttentionPlanes already (QKNormRopeWriteKV wrote
+  // them there): only the positions before them are split.
+  bool rows_split = false;
+};
+
 // out [rows, heads * head_dim] = softmax(q k^T) v for q [rows, heads * head_dim], each row
 // attending to the positions of its sequence it may see (causal, within the window).
-// `workspace` holds PagedAttentionWorkspace() floats. With `out_terms`, out is also written there
-// as two BF16 terms, hi [rows, heads * head_dim] then lo (RMSNormAddToNormSplit's split), by the
-// kernels that write it: a next product's input (MatMulContext::InputTerms).
+// `workspace` holds PagedAttentionWorkspace() floats.
 Status PagedAttention(const float* q, const PassRows& pass, const PagedLayer& layer,
                       const AttentionShape& shape, float* out, float* workspace,
-                      Stream stream = nullptr, std::uint16_t* out_terms = nullptr);
+                      Stream stream = nullptr, const AttentionExtras& extras = {});
 
 }  // namespace fgnet::cuda

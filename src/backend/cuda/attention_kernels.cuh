@@ -33,7 +33,8 @@ struct Geometry {
   // The keys and values of a one-sequence pass with tiles and f32 keys, split into bf16 planes
   // (SplitKeysKernel); null when the tile kernel splits them itself.
   __nv_bfloat16* planes;
-  bool bf16;  // `memory` holds __nv_bfloat16 (else float)
+  bool rows_split;  // the rows' own keys are in `planes` already (AttentionExtras::rows_split)
+  bool bf16;        // `memory` holds __nv_bfloat16 (else float)
   std::int64_t block_elements;
   int block_size;
   int block_shift;            // log2(block_size) when a power of two, else -1
@@ -95,10 +96,13 @@ __device__ __forceinline__ std::int64_t KeyOffset(const Geometry& g, const std::
          static_cast<std::int64_t>(offset) * g.row;
 }
 
-// Offset in g.planes of position p's split key and value for kv head kvh: k hi, v hi, k lo, v lo
-// of head_dim each.
+// Offset in the planes (PagedAttentionPlanes) of position p's split key and value for kv head kvh:
+// k hi, v hi, k lo, v lo of head_dim each.
+__device__ __forceinline__ std::int64_t PlaneOffset(int p, int kvh, int kv_heads, int head_dim) {
+  return (static_cast<std::int64_t>(p) * kv_heads + kvh) * 4 * head_dim;
+}
 __device__ __forceinline__ std::int64_t PlaneOffset(const Geometry& g, int p, int kvh) {
-  return (static_cast<std::int64_t>(p) * g.kv_heads + kvh) * 4 * g.head_dim;
+  return PlaneOffset(p, kvh, g.kv_heads, g.head_dim);
 }
 
 // Whether the rows i, i + stride, ... of tile `tile` belong to its first row's sequence: one

@@ -501,28 +501,35 @@ __global__ void __launch_bounds__(kTileThreads, 1) TileKernel(Geometry g) {
 
 // Splits the f32 keys and values of a one-sequence pass that its tiles see, positions
 // [VisibleFrom(lowest row position), highest row position], into g.planes: position p of kv head
-// h at (p * kv_heads + h) * 4 * head_dim, as k hi, v hi, k lo, v lo of head_dim each. Grid
-// (kSplitKeys-position chunks of [0, max_pos], kv heads).
+// h at (p * kv_heads + h) * 4 * head_dim, as k hi, v hi, k lo, v lo of head_dim each. With
+// g.rows_split, the positions of the rows are there already: when they are consecutive (as a
+// prompt's are), only those before them are split. Grid (kSplitKeys-position chunks of
+// [0, max_pos], kv heads).
 __global__ void __launch_bounds__(kSplitKeysThreads) SplitKeysKernel(Geometry g) {
-  __shared__ int s_range[2];
+  __shared__ int s_range[3];  // lowest visible position, highest row position, lowest row position
   const int tid = threadIdx.x;
   if (tid == 0) {
-    s_range[0] = INT_MAX;
+    s_range[0] = s_range[2] = INT_MAX;
     s_range[1] = -1;
   }
   __syncthreads();
   int lo = INT_MAX;
   int hi = -1;
+  int first_row = INT_MAX;
   for (int r = tid; r < g.rows; r += blockDim.x) {
     const int pos = g.row_pos[r];
     lo = min(lo, VisibleFrom(pos, g.window));
     hi = max(hi, pos);
+    first_row = min(first_row, pos);
   }
   atomicMin(&s_range[0], lo);
   atomicMax(&s_range[1], hi);
+  atomicMin(&s_range[2], first_row);
   __syncthreads();
+  const bool rows_done = g.rows_split && s_range[1] - s_range[2] + 1 == g.rows;
+  const int end = rows_done ? s_range[2] - 1 : s_range[1];
   const int first = max(s_range[0], static_cast<int>(blockIdx.x) * kSplitKeys);
-  const int last = min(s_range[1], static_cast<int>(blockIdx.x + 1) * kSplitKeys - 1);
+  const int last = min(end, static_cast<int>(blockIdx.x + 1) * kSplitKeys - 1);
   const int kvh = blockIdx.y;
   const int D = g.head_dim;
   const std::int32_t* table = g.tables + g.seq_table[g.row_seq[0]];

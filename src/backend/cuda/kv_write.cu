@@ -40,10 +40,16 @@ struct KVDest {
   std::int64_t block_elements;
   std::int64_t block_size;
   std::int64_t slot;
+  __nv_bfloat16* planes;  // also the split key and value there (PagedAttentionPlanes), or null
 };
 
 __device__ __forceinline__ void Store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void Store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+
+// x's two BF16 terms at plane[i] and plane[i + 2 * head_dim] (hi, lo: PagedAttentionPlanes).
+__device__ __forceinline__ void StoreTerms(__nv_bfloat16* plane, int i, int head_dim, float x) {
+  internal::SplitBF16(x, plane + i, plane + 2 * head_dim + i);
+}
 
 // The block's sum of one double a thread; every thread gets it.
 __device__ double BlockSumDouble(double v) {
@@ -92,6 +98,7 @@ __global__ void __launch_bounds__(kNormThreads)
   }
   T* key = nullptr;
   std::int64_t values = 0;
+  __nv_bfloat16* plane = nullptr;  // the key's hi plane; its value's is head_dim further
   if constexpr (kWrite) {
     if (!is_q) {
       const std::int64_t row = static_cast<std::int64_t>(kv_heads) * head_dim;
@@ -100,6 +107,10 @@ __global__ void __launch_bounds__(kNormThreads)
       key = static_cast<T*>(kv.memory) + block * kv.block_elements +
             (kv.slot * kv.block_size + p % kv.block_size) * row + (h - heads) * head_dim;
       values = kv.block_elements / 2;
+      if (kv.planes != nullptr) {
+        plane = kv.planes +
+                attention_internal::PlaneOffset(static_cast<int>(p), h - heads, kv_heads, head_dim);
+      }
     }
   }
   WaitPrior();
@@ -128,6 +139,10 @@ __global__ void __launch_bounds__(kNormThreads)
       Store(key + i, y1);
       Store(key + half + i, y2);
     }
+    if (plane != nullptr) {
+      StoreTerms(plane, i, head_dim, y1);
+      StoreTerms(plane, half + i, head_dim, y2);
+    }
   };
 #pragma unroll
   for (int e = 0; e < kEarlyPairs; ++e) {
@@ -143,7 +158,11 @@ __global__ void __launch_bounds__(kNormThreads)
   }
   if (key != nullptr) {
     const float* value = kv.v + (static_cast<std::size_t>(r) * kv_heads + (h - heads)) * head_dim;
-    for (int i = threadIdx.x; i < head_dim; i += blockDim.x) Store(key + values + i, value[i]);
+    for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
+      const float x = value[i];
+      Store(key + values + i, x);
+      if (plane != nullptr) StoreTerms(plane + head_dim, i, head_dim, x);
+    }
   }
 }
 
@@ -194,7 +213,7 @@ Status QKNormRope(float* q, float* k, std::int32_t rows, std::int32_t heads, std
 Status QKNormRopeWriteKV(float* q, float* k, const float* v, const PassRows& pass,
                          const PagedLayer& layer, std::int32_t heads, std::int32_t kv_heads,
                          std::int32_t head_dim, const float* q_scale, const float* k_scale,
-                         float eps, const float* inv_freq, Stream stream) {
+                         float eps, const float* inv_freq, Stream stream, std::uint16_t* planes) {
   if (heads < 0 || kv_heads < 0 || head_dim <= 0 || head_dim % 2 != 0 || head_dim > 8192) {
     return MakeError("cuda::QKNormRopeWriteKV: heads ", heads, ", kv_heads ", kv_heads,
                      ", head_dim ", head_dim, " are not supported (head_dim even, at most 8192)");
@@ -204,6 +223,10 @@ Status QKNormRopeWriteKV(float* q, float* k, const float* v, const PassRows& pas
     return MakeError("cuda::QKNormRopeWriteKV: layer row ", layer.row, " is not kv_heads ",
                      kv_heads, " * head_dim ", head_dim);
   }
+  if (planes != nullptr && layer.dtype != DType::kF32) {
+    return MakeError("cuda::QKNormRopeWriteKV: split keys are for f32 blocks, not ",
+                     DTypeName(layer.dtype));
+  }
   if (pass.rows <= 0) return Ok();
   const KVDest kv{.v = v,
                   .row_seq = pass.row_seq,
@@ -212,7 +235,8 @@ Status QKNormRopeWriteKV(float* q, float* k, const float* v, const PassRows& pas
                   .memory = layer.memory,
                   .block_elements = layer.block_elements,
                   .block_size = layer.block_size,
-                  .slot = layer.slot};
+                  .slot = layer.slot,
+                  .planes = reinterpret_cast<__nv_bfloat16*>(planes)};
   if (heads + kv_heads > 65535) {
     return MakeError("cuda::QKNormRopeWriteKV: ", heads + kv_heads, " heads exceed 65535");
   }
