@@ -644,7 +644,10 @@ Status PagedAttention(const float* q, const PassRows& pass, const PagedLayer& la
     const int dc = TileDC(shape.head_dim);
     bool launched = false;
     if (info.tiles[dc]) {
-      if (g.planes != nullptr) LaunchSplitKeys(pass.max_pos + 1, stream, g);
+      // Rows at every position 0 .. max_pos (a prompt from its first token) leave no key to split
+      // when they are split already.
+      const bool all_rows = extras.rows_split && pass.rows == pass.max_pos + 1;
+      if (g.planes != nullptr && !all_rows) LaunchSplitKeys(pass.max_pos + 1, stream, g);
       launched = LaunchTileKernel(dc, plan.tiles, plan.tile_splits, stream, g);
     }
     if (!launched) g.tile_rows = 0;

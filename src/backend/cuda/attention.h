@@ -103,7 +103,8 @@ struct AttentionExtras {
   // (MatMulContext::InputTerms).
   std::uint16_t* out_terms = nullptr;
   // The rows' own keys and values are in PagedAttentionPlanes already (QKNormRopeWriteKV wrote
-  // them there): only the positions before them are split.
+  // them there): only the positions before them are split. The rows of the pass's sequence have
+  // distinct positions (as every pass's rows do).
   bool rows_split = false;
 };
 

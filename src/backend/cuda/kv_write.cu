@@ -73,9 +73,12 @@ __device__ __forceinline__ void Rotation(float pos, const float* inv_freq, int i
   *s = static_cast<float>(sin(angle));
 }
 
-// Pairs per thread whose rotation a CTA computes before the previous kernel's results arrive
-// (all of them up to head_dim 2 * kEarlyPairs * kNormThreads); the rest are computed after.
+// Pairs per thread whose rotation and norm factors a CTA has before the previous kernel's results
+// arrive (all of them up to head_dim 2 * kEarlyPairs * kNormThreads); the rest come after. Values
+// per thread that a k head's CTA requests as soon as they are written (all up to head_dim
+// kEarlyValues * kNormThreads), so that their loads overlap the norm's.
 constexpr int kEarlyPairs = 2;
+constexpr int kEarlyValues = 2;
 
 template <bool kWrite, typename T>
 __global__ void __launch_bounds__(kNormThreads)
@@ -89,12 +92,17 @@ __global__ void __launch_bounds__(kNormThreads)
   // Before the previous kernel's results (q, k, v): the row's rotations and where its key goes,
   // from the pass's arrays (the host's, uploaded before the pass's first kernel).
   const float pos = static_cast<float>(row_pos[r]);
+  const float* scale = is_q ? q_scale : k_scale;
   float early_c[kEarlyPairs];
   float early_s[kEarlyPairs];
+  float early_f[kEarlyPairs][2];  // scale[i], scale[half + i]
 #pragma unroll
   for (int e = 0; e < kEarlyPairs; ++e) {
     const int i = static_cast<int>(threadIdx.x) + e * kNormThreads;
-    if (i < half) Rotation(pos, inv_freq, i, &early_c[e], &early_s[e]);
+    if (i >= half) continue;
+    early_f[e][0] = scale[i];
+    early_f[e][1] = scale[half + i];
+    Rotation(pos, inv_freq, i, &early_c[e], &early_s[e]);
   }
   T* key = nullptr;
   std::int64_t values = 0;
@@ -117,7 +125,15 @@ __global__ void __launch_bounds__(kNormThreads)
   AllowDependents();
   float* v = is_q ? q + (static_cast<std::size_t>(r) * heads + h) * head_dim
                   : k + (static_cast<std::size_t>(r) * kv_heads + (h - heads)) * head_dim;
-  const float* scale = is_q ? q_scale : k_scale;
+  const float* value =
+      key != nullptr ? kv.v + (static_cast<std::size_t>(r) * kv_heads + (h - heads)) * head_dim
+                     : nullptr;
+  float early_v[kEarlyValues];
+#pragma unroll
+  for (int e = 0; e < kEarlyValues; ++e) {
+    const int i = static_cast<int>(threadIdx.x) + e * kNormThreads;
+    if (value != nullptr && i < head_dim) early_v[e] = value[i];
+  }
   double ss = 0.0;
   for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
     const double x = static_cast<double>(v[i]);
@@ -127,10 +143,10 @@ __global__ void __launch_bounds__(kNormThreads)
       static_cast<float>(__ddiv_rn(BlockSumDouble(ss), static_cast<double>(head_dim)));
   const float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(mean, eps)));
   // Each thread rotates the pairs (i, half + i) it alone reads: no other thread's data is touched.
-  const auto rotate = [&](int i, float c, float s) {
+  const auto rotate = [&](int i, float c, float s, float f1, float f2) {
     // Products and sums rounded separately (no FMA), as the CPU kernels do.
-    const float x1 = __fmul_rn(__fmul_rn(v[i], inv), scale[i]);
-    const float x2 = __fmul_rn(__fmul_rn(v[half + i], inv), scale[half + i]);
+    const float x1 = __fmul_rn(__fmul_rn(v[i], inv), f1);
+    const float x2 = __fmul_rn(__fmul_rn(v[half + i], inv), f2);
     const float y1 = __fsub_rn(__fmul_rn(x1, c), __fmul_rn(x2, s));
     const float y2 = __fadd_rn(__fmul_rn(x2, c), __fmul_rn(x1, s));
     v[i] = y1;
@@ -147,22 +163,28 @@ __global__ void __launch_bounds__(kNormThreads)
 #pragma unroll
   for (int e = 0; e < kEarlyPairs; ++e) {
     const int i = static_cast<int>(threadIdx.x) + e * kNormThreads;
-    if (i < half) rotate(i, early_c[e], early_s[e]);
+    if (i < half) rotate(i, early_c[e], early_s[e], early_f[e][0], early_f[e][1]);
   }
   for (int i = static_cast<int>(threadIdx.x) + kEarlyPairs * kNormThreads; i < half;
        i += kNormThreads) {
     float c = 0.0f;
     float s = 0.0f;
     Rotation(pos, inv_freq, i, &c, &s);
-    rotate(i, c, s);
+    rotate(i, c, s, scale[i], scale[half + i]);
   }
-  if (key != nullptr) {
-    const float* value = kv.v + (static_cast<std::size_t>(r) * kv_heads + (h - heads)) * head_dim;
-    for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
-      const float x = value[i];
-      Store(key + values + i, x);
-      if (plane != nullptr) StoreTerms(plane + head_dim, i, head_dim, x);
-    }
+  if (value == nullptr) return;
+  const auto store_value = [&](int i, float x) {
+    Store(key + values + i, x);
+    if (plane != nullptr) StoreTerms(plane + head_dim, i, head_dim, x);
+  };
+#pragma unroll
+  for (int e = 0; e < kEarlyValues; ++e) {
+    const int i = static_cast<int>(threadIdx.x) + e * kNormThreads;
+    if (i < head_dim) store_value(i, early_v[e]);
+  }
+  for (int i = static_cast<int>(threadIdx.x) + kEarlyValues * kNormThreads; i < head_dim;
+       i += kNormThreads) {
+    store_value(i, value[i]);
   }
 }
 
