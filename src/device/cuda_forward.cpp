@@ -72,14 +72,23 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
   const auto n_adapters = static_cast<std::int32_t>(shape.lora_adapters);
   const std::size_t slot_floats =
       static_cast<std::size_t>(shape.max_rank) * static_cast<std::size_t>(shape.lora_rows);
+  // With `residual` (in null), the shrink's input is that residual input normalised, which the
+  // launch also writes to `normed` (LoraShrinkOfResidual).
   const auto shrink_sites = [&](std::size_t layer, std::initializer_list<LoraModule> modules,
-                                const float* in, std::size_t in_dim) -> Status {
+                                const float* in, std::size_t in_dim,
+                                const cuda::ResidualInput* residual = nullptr,
+                                float* normed = nullptr) -> Status {
     if (!any_lora(layer, modules)) return Ok();
     const std::size_t first = layer * kNumLoraModules + static_cast<std::size_t>(*modules.begin());
-    return cuda::LoraShrink(in, in_dim, in_dim, d_lora_groups + shape.site_first[first],
-                            static_cast<std::int32_t>(modules.size()) * n_adapters, n_adapters,
-                            shape.max_rank, d_lora_rows, shape.lora_rows, lora_ws.as<float>(),
-                            stream);
+    const cuda::LoraGroup* site_groups = d_lora_groups + shape.site_first[first];
+    const std::int32_t num_groups = static_cast<std::int32_t>(modules.size()) * n_adapters;
+    if (residual != nullptr) {
+      return cuda::LoraShrinkOfResidual(*residual, c, in_dim, normed, site_groups, num_groups,
+                                        n_adapters, shape.max_rank, d_lora_rows, shape.lora_rows,
+                                        lora_ws.as<float>(), stream);
+    }
+    return cuda::LoraShrink(in, in_dim, in_dim, site_groups, num_groups, n_adapters, shape.max_rank,
+                            d_lora_rows, shape.lora_rows, lora_ws.as<float>(), stream);
   };
   // The many-row path: the shrink, then one expand of all the sites into their outputs `sites`.
   const auto apply_lora_many = [&](std::size_t layer, std::initializer_list<LoraModule> modules,
@@ -93,10 +102,11 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
         shape.max_rank, d_lora_rows, d_lora_scales, shape.lora_rows, lora_ws.as<float>(), stream);
   };
   // The epilogue path: the shrink, then `epilogue` names each site's groups and shrink result
-  // (none where no adapter touches the module) for the products to add.
+  // (none where no adapter touches the module) for the products to add. With `residual`, `in` is
+  // h, which the shrink's launch writes as that residual input normalised (shrink_sites).
   const auto shrink = [&](std::size_t layer, std::initializer_list<LoraModule> modules,
-                          const float* in, std::size_t in_dim,
-                          cuda::LoraEpilogue* epilogue) -> Status {
+                          const float* in, std::size_t in_dim, cuda::LoraEpilogue* epilogue,
+                          const cuda::ResidualInput* residual = nullptr) -> Status {
     epilogue->rows = {staging.as<std::int32_t>(sl.row_entries_at), shape.lora_per_row,
                       staging.as<std::int32_t>(sl.entry_adapter_at), d_lora_scales, shape.max_rank};
     std::size_t slot = 0;
@@ -108,6 +118,7 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
                                   : cuda::LoraSite{};
       ++slot;
     }
+    if (residual != nullptr) return shrink_sites(layer, modules, nullptr, in_dim, residual, h);
     return shrink_sites(layer, modules, in, in_dim);
   };
   cuda::MatMulContext& mm = *matmul;
@@ -191,6 +202,23 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     pending = {};
     return Ok();
   };
+  // The pending residual update as the residual input of the epilogue path's shrink of the
+  // products of h at `modules` (LoraShrinkOfResidual: the norm kernel's work in the shrink's
+  // launch), the residual moving to the other buffer; none (delta null) where there is no update,
+  // no adapter at those modules, or rows the shrink does not normalise.
+  const auto shrink_input = [&](std::size_t layer, std::initializer_list<LoraModule> modules) {
+    cuda::ResidualInput r;
+    if (pending.delta == nullptr || !shape.lora_epilogue || !any_lora(layer, modules) ||
+        hidden % 4 != 0 || hidden > cuda::kMaxShrinkOfResidualIn) {
+      return r;
+    }
+    r = pending;
+    r.residual = x;
+    r.updated = x_next;
+    std::swap(x, x_next);
+    pending = {};
+    return r;
+  };
   // Whether the products of h by `matrices` at `modules` are plain: BF16, without adapters.
   const auto plain = [&](std::size_t layer, std::initializer_list<LoraModule> modules,
                          std::initializer_list<const DeviceMatrix*> matrices) {
@@ -218,6 +246,7 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     // h = the input norm of x (for layer 0), or the previous layer's residual update.
     if (l == 0) FGNET_TRY(cuda::RMSNorm(x, c, hidden, w.input_norm, eps, h, nullptr, stream));
     const cuda::ResidualInput* input = nullptr;
+    cuda::ResidualInput normed = shrink_input(l, {LoraModule::kQ, LoraModule::kK, LoraModule::kV});
     FGNET_TRY(settle(plain(l, {LoraModule::kQ, LoraModule::kK, LoraModule::kV}, {&w.q, &w.k, &w.v}),
                      &input));
     cuda::LoraEpilogue epilogue;
@@ -226,7 +255,8 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     if (input != nullptr) {
       FGNET_TRY(mm.MatMulMany(nullptr, c, hidden, qkv, nullptr, input));
     } else if (shape.lora_epilogue) {
-      FGNET_TRY(shrink(l, {LoraModule::kQ, LoraModule::kK, LoraModule::kV}, h, hidden, &epilogue));
+      FGNET_TRY(shrink(l, {LoraModule::kQ, LoraModule::kK, LoraModule::kV}, h, hidden, &epilogue,
+                       normed.delta != nullptr ? &normed : nullptr));
       FGNET_TRY(mm.MatMulMany(h, c, hidden, qkv, &epilogue));
     } else {
       FGNET_TRY(products(h, c, hidden, {{&w.q, q}, {&w.k, k}, {&w.v, v}}, {q_dim, kv_dim, kv_dim}));
@@ -250,12 +280,14 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
                                    attention_ws.as<float>(), stream, extras));
     FGNET_TRY(adapted_product(l, LoraModule::kO, attn, q_dim, w.o, hidden, o));
     pending = {o, nullptr, nullptr, w.post_attention_norm, w.pre_feedforward_norm, eps};
+    normed = shrink_input(l, {LoraModule::kGate, LoraModule::kUp});
     FGNET_TRY(settle(plain(l, {LoraModule::kGate, LoraModule::kUp}, {&w.gate, &w.up}), &input));
     if (input != nullptr) {
       FGNET_TRY(mm.MatMulGeGLU(nullptr, c, hidden, w.gate.bf16, w.up.bf16, intermediate, gate, up,
                                nullptr, input));
     } else if (shape.lora_epilogue) {
-      FGNET_TRY(shrink(l, {LoraModule::kGate, LoraModule::kUp}, h, hidden, &epilogue));
+      FGNET_TRY(shrink(l, {LoraModule::kGate, LoraModule::kUp}, h, hidden, &epilogue,
+                       normed.delta != nullptr ? &normed : nullptr));
       FGNET_TRY(
           mm.MatMulGeGLU(h, c, hidden, w.gate.bf16, w.up.bf16, intermediate, gate, up, &epilogue));
     } else if (has_lora(l, LoraModule::kGate) || has_lora(l, LoraModule::kUp) ||

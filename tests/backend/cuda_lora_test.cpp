@@ -8,6 +8,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -301,6 +302,84 @@ TEST_F(CudaMatMulTest, LoraEpilogueEqualsTheSeparateUpdates) {
     ASSERT_TRUE(GeluTanhMul(d_g.data(), d_u.data(), rows * n_ff, d_ref.data()).ok());
     compare(Download(d_out), Download(d_ref), n_ff, 1e-6f, "GeGLU");
   }
+}
+
+// LoraShrinkOfResidual equals RMSNormAddToNorm then LoraShrink bit for bit: the normalised rows,
+// the new residual rows and the shrink's results, for the q/k/v sites of three adapters (one
+// without an update at k, a row in two groups, the last row in none), up to groups of more rows
+// than a shrink block takes.
+TEST_F(CudaMatMulTest, LoraShrinkOfResidualEqualsTheNormThenTheShrink) {
+  const std::size_t in = 640;
+  const std::int32_t ranks[3] = {16, 4, 2};
+  const std::int32_t max_rank = 16;
+  std::vector<DeviceBuffer<float>> d_a;
+  std::vector<const float*> a(9);
+  for (std::size_t i = 0; i < 9; ++i) {
+    d_a.push_back(Upload(rng_.Floats(static_cast<std::size_t>(ranks[i % 3]) * in, 0.05f)));
+    a[i] = d_a.back().data();
+  }
+  const DeviceBuffer<float> post = Upload(rng_.Floats(in, 0.5f)),
+                            pre = Upload(rng_.Floats(in, 0.5f));
+  for (std::size_t rows : {1u, 5u, 16u, 40u}) {
+    SCOPED_TRACE(rows);
+    std::vector<std::int32_t> lora_rows, first(3), count(3);
+    for (std::int32_t g = 0; g < 3; ++g) {
+      first[g] = static_cast<std::int32_t>(lora_rows.size());
+      for (std::size_t r = 0; r < rows; ++r) {
+        const bool last = rows > 1 && r == rows - 1;
+        if (!last && (static_cast<std::int32_t>(r % 3) == g || (g == 1 && r == 0)))
+          lora_rows.push_back(static_cast<std::int32_t>(r));
+      }
+      count[g] = static_cast<std::int32_t>(lora_rows.size()) - first[g];
+    }
+    std::vector<LoraGroup> groups;
+    for (std::size_t site = 0; site < 3; ++site) {
+      for (std::size_t g = 0; g < 3; ++g) {
+        const bool absent = site == 1 && g == 1;
+        groups.push_back({absent ? nullptr : a[site * 3 + g], absent ? nullptr : a[site * 3 + g],
+                          absent ? 0 : ranks[g], first[g], count[g]});
+      }
+    }
+    const auto total = static_cast<std::int32_t>(lora_rows.size());
+    const DeviceBuffer<LoraGroup> d_groups = Upload(groups);
+    const DeviceBuffer<std::int32_t> d_rows = Upload(lora_rows);
+    const std::vector<float> delta = rng_.Floats(rows * in),
+                             residual = rng_.Floats(rows * in, 3.0f);
+    const DeviceBuffer<float> d_delta = Upload(delta);
+    const std::size_t t_floats = 3 * static_cast<std::size_t>(max_rank) * lora_rows.size();
+    const auto nan = [this](std::size_t n) { return Upload(std::vector<float>(n, std::nanf(""))); };
+    // The two calls.
+    DeviceBuffer<float> r1 = Upload(residual), h1 = nan(rows * in), t1 = nan(t_floats);
+    ASSERT_TRUE(RMSNormAddToNorm(d_delta.data(), rows, in, post.data(), 1e-6f, r1.data(),
+                                 pre.data(), h1.data())
+                    .ok());
+    ASSERT_TRUE(LoraShrink(h1.data(), in, in, d_groups.data(), 9, 3, max_rank, d_rows.data(), total,
+                           t1.data())
+                    .ok());
+    // One.
+    DeviceBuffer<float> r2 = Upload(residual), u2 = nan(rows * in), h2 = nan(rows * in),
+                        t2 = nan(t_floats);
+    const ResidualInput input{d_delta.data(), r2.data(), u2.data(), post.data(), pre.data(), 1e-6f};
+    const Status s = LoraShrinkOfResidual(input, rows, in, h2.data(), d_groups.data(), 9, 3,
+                                          max_rank, d_rows.data(), total, t2.data());
+    ASSERT_TRUE(s.ok()) << s.error().message();
+    const auto same = [](const std::vector<float>& x, const std::vector<float>& y) {
+      return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
+    };
+    EXPECT_TRUE(same(Download(h2), Download(h1)));
+    EXPECT_TRUE(same(Download(u2), Download(r1)));
+    EXPECT_TRUE(same(Download(r2), residual));  // read, not written
+    // The shrink's slots hold results where a group has a rank row (NaN elsewhere in both).
+    EXPECT_TRUE(same(Download(t2), Download(t1)));
+  }
+  // Arguments it does not take.
+  DeviceBuffer<float> x = Upload(rng_.Floats(in)), y = Upload(rng_.Floats(in));
+  const ResidualInput in_place{x.data(), y.data(), y.data(), post.data(), pre.data(), 1e-6f};
+  EXPECT_FALSE(
+      LoraShrinkOfResidual(in_place, 1, in, x.data(), nullptr, 1, 1, 16, nullptr, 1, nullptr).ok());
+  const ResidualInput wide{x.data(), y.data(), x.data(), post.data(), pre.data(), 1e-6f};
+  EXPECT_FALSE(
+      LoraShrinkOfResidual(wide, 1, 1024, y.data(), nullptr, 1, 1, 16, nullptr, 1, nullptr).ok());
 }
 
 TEST_F(CudaMatMulTest, LoraApplyHandlesLargeGroups) {

@@ -342,8 +342,10 @@ __device__ __forceinline__ bool ValidGroup(const LoraGroup& g, int max_rank, int
 // Block (row chunk, rank chunk, group): warp q of the chunk computes t[i, q] = A[q, :] . x[row]
 // for the chunk's (up to 8) rows of the group, lanes striding over `in`, into the slot of t
 // (total_rows * max_rank floats each) of the group's run of groups_per_slot groups.
-// Columns of x a shrink block stages in shared memory at a time.
+// Columns of x a shrink block stages in shared memory at a time, and the most columns of a
+// residual input's rows it normalises whole (the 270M model's hidden size is 640).
 constexpr int kShrinkChunk = 512;
+constexpr int kShrinkNormedCols = static_cast<int>(kMaxShrinkOfResidualIn);
 
 // Lane l's columns 4 (l + 32 u) .. + 3 of A's chunk at k0 (zeros past len).
 __device__ __forceinline__ void LoadAChunk(const float* a, int k0, int len, int lane, bool a_vec,
@@ -362,20 +364,39 @@ __device__ __forceinline__ void LoadAChunk(const float* a, int k0, int len, int 
   }
 }
 
+// With a residual input (res.delta set; x null), the shrink's x is RMSNormAddToNorm of it
+// (ResidualNormRow, the same bits): each block computes its rows whole into shared memory (in <=
+// kShrinkNormedCols), and the blocks of one more z (grid.z = groups + 1) write the normalised rows
+// of all pass_rows rows to `normed` and the new residual rows to res.updated, a warp a row.
 __global__ void __launch_bounds__(kShrinkWarps * 32)
     LoraShrinkKernel(const float* __restrict__ x, std::size_t ldx, int in,
                      const LoraGroup* __restrict__ groups, int max_rank,
                      const std::int32_t* __restrict__ row_index, int total_rows,
-                     int groups_per_slot, float* __restrict__ t) {
-  __shared__ float4 xs[kLoraRows][kShrinkChunk / 4];
+                     int groups_per_slot, float* __restrict__ t, const ResidualInput res,
+                     float* __restrict__ normed, int pass_rows) {
+  __shared__ float4 xs[kLoraRows * kShrinkNormedCols / 4];
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int warp = static_cast<int>(threadIdx.x) >> 5;
+  const bool residual = res.delta != nullptr;
+  if (residual && blockIdx.z == gridDim.z - 1) {
+    // The residual input's rows, normalised, for the products that follow.
+    WaitPrior();
+    AllowDependents();
+    const int r = static_cast<int>(blockIdx.x) * kLoraRows + warp;
+    if (blockIdx.y != 0 || r >= pass_rows) return;
+    const std::size_t off = static_cast<std::size_t>(r) * in;
+    auto* y4 = reinterpret_cast<float4*>(normed + off);
+    internal::ResidualNormRow(res.delta + off, res.residual + off, res.updated + off, res.post,
+                              res.pre, res.eps, in, lane, [y4](int i) -> float4& { return y4[i]; });
+    return;
+  }
   // The groups and A come before the previous kernel's results (x): the first chunk of A is
   // requested before waiting for that kernel. Every CTA waits before it exits, so that this
   // kernel never completes before its predecessor.
   const LoraGroup g = groups[blockIdx.z];
   const int b0 = static_cast<int>(blockIdx.x) * kLoraRows;
   const bool run = ValidGroup(g, max_rank, total_rows) && b0 < g.count;
-  const int lane = static_cast<int>(threadIdx.x) & 31;
-  const int q = static_cast<int>(blockIdx.y) * kShrinkWarps + (static_cast<int>(threadIdx.x) >> 5);
+  const int q = static_cast<int>(blockIdx.y) * kShrinkWarps + warp;
   const bool active = run && q < g.rank;  // every warp stages x; the active ones multiply
   const float* a = active ? g.a + static_cast<std::size_t>(q) * in : nullptr;
   const bool a_vec = in % 4 == 0 && internal::Aligned16(g.a);
@@ -390,16 +411,28 @@ __global__ void __launch_bounds__(kShrinkWarps * 32)
 #pragma unroll
   for (int b = 0; b < kLoraRows; ++b) acc[b] = 0.0f;
   float* xsf = reinterpret_cast<float*>(xs);
-  for (int k0 = 0; k0 < in; k0 += kShrinkChunk) {
-    const int len = min(kShrinkChunk, in - k0);
-    __syncthreads();  // the previous chunk is used up
-    for (int e = static_cast<int>(threadIdx.x); e < nb * kShrinkChunk; e += kShrinkWarps * 32) {
-      const int b = e / kShrinkChunk;
-      const int k = e - b * kShrinkChunk;
-      xsf[e] =
-          k < len ? x[static_cast<std::size_t>(row_index[g.first + b0 + b]) * ldx + k0 + k] : 0.0f;
+  const int n4 = in / 4;  // a normalised row's float4s (residual input)
+  if (residual) {
+    if (warp < nb) {
+      const std::size_t off = static_cast<std::size_t>(row_index[g.first + b0 + warp]) * in;
+      float4* row = xs + warp * n4;
+      internal::ResidualNormRow(res.delta + off, res.residual + off, nullptr, res.post, res.pre,
+                                res.eps, in, lane, [row](int i) -> float4& { return row[i]; });
     }
     __syncthreads();
+  }
+  for (int k0 = 0; k0 < in; k0 += kShrinkChunk) {
+    const int len = min(kShrinkChunk, in - k0);
+    if (!residual) {
+      __syncthreads();  // the previous chunk is used up
+      for (int e = static_cast<int>(threadIdx.x); e < nb * kShrinkChunk; e += kShrinkWarps * 32) {
+        const int b = e / kShrinkChunk;
+        const int k = e - b * kShrinkChunk;
+        xsf[e] = k < len ? x[static_cast<std::size_t>(row_index[g.first + b0 + b]) * ldx + k0 + k]
+                         : 0.0f;
+      }
+      __syncthreads();
+    }
     if (!active) continue;
     // Lane l takes columns 4 (l + 32 u) .. + 3 of the chunk: four 16-byte loads of A in flight.
     if (k0 > 0) LoadAChunk(a, k0, len, lane, a_vec, av);
@@ -410,7 +443,7 @@ __global__ void __launch_bounds__(kShrinkWarps * 32)
 #pragma unroll
       for (int b = 0; b < kLoraRows; ++b) {
         if (b < nb) {  // columns past len hold zeros on both sides
-          const float4 xv = xs[b][c];
+          const float4 xv = residual ? xs[b * n4 + k0 / 4 + c] : xs[b * (kShrinkChunk / 4) + c];
           acc[b] = fmaf(av[u].x, xv.x, acc[b]);
           acc[b] = fmaf(av[u].y, xv.y, acc[b]);
           acc[b] = fmaf(av[u].z, xv.z, acc[b]);
@@ -531,15 +564,21 @@ Status CheckLoraSizes(const char* what, std::int32_t num_groups, std::int32_t ma
   return Ok();
 }
 
+// The shrink; with a residual input (x null), of its `pass_rows` rows normalised, which it also
+// writes to `normed` (and the new residual to residual->updated).
 Status LaunchShrink(const float* x, std::size_t ldx, std::size_t in, const LoraGroup* groups,
                     std::int32_t num_groups, std::int32_t groups_per_slot, std::int32_t max_rank,
                     const std::int32_t* row_index, std::int32_t total_rows, float* workspace,
-                    Stream stream) {
-  const dim3 grid(static_cast<unsigned>((total_rows + kLoraRows - 1) / kLoraRows),
+                    Stream stream, const ResidualInput& residual = {}, float* normed = nullptr,
+                    std::int32_t pass_rows = 0) {
+  const bool norm = residual.delta != nullptr;
+  const std::int32_t chunks = std::max(total_rows, norm ? pass_rows : 0);
+  const dim3 grid(static_cast<unsigned>((chunks + kLoraRows - 1) / kLoraRows),
                   static_cast<unsigned>((max_rank + kShrinkWarps - 1) / kShrinkWarps),
-                  static_cast<unsigned>(num_groups));
+                  static_cast<unsigned>(num_groups + (norm ? 1 : 0)));
   Launch(LoraShrinkKernel, grid, kShrinkWarps * 32, 0, stream, DependentLaunchSupported(), x, ldx,
-         static_cast<int>(in), groups, max_rank, row_index, total_rows, groups_per_slot, workspace);
+         static_cast<int>(in), groups, max_rank, row_index, total_rows, groups_per_slot, workspace,
+         residual, normed, static_cast<int>(pass_rows));
   return CudaLastError("cuda::LoraApply (shrink kernel)");
 }
 
@@ -789,6 +828,40 @@ Status LoraShrink(const float* x, std::size_t ldx, std::size_t in, const LoraGro
   if (in > kMaxDim) return MakeError("cuda::LoraShrink: the input size ", in, " is too large");
   return LaunchShrink(x, ldx, in, groups, num_groups, groups_per_slot, max_rank, row_index,
                       total_rows, workspace, stream);
+}
+
+Status LoraShrinkOfResidual(const ResidualInput& residual, std::size_t rows, std::size_t in,
+                            float* normed, const LoraGroup* groups, std::int32_t num_groups,
+                            std::int32_t groups_per_slot, std::int32_t max_rank,
+                            const std::int32_t* row_index, std::int32_t total_rows,
+                            float* workspace, Stream stream) {
+  constexpr const char* kWhat = "cuda::LoraShrinkOfResidual";
+  if (rows == 0) return Ok();
+  if (residual.delta == nullptr || residual.residual == nullptr || residual.updated == nullptr ||
+      residual.post == nullptr || residual.pre == nullptr || normed == nullptr) {
+    return MakeError(kWhat, ": a residual input with every array, and `normed`, are needed");
+  }
+  if (residual.updated == residual.residual) {
+    return MakeError(kWhat, ": the new residual rows must not overwrite the residual it reads");
+  }
+  using internal::Aligned16;
+  if (in == 0 || in % 4 != 0 || in > static_cast<std::size_t>(kShrinkNormedCols) ||
+      !Aligned16(residual.delta) || !Aligned16(residual.residual) || !Aligned16(residual.updated) ||
+      !Aligned16(residual.post) || !Aligned16(residual.pre) || !Aligned16(normed)) {
+    return MakeError(kWhat, ": rows of ", in, " values (a multiple of 4, at most ",
+                     kShrinkNormedCols, ", 16-byte aligned) are needed");
+  }
+  if (rows > static_cast<std::size_t>(65535) * kLoraRows) {
+    return MakeError(kWhat, ": ", rows, " rows exceed ", 65535 * kLoraRows);
+  }
+  if (num_groups <= 0 || total_rows <= 0) {
+    return MakeError(kWhat, ": no groups (use RMSNormAddToNorm)");
+  }
+  FGNET_TRY(CheckLoraSizes(kWhat, num_groups + 1, max_rank, total_rows));
+  if (groups_per_slot <= 0) return MakeError(kWhat, ": ", groups_per_slot, " groups per slot");
+  return LaunchShrink(nullptr, in, in, groups, num_groups, groups_per_slot, max_rank, row_index,
+                      total_rows, workspace, stream, residual, normed,
+                      static_cast<std::int32_t>(rows));
 }
 
 Status LoraExpand(std::span<const LoraExpandSite> sites, const LoraGroup* groups,

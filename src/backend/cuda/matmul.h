@@ -182,6 +182,19 @@ Status LoraShrink(const float* x, std::size_t ldx, std::size_t in, const LoraGro
                   const std::int32_t* row_index, std::int32_t total_rows, float* workspace,
                   Stream stream = nullptr);
 
+// RMSNormAddToNorm of the residual input's `rows` rows of `in` values (into `normed` [rows, in],
+// and the new residual rows into residual.updated, which must not be residual.residual), and
+// LoraShrink of the result as x, in one launch: the shrink's blocks normalise their rows
+// themselves (the same bits). in must be a multiple of 4, at most kMaxShrinkOfResidualIn; every
+// array 16-byte aligned. For a layer whose products of that input carry adapters (they read
+// `normed`).
+inline constexpr std::size_t kMaxShrinkOfResidualIn = 768;
+Status LoraShrinkOfResidual(const ResidualInput& residual, std::size_t rows, std::size_t in,
+                            float* normed, const LoraGroup* groups, std::int32_t num_groups,
+                            std::int32_t groups_per_slot, std::int32_t max_rank,
+                            const std::int32_t* row_index, std::int32_t total_rows,
+                            float* workspace, Stream stream = nullptr);
+
 // The expands of several sites that share their groups' rows (q/k/v; gate/up) in one launch, after
 // a LoraShrink of the same runs of groups: run s of groups_per_slot groups adds
 // scale * B t (t from slot s of `workspace`) to sites[s].y, as LoraApply's expand does. At most 4
