@@ -342,10 +342,9 @@ __device__ __forceinline__ bool ValidGroup(const LoraGroup& g, int max_rank, int
 // Block (row chunk, rank chunk, group): warp q of the chunk computes t[i, q] = A[q, :] . x[row]
 // for the chunk's (up to 8) rows of the group, lanes striding over `in`, into the slot of t
 // (total_rows * max_rank floats each) of the group's run of groups_per_slot groups.
-// Columns of x a shrink block stages in shared memory at a time, and the most columns of a
-// residual input's rows it normalises whole (the 270M model's hidden size is 640).
+// Columns of x a shrink block stages in shared memory at a time (a residual input's rows, of at
+// most kMaxShrinkOfResidualIn columns, it normalises whole).
 constexpr int kShrinkChunk = 512;
-constexpr int kShrinkNormedCols = static_cast<int>(kMaxShrinkOfResidualIn);
 
 // Lane l's columns 4 (l + 32 u) .. + 3 of A's chunk at k0 (zeros past len).
 __device__ __forceinline__ void LoadAChunk(const float* a, int k0, int len, int lane, bool a_vec,
@@ -366,15 +365,15 @@ __device__ __forceinline__ void LoadAChunk(const float* a, int k0, int len, int 
 
 // With a residual input (res.delta set; x null), the shrink's x is RMSNormAddToNorm of it
 // (ResidualNormRow, the same bits): each block computes its rows whole into shared memory (in <=
-// kShrinkNormedCols), and the blocks of one more z (grid.z = groups + 1) write the normalised rows
-// of all pass_rows rows to `normed` and the new residual rows to res.updated, a warp a row.
+// kMaxShrinkOfResidualIn), and the blocks of one more z (grid.z = groups + 1) write the normalised
+// rows of all pass_rows rows to `normed` and the new residual rows to res.updated, a warp a row.
 __global__ void __launch_bounds__(kShrinkWarps * 32)
     LoraShrinkKernel(const float* __restrict__ x, std::size_t ldx, int in,
                      const LoraGroup* __restrict__ groups, int max_rank,
                      const std::int32_t* __restrict__ row_index, int total_rows,
                      int groups_per_slot, float* __restrict__ t, const ResidualInput res,
                      float* __restrict__ normed, int pass_rows) {
-  __shared__ float4 xs[kLoraRows * kShrinkNormedCols / 4];
+  __shared__ float4 xs[kLoraRows * kMaxShrinkOfResidualIn / 4];
   const int lane = static_cast<int>(threadIdx.x) & 31;
   const int warp = static_cast<int>(threadIdx.x) >> 5;
   const bool residual = res.delta != nullptr;
@@ -845,11 +844,11 @@ Status LoraShrinkOfResidual(const ResidualInput& residual, std::size_t rows, std
     return MakeError(kWhat, ": the new residual rows must not overwrite the residual it reads");
   }
   using internal::Aligned16;
-  if (in == 0 || in % 4 != 0 || in > static_cast<std::size_t>(kShrinkNormedCols) ||
-      !Aligned16(residual.delta) || !Aligned16(residual.residual) || !Aligned16(residual.updated) ||
-      !Aligned16(residual.post) || !Aligned16(residual.pre) || !Aligned16(normed)) {
+  if (in == 0 || in % 4 != 0 || in > kMaxShrinkOfResidualIn || !Aligned16(residual.delta) ||
+      !Aligned16(residual.residual) || !Aligned16(residual.updated) || !Aligned16(residual.post) ||
+      !Aligned16(residual.pre) || !Aligned16(normed)) {
     return MakeError(kWhat, ": rows of ", in, " values (a multiple of 4, at most ",
-                     kShrinkNormedCols, ", 16-byte aligned) are needed");
+                     kMaxShrinkOfResidualIn, ", 16-byte aligned) are needed");
   }
   if (rows > static_cast<std::size_t>(65535) * kLoraRows) {
     return MakeError(kWhat, ": ", rows, " rows exceed ", 65535 * kLoraRows);
