@@ -1,4 +1,4 @@
-// `fgnet generate`: chat or raw-prompt generation on the CPU, with FunctionGemma function
+// `fgnet generate`: chat or raw-prompt generation (CPU or --device), with FunctionGemma function
 // calling: tools are declared in the prompt, text streams to stdout as it is generated, and the
 // calls the model makes are parsed back to JSON.
 #include <chrono>

@@ -112,7 +112,8 @@ std::size_t ThreadsOption(const ParsedArgs& args) {
 App MakeFgnetApp() {
   App app(kProgram,
           "fgnet runs Google's Gemma 3 text models and FunctionGemma (with LoRA experts) on the "
-          "CPU: generation with function calling, logits dumps, tokenization, model inspection, "
+          "CPU or an NVIDIA GPU (--device cpu|cuda[:N]): generation with function calling, "
+          "batched serving, networks of experts, logits dumps, tokenization, model inspection, "
           "LoRA merging, conversion to RDRR and GGUF with quantization, synthetic checkpoints "
           "and benchmarks. Models may be Hugging Face checkpoints, RDRR packages or GGUF files; "
           "adapters PEFT directories, RDRR packages or GGUF LoRA files.",
