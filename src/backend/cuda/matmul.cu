@@ -169,8 +169,10 @@ __device__ __forceinline__ void AccumulateBatch(const uint4 (&wv)[U][NW], const 
 // in flight (8 chunks, 128 bytes, per lane), and accumulates the R x NW dot products in f32; one
 // butterfly reduction per tile.
 //
-// With lora.row_entries set, each result gets its target's adapters' update (LoraDelta).
-template <int R, int NW>
+// kLora: with lora.row_entries set, each result gets its target's adapters' update (LoraDelta).
+// (The instances without that epilogue carry none of its code: the GEMVs without adapters run
+// faster so.)
+template <int R, int NW, bool kLora>
 __global__ void __launch_bounds__(kGemvThreads, 2)
     GemvKernel(const float* __restrict__ x, int in, const GemvTargets targets, int tiles,
                bool accumulate, bool x_aligned, const LoraRows lora, const ResidualInput res) {
@@ -215,9 +217,12 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
       const int o = t.o0 + j;
       if (o < t.out) {
         const LoraSite& site = targets.t[t.target].lora;
-        const float value = lora.row_entries != nullptr && site.groups != nullptr
-                                ? v + LoraDelta(lora, site, r, o)
-                                : v;
+        float value = v;
+        if constexpr (kLora) {
+          if (lora.row_entries != nullptr && site.groups != nullptr) {
+            value += LoraDelta(lora, site, r, o);
+          }
+        }
         float* dst = t.y + static_cast<std::size_t>(r) * t.out + o;
         *dst = accumulate ? *dst + value : value;
       }
@@ -228,8 +233,9 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
 // out [R, n] = gelu_tanh(x W_gate^T) * (x W_up^T): GemvKernel's scheme where a warp's tile is NP
 // rows o0 .. of W_gate together with the same rows of W_up (2 NP W rows), and the lane that ends
 // with gate value (o, r) receives the up value of (o, r) from its partner lane by one shuffle.
-// With lora.row_entries set, the gate and up values get their sites' adapters' updates first.
-template <int R, int NP>
+// kLora: with lora.row_entries set, the gate and up values get their sites' adapters' updates
+// first.
+template <int R, int NP, bool kLora>
 __global__ void __launch_bounds__(kGemvThreads, 2)
     GeGLUKernel(const float* __restrict__ x, int in, const uint4* __restrict__ w_gate,
                 const uint4* __restrict__ w_up, int n, float* __restrict__ out, bool x_aligned,
@@ -275,7 +281,7 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
     // o0 + j - NP otherwise.
     float v = ReduceScatter<M>(acc, lane);
     const int e = lane >> kShift;
-    if (lora.row_entries != nullptr && (lane & ((1 << kShift) - 1)) == 0 && e < R * NW) {
+    if (kLora && lora.row_entries != nullptr && (lane & ((1 << kShift) - 1)) == 0 && e < R * NW) {
       const bool is_up = e >= R * NP;
       const int eu = is_up ? e - R * NP : e;
       const int o = o0 + eu / R;
@@ -304,15 +310,19 @@ constexpr std::size_t kGemvRowsFor = std::min<std::size_t>(MatMulContext::kMinTe
                                                            32 / NW);
 
 template <int NW>
-GemvFn GemvFor(int rows) {
-  return internal::ForRows<kGemvRowsFor<NW>>(
-      rows, [](auto r) -> GemvFn { return GemvKernel<decltype(r)::value, NW>; });
+GemvFn GemvFor(int rows, bool lora) {
+  return internal::ForRows<kGemvRowsFor<NW>>(rows, [lora](auto r) -> GemvFn {
+    return lora ? GemvKernel<decltype(r)::value, NW, true>
+                : GemvKernel<decltype(r)::value, NW, false>;
+  });
 }
 
 template <int NP>
-GeGLUFn GeGLUFor(int rows) {
-  return internal::ForRows<kGemvRowsFor<2 * NP>>(
-      rows, [](auto r) -> GeGLUFn { return GeGLUKernel<decltype(r)::value, NP>; });
+GeGLUFn GeGLUFor(int rows, bool lora) {
+  return internal::ForRows<kGemvRowsFor<2 * NP>>(rows, [lora](auto r) -> GeGLUFn {
+    return lora ? GeGLUKernel<decltype(r)::value, NP, true>
+                : GeGLUKernel<decltype(r)::value, NP, false>;
+  });
 }
 
 __global__ void ToBF16Kernel(const float* __restrict__ x, std::size_t n,
@@ -732,7 +742,8 @@ Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
     int tiles = 0;
     const GemvTargets targets = internal::TargetsOf(outputs, r0, nw, lora, &tiles);
     const LoraRows lora_rows = RowsFrom(lora, r0);
-    const GemvFn fn = wide ? GemvFor<4>(static_cast<int>(r)) : GemvFor<1>(static_cast<int>(r));
+    const GemvFn fn = wide ? GemvFor<4>(static_cast<int>(r), lora_rows.row_entries != nullptr)
+                           : GemvFor<1>(static_cast<int>(r), lora_rows.row_entries != nullptr);
     const std::size_t smem = r * in * sizeof(float);
     const float* xr = BatchX(x, r0, in);
     const bool x_aligned = internal::Aligned16(xr);
@@ -770,7 +781,9 @@ Status LaunchGemvGeGLU(const float* x, std::size_t rows, std::size_t in,
   const std::size_t tiles = (n + np - 1) / np;
   for (std::size_t r0 = 0; r0 < rows; r0 += batch) {
     const std::size_t r = std::min(batch, rows - r0);
-    const GeGLUFn fn = wide ? GeGLUFor<2>(static_cast<int>(r)) : GeGLUFor<1>(static_cast<int>(r));
+    const bool adapted = lora != nullptr && lora->rows.row_entries != nullptr;
+    const GeGLUFn fn = wide ? GeGLUFor<2>(static_cast<int>(r), adapted)
+                            : GeGLUFor<1>(static_cast<int>(r), adapted);
     const std::size_t smem = r * in * sizeof(float);
     const float* xr = BatchX(x, r0, in);
     const bool x_aligned = internal::Aligned16(xr);

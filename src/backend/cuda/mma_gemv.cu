@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "backend/cuda/device.h"
 #include "backend/cuda/gemv_common.cuh"
@@ -284,8 +285,9 @@ __device__ __forceinline__ void RunTiles(const float* __restrict__ x, int in, in
 }
 
 // y_i [rows, out_i] = x [rows, in] W_i^T (or +=) for the targets' tiles of 8 W rows, with each
-// target's adapters' updates where lora.row_entries is set.
-template <typename S, bool kStaged>
+// target's adapters' updates where kLora and lora.row_entries is set (the instances without
+// adapters carry none of that epilogue's code).
+template <typename S, bool kStaged, bool kLora>
 __global__ void __launch_bounds__(kThreads, 2)
     MmaGemvKernel(const float* __restrict__ x, int in, int rows, const GemvTargets targets,
                   int tiles, bool accumulate, bool x_aligned, const LoraRows lora,
@@ -302,17 +304,20 @@ __global__ void __launch_bounds__(kThreads, 2)
         const int o = t.o0 + r.col;
         if (r.row >= rows || o >= t.out) return;
         const LoraSite& site = targets.t[t.target].lora;
-        const float value = lora.row_entries != nullptr && site.groups != nullptr
-                                ? sum[0] + LoraDelta(lora, site, r.row, o)
-                                : sum[0];
+        float value = sum[0];
+        if constexpr (kLora) {
+          if (lora.row_entries != nullptr && site.groups != nullptr) {
+            value += LoraDelta(lora, site, r.row, o);
+          }
+        }
         float* dst = t.y + static_cast<std::size_t>(r.row) * t.out + o;
         *dst = accumulate ? *dst + value : value;
       });
 }
 
 // out [rows, n] = gelu_tanh(x W_gate^T) * (x W_up^T), tile b being W rows 8b .. 8b + 7 of both;
-// with lora.row_entries set, the gate and up values get their sites' updates first.
-template <bool kStaged>
+// with kLora and lora.row_entries set, the gate and up values get their sites' updates first.
+template <bool kStaged, bool kLora>
 __global__ void __launch_bounds__(kThreads, 2)
     MmaGeGLUKernel(const float* __restrict__ x, int in, int rows, const uint4* __restrict__ w_gate,
                    const uint4* __restrict__ w_up, int n, float* __restrict__ out, bool x_aligned,
@@ -331,7 +336,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         if (r.row >= rows || o >= n) return;
         float gate = sum[0];
         float up = sum[1];
-        if (lora.row_entries != nullptr) {
+        if (kLora && lora.row_entries != nullptr) {
           if (gate_site.groups != nullptr) gate += LoraDelta(lora, gate_site, r.row, o);
           if (up_site.groups != nullptr) up += LoraDelta(lora, up_site, r.row, o);
         }
@@ -371,9 +376,14 @@ Status LaunchMmaGemvMany(const float* x, std::size_t rows, std::size_t in,
   // that more of W is in flight; otherwise four k-blocks (in <= 1024: one round of loads).
   const bool many = !staged && in <= 8 * 32 * 3 &&
                     static_cast<std::size_t>(tiles) > 4 * static_cast<std::size_t>(multiprocessors);
-  const auto fn = staged ? MmaGemvKernel<Shape<4, 1>, true>
-                  : many ? MmaGemvKernel<Shape<3, 2>, false>
-                         : MmaGemvKernel<Shape<4, 1>, false>;
+  const bool adapted = lora != nullptr && lora->rows.row_entries != nullptr;
+  const auto pick = [&](auto lora_tag) {
+    constexpr bool kLora = decltype(lora_tag)::value;
+    return staged ? MmaGemvKernel<Shape<4, 1>, true, kLora>
+           : many ? MmaGemvKernel<Shape<3, 2>, false, kLora>
+                  : MmaGemvKernel<Shape<4, 1>, false, kLora>;
+  };
+  const auto fn = adapted ? pick(std::true_type{}) : pick(std::false_type{});
   FGNET_ASSIGN_OR_RETURN(const std::size_t batch,
                          RowBatch(reinterpret_cast<const void*>(fn), rows, in, staged));
   for (std::size_t r0 = 0; r0 < rows; r0 += batch) {
@@ -396,7 +406,9 @@ Status LaunchMmaGeGLU(const float* x, std::size_t rows, std::size_t in, const st
                       const std::uint16_t* w_up, std::size_t n, float* out, int multiprocessors,
                       Stream stream, const LoraEpilogue* lora, const ResidualInput* residual) {
   const bool staged = residual != nullptr && residual->delta != nullptr;
-  const auto fn = staged ? MmaGeGLUKernel<true> : MmaGeGLUKernel<false>;
+  const bool adapted = lora != nullptr && lora->rows.row_entries != nullptr;
+  const auto fn = staged ? (adapted ? MmaGeGLUKernel<true, true> : MmaGeGLUKernel<true, false>)
+                         : (adapted ? MmaGeGLUKernel<false, true> : MmaGeGLUKernel<false, false>);
   const std::size_t tiles = (n + kTileRows - 1) / kTileRows;
   FGNET_ASSIGN_OR_RETURN(const std::size_t batch,
                          RowBatch(reinterpret_cast<const void*>(fn), rows, in, staged));
