@@ -108,6 +108,12 @@ inline GemvTargets TargetsOf(std::span<const MatMulContext::MatMulOutput> output
   return targets;
 }
 
+// Whether a launch adds adapters' updates in its epilogue: it then takes the kernels' kLora
+// instances, which alone carry that code.
+inline bool HasLoraEpilogue(const LoraEpilogue* lora) {
+  return lora != nullptr && lora->rows.row_entries != nullptr;
+}
+
 // The adapters' rows of a launch over rows r0 .. of a product (none without `lora`).
 inline LoraRows RowsFrom(const LoraEpilogue* lora, std::size_t r0) {
   if (lora == nullptr) return LoraRows{};

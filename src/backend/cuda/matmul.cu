@@ -169,9 +169,9 @@ __device__ __forceinline__ void AccumulateBatch(const uint4 (&wv)[U][NW], const 
 // in flight (8 chunks, 128 bytes, per lane), and accumulates the R x NW dot products in f32; one
 // butterfly reduction per tile.
 //
-// kLora: with lora.row_entries set, each result gets its target's adapters' update (LoraDelta).
-// (The instances without that epilogue carry none of its code: the GEMVs without adapters run
-// faster so.)
+// kLora (HasLoraEpilogue: lora.row_entries set): each result gets its target's adapters' update
+// (LoraDelta). The instances without that epilogue carry none of its code: the GEMVs without
+// adapters run faster so.
 template <int R, int NW, bool kLora>
 __global__ void __launch_bounds__(kGemvThreads, 2)
     GemvKernel(const float* __restrict__ x, int in, const GemvTargets targets, int tiles,
@@ -219,9 +219,7 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
         const LoraSite& site = targets.t[t.target].lora;
         float value = v;
         if constexpr (kLora) {
-          if (lora.row_entries != nullptr && site.groups != nullptr) {
-            value += LoraDelta(lora, site, r, o);
-          }
+          if (site.groups != nullptr) value += LoraDelta(lora, site, r, o);
         }
         float* dst = t.y + static_cast<std::size_t>(r) * t.out + o;
         *dst = accumulate ? *dst + value : value;
@@ -233,8 +231,7 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
 // out [R, n] = gelu_tanh(x W_gate^T) * (x W_up^T): GemvKernel's scheme where a warp's tile is NP
 // rows o0 .. of W_gate together with the same rows of W_up (2 NP W rows), and the lane that ends
 // with gate value (o, r) receives the up value of (o, r) from its partner lane by one shuffle.
-// kLora: with lora.row_entries set, the gate and up values get their sites' adapters' updates
-// first.
+// kLora (HasLoraEpilogue): the gate and up values get their sites' adapters' updates first.
 template <int R, int NP, bool kLora>
 __global__ void __launch_bounds__(kGemvThreads, 2)
     GeGLUKernel(const float* __restrict__ x, int in, const uint4* __restrict__ w_gate,
@@ -281,7 +278,7 @@ __global__ void __launch_bounds__(kGemvThreads, 2)
     // o0 + j - NP otherwise.
     float v = ReduceScatter<M>(acc, lane);
     const int e = lane >> kShift;
-    if (kLora && lora.row_entries != nullptr && (lane & ((1 << kShift) - 1)) == 0 && e < R * NW) {
+    if (kLora && (lane & ((1 << kShift) - 1)) == 0 && e < R * NW) {
       const bool is_up = e >= R * NP;
       const int eu = is_up ? e - R * NP : e;
       const int o = o0 + eu / R;
@@ -737,13 +734,14 @@ Status LaunchGemvMany(const float* x, std::size_t rows, std::size_t in,
   // Four W rows per warp where there are tiles enough to fill the GPU, else one.
   const bool wide = total_out / (4 * kGemvWarps) >= static_cast<std::size_t>(multiprocessors);
   const int nw = wide ? 4 : 1;
+  const bool adapted = internal::HasLoraEpilogue(lora);
   for (std::size_t r0 = 0; r0 < rows; r0 += batch) {
     const std::size_t r = std::min(batch, rows - r0);
     int tiles = 0;
     const GemvTargets targets = internal::TargetsOf(outputs, r0, nw, lora, &tiles);
     const LoraRows lora_rows = RowsFrom(lora, r0);
-    const GemvFn fn = wide ? GemvFor<4>(static_cast<int>(r), lora_rows.row_entries != nullptr)
-                           : GemvFor<1>(static_cast<int>(r), lora_rows.row_entries != nullptr);
+    const GemvFn fn =
+        wide ? GemvFor<4>(static_cast<int>(r), adapted) : GemvFor<1>(static_cast<int>(r), adapted);
     const std::size_t smem = r * in * sizeof(float);
     const float* xr = BatchX(x, r0, in);
     const bool x_aligned = internal::Aligned16(xr);
@@ -779,9 +777,9 @@ Status LaunchGemvGeGLU(const float* x, std::size_t rows, std::size_t in,
   const bool wide = n / (2 * kGemvWarps) >= static_cast<std::size_t>(multiprocessors);
   const int np = wide ? 2 : 1;
   const std::size_t tiles = (n + np - 1) / np;
+  const bool adapted = internal::HasLoraEpilogue(lora);
   for (std::size_t r0 = 0; r0 < rows; r0 += batch) {
     const std::size_t r = std::min(batch, rows - r0);
-    const bool adapted = lora != nullptr && lora->rows.row_entries != nullptr;
     const GeGLUFn fn = wide ? GeGLUFor<2>(static_cast<int>(r), adapted)
                             : GeGLUFor<1>(static_cast<int>(r), adapted);
     const std::size_t smem = r * in * sizeof(float);

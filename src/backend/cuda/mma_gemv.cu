@@ -285,8 +285,8 @@ __device__ __forceinline__ void RunTiles(const float* __restrict__ x, int in, in
 }
 
 // y_i [rows, out_i] = x [rows, in] W_i^T (or +=) for the targets' tiles of 8 W rows, with each
-// target's adapters' updates where kLora and lora.row_entries is set (the instances without
-// adapters carry none of that epilogue's code).
+// target's adapters' updates where kLora (HasLoraEpilogue; the instances without adapters carry
+// none of that epilogue's code).
 template <typename S, bool kStaged, bool kLora>
 __global__ void __launch_bounds__(kThreads, 2)
     MmaGemvKernel(const float* __restrict__ x, int in, int rows, const GemvTargets targets,
@@ -306,9 +306,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         const LoraSite& site = targets.t[t.target].lora;
         float value = sum[0];
         if constexpr (kLora) {
-          if (lora.row_entries != nullptr && site.groups != nullptr) {
-            value += LoraDelta(lora, site, r.row, o);
-          }
+          if (site.groups != nullptr) value += LoraDelta(lora, site, r.row, o);
         }
         float* dst = t.y + static_cast<std::size_t>(r.row) * t.out + o;
         *dst = accumulate ? *dst + value : value;
@@ -316,7 +314,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 }
 
 // out [rows, n] = gelu_tanh(x W_gate^T) * (x W_up^T), tile b being W rows 8b .. 8b + 7 of both;
-// with kLora and lora.row_entries set, the gate and up values get their sites' updates first.
+// with kLora (HasLoraEpilogue), the gate and up values get their sites' updates first.
 template <bool kStaged, bool kLora>
 __global__ void __launch_bounds__(kThreads, 2)
     MmaGeGLUKernel(const float* __restrict__ x, int in, int rows, const uint4* __restrict__ w_gate,
@@ -336,7 +334,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         if (r.row >= rows || o >= n) return;
         float gate = sum[0];
         float up = sum[1];
-        if (kLora && lora.row_entries != nullptr) {
+        if constexpr (kLora) {
           if (gate_site.groups != nullptr) gate += LoraDelta(lora, gate_site, r.row, o);
           if (up_site.groups != nullptr) up += LoraDelta(lora, up_site, r.row, o);
         }
@@ -376,7 +374,7 @@ Status LaunchMmaGemvMany(const float* x, std::size_t rows, std::size_t in,
   // that more of W is in flight; otherwise four k-blocks (in <= 1024: one round of loads).
   const bool many = !staged && in <= 8 * 32 * 3 &&
                     static_cast<std::size_t>(tiles) > 4 * static_cast<std::size_t>(multiprocessors);
-  const bool adapted = lora != nullptr && lora->rows.row_entries != nullptr;
+  const bool adapted = internal::HasLoraEpilogue(lora);
   const auto pick = [&](auto lora_tag) {
     constexpr bool kLora = decltype(lora_tag)::value;
     return staged ? MmaGemvKernel<Shape<4, 1>, true, kLora>
@@ -406,7 +404,7 @@ Status LaunchMmaGeGLU(const float* x, std::size_t rows, std::size_t in, const st
                       const std::uint16_t* w_up, std::size_t n, float* out, int multiprocessors,
                       Stream stream, const LoraEpilogue* lora, const ResidualInput* residual) {
   const bool staged = residual != nullptr && residual->delta != nullptr;
-  const bool adapted = lora != nullptr && lora->rows.row_entries != nullptr;
+  const bool adapted = internal::HasLoraEpilogue(lora);
   const auto fn = staged ? (adapted ? MmaGeGLUKernel<true, true> : MmaGeGLUKernel<true, false>)
                          : (adapted ? MmaGeGLUKernel<false, true> : MmaGeGLUKernel<false, false>);
   const std::size_t tiles = (n + kTileRows - 1) / kTileRows;
