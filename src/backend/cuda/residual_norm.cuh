@@ -29,7 +29,8 @@ constexpr int kNormBatch = 5;
 // u = residual + RMSNorm(delta) * post, written to `updated` unless it is null (it may be
 // `residual` itself: a batch's loads come before its stores, each lane's to its own columns),
 // then y = RMSNorm(u) * pre, handed to emit(i, y's float4 i). hold(i) returns a float4& that keeps
-// u's float4 i between the two passes (it may be updated's own float4 when updated is null).
+// u's float4 i between the two passes (it may be updated's own float4 when updated is null); a
+// row of one batch keeps u in registers too, and hold(i) gets it all the same.
 template <typename Hold, typename Emit>
 __device__ __forceinline__ void ResidualNormRow(const float* delta, const float* residual,
                                                 float* updated, const float* post, const float* pre,
@@ -42,6 +43,44 @@ __device__ __forceinline__ void ResidualNormRow(const float* delta, const float*
   const auto* pre4 = reinterpret_cast<const float4*>(pre);
   auto* u4 = reinterpret_cast<float4*>(updated);
   const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  if (n4 <= 32 * kNormBatch) {
+    // A row of one batch (the 640 of FunctionGemma-270M): every load at once, one round trip to
+    // memory instead of three; the same sums in the same order as the loop below.
+    float4 d[kNormBatch], u[kNormBatch], p[kNormBatch], q[kNormBatch];
+#pragma unroll
+    for (int j = 0; j < kNormBatch; ++j) {
+      const int i = lane + 32 * j;
+      const bool in = i < n4;
+      d[j] = in ? d4[i] : zero;
+      u[j] = in ? r4[i] : zero;
+      p[j] = in ? post4[i] : zero;
+      q[j] = in ? pre4[i] : zero;
+    }
+    float ss = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kNormBatch; ++j) ss = AddSquares(ss, d[j]);
+    const float inv = rsqrtf(WarpSum(ss) / static_cast<float>(dim) + eps);
+    float ss2 = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kNormBatch; ++j) {
+      const int i = lane + 32 * j;
+      if (i >= n4) break;
+      u[j] = make_float4(u[j].x + d[j].x * inv * p[j].x, u[j].y + d[j].y * inv * p[j].y,
+                         u[j].z + d[j].z * inv * p[j].z, u[j].w + d[j].w * inv * p[j].w);
+      if (u4 != nullptr) u4[i] = u[j];
+      hold(i) = u[j];
+      ss2 = AddSquares(ss2, u[j]);
+    }
+    const float inv2 = rsqrtf(WarpSum(ss2) / static_cast<float>(dim) + eps);
+#pragma unroll
+    for (int j = 0; j < kNormBatch; ++j) {
+      const int i = lane + 32 * j;
+      if (i >= n4) break;
+      emit(i, make_float4(u[j].x * inv2 * q[j].x, u[j].y * inv2 * q[j].y, u[j].z * inv2 * q[j].z,
+                          u[j].w * inv2 * q[j].w));
+    }
+    return;
+  }
   float ss = 0.0f;
   for (int i0 = lane; i0 < n4; i0 += 32 * kNormBatch) {
     float4 d[kNormBatch];
