@@ -129,7 +129,10 @@ TEST_F(CudaMatMulTest, LoraApplyMatchesTheReference) {
       {2, {3, 22, 7, 20, 11, 5, 0, 13, 17}, Scales(9, 1.0f, 0.5f)},
       {16, {5, 9, 5}, {0.25f, 1.0f, -1.0f}},
   };
-  const Shape shapes[] = {{640, 1024}, {640, 256}, {1024, 640}, {640, 2048}, {2048, 640}};
+  // The shrink stages up to 2048 columns of x at a time: 4096 takes two spans, and 4099 (rows not
+  // 16-byte aligned) three.
+  const Shape shapes[] = {{640, 1024}, {640, 256}, {1024, 640}, {640, 2048},
+                          {2048, 640}, {4096, 64}, {4099, 72}};
   for (const Shape& s : shapes) {
     SCOPED_TRACE(testing::Message() << "in " << s.in << " out " << s.out);
     CheckLora({.in = s.in,

@@ -331,6 +331,28 @@ __global__ void ToBF16Kernel(const float* __restrict__ x, std::size_t n,
   }
 }
 
+// Opts kernel `fn` in, once per device, for all the dynamic shared memory a block may take beside
+// the kernel's static shared memory (past 48 KiB in all a kernel must opt in). The limit is the
+// same whatever the launch, so that threads launching the kernel at once with different sizes do
+// not undo each other's setting. Returns that limit.
+Result<std::size_t> OptInSharedMemory(const void* fn) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, std::size_t> limits;
+  int device = 0;
+  FGNET_TRY(CudaCheck(cudaGetDevice(&device), "cudaGetDevice"));
+  std::lock_guard<std::mutex> lock(mu);
+  if (const auto it = limits.find({fn, device}); it != limits.end()) return it->second;
+  FGNET_ASSIGN_OR_RETURN(const std::size_t max_smem, internal::MaxSharedMemoryPerBlock());
+  cudaFuncAttributes attributes{};
+  FGNET_TRY(CudaCheck(cudaFuncGetAttributes(&attributes, fn), "cudaFuncGetAttributes"));
+  const std::size_t limit = max_smem - std::min(max_smem, attributes.sharedSizeBytes);
+  FGNET_TRY(CudaCheck(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(limit)),
+                      "cudaFuncSetAttribute"));
+  limits[{fn, device}] = limit;
+  return limit;
+}
+
 // ---- Grouped LoRA ----
 // The groups' ranges of row_index must not overlap (entry i belongs to one group: its t[i] slot
 // in the workspace is that group's). Groups that are not well formed (null matrices, rank outside
@@ -349,15 +371,18 @@ __device__ __forceinline__ bool ValidGroup(const LoraGroup& g, int max_rank, int
 // Block (row chunk, rank chunk, group): warp q of the chunk computes t[i, q] = A[q, :] . x[row]
 // for the chunk's (up to 8) rows of the group, lanes striding over `in`, into the slot of t
 // (total_rows * max_rank floats each) of the group's run of groups_per_slot groups.
-// Columns of x a shrink block stages in shared memory at a time (a residual input's rows, of at
-// most kMaxShrinkOfResidualIn columns, it normalises whole).
-constexpr int kShrinkChunk = 512;
+// Columns a shrink block takes at a time: its rows' x staged in shared memory (kLoraRows rows of
+// min(in, kShrinkSpan) floats, dynamic), each lane holding its float4s of the warp's A row in
+// registers, so that a product of up to kShrinkSpan columns (FunctionGemma's 640, 1024 and 2048)
+// takes one round trip to memory past the previous kernel.
+constexpr int kShrinkSpan = 2048;
+constexpr int kShrinkSpanVecs = kShrinkSpan / 128;  // float4s of A a lane holds
 
-// Lane l's columns 4 (l + 32 u) .. + 3 of A's chunk at k0 (zeros past len).
-__device__ __forceinline__ void LoadAChunk(const float* a, int k0, int len, int lane, bool a_vec,
-                                           float4 (&av)[kShrinkChunk / 128]) {
+// Lane l's columns 4 (l + 32 u) .. + 3 of A's span at k0 (zeros past len).
+__device__ __forceinline__ void LoadASpan(const float* a, int k0, int len, int lane, bool a_vec,
+                                          float4 (&av)[kShrinkSpanVecs]) {
 #pragma unroll
-  for (int u = 0; u < kShrinkChunk / 128; ++u) {
+  for (int u = 0; u < kShrinkSpanVecs; ++u) {
     const int k = 4 * (lane + 32 * u);
     if (k + 3 < len && a_vec) {
       av[u] = __ldg(reinterpret_cast<const float4*>(a + k0 + k));
@@ -370,6 +395,12 @@ __device__ __forceinline__ void LoadAChunk(const float* a, int k0, int len, int 
   }
 }
 
+// The floats of a shrink block's shared memory: kLoraRows rows of a span (a residual input's rows
+// whole).
+__host__ __device__ constexpr std::size_t ShrinkSpan(std::size_t in, bool residual) {
+  return residual || in < kShrinkSpan ? in : std::size_t{kShrinkSpan};
+}
+
 // With a residual input (res.delta set; x null), the shrink's x is RMSNormAddToNorm of it
 // (ResidualNormRow, the same bits): each block computes its rows whole into shared memory (in <=
 // kMaxShrinkOfResidualIn), and the blocks of one more z (grid.z = groups + 1) write the normalised
@@ -380,7 +411,8 @@ __global__ void __launch_bounds__(kShrinkWarps * 32)
                      const std::int32_t* __restrict__ row_index, int total_rows,
                      int groups_per_slot, float* __restrict__ t, const ResidualInput res,
                      float* __restrict__ normed, int pass_rows) {
-  __shared__ float4 xs[kLoraRows * kMaxShrinkOfResidualIn / 4];
+  extern __shared__ float4 xs[];  // [kLoraRows][span / 4]
+  __shared__ std::int32_t rows_of[kLoraRows];
   const int lane = static_cast<int>(threadIdx.x) & 31;
   const int warp = static_cast<int>(threadIdx.x) >> 5;
   const bool residual = res.delta != nullptr;
@@ -396,60 +428,78 @@ __global__ void __launch_bounds__(kShrinkWarps * 32)
                               res.pre, res.eps, in, lane, [y4](int i) -> float4& { return y4[i]; });
     return;
   }
-  // The groups and A come before the previous kernel's results (x): the first chunk of A is
-  // requested before waiting for that kernel. Every CTA waits before it exits, so that this
-  // kernel never completes before its predecessor.
+  // The groups, the rows' indices (the pass's arrays, uploaded before its first kernel) and the
+  // first span of A come before the previous kernel's results (x). Every CTA waits before it
+  // exits, so that this kernel never completes before its predecessor.
   const LoraGroup g = groups[blockIdx.z];
   const int b0 = static_cast<int>(blockIdx.x) * kLoraRows;
   const bool run = ValidGroup(g, max_rank, total_rows) && b0 < g.count;
+  const int nb = run ? min(kLoraRows, g.count - b0) : 0;
+  if (static_cast<int>(threadIdx.x) < nb) {
+    rows_of[threadIdx.x] = row_index[g.first + b0 + static_cast<int>(threadIdx.x)];
+  }
   const int q = static_cast<int>(blockIdx.y) * kShrinkWarps + warp;
   const bool active = run && q < g.rank;  // every warp stages x; the active ones multiply
   const float* a = active ? g.a + static_cast<std::size_t>(q) * in : nullptr;
   const bool a_vec = in % 4 == 0 && internal::Aligned16(g.a);
-  float4 av[kShrinkChunk / 128];
-  if (active) LoadAChunk(a, 0, min(kShrinkChunk, in), lane, a_vec, av);
+  const int span = static_cast<int>(ShrinkSpan(in, residual));
+  float4 av[kShrinkSpanVecs];
+  if (active) LoadASpan(a, 0, span, lane, a_vec, av);
   WaitPrior();
   AllowDependents();
   if (!run) return;
+  __syncthreads();  // rows_of
   t += static_cast<std::size_t>(blockIdx.z / groups_per_slot) * total_rows * max_rank;
-  const int nb = min(kLoraRows, g.count - b0);
   float acc[kLoraRows];
 #pragma unroll
   for (int b = 0; b < kLoraRows; ++b) acc[b] = 0.0f;
-  float* xsf = reinterpret_cast<float*>(xs);
-  const int n4 = in / 4;  // a normalised row's float4s (residual input)
+  const int span4 = (span + 3) / 4;  // a staged row's float4s
   if (residual) {
     if (warp < nb) {
-      const std::size_t off = static_cast<std::size_t>(row_index[g.first + b0 + warp]) * in;
-      float4* row = xs + warp * n4;
+      const std::size_t off = static_cast<std::size_t>(rows_of[warp]) * in;
+      float4* row = xs + warp * span4;
       internal::ResidualNormRow(res.delta + off, res.residual + off, nullptr, res.post, res.pre,
                                 res.eps, in, lane, [row](int i) -> float4& { return row[i]; });
     }
     __syncthreads();
   }
-  for (int k0 = 0; k0 < in; k0 += kShrinkChunk) {
-    const int len = min(kShrinkChunk, in - k0);
+  const bool x_vec = !residual && in % 4 == 0 && ldx % 4 == 0 && internal::Aligned16(x);
+  for (int k0 = 0; k0 < in; k0 += span) {
+    const int len = min(span, in - k0);
     if (!residual) {
-      __syncthreads();  // the previous chunk is used up
-      for (int e = static_cast<int>(threadIdx.x); e < nb * kShrinkChunk; e += kShrinkWarps * 32) {
-        const int b = e / kShrinkChunk;
-        const int k = e - b * kShrinkChunk;
-        xsf[e] = k < len ? x[static_cast<std::size_t>(row_index[g.first + b0 + b]) * ldx + k0 + k]
-                         : 0.0f;
+      if (k0 > 0) __syncthreads();  // the previous span is used up
+      // Every load of the span at once: one round trip.
+      if (x_vec) {
+#pragma unroll 4
+        for (int e = static_cast<int>(threadIdx.x); e < nb * span4; e += kShrinkWarps * 32) {
+          const int b = e / span4;
+          const int c = e - b * span4;
+          xs[e] = 4 * c < len ? __ldg(reinterpret_cast<const float4*>(
+                                    x + static_cast<std::size_t>(rows_of[b]) * ldx + k0 + 4 * c))
+                              : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+      } else {
+        float* xsf = reinterpret_cast<float*>(xs);
+#pragma unroll 4
+        for (int e = static_cast<int>(threadIdx.x); e < nb * 4 * span4; e += kShrinkWarps * 32) {
+          const int b = e / (4 * span4);
+          const int k = e - b * 4 * span4;
+          xsf[e] = k < len ? x[static_cast<std::size_t>(rows_of[b]) * ldx + k0 + k] : 0.0f;
+        }
       }
       __syncthreads();
     }
     if (!active) continue;
-    // Lane l takes columns 4 (l + 32 u) .. + 3 of the chunk: four 16-byte loads of A in flight.
-    if (k0 > 0) LoadAChunk(a, k0, len, lane, a_vec, av);
+    // Lane l takes columns 4 (l + 32 u) .. + 3 of the span.
+    if (k0 > 0) LoadASpan(a, k0, len, lane, a_vec, av);
 #pragma unroll
-    for (int u = 0; u < kShrinkChunk / 128; ++u) {
+    for (int u = 0; u < kShrinkSpanVecs; ++u) {
       const int c = lane + 32 * u;
       if (4 * c >= len) break;
 #pragma unroll
       for (int b = 0; b < kLoraRows; ++b) {
         if (b < nb) {  // columns past len hold zeros on both sides
-          const float4 xv = residual ? xs[b * n4 + k0 / 4 + c] : xs[b * (kShrinkChunk / 4) + c];
+          const float4 xv = xs[b * span4 + c];
           acc[b] = fmaf(av[u].x, xv.x, acc[b]);
           acc[b] = fmaf(av[u].y, xv.y, acc[b]);
           acc[b] = fmaf(av[u].z, xv.z, acc[b]);
@@ -582,9 +632,16 @@ Status LaunchShrink(const float* x, std::size_t ldx, std::size_t in, const LoraG
   const dim3 grid(static_cast<unsigned>((chunks + kLoraRows - 1) / kLoraRows),
                   static_cast<unsigned>((max_rank + kShrinkWarps - 1) / kShrinkWarps),
                   static_cast<unsigned>(num_groups + (norm ? 1 : 0)));
-  Launch(LoraShrinkKernel, grid, kShrinkWarps * 32, 0, stream, DependentLaunchSupported(), x, ldx,
-         static_cast<int>(in), groups, max_rank, row_index, total_rows, groups_per_slot, workspace,
-         residual, normed, static_cast<int>(pass_rows));
+  const std::size_t smem = kLoraRows * ((ShrinkSpan(in, norm) + 3) / 4) * sizeof(float4);
+  FGNET_ASSIGN_OR_RETURN(const std::size_t limit,
+                         OptInSharedMemory(reinterpret_cast<const void*>(LoraShrinkKernel)));
+  if (smem > limit) {
+    return MakeError("cuda::LoraApply: the shrink's ", smem,
+                     " bytes of shared memory a block exceed the GPU's ", limit);
+  }
+  Launch(LoraShrinkKernel, grid, kShrinkWarps * 32, smem, stream, DependentLaunchSupported(), x,
+         ldx, static_cast<int>(in), groups, max_rank, row_index, total_rows, groups_per_slot,
+         workspace, residual, normed, static_cast<int>(pass_rows));
   return CudaLastError("cuda::LoraApply (shrink kernel)");
 }
 
@@ -646,32 +703,6 @@ Result<std::size_t> MaxSharedMemoryPerBlock() {
                 "cudaDeviceGetAttribute"));
   return static_cast<std::size_t>(max_smem);
 }
-
-namespace {
-
-// Opts kernel `fn` in, once per device, for all the dynamic shared memory a block may take beside
-// the kernel's static shared memory (past 48 KiB in all a kernel must opt in). The limit is the
-// same whatever the launch, so that threads launching the kernel at once with different sizes do
-// not undo each other's setting. Returns that limit.
-Result<std::size_t> OptInSharedMemory(const void* fn) {
-  static std::mutex mu;
-  static std::map<std::pair<const void*, int>, std::size_t> limits;
-  int device = 0;
-  FGNET_TRY(CudaCheck(cudaGetDevice(&device), "cudaGetDevice"));
-  std::lock_guard<std::mutex> lock(mu);
-  if (const auto it = limits.find({fn, device}); it != limits.end()) return it->second;
-  FGNET_ASSIGN_OR_RETURN(const std::size_t max_smem, MaxSharedMemoryPerBlock());
-  cudaFuncAttributes attributes{};
-  FGNET_TRY(CudaCheck(cudaFuncGetAttributes(&attributes, fn), "cudaFuncGetAttributes"));
-  const std::size_t limit = max_smem - std::min(max_smem, attributes.sharedSizeBytes);
-  FGNET_TRY(CudaCheck(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(limit)),
-                      "cudaFuncSetAttribute"));
-  limits[{fn, device}] = limit;
-  return limit;
-}
-
-}  // namespace
 
 Result<unsigned> ResidentGrid(const void* fn, std::size_t smem, std::size_t blocks,
                               int multiprocessors) {
