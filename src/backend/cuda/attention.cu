@@ -305,7 +305,10 @@ __global__ void __launch_bounds__(kCombineThreads) CombineKernel(Geometry g) {
   extern __shared__ float s_weight[];  // [stride_splits]
   __shared__ float s_scratch[kCombineWarps];
   __shared__ float s_acc[kCombineWarps][kCombineDims];
+  // The next kernel (the o product, or its adapters' shrink) may start and request its weights
+  // while the merge runs; it waits for the merge's results.
   WaitPrior();
+  AllowDependents();
   const int row = blockIdx.x / g.heads;
   const int slices = RowSlices(g, row, RowInTile(g, row));
   if (slices <= 1) return;  // written to the output directly (uniform over the CTA)
@@ -354,6 +357,7 @@ constexpr int kCombineFewWarps = 8;
 
 __global__ void __launch_bounds__(kCombineFewWarps * 32) CombineFewKernel(Geometry g) {
   WaitPrior();
+  AllowDependents();
   const int lane = threadIdx.x % 32;
   const int rh = blockIdx.x * kCombineFewWarps + threadIdx.x / 32;  // (row, head)
   if (rh >= g.rows * g.heads) return;                               // uniform over the warp
