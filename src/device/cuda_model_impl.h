@@ -223,8 +223,9 @@ struct PassShape {
 // fold each residual update into the staging of the next GEMV's input (cuda::ResidualInput):
 // every block of the GEMV normalises the rows itself, where the launch it saves costs more. Per
 // layer on an H200, RMSNormAddToNorm + the q/k/v products against a residual input
-// (CudaMatMulTest.PerfFusedDecode): 3.76 -> 3.25 us at 1 row, 4.83 -> 4.03 at 4, 5.38 -> 4.85 at 8
-// (tensor cores), 5.96 -> 6.91 at 16.
+// (CudaMatMulTest.PerfFusedDecode, a row's norm in one round trip to memory): 3.52 -> 2.74 us at 1
+// row, 4.34 -> 3.41 at 4, 4.81 -> 4.34 at 8 (tensor cores), 5.33 -> 5.84 at 16; 16-row decode and
+// the first token after a cached prefix measured no faster with 16 here.
 constexpr std::size_t kMaxStagedRows = 8;
 
 // Decode passes of at most this many rows run as CUDA graphs, and so do passes of several tokens

@@ -50,6 +50,8 @@ __device__ float BlockSum(float v) {
 
 __global__ void RMSNormAddToKernel(const float* x, std::size_t dim, const float* scale, float eps,
                                    float* residual) {
+  internal::WaitPrior();
+  internal::AllowDependents();
   const std::size_t r = blockIdx.x;
   const float* xr = x + r * dim;
   float* rr = residual + r * dim;
@@ -106,9 +108,12 @@ __global__ void __launch_bounds__(kThreads)
       });
 }
 
-// y[r] = RMSNorm(x[rows ? rows[r] : r]) * scale.
+// y[r] = RMSNorm(x[rows ? rows[r] : r]) * scale. Launched as a programmatic dependent, like the
+// residual norms: the product after the last layer's norms requests the output matrix meanwhile.
 __global__ void RMSNormKernel(const float* x, const std::int32_t* rows, std::size_t dim,
                               const float* scale, float eps, float* y) {
+  internal::WaitPrior();
+  internal::AllowDependents();
   const std::size_t r = blockIdx.x;
   const float* xr = x + (rows != nullptr ? static_cast<std::size_t>(rows[r]) : r) * dim;
   float* yr = y + r * dim;
@@ -343,15 +348,16 @@ Status EmbedRows(DType table_dtype, const void* table, std::size_t table_cols,
 Status RMSNormAddTo(const float* x, std::size_t rows, std::size_t dim, const float* scale,
                     float eps, float* residual, Stream stream) {
   if (rows == 0) return Ok();
-  RMSNormAddToKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, dim, scale, eps,
-                                                                           residual);
+  internal::Launch(RMSNormAddToKernel, dim3(static_cast<unsigned>(rows)), kThreads, 0, stream,
+                   internal::DependentLaunchSupported(), x, dim, scale, eps, residual);
   return CudaLastError("cuda::RMSNormAddTo");
 }
 
 Status RMSNorm(const float* x, std::size_t n, std::size_t dim, const float* scale, float eps,
                float* y, const std::int32_t* rows, Stream stream) {
   if (n == 0) return Ok();
-  RMSNormKernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(x, rows, dim, scale, eps, y);
+  internal::Launch(RMSNormKernel, dim3(static_cast<unsigned>(n)), kThreads, 0, stream,
+                   internal::DependentLaunchSupported(), x, rows, dim, scale, eps, y);
   return CudaLastError("cuda::RMSNorm");
 }
 
