@@ -1,11 +1,10 @@
-// The GEMV kernel of the few-row matrix products, the BF16 rounding of the cuBLAS path's
-// activations, and the grouped LoRA shrink / expand kernels (backend/cuda/matmul.h).
+// The GEMV kernel of the few-row matrix products and the BF16 rounding of the cuBLAS path's
+// activations (backend/cuda/matmul.h); the grouped LoRA kernels are in lora.cu.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
-#include <limits>
 #include <map>
 #include <mutex>
 #include <utility>
@@ -28,6 +27,7 @@ using internal::GemvTargets;
 using internal::kFullMask;
 using internal::kGemvThreads;
 using internal::kGemvWarps;
+using internal::kMaxDim;
 using internal::Launch;
 using internal::LocateTile;
 using internal::Log2;
@@ -331,250 +331,6 @@ __global__ void ToBF16Kernel(const float* __restrict__ x, std::size_t n,
   }
 }
 
-// Opts kernel `fn` in, once per device, for all the dynamic shared memory a block may take beside
-// the kernel's static shared memory (past 48 KiB in all a kernel must opt in). The limit is the
-// same whatever the launch, so that threads launching the kernel at once with different sizes do
-// not undo each other's setting. Returns that limit.
-Result<std::size_t> OptInSharedMemory(const void* fn) {
-  static std::mutex mu;
-  static std::map<std::pair<const void*, int>, std::size_t> limits;
-  int device = 0;
-  FGNET_TRY(CudaCheck(cudaGetDevice(&device), "cudaGetDevice"));
-  std::lock_guard<std::mutex> lock(mu);
-  if (const auto it = limits.find({fn, device}); it != limits.end()) return it->second;
-  FGNET_ASSIGN_OR_RETURN(const std::size_t max_smem, internal::MaxSharedMemoryPerBlock());
-  cudaFuncAttributes attributes{};
-  FGNET_TRY(CudaCheck(cudaFuncGetAttributes(&attributes, fn), "cudaFuncGetAttributes"));
-  const std::size_t limit = max_smem - std::min(max_smem, attributes.sharedSizeBytes);
-  FGNET_TRY(CudaCheck(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(limit)),
-                      "cudaFuncSetAttribute"));
-  limits[{fn, device}] = limit;
-  return limit;
-}
-
-// ---- Grouped LoRA ----
-// The groups' ranges of row_index must not overlap (entry i belongs to one group: its t[i] slot
-// in the workspace is that group's). Groups that are not well formed (null matrices, rank outside
-// [1, max_rank], a range outside [0, total_rows)) are skipped on the device: callers check them.
-
-constexpr int kLoraRows = 8;         // rows of one group per block
-constexpr int kMaxLoraSites = 4;     // sites one LoraShrink / LoraExpand launch takes
-constexpr int kShrinkWarps = 8;      // rank rows per shrink block (one per warp)
-constexpr int kExpandThreads = 256;  // outputs per expand block (one per thread)
-
-__device__ __forceinline__ bool ValidGroup(const LoraGroup& g, int max_rank, int total_rows) {
-  return g.a != nullptr && g.b != nullptr && g.rank > 0 && g.rank <= max_rank && g.first >= 0 &&
-         g.count > 0 && g.count <= total_rows - g.first;
-}
-
-// Block (row chunk, rank chunk, group): warp q of the chunk computes t[i, q] = A[q, :] . x[row]
-// for the chunk's (up to 8) rows of the group, lanes striding over `in`, into the slot of t
-// (total_rows * max_rank floats each) of the group's run of groups_per_slot groups.
-// Columns a shrink block takes at a time: its rows' x staged in shared memory (kLoraRows rows of
-// min(in, kShrinkSpan) floats, dynamic), each lane holding its float4s of the warp's A row in
-// registers, so that a product of up to kShrinkSpan columns (FunctionGemma's 640, 1024 and 2048)
-// takes one round trip to memory past the previous kernel.
-constexpr int kShrinkSpan = 2048;
-constexpr int kShrinkSpanVecs = kShrinkSpan / 128;  // float4s of A a lane holds
-
-// Lane l's columns 4 (l + 32 u) .. + 3 of A's span at k0 (zeros past len).
-__device__ __forceinline__ void LoadASpan(const float* a, int k0, int len, int lane, bool a_vec,
-                                          float4 (&av)[kShrinkSpanVecs]) {
-#pragma unroll
-  for (int u = 0; u < kShrinkSpanVecs; ++u) {
-    const int k = 4 * (lane + 32 * u);
-    if (k + 3 < len && a_vec) {
-      av[u] = __ldg(reinterpret_cast<const float4*>(a + k0 + k));
-    } else {
-      av[u].x = k < len ? a[k0 + k] : 0.0f;
-      av[u].y = k + 1 < len ? a[k0 + k + 1] : 0.0f;
-      av[u].z = k + 2 < len ? a[k0 + k + 2] : 0.0f;
-      av[u].w = k + 3 < len ? a[k0 + k + 3] : 0.0f;
-    }
-  }
-}
-
-// The floats of a shrink block's shared memory: kLoraRows rows of a span (a residual input's rows
-// whole).
-__host__ __device__ constexpr std::size_t ShrinkSpan(std::size_t in, bool residual) {
-  return residual || in < kShrinkSpan ? in : std::size_t{kShrinkSpan};
-}
-
-// With a residual input (res.delta set; x null), the shrink's x is RMSNormAddToNorm of it
-// (ResidualNormRow, the same bits): each block computes its rows whole into shared memory (in <=
-// kMaxShrinkOfResidualIn), and the blocks of one more z (grid.z = groups + 1) write the normalised
-// rows of all pass_rows rows to `normed` and the new residual rows to res.updated, a warp a row.
-__global__ void __launch_bounds__(kShrinkWarps * 32)
-    LoraShrinkKernel(const float* __restrict__ x, std::size_t ldx, int in,
-                     const LoraGroup* __restrict__ groups, int max_rank,
-                     const std::int32_t* __restrict__ row_index, int total_rows,
-                     int groups_per_slot, float* __restrict__ t, const ResidualInput res,
-                     float* __restrict__ normed, int pass_rows) {
-  extern __shared__ float4 xs[];  // [kLoraRows][span / 4]
-  __shared__ std::int32_t rows_of[kLoraRows];
-  const int lane = static_cast<int>(threadIdx.x) & 31;
-  const int warp = static_cast<int>(threadIdx.x) >> 5;
-  const bool residual = res.delta != nullptr;
-  if (residual && blockIdx.z == gridDim.z - 1) {
-    // The residual input's rows, normalised, for the products that follow.
-    WaitPrior();
-    AllowDependents();
-    const int r = static_cast<int>(blockIdx.x) * kLoraRows + warp;
-    if (blockIdx.y != 0 || r >= pass_rows) return;
-    const std::size_t off = static_cast<std::size_t>(r) * in;
-    auto* y4 = reinterpret_cast<float4*>(normed + off);
-    internal::ResidualNormRow(res.delta + off, res.residual + off, res.updated + off, res.post,
-                              res.pre, res.eps, in, lane, [y4](int i) -> float4& { return y4[i]; });
-    return;
-  }
-  // The groups, the rows' indices (the pass's arrays, uploaded before its first kernel) and the
-  // first span of A come before the previous kernel's results (x). Every CTA waits before it
-  // exits, so that this kernel never completes before its predecessor.
-  const LoraGroup g = groups[blockIdx.z];
-  const int b0 = static_cast<int>(blockIdx.x) * kLoraRows;
-  const bool run = ValidGroup(g, max_rank, total_rows) && b0 < g.count;
-  const int nb = run ? min(kLoraRows, g.count - b0) : 0;
-  if (static_cast<int>(threadIdx.x) < nb) {
-    rows_of[threadIdx.x] = row_index[g.first + b0 + static_cast<int>(threadIdx.x)];
-  }
-  const int q = static_cast<int>(blockIdx.y) * kShrinkWarps + warp;
-  const bool active = run && q < g.rank;  // every warp stages x; the active ones multiply
-  const float* a = active ? g.a + static_cast<std::size_t>(q) * in : nullptr;
-  const bool a_vec = in % 4 == 0 && internal::Aligned16(g.a);
-  const int span = static_cast<int>(ShrinkSpan(in, residual));
-  float4 av[kShrinkSpanVecs];
-  if (active) LoadASpan(a, 0, span, lane, a_vec, av);
-  WaitPrior();
-  AllowDependents();
-  if (!run) return;
-  __syncthreads();  // rows_of
-  t += static_cast<std::size_t>(blockIdx.z / groups_per_slot) * total_rows * max_rank;
-  float acc[kLoraRows];
-#pragma unroll
-  for (int b = 0; b < kLoraRows; ++b) acc[b] = 0.0f;
-  const int span4 = (span + 3) / 4;  // a staged row's float4s
-  if (residual) {
-    if (warp < nb) {
-      const std::size_t off = static_cast<std::size_t>(rows_of[warp]) * in;
-      float4* row = xs + warp * span4;
-      internal::ResidualNormRow(res.delta + off, res.residual + off, nullptr, res.post, res.pre,
-                                res.eps, in, lane, [row](int i) -> float4& { return row[i]; });
-    }
-    __syncthreads();
-  }
-  const bool x_vec = !residual && in % 4 == 0 && ldx % 4 == 0 && internal::Aligned16(x);
-  for (int k0 = 0; k0 < in; k0 += span) {
-    const int len = min(span, in - k0);
-    if (!residual) {
-      if (k0 > 0) __syncthreads();  // the previous span is used up
-      // Every load of the span at once: one round trip.
-      if (x_vec) {
-#pragma unroll 4
-        for (int e = static_cast<int>(threadIdx.x); e < nb * span4; e += kShrinkWarps * 32) {
-          const int b = e / span4;
-          const int c = e - b * span4;
-          xs[e] = 4 * c < len ? __ldg(reinterpret_cast<const float4*>(
-                                    x + static_cast<std::size_t>(rows_of[b]) * ldx + k0 + 4 * c))
-                              : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        }
-      } else {
-        float* xsf = reinterpret_cast<float*>(xs);
-#pragma unroll 4
-        for (int e = static_cast<int>(threadIdx.x); e < nb * 4 * span4; e += kShrinkWarps * 32) {
-          const int b = e / (4 * span4);
-          const int k = e - b * 4 * span4;
-          xsf[e] = k < len ? x[static_cast<std::size_t>(rows_of[b]) * ldx + k0 + k] : 0.0f;
-        }
-      }
-      __syncthreads();
-    }
-    if (!active) continue;
-    // Lane l takes columns 4 (l + 32 u) .. + 3 of the span.
-    if (k0 > 0) LoadASpan(a, k0, len, lane, a_vec, av);
-#pragma unroll
-    for (int u = 0; u < kShrinkSpanVecs; ++u) {
-      const int c = lane + 32 * u;
-      if (4 * c >= len) break;
-#pragma unroll
-      for (int b = 0; b < kLoraRows; ++b) {
-        if (b < nb) {  // columns past len hold zeros on both sides
-          const float4 xv = xs[b * span4 + c];
-          acc[b] = fmaf(av[u].x, xv.x, acc[b]);
-          acc[b] = fmaf(av[u].y, xv.y, acc[b]);
-          acc[b] = fmaf(av[u].z, xv.z, acc[b]);
-          acc[b] = fmaf(av[u].w, xv.w, acc[b]);
-        }
-      }
-    }
-  }
-  if (!active) return;
-  const float v = ReduceScatter<kLoraRows>(acc, lane);
-  constexpr int kShift = 5 - Log2(kLoraRows);
-  const int b = lane >> kShift;
-  if ((lane & ((1 << kShift) - 1)) == 0 && b < nb) {
-    t[static_cast<std::size_t>(g.first + b0 + b) * max_rank + q] = v;
-  }
-}
-
-// Block (output chunk, row chunk, group): thread o computes B[o, :] . t[i] for the chunk's rows
-// (t staged in shared memory) and adds row_scale[i] times it to y[row, o], atomically since a row
-// may be in several groups (whose updates then add up in no fixed order: the last bits of such a
-// row may differ between runs; a row in one group gets one add and is reproducible).
-// The outputs of the expands of several sites in one launch (run s of groups_per_slot groups
-// updates site s's y, reading slot s of t).
-struct ExpandSites {
-  float* y[kMaxLoraSites];
-  std::size_t ldy[kMaxLoraSites];
-  int out[kMaxLoraSites];
-};
-
-__global__ void __launch_bounds__(kExpandThreads)
-    LoraExpandKernel(const ExpandSites sites, const LoraGroup* __restrict__ groups, int max_rank,
-                     const std::int32_t* __restrict__ row_index,
-                     const float* __restrict__ row_scale, int total_rows, int groups_per_slot,
-                     const float* __restrict__ t) {
-  extern __shared__ float ts[];  // [kLoraRows, max_rank]
-  const LoraGroup g = groups[blockIdx.z];
-  if (!ValidGroup(g, max_rank, total_rows)) return;
-  const int site = static_cast<int>(blockIdx.z) / groups_per_slot;
-  float* const y = sites.y[site];
-  const std::size_t ldy = sites.ldy[site];
-  const int out = sites.out[site];
-  t += static_cast<std::size_t>(site) * total_rows * max_rank;
-  if (static_cast<int>(blockIdx.x) * kExpandThreads >= out) return;
-  const int b0 = static_cast<int>(blockIdx.y) * kLoraRows;
-  if (b0 >= g.count) return;
-  const int nb = min(kLoraRows, g.count - b0);
-  for (int e = threadIdx.x; e < kLoraRows * g.rank; e += kExpandThreads) {
-    const int b = e / g.rank;
-    const int q = e - b * g.rank;
-    ts[b * max_rank + q] =
-        b < nb ? t[static_cast<std::size_t>(g.first + b0 + b) * max_rank + q] : 0.0f;
-  }
-  __syncthreads();
-  const int o = static_cast<int>(blockIdx.x) * kExpandThreads + static_cast<int>(threadIdx.x);
-  if (o >= out) return;
-  const float* brow = g.b + static_cast<std::size_t>(o) * g.rank;
-  float acc[kLoraRows];
-#pragma unroll
-  for (int b = 0; b < kLoraRows; ++b) acc[b] = 0.0f;
-  for (int q = 0; q < g.rank; ++q) {
-    const float bq = brow[q];
-#pragma unroll
-    for (int b = 0; b < kLoraRows; ++b) acc[b] = fmaf(bq, ts[b * max_rank + q], acc[b]);
-  }
-#pragma unroll
-  for (int b = 0; b < kLoraRows; ++b) {
-    if (b < nb) {
-      const int i = g.first + b0 + b;
-      atomicAdd(y + static_cast<std::size_t>(row_index[i]) * ldy + o, row_scale[i] * acc[b]);
-    }
-  }
-}
-
-constexpr std::size_t kMaxDim = static_cast<std::size_t>(std::numeric_limits<int>::max() / 16);
-
 // Whether a GEMV of `rows` rows takes the tensor-core kernels (mma_gemv.cu).
 constexpr bool TakesMma(std::size_t rows) { return rows >= MatMulContext::kMinTensorCoreRows; }
 
@@ -605,65 +361,6 @@ Status CheckResidualInput(const char* what, const float* x, const ResidualInput*
 // The first row of a batch's x (null where the input is a residual input's).
 const float* BatchX(const float* x, std::size_t r0, std::size_t in) {
   return x == nullptr ? nullptr : x + r0 * in;
-}
-
-Status CheckLoraSizes(const char* what, std::int32_t num_groups, std::int32_t max_rank,
-                      std::int32_t total_rows) {
-  if (max_rank <= 0 || max_rank > 1024) {
-    return MakeError(what, ": max_rank ", max_rank, " is not in [1, 1024]");
-  }
-  if (num_groups > 65535) return MakeError(what, ": ", num_groups, " groups exceed 65535");
-  if (total_rows > 65535 * kLoraRows) {
-    // grid.y of the expand launch: 65535 chunks of 8 rows.
-    return MakeError(what, ": ", total_rows, " rows exceed ", 65535 * kLoraRows);
-  }
-  return Ok();
-}
-
-// The shrink; with a residual input (x null), of its `pass_rows` rows normalised, which it also
-// writes to `normed` (and the new residual to residual->updated).
-Status LaunchShrink(const float* x, std::size_t ldx, std::size_t in, const LoraGroup* groups,
-                    std::int32_t num_groups, std::int32_t groups_per_slot, std::int32_t max_rank,
-                    const std::int32_t* row_index, std::int32_t total_rows, float* workspace,
-                    Stream stream, const ResidualInput& residual = {}, float* normed = nullptr,
-                    std::int32_t pass_rows = 0) {
-  const bool norm = residual.delta != nullptr;
-  const std::int32_t chunks = std::max(total_rows, norm ? pass_rows : 0);
-  const dim3 grid(static_cast<unsigned>((chunks + kLoraRows - 1) / kLoraRows),
-                  static_cast<unsigned>((max_rank + kShrinkWarps - 1) / kShrinkWarps),
-                  static_cast<unsigned>(num_groups + (norm ? 1 : 0)));
-  const std::size_t smem = kLoraRows * ((ShrinkSpan(in, norm) + 3) / 4) * sizeof(float4);
-  FGNET_ASSIGN_OR_RETURN(const std::size_t limit,
-                         OptInSharedMemory(reinterpret_cast<const void*>(LoraShrinkKernel)));
-  if (smem > limit) {
-    return MakeError("cuda::LoraApply: the shrink's ", smem,
-                     " bytes of shared memory a block exceed the GPU's ", limit);
-  }
-  Launch(LoraShrinkKernel, grid, kShrinkWarps * 32, smem, stream, DependentLaunchSupported(), x,
-         ldx, static_cast<int>(in), groups, max_rank, row_index, total_rows, groups_per_slot,
-         workspace, residual, normed, static_cast<int>(pass_rows));
-  return CudaLastError("cuda::LoraApply (shrink kernel)");
-}
-
-Status LaunchExpand(std::span<const LoraExpandSite> sites, const LoraGroup* groups,
-                    std::int32_t num_groups, std::int32_t groups_per_slot, std::int32_t max_rank,
-                    const std::int32_t* row_index, const float* row_scale, std::int32_t total_rows,
-                    const float* workspace, Stream stream) {
-  ExpandSites e{};
-  std::size_t most = 0;
-  for (std::size_t i = 0; i < sites.size(); ++i) {
-    e.y[i] = sites[i].y;
-    e.ldy[i] = sites[i].ldy;
-    e.out[i] = static_cast<int>(sites[i].out);
-    most = std::max(most, sites[i].out);
-  }
-  const dim3 grid(static_cast<unsigned>((most + kExpandThreads - 1) / kExpandThreads),
-                  static_cast<unsigned>((total_rows + kLoraRows - 1) / kLoraRows),
-                  static_cast<unsigned>(num_groups));
-  const std::size_t smem = static_cast<std::size_t>(kLoraRows) * max_rank * sizeof(float);
-  LoraExpandKernel<<<grid, kExpandThreads, smem, stream>>>(
-      e, groups, max_rank, row_index, row_scale, total_rows, groups_per_slot, workspace);
-  return CudaLastError("cuda::LoraApply (expand kernel)");
 }
 
 }  // namespace
@@ -702,6 +399,28 @@ Result<std::size_t> MaxSharedMemoryPerBlock() {
       CudaCheck(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
                 "cudaDeviceGetAttribute"));
   return static_cast<std::size_t>(max_smem);
+}
+
+// Opts kernel `fn` in, once per device, for all the dynamic shared memory a block may take beside
+// the kernel's static shared memory (past 48 KiB in all a kernel must opt in). The limit is the
+// same whatever the launch, so that threads launching the kernel at once with different sizes do
+// not undo each other's setting. Returns that limit.
+Result<std::size_t> OptInSharedMemory(const void* fn) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, std::size_t> limits;
+  int device = 0;
+  FGNET_TRY(CudaCheck(cudaGetDevice(&device), "cudaGetDevice"));
+  std::lock_guard<std::mutex> lock(mu);
+  if (const auto it = limits.find({fn, device}); it != limits.end()) return it->second;
+  FGNET_ASSIGN_OR_RETURN(const std::size_t max_smem, MaxSharedMemoryPerBlock());
+  cudaFuncAttributes attributes{};
+  FGNET_TRY(CudaCheck(cudaFuncGetAttributes(&attributes, fn), "cudaFuncGetAttributes"));
+  const std::size_t limit = max_smem - std::min(max_smem, attributes.sharedSizeBytes);
+  FGNET_TRY(CudaCheck(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(limit)),
+                      "cudaFuncSetAttribute"));
+  limits[{fn, device}] = limit;
+  return limit;
 }
 
 Result<unsigned> ResidentGrid(const void* fn, std::size_t smem, std::size_t blocks,
@@ -840,88 +559,5 @@ Status LaunchToBF16(const float* x, std::size_t n, std::uint16_t* hi, std::uint1
 }
 
 }  // namespace internal
-
-Status LoraApply(const float* x, std::size_t ldx, std::size_t in, float* y, std::size_t ldy,
-                 std::size_t out, const LoraGroup* groups, std::int32_t num_groups,
-                 std::int32_t max_rank, const std::int32_t* row_index, const float* row_scale,
-                 std::int32_t total_rows, float* workspace, Stream stream) {
-  if (num_groups <= 0 || total_rows <= 0 || in == 0 || out == 0) return Ok();
-  FGNET_TRY(CheckLoraSizes("cuda::LoraApply", num_groups, max_rank, total_rows));
-  if (in > kMaxDim || out > kMaxDim) {
-    return MakeError("cuda::LoraApply: sizes in ", in, ", out ", out, " are too large");
-  }
-  FGNET_TRY(LaunchShrink(x, ldx, in, groups, num_groups, num_groups, max_rank, row_index,
-                         total_rows, workspace, stream));
-  const LoraExpandSite site{y, ldy, out};
-  return LaunchExpand(std::span(&site, 1), groups, num_groups, num_groups, max_rank, row_index,
-                      row_scale, total_rows, workspace, stream);
-}
-
-Status LoraShrink(const float* x, std::size_t ldx, std::size_t in, const LoraGroup* groups,
-                  std::int32_t num_groups, std::int32_t groups_per_slot, std::int32_t max_rank,
-                  const std::int32_t* row_index, std::int32_t total_rows, float* workspace,
-                  Stream stream) {
-  if (num_groups <= 0 || total_rows <= 0 || in == 0) return Ok();
-  FGNET_TRY(CheckLoraSizes("cuda::LoraShrink", num_groups, max_rank, total_rows));
-  if (groups_per_slot <= 0) {
-    return MakeError("cuda::LoraShrink: ", groups_per_slot, " groups per slot");
-  }
-  if (in > kMaxDim) return MakeError("cuda::LoraShrink: the input size ", in, " is too large");
-  return LaunchShrink(x, ldx, in, groups, num_groups, groups_per_slot, max_rank, row_index,
-                      total_rows, workspace, stream);
-}
-
-Status LoraShrinkOfResidual(const ResidualInput& residual, std::size_t rows, std::size_t in,
-                            float* normed, const LoraGroup* groups, std::int32_t num_groups,
-                            std::int32_t groups_per_slot, std::int32_t max_rank,
-                            const std::int32_t* row_index, std::int32_t total_rows,
-                            float* workspace, Stream stream) {
-  constexpr const char* kWhat = "cuda::LoraShrinkOfResidual";
-  if (rows == 0) return Ok();
-  if (residual.delta == nullptr || residual.residual == nullptr || residual.updated == nullptr ||
-      residual.post == nullptr || residual.pre == nullptr || normed == nullptr) {
-    return MakeError(kWhat, ": a residual input with every array, and `normed`, are needed");
-  }
-  if (residual.updated == residual.residual) {
-    return MakeError(kWhat, ": the new residual rows must not overwrite the residual it reads");
-  }
-  using internal::Aligned16;
-  if (in == 0 || in % 4 != 0 || in > kMaxShrinkOfResidualIn || !Aligned16(residual.delta) ||
-      !Aligned16(residual.residual) || !Aligned16(residual.updated) || !Aligned16(residual.post) ||
-      !Aligned16(residual.pre) || !Aligned16(normed)) {
-    return MakeError(kWhat, ": rows of ", in, " values (a multiple of 4, at most ",
-                     kMaxShrinkOfResidualIn, ", 16-byte aligned) are needed");
-  }
-  if (rows > static_cast<std::size_t>(65535) * kLoraRows) {
-    return MakeError(kWhat, ": ", rows, " rows exceed ", 65535 * kLoraRows);
-  }
-  if (num_groups <= 0 || total_rows <= 0) {
-    return MakeError(kWhat, ": no groups (use RMSNormAddToNorm)");
-  }
-  FGNET_TRY(CheckLoraSizes(kWhat, num_groups + 1, max_rank, total_rows));
-  if (groups_per_slot <= 0) return MakeError(kWhat, ": ", groups_per_slot, " groups per slot");
-  return LaunchShrink(nullptr, in, in, groups, num_groups, groups_per_slot, max_rank, row_index,
-                      total_rows, workspace, stream, residual, normed,
-                      static_cast<std::int32_t>(rows));
-}
-
-Status LoraExpand(std::span<const LoraExpandSite> sites, const LoraGroup* groups,
-                  std::int32_t groups_per_slot, std::int32_t max_rank,
-                  const std::int32_t* row_index, const float* row_scale, std::int32_t total_rows,
-                  const float* workspace, Stream stream) {
-  if (sites.empty() || total_rows <= 0 || groups_per_slot <= 0) return Ok();
-  if (sites.size() > static_cast<std::size_t>(kMaxLoraSites)) {
-    return MakeError("cuda::LoraExpand: ", sites.size(), " sites exceed ", kMaxLoraSites);
-  }
-  const auto num_groups = static_cast<std::int32_t>(sites.size()) * groups_per_slot;
-  FGNET_TRY(CheckLoraSizes("cuda::LoraExpand", num_groups, max_rank, total_rows));
-  for (const LoraExpandSite& site : sites) {
-    if (site.out > kMaxDim) {
-      return MakeError("cuda::LoraExpand: the output size ", site.out, " is too large");
-    }
-  }
-  return LaunchExpand(sites, groups, num_groups, groups_per_slot, max_rank, row_index, row_scale,
-                      total_rows, workspace, stream);
-}
 
 }  // namespace fgnet::cuda

@@ -1,10 +1,11 @@
-// The kernel launchers behind MatMulContext (backend/cuda/matmul.h), defined in matmul.cu; not
-// part of the backend's interface.
+// The kernel launchers behind MatMulContext (backend/cuda/matmul.h), defined in matmul.cu and
+// mma_gemv.cu; not part of the backend's interface.
 // Thread-safety: reentrant; launches on one stream are ordered by the stream.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <span>
 
 #include "backend/cuda/matmul.h"
@@ -21,6 +22,10 @@ inline constexpr std::size_t kQuantGemvMaxRows = 8;
 // Outputs one GEMV launch computes (MatMulContext::kMaxOutputs).
 inline constexpr int kGemvMaxOutputs = 4;
 
+// Largest size (input, output, their sum) the BF16 GEMV and LoRA kernels take: they index with int.
+inline constexpr std::size_t kMaxDim =
+    static_cast<std::size_t>(std::numeric_limits<int>::max() / 16);
+
 // Checks what every GEMV launch requires: rows <= max_rows, `in` a positive multiple of 8 and not
 // too large.
 Status CheckGemvShape(const char* what, std::size_t rows, std::size_t in,
@@ -32,6 +37,10 @@ Result<std::size_t> GemvRowBatch(const char* what, std::size_t rows, std::size_t
 
 // The shared memory a block of the current device may take (opting in past 48 KiB).
 Result<std::size_t> MaxSharedMemoryPerBlock();
+
+// Opts kernel `fn` in, once per device, for all the dynamic shared memory a block may take beside
+// its static shared memory; returns that limit.
+Result<std::size_t> OptInSharedMemory(const void* fn);
 
 // The grid of a kernel `fn` of 256 threads a block with `smem` bytes of dynamic shared memory
 // that wants `blocks` blocks: at most as many as are resident at once. A kernel with dynamic

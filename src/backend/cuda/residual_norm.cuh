@@ -21,6 +21,18 @@ __device__ __forceinline__ float AddSquares(float s, const float4& v) {
   return s + v.w * v.w;
 }
 
+// r + d * inv * w and t * inv * w, the two steps of ResidualNormRow (every path the same
+// expression, so the same bits).
+__device__ __forceinline__ float4 AddScaled(const float4& r, const float4& d, float inv,
+                                            const float4& w) {
+  return make_float4(r.x + d.x * inv * w.x, r.y + d.y * inv * w.y, r.z + d.z * inv * w.z,
+                     r.w + d.w * inv * w.w);
+}
+
+__device__ __forceinline__ float4 Scaled(const float4& t, float inv, const float4& w) {
+  return make_float4(t.x * inv * w.x, t.y * inv * w.y, t.z * inv * w.z, t.w * inv * w.w);
+}
+
 // 16-byte loads a lane has in flight per array: a 640-wide row is one batch.
 constexpr int kNormBatch = 5;
 
@@ -65,8 +77,7 @@ __device__ __forceinline__ void ResidualNormRow(const float* delta, const float*
     for (int j = 0; j < kNormBatch; ++j) {
       const int i = lane + 32 * j;
       if (i >= n4) break;
-      u[j] = make_float4(u[j].x + d[j].x * inv * p[j].x, u[j].y + d[j].y * inv * p[j].y,
-                         u[j].z + d[j].z * inv * p[j].z, u[j].w + d[j].w * inv * p[j].w);
+      u[j] = AddScaled(u[j], d[j], inv, p[j]);
       if (u4 != nullptr) u4[i] = u[j];
       hold(i) = u[j];
       ss2 = AddSquares(ss2, u[j]);
@@ -76,8 +87,7 @@ __device__ __forceinline__ void ResidualNormRow(const float* delta, const float*
     for (int j = 0; j < kNormBatch; ++j) {
       const int i = lane + 32 * j;
       if (i >= n4) break;
-      emit(i, make_float4(u[j].x * inv2 * q[j].x, u[j].y * inv2 * q[j].y, u[j].z * inv2 * q[j].z,
-                          u[j].w * inv2 * q[j].w));
+      emit(i, Scaled(u[j], inv2, q[j]));
     }
     return;
   }
@@ -104,8 +114,7 @@ __device__ __forceinline__ void ResidualNormRow(const float* delta, const float*
     for (int j = 0; j < kNormBatch; ++j) {
       const int i = i0 + 32 * j;
       if (i >= n4) break;
-      const float4 u = make_float4(r[j].x + d[j].x * inv * p[j].x, r[j].y + d[j].y * inv * p[j].y,
-                                   r[j].z + d[j].z * inv * p[j].z, r[j].w + d[j].w * inv * p[j].w);
+      const float4 u = AddScaled(r[j], d[j], inv, p[j]);
       if (u4 != nullptr) u4[i] = u;
       hold(i) = u;
       ss2 = AddSquares(ss2, u);
@@ -119,9 +128,7 @@ __device__ __forceinline__ void ResidualNormRow(const float* delta, const float*
 #pragma unroll
     for (int j = 0; j < kNormBatch; ++j) {
       if (i0 + 32 * j >= n4) break;
-      const float4 t = hold(i0 + 32 * j);
-      emit(i0 + 32 * j, make_float4(t.x * inv2 * p[j].x, t.y * inv2 * p[j].y, t.z * inv2 * p[j].z,
-                                    t.w * inv2 * p[j].w));
+      emit(i0 + 32 * j, Scaled(hold(i0 + 32 * j), inv2, p[j]));
     }
   }
 }
