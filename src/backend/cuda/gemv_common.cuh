@@ -1,5 +1,6 @@
-// Device helpers shared by the GEMV kernels (matmul.cu, quant_matmul.cu): the block shape and the
-// warp's butterfly reduce-scatter of its per-lane partial sums.
+// Device helpers shared by the GEMV kernels (matmul.cu, mma_gemv.cu, quant_matmul.cu) and the
+// adapters' shrink (lora.cu): the block shape and the warp's butterfly reduce-scatter of its
+// per-lane partial sums.
 #pragma once
 
 #include <cstddef>

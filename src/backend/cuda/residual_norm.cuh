@@ -1,7 +1,7 @@
 // The post-norm, residual add and pre-norm between two blocks of the forward pass, one row per
-// warp: the device side of RMSNormAddToNorm (ops.cu) and of the GEMV kernels that stage their
-// input as a ResidualInput (matmul.cu). Both use this one function, so that every sum is taken in
-// the same order and the two give the same bits.
+// warp: the device side of RMSNormAddToNorm (ops.cu), of the GEMV kernels that stage their input
+// as a ResidualInput (matmul.cu, mma_gemv.cu) and of the adapters' shrink of one (lora.cu). All
+// use this one function, so that every sum is taken in the same order and they give the same bits.
 #pragma once
 
 #include "backend/cuda/kernel_support.cuh"
