@@ -598,6 +598,47 @@ TEST_F(CudaAttentionTest, DecodeRowsMatchTheReference) {
   }
 }
 
+// Decode rows whose keys take at most 16 slices (on sm_90, their CTAs merge them as a cluster, of
+// CTAs of 8 warps for up to 8 (row, kv head) pairs, else 4): rows alone of 2 and 7 slices and two
+// with more keys than such slices take, a pass of 4 rows that take from 1 to 16 of its slices and
+// one of 16 rows.
+TEST_F(CudaAttentionTest, DecodeRowsOfFewSlicesMatchTheReference) {
+  for (const HeadShape& h : {HeadShape{4, 1, 256}, HeadShape{8, 1, 64}, HeadShape{6, 2, 96}}) {
+    for (int window : {0, 512}) {
+      for (DType dtype : {DType::kF32, DType::kBF16}) {
+        SCOPED_TRACE(Describe(h, window) + " " + std::string(DTypeName(dtype)));
+        PagedCase c = CaseOf(h, window);
+        c.group_layers = 1;
+        c.slot = 0;
+        const std::vector<int> alone = {40, 200, 700, 1100};
+        for (int pos : alone) c.AddRows(c.num_seqs, pos, 1);
+        for (int pos : {3, 40, 300, window > 0 ? 1000 : 500}) c.AddRows(c.num_seqs, pos, 1);
+        for (int r = 0; r < 16; ++r) c.AddRows(c.num_seqs, 32 * r + 7, 1);
+        HostPool pool = BuildPool(c, rng_);
+        if (dtype == DType::kBF16) RoundToBF16(&pool);
+        const std::vector<float> q =
+            Random(rng_, static_cast<std::size_t>(c.rows()) * c.heads * c.head_dim);
+        const std::vector<float> want = ReferenceAttention(c, pool, q);
+        DevicePass pass(c, pool, dtype);
+        const std::size_t hd = static_cast<std::size_t>(c.head_dim);
+        const std::size_t nh = static_cast<std::size_t>(c.heads);
+        const std::size_t q_dim = nh * hd;
+        const auto rows = [&](int first, int count) {
+          return std::vector<float>(want.begin() + first * q_dim,
+                                    want.begin() + (first + count) * q_dim);
+        };
+        for (int r = 0; r < static_cast<int>(alone.size()); ++r) {
+          SCOPED_TRACE(alone[r]);
+          ExpectClose(pass.Run(q, r, 1), rows(r, 1), 1e-4f, hd, nh);
+        }
+        const int first = static_cast<int>(alone.size());
+        ExpectClose(pass.Run(q, first, 4), rows(first, 4), 1e-4f, hd, nh);
+        ExpectClose(pass.Run(q, first + 4, 16), rows(first + 4, 16), 1e-4f, hd, nh);
+      }
+    }
+  }
+}
+
 // ----------------------------------------------------------------------------------------------
 // WriteKV
 

@@ -16,7 +16,10 @@
 //     heads of its kv head so that a key or value row is read once; each warp keeps an online
 //     softmax over its keys, and the CTA merges its warps.
 // A row (or tile) whose keys took several slices leaves each slice's (max, sum, unnormalised
-// output) in the workspace, and a combine kernel merges them; one slice writes the output.
+// output) in the workspace, and a combine kernel merges them; one slice writes the output. On
+// sm_90, a pass without tiles whose rows' keys fit 16 slices without longer chains of loads (a row
+// alone up to 512 keys, on CTAs of 8 warps; more keys with more rows) has each row's split CTAs
+// launched as one thread-block cluster, which merges the slices through its shared memory instead.
 // The number of slices comes from the rows, the longest visible range and the SM count, so that
 // a pass of few rows still fills the GPU.
 // The host side queries the device once (CurrentDevice) and makes no synchronising call, so that
@@ -24,6 +27,7 @@
 // programmatic dependents (kernel_support.cuh). QKNormRope, QKNormRopeWriteKV and WriteKV are in
 // kv_write.cu.
 
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -67,6 +71,7 @@ using internal::AllowDependents;
 using internal::DependentLaunchSupported;
 using internal::kFullMask;
 using internal::Launch;
+using internal::LaunchInClusters;
 using internal::WaitPrior;
 
 // ---------------------------------------------------------------------------------------------
@@ -92,8 +97,9 @@ constexpr std::int64_t kMinTileWork = 16 * 1024;
 // its own): 256 MiB, 128k positions of one 256-dim kv head.
 constexpr std::size_t kMaxPlaneFloats = std::size_t{64} << 20;
 
-// Keys of a slice whose rows a split CTA requests into L2 before it waits: every warp's first step.
-constexpr int kPrefetchKeys = kSplitWarps * kSplitUnroll;
+// Warps of a split CTA that merges in a cluster: 8 where a pass has few rows (a step of 32 keys, so
+// that a 512-key window takes one step of 16 CTAs), else kSplitWarps.
+constexpr int kWideClusterWarps = 8;
 
 // Requests the key and value rows of positions a..b (head at head_offset) into L2, the CTA's
 // threads taking their 128-byte lines in turn.
@@ -114,12 +120,87 @@ __device__ __forceinline__ void PrefetchKeysToL2(const Geometry& g, const std::i
   }
 }
 
-template <int kDC, int kG, typename T>
-__global__ void __launch_bounds__(kSplitThreads) SplitKernel(Geometry g) {
+// Most slices a row's keys take when its CTAs merge them in a cluster (ClusterMerge): the
+// non-portable cluster size of sm_90 (8 where a device refuses it).
+constexpr int kMaxClusterSlices = 16;
+
+// The merge of a row's slices by the CTAs that computed them, one cluster (sm_90+): each CTA left
+// its heads' max, sum and unnormalised output in its shared memory (cm [kG][2], acc [kG][kDp]);
+// every CTA reads the first `slices` CTAs' (the others saw no key) and writes its share of the
+// row's outputs. No workspace, no merge kernel. The slices' weights are computed by
+// kMaxClusterSlices lanes per head.
+template <int kG, int kDp>
+__device__ void ClusterMerge(const Geometry& g, int row, int head0, int slices, float (*cm)[2],
+                             float (*acc)[kDp]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Whole warps of lanes per (head, slice), kMaxClusterSlices lanes a head.
+  constexpr int kLanes = (kG * kMaxClusterSlices + 31) / 32 * 32;
+  static_assert(kLanes <= kSplitThreads && 32 % kMaxClusterSlices == 0, "lanes per head");
+  namespace cg = cooperative_groups;
+  __shared__ float s_w[kG][kMaxClusterSlices];
+  __shared__ float s_sum[kG];
+  const cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();  // every CTA's results are in its shared memory
+  const int t = static_cast<int>(threadIdx.x);
+  if (t < kLanes) {
+    const int h = t / kMaxClusterSlices;  // kG for lanes past the last head
+    const int r = t % kMaxClusterSlices;
+    float m = -INFINITY;
+    float l = 0.0f;
+    if (h < kG && r < slices) {
+      const float* remote = cluster.map_shared_rank(&cm[h][0], r);
+      m = remote[0];
+      l = remote[1];
+    }
+    float mx = m;
+#pragma unroll
+    for (int o = kMaxClusterSlices / 2; o > 0; o /= 2) {
+      mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, o));
+    }
+    const float w = r < slices ? expf(m - mx) : 0.0f;  // 0 for a slice that saw no key
+    float sum = w * l;
+#pragma unroll
+    for (int o = kMaxClusterSlices / 2; o > 0; o /= 2) sum += __shfl_xor_sync(kFullMask, sum, o);
+    if (h < kG) {
+      s_w[h][r] = w;
+      if (r == 0) s_sum[h] = sum;
+    }
+  }
+  __syncthreads();
+  const int D = g.head_dim;
+  const int total = kG * D;
+  const int n = static_cast<int>(cluster.num_blocks());
+  const int share = (total + n - 1) / n;
+  const int begin = static_cast<int>(cluster.block_rank()) * share;
+  const int end = min(total, begin + share);
+  for (int i = begin + t; i < end; i += static_cast<int>(blockDim.x)) {
+    const int h = i / D;
+    const int d = i - h * D;
+    float o = 0.0f;
+#pragma unroll
+    for (int r = 0; r < kMaxClusterSlices; ++r) {
+      if (r < slices) o += s_w[h][r] * *cluster.map_shared_rank(&acc[h][d], r);
+    }
+    StoreOut(g, (static_cast<std::size_t>(row) * g.heads + head0 + h) * D + d, o / s_sum[h]);
+  }
+  cluster.sync();  // the other CTAs' reads of this one's shared memory are done
+#endif
+}
+
+// kClusterWarps > 0: CTAs of that many warps, the row's slices one cluster of CTAs that merge them
+// (ClusterMerge); 0: CTAs of kSplitWarps, a row of several slices leaving them in the workspace for
+// the combine kernel.
+template <int kDC, int kG, typename T, int kClusterWarps>
+__global__ void __launch_bounds__(32 * (kClusterWarps > 0 ? kClusterWarps : kSplitWarps))
+    SplitKernel(Geometry g) {
   using L = LaneDims<kDC>;
   constexpr int kDp = 32 * kDC;
-  __shared__ float s_ml[kSplitWarps][kG][2];
-  __shared__ float s_acc[kSplitWarps][kG][kDp];
+  constexpr bool kCluster = kClusterWarps > 0;
+  constexpr int kWarps = kCluster ? kClusterWarps : kSplitWarps;
+  // Keys of a slice whose rows the CTA requests into L2 before it waits: every warp's first step.
+  constexpr int kPrefetchKeys = kWarps * kSplitUnroll;
+  __shared__ float s_ml[kWarps][kG][2];
+  __shared__ float s_acc[kWarps][kG][kDp];
 
   // Before the previous kernel's results (q, and the keys and values of this pass's rows): the
   // pass's arrays (the host's, uploaded before the pass's first kernel), and the slice's first
@@ -148,7 +229,8 @@ __global__ void __launch_bounds__(kSplitThreads) SplitKernel(Geometry g) {
   if (active) PrefetchKeysToL2<T>(g, table, a, min(b, a + kPrefetchKeys - 1), head_offset);
   WaitPrior();
   AllowDependents();
-  if (!active) return;
+  // A CTA of a cluster without keys still takes its share of the merge.
+  if (!active && (!kCluster || in_tile)) return;
 
   float q[kG][kDC];
 #pragma unroll
@@ -166,7 +248,7 @@ __global__ void __launch_bounds__(kSplitThreads) SplitKernel(Geometry g) {
     for (int j = 0; j < kDC; ++j) acc[h][j] = 0.0f;
   }
 
-  for (int k0 = a + warp * kSplitUnroll; k0 <= b; k0 += kSplitWarps * kSplitUnroll) {
+  for (int k0 = a + warp * kSplitUnroll; k0 <= b; k0 += kWarps * kSplitUnroll) {
     float kr[kSplitUnroll][kDC];
     float vr[kSplitUnroll][kDC];
 #pragma unroll
@@ -239,22 +321,32 @@ __global__ void __launch_bounds__(kSplitThreads) SplitKernel(Geometry g) {
     }
   }
   __syncthreads();
-  for (int idx = threadIdx.x; idx < kG * D; idx += blockDim.x) {
+  // The CTA's merged results: to its shared memory for the cluster's merge, to the output (one
+  // slice), or to the workspace.
+  __shared__ float s_cluster_ml[kCluster ? kG : 1][2];
+  __shared__ float s_cluster_acc[kCluster ? kG : 1][kCluster ? kDp : 1];
+  for (int idx = threadIdx.x; idx < kG * D && active; idx += blockDim.x) {
     const int h = idx / D;
     const int d = idx % D;
     float mx = -INFINITY;
 #pragma unroll
-    for (int w = 0; w < kSplitWarps; ++w) mx = fmaxf(mx, s_ml[w][h][0]);
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, s_ml[w][h][0]);
     float sum = 0.0f;
     float o = 0.0f;
 #pragma unroll
-    for (int w = 0; w < kSplitWarps; ++w) {
+    for (int w = 0; w < kWarps; ++w) {
       const float f = expf(s_ml[w][h][0] - mx);
       sum += f * s_ml[w][h][1];
       o += f * s_acc[w][h][d];
     }
     const std::size_t rh = static_cast<std::size_t>(row) * g.heads + head0 + h;
-    if (one_slice) {
+    if constexpr (kCluster) {
+      s_cluster_acc[h][d] = o;
+      if (d == 0) {
+        s_cluster_ml[h][0] = mx;
+        s_cluster_ml[h][1] = sum;
+      }
+    } else if (one_slice) {
       StoreOut(g, rh * D + d, o / sum);
     } else {
       float* part = Partial(g, rh, static_cast<int>(blockIdx.z));
@@ -264,6 +356,10 @@ __global__ void __launch_bounds__(kSplitThreads) SplitKernel(Geometry g) {
         part[D + 1] = sum;
       }
     }
+  }
+  if constexpr (kCluster) {
+    ClusterMerge<kG, kDp>(g, row, head0, Slices(pos - first + 1, g.chunk), s_cluster_ml,
+                          s_cluster_acc);
   }
 }
 
@@ -402,9 +498,34 @@ __global__ void __launch_bounds__(kCombineFewWarps * 32) CombineFewKernel(Geomet
 // launch.
 struct DeviceInfo {
   int sms = 132;
-  bool pdl = false;    // programmatic dependent launch (sm_90+)
-  bool tiles[9] = {};  // TileKernel<kDC> has its shared memory (index kDC)
+  bool pdl = false;     // programmatic dependent launch (sm_90+)
+  int max_cluster = 0;  // most CTAs of a cluster of split CTAs (0: no clusters; sm_90+)
+  bool tiles[9] = {};   // TileKernel<kDC> has its shared memory (index kDC)
 };
+
+// Allows the split kernels that merge in clusters clusters of kMaxClusterSlices CTAs (beyond the
+// portable 8); false where the device refuses it.
+template <typename T, int kWarps>
+bool AllowLargeClusters() {
+  bool ok = true;
+  const auto allow = [&ok](auto kernel) {
+    ok = ok && cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) ==
+                   cudaSuccess;
+  };
+  allow(SplitKernel<1, 1, T, kWarps>);
+  allow(SplitKernel<1, 2, T, kWarps>);
+  allow(SplitKernel<1, 4, T, kWarps>);
+  allow(SplitKernel<2, 1, T, kWarps>);
+  allow(SplitKernel<2, 2, T, kWarps>);
+  allow(SplitKernel<2, 4, T, kWarps>);
+  allow(SplitKernel<4, 1, T, kWarps>);
+  allow(SplitKernel<4, 2, T, kWarps>);
+  allow(SplitKernel<4, 4, T, kWarps>);
+  allow(SplitKernel<8, 1, T, kWarps>);
+  allow(SplitKernel<8, 2, T, kWarps>);
+  allow(SplitKernel<8, 4, T, kWarps>);
+  return ok;
+}
 
 DeviceInfo QueryDevice(int device) {
   DeviceInfo info;
@@ -415,6 +536,13 @@ DeviceInfo QueryDevice(int device) {
     info.sms = sms;
   }
   info.pdl = DependentLaunchSupported();
+  if (info.pdl) {  // sm_90+
+    const bool large = AllowLargeClusters<float, kSplitWarps>() &&
+                       AllowLargeClusters<float, kWideClusterWarps>() &&
+                       AllowLargeClusters<__nv_bfloat16, kSplitWarps>() &&
+                       AllowLargeClusters<__nv_bfloat16, kWideClusterWarps>();
+    info.max_cluster = large ? kMaxClusterSlices : 8;
+  }
   if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) ==
       cudaSuccess) {
     for (int dc : {2, 4, 8}) info.tiles[dc] = EnableTileKernel(dc, optin);
@@ -451,6 +579,8 @@ struct Plan {
   int tile_splits = 1;
   int tile_chunk = 1;
   int stride_splits = 1;
+  // > 0: the split CTAs (of this many warps) of a row are a cluster and merge its slices (no tiles)
+  int cluster_warps = 0;
   // Floats of the workspace: the partial results [rows][heads][stride_splits][head_dim + 2] (none
   // for one slice per row), then from PlanesAt() the planes of a one-sequence pass with tiles
   // (split keys and values of positions 0 .. max_pos, for f32 keys; 0: none).
@@ -461,7 +591,11 @@ struct Plan {
 
 std::int64_t CeilDiv(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
-Plan MakePlan(const PassRows& pass, const AttentionShape& shape, int sms) {
+// Most (row, kv head) pairs of a pass whose split CTAs merging in clusters have kWideClusterWarps.
+constexpr std::int64_t kWideClusterPairs = 8;
+
+Plan MakePlan(const PassRows& pass, const AttentionShape& shape, const DeviceInfo& info) {
+  const int sms = info.sms;
   Plan p;
   const int group = shape.heads / shape.kv_heads;
   p.kg = group % 4 == 0 ? 4 : group % 2 == 0 ? 2 : 1;
@@ -498,8 +632,23 @@ Plan MakePlan(const PassRows& pass, const AttentionShape& shape, int sms) {
     p.tile_chunk = static_cast<int>(CeilDiv(CeilDiv(range, ts), kTileK) * kTileK);
     p.tile_splits = static_cast<int>(CeilDiv(range, p.tile_chunk));
   }
+  // Without tiles, a row's slices merge in a cluster (no merge kernel, no partial results in
+  // memory) where a warp takes no more steps than above: at most max_cluster slices, done by CTAs
+  // of kWideClusterWarps in passes of few rows (so that a step takes more keys), else kSplitWarps.
+  if (p.tile_rows == 0 && info.max_cluster > 1 && p.splits > 1) {
+    const int warps = ctas <= kWideClusterPairs ? kWideClusterWarps : kSplitWarps;
+    const std::int64_t step = std::int64_t{warps} * kSplitUnroll;
+    const std::int64_t splits_c =
+        std::min<std::int64_t>({info.max_cluster, CeilDiv(max_keys, step), std::int64_t{p.splits}});
+    const std::int64_t chunk_c = CeilDiv(max_keys, splits_c);
+    if (CeilDiv(chunk_c, step) <= CeilDiv(p.chunk, std::int64_t{kSplitWarps} * kSplitUnroll)) {
+      p.chunk = static_cast<int>(chunk_c);
+      p.splits = static_cast<int>(CeilDiv(max_keys, chunk_c));
+      p.cluster_warps = warps;
+    }
+  }
   p.stride_splits = std::max(p.splits, p.tile_splits);
-  if (p.stride_splits > 1) {
+  if (p.stride_splits > 1 && p.cluster_warps == 0) {
     p.partials = static_cast<std::size_t>(pass.rows) * static_cast<std::size_t>(shape.heads) *
                  static_cast<std::size_t>(p.stride_splits) *
                  static_cast<std::size_t>(shape.head_dim + 2);
@@ -526,36 +675,57 @@ Status CheckShape(const char* what, const AttentionShape& s) {
   return Ok();
 }
 
-template <int kDC, typename T>
-void LaunchSplit(int kg, dim3 grid, Stream stream, bool pdl, const Geometry& g) {
-  switch (kg) {
-    case 4:
-      Launch(SplitKernel<kDC, 4, T>, grid, kSplitThreads, 0, stream, pdl, g);
+// The split kernel for kDC, kG and T; in clusters of the grid's slices, of CTAs of
+// `cluster_warps`, where that is not 0.
+template <int kDC, int kG, typename T>
+void LaunchSplit(int cluster_warps, dim3 grid, Stream stream, bool pdl, const Geometry& g) {
+  const dim3 cluster(1, 1, grid.z);
+  switch (cluster_warps) {
+    case kWideClusterWarps:
+      LaunchInClusters(SplitKernel<kDC, kG, T, kWideClusterWarps>, grid, cluster,
+                       kWideClusterWarps * 32, 0, stream, pdl, g);
       break;
-    case 2:
-      Launch(SplitKernel<kDC, 2, T>, grid, kSplitThreads, 0, stream, pdl, g);
+    case kSplitWarps:
+      LaunchInClusters(SplitKernel<kDC, kG, T, kSplitWarps>, grid, cluster, kSplitThreads, 0,
+                       stream, pdl, g);
       break;
     default:
-      Launch(SplitKernel<kDC, 1, T>, grid, kSplitThreads, 0, stream, pdl, g);
+      Launch(SplitKernel<kDC, kG, T, 0>, grid, kSplitThreads, 0, stream, pdl, g);
+      break;
+  }
+}
+
+template <int kDC, typename T>
+void LaunchSplit(int kg, int cluster, dim3 grid, Stream stream, bool pdl, const Geometry& g) {
+  switch (kg) {
+    case 4:
+      LaunchSplit<kDC, 4, T>(cluster, grid, stream, pdl, g);
+      break;
+    case 2:
+      LaunchSplit<kDC, 2, T>(cluster, grid, stream, pdl, g);
+      break;
+    default:
+      LaunchSplit<kDC, 1, T>(cluster, grid, stream, pdl, g);
       break;
   }
 }
 
 template <typename T>
-void LaunchSplit(int head_dim, int kg, dim3 grid, Stream stream, bool pdl, const Geometry& g) {
+void LaunchSplit(int head_dim, int kg, int cluster, dim3 grid, Stream stream, bool pdl,
+                 const Geometry& g) {
   switch ((head_dim + 31) / 32) {
     case 1:
-      LaunchSplit<1, T>(kg, grid, stream, pdl, g);
+      LaunchSplit<1, T>(kg, cluster, grid, stream, pdl, g);
       break;
     case 2:
-      LaunchSplit<2, T>(kg, grid, stream, pdl, g);
+      LaunchSplit<2, T>(kg, cluster, grid, stream, pdl, g);
       break;
     case 3:
     case 4:
-      LaunchSplit<4, T>(kg, grid, stream, pdl, g);
+      LaunchSplit<4, T>(kg, cluster, grid, stream, pdl, g);
       break;
     default:
-      LaunchSplit<8, T>(kg, grid, stream, pdl, g);
+      LaunchSplit<8, T>(kg, cluster, grid, stream, pdl, g);
       break;
   }
 }
@@ -577,7 +747,7 @@ __nv_bfloat16* PlanesOf(const Plan& plan, const DeviceInfo& info, const PagedLay
 
 std::size_t PagedAttentionWorkspace(const PassRows& pass, const AttentionShape& shape) {
   if (!CheckShape("", shape).ok() || pass.rows <= 0 || pass.max_pos < 0) return 0;
-  const Plan p = MakePlan(pass, shape, CurrentDevice().sms);
+  const Plan p = MakePlan(pass, shape, CurrentDevice());
   return p.planes > 0 ? p.PlanesAt() + p.planes : p.partials;
 }
 
@@ -586,7 +756,7 @@ std::uint16_t* PagedAttentionPlanes(const PassRows& pass, const PagedLayer& laye
   if (!CheckShape("", shape).ok() || pass.rows <= 0 || pass.max_pos < 0) return nullptr;
   const DeviceInfo& info = CurrentDevice();
   return reinterpret_cast<std::uint16_t*>(
-      PlanesOf(MakePlan(pass, shape, info.sms), info, layer, shape, workspace));
+      PlanesOf(MakePlan(pass, shape, info), info, layer, shape, workspace));
 }
 
 Status PagedAttention(const float* q, const PassRows& pass, const PagedLayer& layer,
@@ -603,8 +773,8 @@ Status PagedAttention(const float* q, const PassRows& pass, const PagedLayer& la
     return MakeError("cuda::PagedAttention: max_pos ", pass.max_pos, " is negative");
   }
   const DeviceInfo& info = CurrentDevice();
-  const Plan plan = MakePlan(pass, shape, info.sms);
-  if (plan.stride_splits > 1 && workspace == nullptr) {
+  const Plan plan = MakePlan(pass, shape, info);
+  if (plan.partials > 0 && workspace == nullptr) {
     return MakeError("cuda::PagedAttention: a workspace of ", PagedAttentionWorkspace(pass, shape),
                      " floats is needed");
   }
@@ -667,13 +837,16 @@ Status PagedAttention(const float* q, const PassRows& pass, const PagedLayer& la
                     static_cast<unsigned>(shape.kv_heads * plan.subgroups),
                     static_cast<unsigned>(plan.splits));
     if (g.bf16) {
-      LaunchSplit<__nv_bfloat16>(shape.head_dim, plan.kg, grid, stream, split_pdl, g);
+      LaunchSplit<__nv_bfloat16>(shape.head_dim, plan.kg, plan.cluster_warps, grid, stream,
+                                 split_pdl, g);
     } else {
-      LaunchSplit<float>(shape.head_dim, plan.kg, grid, stream, split_pdl, g);
+      LaunchSplit<float>(shape.head_dim, plan.kg, plan.cluster_warps, grid, stream, split_pdl, g);
     }
     FGNET_TRY(CudaLastError("cuda::PagedAttention (splits)"));
   }
-  if (plan.stride_splits > 1 && (g.tile_rows == 0 || plan.stride_splits > kFewSlices)) {
+  if (plan.cluster_warps > 0) {
+    // merged by the split kernel
+  } else if (plan.stride_splits > 1 && (g.tile_rows == 0 || plan.stride_splits > kFewSlices)) {
     const dim3 grid_c(static_cast<unsigned>(pass.rows) * static_cast<unsigned>(shape.heads),
                       static_cast<unsigned>((shape.head_dim + kCombineDims - 1) / kCombineDims));
     const std::size_t smem = static_cast<std::size_t>(plan.stride_splits) * sizeof(float);

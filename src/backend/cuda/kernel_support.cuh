@@ -1,6 +1,6 @@
 // Helpers shared by the CUDA kernels: the full warp mask, the split of f32 values into two BF16
-// terms, and programmatic dependent launch (sm_90+), by which a kernel may start while the
-// previous kernel of its stream finishes.
+// terms, programmatic dependent launch (sm_90+), by which a kernel may start while the previous
+// kernel of its stream finishes, and launches in thread-block clusters (sm_90+).
 // Thread-safety: DependentLaunchSupported is reentrant (one cached query per device).
 #pragma once
 
@@ -86,12 +86,14 @@ inline bool DependentLaunchSupported() {
   return v == 2;
 }
 
-// Launches kernel<<<grid, block, smem, stream>>>(args...), with programmatic serialisation after
-// the stream's previous kernel where `pdl` (the kernel starts with WaitPrior()).
+// Launches kernel<<<grid, block, smem, stream>>>(args...) in clusters of `cluster` CTAs (sm_90+;
+// all ones: no clusters), with programmatic serialisation after the stream's previous kernel
+// where `pdl` (the kernel starts with WaitPrior()).
 template <typename... Params, typename... Args>
-void Launch(void (*kernel)(Params...), dim3 grid, int block, std::size_t smem, Stream stream,
-            bool pdl, Args&&... args) {
-  if (!pdl) {
+void LaunchInClusters(void (*kernel)(Params...), dim3 grid, dim3 cluster, int block,
+                      std::size_t smem, Stream stream, bool pdl, Args&&... args) {
+  const bool clusters = cluster.x * cluster.y * cluster.z > 1;
+  if (!pdl && !clusters) {
     kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
     return;
   }
@@ -100,12 +102,31 @@ void Launch(void (*kernel)(Params...), dim3 grid, int block, std::size_t smem, S
   config.blockDim = dim3(static_cast<unsigned>(block));
   config.dynamicSmemBytes = smem;
   config.stream = stream;
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
+  std::array<cudaLaunchAttribute, 2> attributes{};
+  unsigned used = 0;
+  if (pdl) {
+    attributes[used].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attributes[used].val.programmaticStreamSerializationAllowed = 1;
+    ++used;
+  }
+  if (clusters) {
+    attributes[used].id = cudaLaunchAttributeClusterDimension;
+    attributes[used].val.clusterDim.x = cluster.x;
+    attributes[used].val.clusterDim.y = cluster.y;
+    attributes[used].val.clusterDim.z = cluster.z;
+    ++used;
+  }
+  config.attrs = attributes.data();
+  config.numAttrs = used;
   cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+}
+
+// LaunchInClusters without clusters.
+template <typename... Params, typename... Args>
+void Launch(void (*kernel)(Params...), dim3 grid, int block, std::size_t smem, Stream stream,
+            bool pdl, Args&&... args) {
+  LaunchInClusters(kernel, grid, dim3(1, 1, 1), block, smem, stream, pdl,
+                   std::forward<Args>(args)...);
 }
 
 }  // namespace fgnet::cuda::internal
