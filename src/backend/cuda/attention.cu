@@ -121,7 +121,7 @@ __device__ __forceinline__ void PrefetchKeysToL2(const Geometry& g, const std::i
 }
 
 // Most slices a row's keys take when its CTAs merge them in a cluster (ClusterMerge): the
-// non-portable cluster size of sm_90 (8 where a device refuses it).
+// non-portable cluster size of sm_90 (8 or 4 where a device cannot hold it, MaxCluster).
 constexpr int kMaxClusterSlices = 16;
 
 // The merge of a row's slices by the CTAs that computed them, one cluster (sm_90+): each CTA left
@@ -527,6 +527,44 @@ bool AllowLargeClusters() {
   return ok;
 }
 
+// Whether clusters of `size` CTAs of the split kernel instance with the most registers and shared
+// memory per warp count (kDC 8, kG 4) fit the device at all (a GPC, or a MIG slice, holding too
+// few SMs for them does not).
+template <typename T, int kWarps>
+bool ClustersFit(int size) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(1, 1, static_cast<unsigned>(size));
+  config.blockDim = dim3(kWarps * 32);
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeClusterDimension;
+  attribute.val.clusterDim.x = 1;
+  attribute.val.clusterDim.y = 1;
+  attribute.val.clusterDim.z = static_cast<unsigned>(size);
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  int clusters = 0;
+  return cudaOccupancyMaxActiveClusters(&clusters, SplitKernel<8, 4, T, kWarps>, &config) ==
+             cudaSuccess &&
+         clusters > 0;
+}
+
+// The most slices a row may take in a cluster on the current device (0: no clusters).
+int MaxCluster() {
+  const bool large = AllowLargeClusters<float, kSplitWarps>() &&
+                     AllowLargeClusters<float, kWideClusterWarps>() &&
+                     AllowLargeClusters<__nv_bfloat16, kSplitWarps>() &&
+                     AllowLargeClusters<__nv_bfloat16, kWideClusterWarps>();
+  for (int size : {kMaxClusterSlices, 8, 4}) {
+    if (size > 8 && !large) continue;
+    if (ClustersFit<float, kSplitWarps>(size) && ClustersFit<float, kWideClusterWarps>(size) &&
+        ClustersFit<__nv_bfloat16, kSplitWarps>(size) &&
+        ClustersFit<__nv_bfloat16, kWideClusterWarps>(size)) {
+      return size;
+    }
+  }
+  return 0;
+}
+
 DeviceInfo QueryDevice(int device) {
   DeviceInfo info;
   int sms = 0;
@@ -536,13 +574,7 @@ DeviceInfo QueryDevice(int device) {
     info.sms = sms;
   }
   info.pdl = DependentLaunchSupported();
-  if (info.pdl) {  // sm_90+
-    const bool large = AllowLargeClusters<float, kSplitWarps>() &&
-                       AllowLargeClusters<float, kWideClusterWarps>() &&
-                       AllowLargeClusters<__nv_bfloat16, kSplitWarps>() &&
-                       AllowLargeClusters<__nv_bfloat16, kWideClusterWarps>();
-    info.max_cluster = large ? kMaxClusterSlices : 8;
-  }
+  if (info.pdl) info.max_cluster = MaxCluster();  // sm_90+
   if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) ==
       cudaSuccess) {
     for (int dc : {2, 4, 8}) info.tiles[dc] = EnableTileKernel(dc, optin);
