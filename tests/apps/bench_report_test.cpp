@@ -114,14 +114,14 @@ TEST(BenchReportTest, Markdown) {
   }
 }
 
-TEST(BenchReportTest, MarkdownFlagsSanitizerAndConfigureCommit) {
+TEST(BenchReportTest, MarkdownFlagsSanitizerAndBuildCommit) {
   BenchReport r = SampleReport();
   r.build.sanitizers = true;
-  r.git.source = "configure";
+  r.git.source = "build";
   r.git.ref = "";
   const std::string md = BenchReportToMarkdown(r);
   EXPECT_THAT(md, HasSubstr("ASan+UBSan (figures not representative)"));
-  EXPECT_THAT(md, HasSubstr("| Commit | 0123456789ab (recorded at configure time) |"));
+  EXPECT_THAT(md, HasSubstr("| Commit | 0123456789ab (recorded at build time) |"));
 }
 
 TEST(BenchReportTest, WritesJsonFile) {

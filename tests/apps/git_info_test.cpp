@@ -112,11 +112,11 @@ TEST(GitInfoTest, Errors) {
   EXPECT_EQ(bad_file.error().message(), file_dir.File(".git") + ": expected 'gitdir: <path>'");
 }
 
-TEST(GitInfoTest, FallsBackToConfigureTimeCommit) {
+TEST(GitInfoTest, ReportsTheCommitTheBuildRecorded) {
   TempDir dir;  // no .git
-  const GitInfo configured = DescribeGitCommit(dir.path().string(), kCommitB);
-  EXPECT_EQ(configured.commit, kCommitB);
-  EXPECT_EQ(configured.source, "configure");
+  const GitInfo built = DescribeGitCommit(dir.path().string(), kCommitB);
+  EXPECT_EQ(built.commit, kCommitB);
+  EXPECT_EQ(built.source, "build");
 
   const GitInfo unknown = DescribeGitCommit(dir.path().string(), "unknown");
   EXPECT_EQ(unknown.commit, "unknown");
@@ -124,10 +124,18 @@ TEST(GitInfoTest, FallsBackToConfigureTimeCommit) {
   EXPECT_EQ(unknown.ShortCommit(), "unknown");
   EXPECT_EQ(DescribeGitCommit("", "").source, "unknown");
 
+  // A checkout that has moved on since the build: the build's commit.
   WriteFile(dir.File(".git/HEAD"), std::string(kCommitA) + "\n");
-  const GitInfo checkout = DescribeGitCommit(dir.path().string(), kCommitB);
+  const GitInfo moved = DescribeGitCommit(dir.path().string(), kCommitB);
+  EXPECT_EQ(moved.commit, kCommitB);
+  EXPECT_EQ(moved.source, "build");
+  // The checkout of the build's commit; and the checkout where the build recorded none.
+  const GitInfo checkout = DescribeGitCommit(dir.path().string(), kCommitA);
   EXPECT_EQ(checkout.commit, kCommitA);
   EXPECT_EQ(checkout.source, "checkout");
+  const GitInfo unrecorded = DescribeGitCommit(dir.path().string(), "unknown");
+  EXPECT_EQ(unrecorded.commit, kCommitA);
+  EXPECT_EQ(unrecorded.source, "checkout");
 }
 
 }  // namespace

@@ -75,7 +75,7 @@ BenchReport StartBenchReport() {
   BenchReport report;
   report.timestamp = UtcTimestamp();
   report.build = GetBuildInfo();
-  report.git = DescribeGitCommit(report.build.source_dir, report.build.configure_commit);
+  report.git = DescribeGitCommit(report.build.source_dir, report.build.build_commit);
   report.machine = DescribeMachine();
   return report;
 }
@@ -121,7 +121,7 @@ Json BenchReportToJson(const BenchReport& r) {
 std::string BenchContextToMarkdown(const BenchReport& r) {
   std::string commit = r.git.ShortCommit();
   if (!r.git.Branch().empty()) commit += " (" + r.git.Branch() + ")";
-  if (r.git.source == "configure") commit += " (recorded at configure time)";
+  if (r.git.source == "build") commit += " (recorded at build time)";
   std::string build = r.build.build_type + ", " + r.build.compiler + ", fgnet " + r.build.version;
   if (r.build.sanitizers) build += ", ASan+UBSan (figures not representative)";
   std::string simd =

@@ -115,19 +115,19 @@ Result<GitInfo> ReadGitCheckout(const std::string& repo_root) {
   return info;
 }
 
-GitInfo DescribeGitCommit(const std::string& repo_root, std::string_view configure_commit) {
-  if (!repo_root.empty()) {
-    auto checkout = ReadGitCheckout(repo_root);
-    if (checkout.ok()) return std::move(checkout).value();
-  }
+GitInfo DescribeGitCommit(const std::string& repo_root, std::string_view build_commit) {
+  Result<GitInfo> checkout =
+      repo_root.empty() ? Result<GitInfo>(MakeError("no checkout")) : ReadGitCheckout(repo_root);
+  const std::string_view built = TrimLine(build_commit);
+  const bool known =
+      !built.empty() && built != "unknown" && std::all_of(built.begin(), built.end(), [](char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+      });
+  if (!known) return checkout.ok() ? std::move(checkout).value() : GitInfo{};
+  if (checkout.ok() && checkout->commit == built) return std::move(checkout).value();
   GitInfo info;
-  const std::string_view commit = TrimLine(configure_commit);
-  if (!commit.empty() && commit != "unknown" &&
-      std::all_of(commit.begin(), commit.end(),
-                  [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); })) {
-    info.commit = std::string(commit);
-    info.source = "configure";
-  }
+  info.commit = std::string(built);
+  info.source = "build";
   return info;
 }
 

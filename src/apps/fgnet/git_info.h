@@ -1,8 +1,8 @@
-// The git commit a benchmark ran on. Read from the checkout's .git at run time (so a rebuild
-// without reconfiguring still reports the right commit), falling back to the commit recorded at
-// configure time. Understands plain repositories, linked worktrees (.git file with "gitdir:" and
-// "commondir"), loose and packed refs, and a detached HEAD. Does not run git and cannot tell
-// whether the working tree has uncommitted changes.
+// The git commit a benchmark ran on: the commit the binary was built from (recorded by every
+// build), with its branch where the checkout's .git, read at run time, still has it checked out;
+// the checkout's commit where the build recorded none. Understands plain repositories, linked
+// worktrees (.git file with "gitdir:" and "commondir"), loose and packed refs, and a detached HEAD.
+// Does not run git and cannot tell whether the working tree had uncommitted changes.
 // Thread-safety: plain functions and values.
 #pragma once
 
@@ -16,7 +16,7 @@ namespace fgnet::cli {
 struct GitInfo {
   std::string commit = "unknown";  // full hexadecimal object name, or "unknown"
   std::string ref;                 // e.g. "refs/heads/main"; empty when detached or unknown
-  std::string source = "unknown";  // "checkout", "configure" or "unknown"
+  std::string source = "unknown";  // "checkout", "build" or "unknown"
 
   // The first 12 characters of the commit ("unknown" stays as is).
   std::string ShortCommit() const;
@@ -28,8 +28,10 @@ struct GitInfo {
 // malformed.
 Result<GitInfo> ReadGitCheckout(const std::string& repo_root);
 
-// ReadGitCheckout(repo_root) when it succeeds; else `configure_commit` (source "configure") when
-// it is a commit name; else "unknown".
-GitInfo DescribeGitCommit(const std::string& repo_root, std::string_view configure_commit);
+// Where `build_commit` is a commit name: ReadGitCheckout(repo_root) when it succeeds and its HEAD
+// is that commit (source "checkout", with its ref), else that commit alone (source "build": the
+// checkout has moved on or cannot be read). Otherwise ReadGitCheckout(repo_root) when it succeeds,
+// else "unknown".
+GitInfo DescribeGitCommit(const std::string& repo_root, std::string_view build_commit);
 
 }  // namespace fgnet::cli
