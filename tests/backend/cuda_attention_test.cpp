@@ -599,9 +599,9 @@ TEST_F(CudaAttentionTest, DecodeRowsMatchTheReference) {
 }
 
 // Decode rows whose keys take at most 16 slices (on sm_90, their CTAs merge them as a cluster, of
-// CTAs of 8 warps for up to 8 (row, kv head) pairs, else 4): rows alone of 2 and 7 slices and two
-// with more keys than such slices take, a pass of 4 rows that take from 1 to 16 of its slices and
-// one of 16 rows.
+// CTAs of 8 warps for up to 8 (row, kv head) pairs, else 4): rows alone of 1 (a cluster of one
+// CTA), 2 and 7 slices and two with more keys than such slices take, a pass of 4 rows that take
+// from 1 to 16 of its slices and one of 16 rows.
 TEST_F(CudaAttentionTest, DecodeRowsOfFewSlicesMatchTheReference) {
   for (const HeadShape& h : {HeadShape{4, 1, 256}, HeadShape{8, 1, 64}, HeadShape{6, 2, 96}}) {
     for (int window : {0, 512}) {
@@ -610,7 +610,7 @@ TEST_F(CudaAttentionTest, DecodeRowsOfFewSlicesMatchTheReference) {
         PagedCase c = CaseOf(h, window);
         c.group_layers = 1;
         c.slot = 0;
-        const std::vector<int> alone = {40, 200, 700, 1100};
+        const std::vector<int> alone = {20, 40, 200, 700, 1100};
         for (int pos : alone) c.AddRows(c.num_seqs, pos, 1);
         for (int pos : {3, 40, 300, window > 0 ? 1000 : 500}) c.AddRows(c.num_seqs, pos, 1);
         for (int r = 0; r < 16; ++r) c.AddRows(c.num_seqs, 32 * r + 7, 1);
