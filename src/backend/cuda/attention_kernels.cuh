@@ -1,7 +1,7 @@
-// What the attention kernels of a PagedAttention call share (attention.cu: the split regime,
-// the combine, the host side; attention_tiles.cu: the tile regime): the call's geometry, the
-// visibility, score and KV addressing rules, and the tile kernel's entry points. Not part of the
-// backend's interface.
+// What the attention kernels of a PagedAttention call share (attention.cu: the split regime and
+// the host side; attention_combine.cu: the merge of slices; attention_tiles.cu: the tile regime):
+// the call's geometry, the visibility, score and KV addressing rules, and the entry points of the
+// kernels in the other files. Not part of the backend's interface.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -242,6 +242,9 @@ bool EnableTileKernel(int dc, int optin);
 bool LaunchTileKernel(int dc, int tiles, int tile_splits, Stream stream, const Geometry& g);
 // Fills g.planes (f32 keys, one sequence) for positions up to `positions` - 1.
 void LaunchSplitKeys(int positions, Stream stream, const Geometry& g);
+// Merges the slices of every (row, head) of the pass that took several (attention_combine.cu;
+// g.stride_splits > 1), as a programmatic dependent where `pdl`.
+void LaunchCombine(Stream stream, bool pdl, const Geometry& g);
 
 // The checks every kernel over a PagedLayer makes of it: a KV type it reads (f32 or bf16), and a
 // block size, row and slot within blocks of block_elements. `what` names the call.
