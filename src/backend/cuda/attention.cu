@@ -13,13 +13,15 @@
 //     filled and the tiles late in a long prompt do not set the pace;
 //   * splits: every other row (decode rows, tiles of mixed sequences) is done flash-decoding
 //     style by CTAs of (row, kv head, slice of the visible keys), each computing all the query
-//     heads of its kv head so that a key or value row is read once; each warp keeps an online
-//     softmax over its keys, and the CTA merges its warps.
+//     heads of its kv head so that a key or value row is read once (up to 4; in passes of few
+//     rows, fewer heads a CTA and more CTAs, which shortens each warp's chain of work); each warp
+//     keeps an online softmax over its keys, and the CTA merges its warps.
 // A row (or tile) whose keys took several slices leaves each slice's (max, sum, unnormalised
 // output) in the workspace, and a combine kernel merges them; one slice writes the output. On
 // sm_90, a pass without tiles whose rows' keys fit 16 slices without longer chains of loads (a row
 // alone up to 512 keys, on CTAs of 8 warps; more keys with more rows) has each row's split CTAs
-// launched as one thread-block cluster, which merges the slices through its shared memory instead.
+// launched as one thread-block cluster, which merges the slices through its shared memory instead
+// (each CTA pushing its results to the CTAs that own their outputs, one cluster barrier).
 // The number of slices comes from the rows, the longest visible range and the SM count, so that
 // a pass of few rows still fills the GPU.
 // The host side queries the device once (CurrentDevice) and makes no synchronising call, so that
@@ -122,66 +124,101 @@ __device__ __forceinline__ void PrefetchKeysToL2(const Geometry& g, const std::i
 // non-portable cluster size of sm_90 (8 or 4 where a device cannot hold it, MaxCluster).
 constexpr int kMaxClusterSlices = 16;
 
-// The merge of a row's slices by the CTAs that computed them, one cluster (sm_90+): each CTA left
-// its heads' max, sum and unnormalised output in its shared memory (cm [kG][2], acc [kG][kDp]);
-// every CTA reads the first `slices` CTAs' (the others saw no key) and writes its share of the
-// row's outputs. No workspace, no merge kernel. The slices' weights are computed by
-// kMaxClusterSlices lanes per head.
+// The merge of a row's slices by the CTAs that computed them, one cluster (sm_90+), by pushing
+// rather than pulling: the cluster's CTAs own consecutive shares of the row's kG x head_dim
+// outputs, each CTA stores its unnormalised outputs into their owners' shared memory and its heads'
+// (max, sum) into every CTA's, and after one cluster barrier each owner merges its share from its
+// own shared memory. No remote loads, one barrier, no workspace and no merge kernel.
 template <int kG, int kDp>
-__device__ void ClusterMerge(const Geometry& g, int row, int head0, int slices, float (*cm)[2],
-                             float (*acc)[kDp]) {
+struct ClusterSlots {
+  float ml[kMaxClusterSlices][kG][2];  // slice r's max and sum of head h
+  // Slice r's values of the owned outputs, at r * share; a share is at most ceil(kG D / n) and
+  // a cluster of n CTAs has at most n slices.
+  float acc[kG * kDp + kMaxClusterSlices];
+};
+
+// A split CTA's place in its row's cluster.
+struct ClusterPlace {
+  int rank;   // of the CTA in its cluster (its slice)
+  int n;      // CTAs in the cluster
+  int share;  // outputs each CTA owns
+};
+
+// Pushes this CTA's (at `place`) unnormalised output i of kG x D (head h, dimension d) into its
+// owner's slot for the CTA's slice; the threads of a head's first n dimensions also push the head's
+// (max, sum) to CTA d, so that every CTA gets them.
+template <int kG, int kDp>
+__device__ __forceinline__ void ClusterPush(ClusterSlots<kG, kDp>& slots, const ClusterPlace& place,
+                                            int i, int h, int d, float o, float mx, float sum) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // Whole warps of lanes per (head, slice), kMaxClusterSlices lanes a head.
-  constexpr int kLanes = (kG * kMaxClusterSlices + 31) / 32 * 32;
-  static_assert(kLanes <= kSplitThreads && 32 % kMaxClusterSlices == 0, "lanes per head");
   namespace cg = cooperative_groups;
-  __shared__ float s_w[kG][kMaxClusterSlices];
-  __shared__ float s_sum[kG];
   const cg::cluster_group cluster = cg::this_cluster();
-  cluster.sync();  // every CTA's results are in its shared memory
-  const int t = static_cast<int>(threadIdx.x);
-  if (t < kLanes) {
-    const int h = t / kMaxClusterSlices;  // kG for lanes past the last head
-    const int r = t % kMaxClusterSlices;
-    float m = -INFINITY;
-    float l = 0.0f;
-    if (h < kG && r < slices) {
-      const float* remote = cluster.map_shared_rank(&cm[h][0], r);
-      m = remote[0];
-      l = remote[1];
-    }
-    float mx = m;
-#pragma unroll
-    for (int o = kMaxClusterSlices / 2; o > 0; o /= 2) {
-      mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, o));
-    }
-    const float w = r < slices ? expf(m - mx) : 0.0f;  // 0 for a slice that saw no key
-    float sum = w * l;
-#pragma unroll
-    for (int o = kMaxClusterSlices / 2; o > 0; o /= 2) sum += __shfl_xor_sync(kFullMask, sum, o);
-    if (h < kG) {
-      s_w[h][r] = w;
-      if (r == 0) s_sum[h] = sum;
-    }
+  const int owner = i / place.share;
+  *cluster.map_shared_rank(&slots.acc[place.rank * place.share + i - owner * place.share], owner) =
+      o;
+  if (d < place.n) {
+    float* ml = cluster.map_shared_rank(&slots.ml[place.rank][h][0], d);
+    ml[0] = mx;
+    ml[1] = sum;
   }
-  __syncthreads();
+#endif
+}
+
+// After every CTA's pushes (one cluster barrier): the CTA's share of the row's outputs, merged over
+// the first `slices` slices (the others saw no key) from its own shared memory.
+template <int kG, int kDp>
+__device__ void ClusterMergeOwned(const Geometry& g, int row, int head0, int slices,
+                                  const ClusterPlace& place, const ClusterSlots<kG, kDp>& slots) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cooperative_groups::this_cluster().sync();  // every push has landed
   const int D = g.head_dim;
-  const int total = kG * D;
-  const int n = static_cast<int>(cluster.num_blocks());
-  const int share = (total + n - 1) / n;
-  const int begin = static_cast<int>(cluster.block_rank()) * share;
-  const int end = min(total, begin + share);
-  for (int i = begin + t; i < end; i += static_cast<int>(blockDim.x)) {
+  const int begin = place.rank * place.share;
+  const int end = min(kG * D, begin + place.share);
+  for (int i = begin + static_cast<int>(threadIdx.x); i < end; i += static_cast<int>(blockDim.x)) {
     const int h = i / D;
-    const int d = i - h * D;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int r = 0; r < kMaxClusterSlices; ++r) {
+      if (r < slices) mx = fmaxf(mx, slots.ml[r][h][0]);
+    }
+    float sum = 0.0f;
     float o = 0.0f;
 #pragma unroll
     for (int r = 0; r < kMaxClusterSlices; ++r) {
-      if (r < slices) o += s_w[h][r] * *cluster.map_shared_rank(&acc[h][d], r);
+      if (r < slices) {
+        const float w = expf(slots.ml[r][h][0] - mx);
+        sum += w * slots.ml[r][h][1];
+        o += w * slots.acc[r * place.share + i - begin];
+      }
     }
-    StoreOut(g, (static_cast<std::size_t>(row) * g.heads + head0 + h) * D + d, o / s_sum[h]);
+    StoreOut(g, (static_cast<std::size_t>(row) * g.heads + head0 + h) * D + (i - h * D), o / sum);
   }
-  cluster.sync();  // the other CTAs' reads of this one's shared memory are done
+#endif
+}
+
+// The CTA's place in its cluster, whose CTAs share `outputs` outputs (one CTA, all of them,
+// without clusters).
+__device__ __forceinline__ ClusterPlace PlaceInCluster(int outputs) {
+  ClusterPlace p{0, 1, outputs};
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+  p.rank = static_cast<int>(cluster.block_rank());
+  p.n = static_cast<int>(cluster.num_blocks());
+  p.share = (outputs + p.n - 1) / p.n;
+#endif
+  return p;
+}
+
+// Cluster barrier halves (sm_90+): every thread of the cluster arrives, then waits for all.
+__device__ __forceinline__ void ClusterArriveRelaxed() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void ClusterWait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
 #endif
 }
 
@@ -225,6 +262,8 @@ __global__ void __launch_bounds__(32 * (kClusterWarps > 0 ? kClusterWarps : kSpl
   const std::int64_t value_offset = g.block_elements / 2;
   const T* memory = static_cast<const T*>(g.memory);
   if (active) PrefetchKeysToL2<T>(g, table, a, min(b, a + kPrefetchKeys - 1), head_offset);
+  // The first phase of the cluster's barrier: every CTA has started (before any push).
+  if constexpr (kCluster) ClusterArriveRelaxed();
   WaitPrior();
   AllowDependents();
   // A CTA of a cluster without keys still takes its share of the merge.
@@ -321,8 +360,9 @@ __global__ void __launch_bounds__(32 * (kClusterWarps > 0 ? kClusterWarps : kSpl
   __syncthreads();
   // The CTA's merged results: to its shared memory for the cluster's merge, to the output (one
   // slice), or to the workspace.
-  __shared__ float s_cluster_ml[kCluster ? kG : 1][2];
-  __shared__ float s_cluster_acc[kCluster ? kG : 1][kCluster ? kDp : 1];
+  __shared__ ClusterSlots<kCluster ? kG : 1, kCluster ? kDp : 1> s_slots;
+  const ClusterPlace place = PlaceInCluster(kG * D);
+  if constexpr (kCluster) ClusterWait();
   for (int idx = threadIdx.x; idx < kG * D && active; idx += blockDim.x) {
     const int h = idx / D;
     const int d = idx % D;
@@ -339,11 +379,7 @@ __global__ void __launch_bounds__(32 * (kClusterWarps > 0 ? kClusterWarps : kSpl
     }
     const std::size_t rh = static_cast<std::size_t>(row) * g.heads + head0 + h;
     if constexpr (kCluster) {
-      s_cluster_acc[h][d] = o;
-      if (d == 0) {
-        s_cluster_ml[h][0] = mx;
-        s_cluster_ml[h][1] = sum;
-      }
+      ClusterPush(s_slots, place, idx, h, d, o, mx, sum);
     } else if (one_slice) {
       StoreOut(g, rh * D + d, o / sum);
     } else {
@@ -356,8 +392,7 @@ __global__ void __launch_bounds__(32 * (kClusterWarps > 0 ? kClusterWarps : kSpl
     }
   }
   if constexpr (kCluster) {
-    ClusterMerge<kG, kDp>(g, row, head0, Slices(pos - first + 1, g.chunk), s_cluster_ml,
-                          s_cluster_acc);
+    ClusterMergeOwned<kG, kDp>(g, row, head0, Slices(pos - first + 1, g.chunk), place, s_slots);
   }
 }
 
@@ -483,16 +518,33 @@ std::int64_t CeilDiv(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
 // Most (row, kv head) pairs of a pass whose split CTAs merging in clusters have kWideClusterWarps.
 constexpr std::int64_t kWideClusterPairs = 8;
+// Most key rows a pass's split CTAs read in all where a CTA takes fewer query heads than share a
+// kv head (each subgroup reads the keys again). On an H200 (FunctionGemma-270M's 4 heads of one
+// kv head, graph replay): a row of 256 / 512 keys 3.90 / 4.64 us with a head a CTA against
+// 6.29 / 6.85 with 4; a row of a 4,096-key global context 9.40 against 11.04; but 4 rows of it
+// 23.0 us with 2 heads a CTA against 17.5 with 4.
+constexpr std::int64_t kMaxSubgroupKeys = 16 * 1024;
 
 Plan MakePlan(const PassRows& pass, const AttentionShape& shape, const DeviceInfo& info) {
   const int sms = info.sms;
   Plan p;
   const int group = shape.heads / shape.kv_heads;
-  p.kg = group % 4 == 0 ? 4 : group % 2 == 0 ? 2 : 1;
-  p.subgroups = group / p.kg;
   const std::int64_t max_keys = shape.window > 0
                                     ? std::min<std::int64_t>(pass.max_pos + 1, shape.window)
                                     : std::int64_t{pass.max_pos} + 1;
+  // Query heads per CTA: as many as share a kv head, up to 4 (a key row read once for them all),
+  // except in passes of few rows, where fewer heads a CTA (more CTAs reading the same keys) cut
+  // each warp's chain of dependent work: the smallest count that keeps the pass within
+  // kWideClusterPairs (row, kv head, subgroup) triples and kMaxSubgroupKeys reads of key rows.
+  p.kg = group % 4 == 0 ? 4 : group % 2 == 0 ? 2 : 1;
+  for (int kg = 1; kg < p.kg; kg *= 2) {
+    const std::int64_t triples = std::int64_t{pass.rows} * shape.kv_heads * (group / kg);
+    if (group % kg == 0 && triples <= kWideClusterPairs && triples * max_keys <= kMaxSubgroupKeys) {
+      p.kg = kg;
+      break;
+    }
+  }
+  p.subgroups = group / p.kg;
   // Split regime: about kSplitWaves CTAs per SM, slices of at least kMinChunk keys.
   const std::int64_t ctas = std::int64_t{pass.rows} * shape.kv_heads * p.subgroups;
   std::int64_t splits = CeilDiv(kSplitWaves * std::int64_t{sms}, ctas);
