@@ -43,6 +43,7 @@ BlockPool::BlockPool(KVLayout layout, std::int64_t num_blocks, std::unique_ptr<M
   if (memory_ == nullptr) memory_ = AllocateHostMemory(bytes);
   FGNET_CHECK_GE(memory_->bytes(), bytes);
   refs_.assign(static_cast<std::size_t>(num_blocks), 0);
+  cache_refs_.assign(static_cast<std::size_t>(num_blocks), 0);
   free_.resize(static_cast<std::size_t>(num_blocks));
   // Block 0 on top of the stack.
   for (std::size_t i = 0; i < free_.size(); ++i)
@@ -59,15 +60,21 @@ BlockId BlockPool::Allocate() {
   return id;
 }
 
-void BlockPool::Ref(BlockId id) {
-  FGNET_CHECK_GT(refs_[static_cast<std::size_t>(id)], 0);
-  ++refs_[static_cast<std::size_t>(id)];
-}
+void BlockPool::Ref(BlockId id) { Count(id, 1, 0); }
+void BlockPool::Unref(BlockId id) { Count(id, -1, 0); }
+void BlockPool::RefCached(BlockId id) { Count(id, 1, 1); }
+void BlockPool::UnrefCached(BlockId id) { Count(id, -1, -1); }
 
-void BlockPool::Unref(BlockId id) {
-  std::int32_t& refs = refs_[static_cast<std::size_t>(id)];
-  FGNET_CHECK_GT(refs, 0);
-  if (--refs == 0) free_.push_back(id);
+void BlockPool::Count(BlockId id, std::int32_t refs, std::int32_t cache_refs) {
+  const auto i = static_cast<std::size_t>(id);
+  FGNET_CHECK_GT(refs_[i], 0);  // a reference is taken on a held block, and dropped once
+  const bool was = CachedOnly(i);
+  refs_[i] += refs;
+  cache_refs_[i] += cache_refs;
+  FGNET_CHECK_GE(cache_refs_[i], 0);
+  FGNET_CHECK_LE(cache_refs_[i], refs_[i]);
+  cached_only_ += static_cast<std::int64_t>(CachedOnly(i)) - static_cast<std::int64_t>(was);
+  if (refs_[i] == 0) free_.push_back(id);
 }
 
 float* BlockPool::keys(BlockId id, std::int64_t slot) {

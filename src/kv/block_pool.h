@@ -78,7 +78,14 @@ class BlockPool {
   void Ref(BlockId id);
   // Drops a reference; the block is free at zero.
   void Unref(BlockId id);
+  // A reference of the prefix cache (kv/prefix_tree.h), taken and dropped as by Ref and Unref; the
+  // pool counts the blocks that only such references hold (num_cached_only).
+  void RefCached(BlockId id);
+  void UnrefCached(BlockId id);
   std::int32_t refcount(BlockId id) const { return refs_[static_cast<std::size_t>(id)]; }
+  // Blocks that only the prefix cache references (evictable on demand), kept as references come
+  // and go: no walk of the cache.
+  std::int64_t num_cached_only() const { return cached_only_; }
 
   // Called when no block is free; returns true if it freed at least one.
   void set_reclaimer(std::function<bool()> reclaimer) { reclaimer_ = std::move(reclaimer); }
@@ -101,7 +108,15 @@ class BlockPool {
  private:
   KVLayout layout_;
   std::unique_ptr<Memory> memory_;
+  // Whether every reference of block i is the prefix cache's (and it has one).
+  bool CachedOnly(std::size_t i) const { return cache_refs_[i] > 0 && cache_refs_[i] == refs_[i]; }
+  // Adds `refs` references to block `id`, `cache_refs` of them the prefix cache's (either may be
+  // negative), keeping cached_only_ and the free list.
+  void Count(BlockId id, std::int32_t refs, std::int32_t cache_refs);
+
   std::vector<std::int32_t> refs_;
+  std::vector<std::int32_t> cache_refs_;  // of refs_, the prefix cache's
+  std::int64_t cached_only_ = 0;
   std::vector<BlockId> free_;  // a stack: the most recently freed block is reused first
   std::function<bool()> reclaimer_;
 };

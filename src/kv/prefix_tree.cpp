@@ -57,7 +57,7 @@ PrefixTree::~PrefixTree() {
     Node* node = stack.back();
     stack.pop_back();
     for (BlockId id : node->blocks) {
-      if (id != kNoBlock) pool_->Unref(id);
+      if (id != kNoBlock) pool_->UnrefCached(id);
     }
     for (auto& [key, child] : node->children) stack.push_back(child.get());
   }
@@ -170,7 +170,7 @@ void PrefixTree::Insert(std::span<const std::int32_t> tokens, std::span<const Ad
       BlockId& mine = child->blocks[static_cast<std::size_t>(g)];
       const BlockId theirs = seq.block(g, i);
       if (mine == kNoBlock && theirs != kNoBlock) {
-        pool_->Ref(theirs);
+        pool_->RefCached(theirs);
         mine = theirs;
       }
     }
@@ -191,7 +191,7 @@ bool PrefixTree::Evictable(const Node& node) const {
 
 void PrefixTree::Free(Node* node) {
   for (BlockId id : node->blocks) {
-    if (id != kNoBlock) pool_->Unref(id);
+    if (id != kNoBlock) pool_->UnrefCached(id);
   }
   Node* parent = node->parent;
   parent->children.erase(node->key);  // destroys `node`
@@ -234,7 +234,7 @@ bool PrefixTree::EvictOne() {
   for (std::size_t g = 0; g < victim->blocks.size(); ++g) {
     BlockId& id = victim->blocks[g];
     if (layout.group_sliding[g] && id != kNoBlock && pool_->refcount(id) == 1) {
-      pool_->Unref(id);
+      pool_->UnrefCached(id);
       id = kNoBlock;
     }
   }
@@ -264,16 +264,6 @@ std::int64_t PrefixTree::blocks_held() const {
   return held;
 }
 
-std::int64_t PrefixTree::blocks_cached_only() const {
-  std::int64_t only = 0;
-  std::vector<const Node*> stack{root_.get()};
-  while (!stack.empty()) {
-    const Node* node = stack.back();
-    stack.pop_back();
-    for (BlockId id : node->blocks) only += id != kNoBlock && pool_->refcount(id) == 1 ? 1 : 0;
-    for (const auto& [key, child] : node->children) stack.push_back(child.get());
-  }
-  return only;
-}
+std::int64_t PrefixTree::blocks_cached_only() const { return pool_->num_cached_only(); }
 
 }  // namespace fgnet::kv

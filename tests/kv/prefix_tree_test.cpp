@@ -5,6 +5,7 @@
 
 #include "kv/prefix_tree.h"
 
+#include <set>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -202,6 +203,53 @@ TEST_F(PrefixTreeTest, APoolRunningDryEvictsCachedBlocks) {
   EXPECT_LT(tree_.num_nodes(), 10);
   big.Release();
   tree_.EvictAll();
+  EXPECT_EQ(blocks_.num_free(), blocks_.num_blocks());
+}
+
+// The blocks held and not by any of `live` (with no pinned prefix: held by the tree alone).
+std::int64_t HeldByNoSequence(const BlockPool& pool,
+                              std::initializer_list<const PagedSequence*> live) {
+  std::set<BlockId> theirs;
+  for (const PagedSequence* seq : live) {
+    for (std::int64_t g = 0; g < pool.layout().num_groups(); ++g) {
+      for (std::int64_t b = 0; b < seq->num_blocks(); ++b) theirs.insert(seq->block(g, b));
+    }
+  }
+  std::int64_t only = 0;
+  for (BlockId id = 0; id < pool.num_blocks(); ++id) {
+    only += pool.refcount(id) > 0 && !theirs.contains(id) ? 1 : 0;
+  }
+  return only;
+}
+
+// The count of blocks only the tree holds follows every reference taken and dropped: the
+// sequences' as they insert, release and match, the tree's as it evicts.
+TEST_F(PrefixTreeTest, CountsTheBlocksOnlyItHolds) {
+  const auto tokens = RandomIds(48, KvTestConfig().vocab_size, 5);
+  PagedSequence first(blocks_);
+  PrefixTree::Cursor first_cursor;
+  for (std::size_t at = 0; at < tokens.size(); at += 4) {
+    ASSERT_TRUE(first.Reserve(4));
+    first.Advance(4);
+    tree_.Insert(tokens, {}, first, first_cursor);
+  }
+  // The sliding blocks the sequence dropped past its window are the tree's alone.
+  EXPECT_GT(tree_.blocks_cached_only(), 0);
+  EXPECT_EQ(tree_.blocks_cached_only(), HeldByNoSequence(blocks_, {&first}));
+  first.Release();
+  first_cursor.Release();
+  EXPECT_EQ(tree_.blocks_cached_only(), tree_.blocks_held());
+
+  PagedSequence hit(blocks_);
+  PrefixTree::Cursor cursor;
+  EXPECT_EQ(tree_.Match(tokens, {}, 40, hit, cursor), 40);
+  EXPECT_LT(tree_.blocks_cached_only(), tree_.blocks_held());
+  EXPECT_EQ(tree_.blocks_cached_only(), HeldByNoSequence(blocks_, {&hit}));
+  hit.Release();
+  cursor.Release();
+  EXPECT_EQ(tree_.blocks_cached_only(), tree_.blocks_held());
+  tree_.EvictAll();
+  EXPECT_EQ(tree_.blocks_cached_only(), 0);
   EXPECT_EQ(blocks_.num_free(), blocks_.num_blocks());
 }
 
