@@ -13,7 +13,8 @@
 // Memory (backend/device.h) on the device the model runs on (Model::AllocateKV): the pool itself
 // only keeps counts and ids, so block pointers are in that device's address space and only the CPU
 // backend reads them from the host. A block is free (refcount 0), or referenced by sequences,
-// pinned prefixes and the prefix tree, each holding one reference.
+// pinned prefixes and the prefix tree, each holding one reference; the tree's are counted apart
+// (RefCached), so that the blocks only it holds are known without walking it.
 //
 // When the pool runs dry, Allocate() asks its reclaimer (the prefix tree, which evicts its least
 // recently used unreferenced blocks) before it fails.
@@ -106,14 +107,14 @@ class BlockPool {
   const Memory& memory() const { return *memory_; }
 
  private:
-  KVLayout layout_;
-  std::unique_ptr<Memory> memory_;
   // Whether every reference of block i is the prefix cache's (and it has one).
   bool CachedOnly(std::size_t i) const { return cache_refs_[i] > 0 && cache_refs_[i] == refs_[i]; }
   // Adds `refs` references to block `id`, `cache_refs` of them the prefix cache's (either may be
   // negative), keeping cached_only_ and the free list.
   void Count(BlockId id, std::int32_t refs, std::int32_t cache_refs);
 
+  KVLayout layout_;
+  std::unique_ptr<Memory> memory_;
   std::vector<std::int32_t> refs_;
   std::vector<std::int32_t> cache_refs_;  // of refs_, the prefix cache's
   std::int64_t cached_only_ = 0;
