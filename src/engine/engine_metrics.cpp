@@ -61,6 +61,8 @@ Json EngineMetrics::ToJson() const {
           {"generated_tokens", generated_tokens},
           {"steps", steps},
           {"step_tokens", step_tokens},
+          {"step_ms", step_ms},
+          {"forward_ms", forward_ms},
           {"grammar", {{"masks", grammar_masks}, {"mask_ms", grammar_mask_ms}}},
           {"time_to_first_token", time_to_first_token.ToJson()},
           {"time_per_output_token", time_per_output_token.ToJson()}};

@@ -47,6 +47,10 @@ struct EngineMetrics {
   std::uint64_t prompt_tokens = 0, cached_prompt_tokens = 0;  // hit rate = cached / prompt
   std::uint64_t generated_tokens = 0;
   std::uint64_t steps = 0, step_tokens = 0;
+  // Wall time of the scheduler's steps that ran a forward pass (from picking the batch to
+  // streaming its tokens), and of it the model's forward passes: their difference is the
+  // scheduler's own time.
+  double step_ms = 0, forward_ms = 0;
   // Constrained decoding: token masks applied (or handed to the model as a bitset), and the time
   // spent computing and applying them.
   std::uint64_t grammar_masks = 0;

@@ -335,14 +335,22 @@ bool Scheduler::Step() {
   if (steps_.empty()) return false;
   ++step_count_;
 
+  const Clock::time_point forward_start = Clock::now();
   const Status status = model_.ForwardBatch(steps_, threads_, scratch_);
   {
     std::lock_guard lock(metrics_mu_);
     ++metrics_.steps;
     for (const SequenceStep& s : steps_) metrics_.step_tokens += s.tokens.size();
+    metrics_.forward_ms += Ms(Clock::now() - forward_start);
   }
+  // The step's wall time, counted once its tokens are streamed.
+  const auto count_step = [this, now] {
+    std::lock_guard lock(metrics_mu_);
+    metrics_.step_ms += Ms(Clock::now() - now);
+  };
   if (!status.ok()) {
     for (auto& [g, m] : step_members_) Finish(*g, "error", status.error());
+    count_step();
     return true;
   }
   for (std::size_t i = 0; i < step_members_.size(); ++i) {
@@ -366,6 +374,7 @@ bool Scheduler::Step() {
       Sample(*g);
     }
   }
+  count_step();
   return true;
 }
 

@@ -119,6 +119,9 @@ TEST_F(ServingTest, ABatchOf32MixedAdapterRequestsEqualsEachAlone) {
   EXPECT_EQ(m.requests_finished, 32u);
   EXPECT_EQ(m.per_adapter.at("a").requests, 7u);  // i % 5 == 1 for i < 32
   EXPECT_LT(m.steps, 32u * 12u);                  // requests shared forward passes
+  // The steps' wall time holds their forward passes and the scheduler's own work.
+  EXPECT_GT(m.forward_ms, 0.0);
+  EXPECT_GT(m.step_ms, m.forward_ms);
   ExpectAllBlocksFree(*engine);
 }
 

@@ -23,10 +23,17 @@ std::vector<std::int32_t> RandomIds(std::int64_t n, std::int64_t vocab, std::uin
   return BenchPromptIds(n, vocab, seed, /*stream=*/0x5e7e);
 }
 
+// A decode run's rate, and the scheduler's own time a step (its steps' wall time less the model's
+// forward passes, from the engine's metrics).
+struct DecodeRate {
+  double tokens_per_s = 0;
+  double scheduler_us_per_step = 0;
+};
+
 // Decode tokens/s of `n` concurrent greedy sequences (with adapters 0..n-1 when `adapters`).
-Result<double> DecodeRun(Engine& engine, const Gemma3Config& config, std::int64_t n, bool adapters,
-                         const ServeBenchOptions& o, std::uint64_t seed,
-                         std::int64_t decode_tokens) {
+Result<DecodeRate> DecodeRun(Engine& engine, const Gemma3Config& config, std::int64_t n,
+                             bool adapters, const ServeBenchOptions& o, std::uint64_t seed,
+                             std::int64_t decode_tokens) {
   std::vector<RequestHandle> handles;
   handles.reserve(static_cast<std::size_t>(n));
   for (std::int64_t i = 0; i < n; ++i) {
@@ -57,8 +64,15 @@ Result<double> DecodeRun(Engine& engine, const Gemma3Config& config, std::int64_
   const double seconds = Seconds(start, Clock::now());
   const EngineMetrics after = engine.Metrics();
   const auto tokens = static_cast<double>(after.generated_tokens - before.generated_tokens);
-  if (seconds <= 0 || tokens <= 0) return 0.0;
-  return tokens / seconds;
+  DecodeRate rate;
+  if (seconds <= 0 || tokens <= 0) return rate;
+  rate.tokens_per_s = tokens / seconds;
+  if (after.steps > before.steps) {
+    rate.scheduler_us_per_step =
+        1e3 * ((after.step_ms - before.step_ms) - (after.forward_ms - before.forward_ms)) /
+        static_cast<double>(after.steps - before.steps);
+  }
+  return rate;
 }
 
 Status MeasureDecode(Engine& engine, const Gemma3Config& config, AdapterRegistry* registry,
@@ -78,7 +92,8 @@ Status MeasureDecode(Engine& engine, const Gemma3Config& config, AdapterRegistry
   }
   // Warm-up: pages in the weights and the KV pool.
   log << "warming up\n";
-  FGNET_ASSIGN_OR_RETURN(const double warm, DecodeRun(engine, config, 1, adapters, o, o.seed, 4));
+  FGNET_ASSIGN_OR_RETURN(const DecodeRate warm,
+                         DecodeRun(engine, config, 1, adapters, o, o.seed, 4));
   (void)warm;
   std::uint64_t run = 1;
   for (std::int64_t n : o.concurrency) {
@@ -86,15 +101,18 @@ Status MeasureDecode(Engine& engine, const Gemma3Config& config, AdapterRegistry
     d.sequences = n;
     for (int r = 0; r < o.repeat; ++r) {
       log << "decode: " << n << " sequences x " << o.decode_tokens << " tokens, base model\n";
-      FGNET_ASSIGN_OR_RETURN(const double base, DecodeRun(engine, config, n, false, o,
-                                                          o.seed + run++, o.decode_tokens));
-      d.base_tokens_per_s = std::max(d.base_tokens_per_s, base);
+      FGNET_ASSIGN_OR_RETURN(const DecodeRate base, DecodeRun(engine, config, n, false, o,
+                                                              o.seed + run++, o.decode_tokens));
+      if (base.tokens_per_s > d.base_tokens_per_s) {
+        d.base_tokens_per_s = base.tokens_per_s;
+        d.base_scheduler_us = base.scheduler_us_per_step;
+      }
       if (adapters) {
         log << "decode: " << n << " sequences x " << o.decode_tokens << " tokens, " << n
             << " adapters\n";
-        FGNET_ASSIGN_OR_RETURN(const double lora, DecodeRun(engine, config, n, true, o,
-                                                            o.seed + run++, o.decode_tokens));
-        d.adapter_tokens_per_s = std::max(d.adapter_tokens_per_s, lora);
+        FGNET_ASSIGN_OR_RETURN(const DecodeRate lora, DecodeRun(engine, config, n, true, o,
+                                                                o.seed + run++, o.decode_tokens));
+        d.adapter_tokens_per_s = std::max(d.adapter_tokens_per_s, lora.tokens_per_s);
       }
     }
     result->decode.push_back(d);
@@ -304,6 +322,8 @@ std::vector<Measurement> ServeMeasurements(const ServeBenchResult& r, const Serv
     const std::string sequences = n + " sequence" + plural;
     rows.push_back(
         {"decode, " + sequences + ", base", d.base_tokens_per_s, "tokens/s", decode_notes});
+    rows.push_back({"scheduler time a decode step, " + sequences, d.base_scheduler_us, "us",
+                    "of the base run above: the engine's steps less the model's forward passes"});
     if (o.lora_rank > 0) {
       rows.push_back({"decode, " + sequences + ", " + n + " adapter" + plural,
                       d.adapter_tokens_per_s, "tokens/s",

@@ -48,6 +48,8 @@ struct DecodeThroughput {
   std::int64_t sequences = 0;
   double base_tokens_per_s = 0;
   double adapter_tokens_per_s = 0;  // 0 without adapters
+  // The engine's own time a step of the fastest base run, outside the model's forward passes (us).
+  double base_scheduler_us = 0;
   // Extra decode time the adapters cost: base / adapter - 1, in percent.
   double overhead_percent() const {
     return adapter_tokens_per_s > 0 ? 100.0 * (base_tokens_per_s / adapter_tokens_per_s - 1.0)
