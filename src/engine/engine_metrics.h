@@ -49,7 +49,8 @@ struct EngineMetrics {
   std::uint64_t steps = 0, step_tokens = 0;
   // Wall time of the scheduler's steps that ran a forward pass (from picking the batch to
   // streaming its tokens), and of it the model's forward passes: their difference is the
-  // scheduler's own time.
+  // scheduler's own time. Both are added as a step ends, after `steps` counts it (a snapshot
+  // taken meanwhile lacks that step's times).
   double step_ms = 0, forward_ms = 0;
   // Constrained decoding: token masks applied (or handed to the model as a bitset), and the time
   // spent computing and applying them.

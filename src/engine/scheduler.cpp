@@ -337,16 +337,18 @@ bool Scheduler::Step() {
 
   const Clock::time_point forward_start = Clock::now();
   const Status status = model_.ForwardBatch(steps_, threads_, scratch_);
+  const double forward_ms = Ms(Clock::now() - forward_start);
   {
     std::lock_guard lock(metrics_mu_);
     ++metrics_.steps;
     for (const SequenceStep& s : steps_) metrics_.step_tokens += s.tokens.size();
-    metrics_.forward_ms += Ms(Clock::now() - forward_start);
   }
-  // The step's wall time, counted once its tokens are streamed.
-  const auto count_step = [this, now] {
+  // The step's wall time and its forward pass's, counted together once its tokens are streamed,
+  // so that a snapshot holds both or neither.
+  const auto count_step = [this, now, forward_ms] {
     std::lock_guard lock(metrics_mu_);
     metrics_.step_ms += Ms(Clock::now() - now);
+    metrics_.forward_ms += forward_ms;
   };
   if (!status.ok()) {
     for (auto& [g, m] : step_members_) Finish(*g, "error", status.error());
