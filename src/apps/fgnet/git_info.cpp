@@ -119,11 +119,7 @@ GitInfo DescribeGitCommit(const std::string& repo_root, std::string_view build_c
   Result<GitInfo> checkout =
       repo_root.empty() ? Result<GitInfo>(MakeError("no checkout")) : ReadGitCheckout(repo_root);
   const std::string_view built = TrimLine(build_commit);
-  const bool known =
-      !built.empty() && built != "unknown" && std::all_of(built.begin(), built.end(), [](char c) {
-        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-      });
-  if (!known) return checkout.ok() ? std::move(checkout).value() : GitInfo{};
+  if (!IsObjectName(built)) return checkout.ok() ? std::move(checkout).value() : GitInfo{};
   if (checkout.ok() && checkout->commit == built) return std::move(checkout).value();
   GitInfo info;
   info.commit = std::string(built);

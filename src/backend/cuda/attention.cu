@@ -68,6 +68,8 @@ using attention_internal::Score;
 using attention_internal::Slices;
 using attention_internal::VisibleFrom;
 using internal::AllowDependents;
+using internal::ClusterArriveRelaxed;
+using internal::ClusterWait;
 using internal::DependentLaunchSupported;
 using internal::kFullMask;
 using internal::Launch;
@@ -120,7 +122,7 @@ __device__ __forceinline__ void PrefetchKeysToL2(const Geometry& g, const std::i
   }
 }
 
-// Most slices a row's keys take when its CTAs merge them in a cluster (ClusterMerge): the
+// Most slices a row's keys take when its CTAs merge them in a cluster (ClusterMergeOwned): the
 // non-portable cluster size of sm_90 (8 or 4 where a device cannot hold it, MaxCluster).
 constexpr int kMaxClusterSlices = 16;
 
@@ -207,19 +209,6 @@ __device__ __forceinline__ ClusterPlace PlaceInCluster(int outputs) {
   p.share = (outputs + p.n - 1) / p.n;
 #endif
   return p;
-}
-
-// Cluster barrier halves (sm_90+): every thread of the cluster arrives, then waits for all.
-__device__ __forceinline__ void ClusterArriveRelaxed() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
-#endif
-}
-
-__device__ __forceinline__ void ClusterWait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
-#endif
 }
 
 // kClusterWarps > 0: CTAs of that many warps, the row's slices one cluster of CTAs that merge them
@@ -537,9 +526,9 @@ Plan MakePlan(const PassRows& pass, const AttentionShape& shape, const DeviceInf
   // each warp's chain of dependent work: the smallest count that keeps the pass within
   // kWideClusterPairs (row, kv head, subgroup) triples and kMaxSubgroupKeys reads of key rows.
   p.kg = group % 4 == 0 ? 4 : group % 2 == 0 ? 2 : 1;
-  for (int kg = 1; kg < p.kg; kg *= 2) {
+  for (int kg = 1; kg < p.kg; kg *= 2) {  // divisors of group, as p.kg is
     const std::int64_t triples = std::int64_t{pass.rows} * shape.kv_heads * (group / kg);
-    if (group % kg == 0 && triples <= kWideClusterPairs && triples * max_keys <= kMaxSubgroupKeys) {
+    if (triples <= kWideClusterPairs && triples * max_keys <= kMaxSubgroupKeys) {
       p.kg = kg;
       break;
     }

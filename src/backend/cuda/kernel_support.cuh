@@ -1,6 +1,6 @@
 // Helpers shared by the CUDA kernels: the full warp mask, the split of f32 values into two BF16
 // terms, programmatic dependent launch (sm_90+), by which a kernel may start while the previous
-// kernel of its stream finishes, and launches in thread-block clusters (sm_90+).
+// kernel of its stream finishes, and launches in thread-block clusters and their barrier (sm_90+).
 // Thread-safety: DependentLaunchSupported is reentrant (one cached query per device).
 #pragma once
 
@@ -55,6 +55,22 @@ __device__ __forceinline__ void WaitPrior() {
 __device__ __forceinline__ void AllowDependents() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// The halves of a thread-block cluster's barrier (sm_90+; no-ops before): every thread of the
+// cluster arrives (relaxed: ordering no memory access), then waits for all to have arrived; a
+// phase begun early is waited for where it is needed (every CTA of the cluster has started before
+// any reaches into another's shared memory).
+__device__ __forceinline__ void ClusterArriveRelaxed() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void ClusterWait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
 #endif
 }
 
