@@ -1,7 +1,8 @@
 // Perf mode of the CUDA matrix products (FGNET_CUDA_PERF=1; no assertions beyond the calls
 // succeeding): CudaMatMulTest.Perf prints the time of the 270M model's shapes on both paths and of
 // LoraApply; PerfFusedDecode the per-layer decode time of the fused products, and of q/k/v staging
-// a residual input, against separate calls, as 18 layers captured in a CUDA graph.
+// a residual input, against separate calls, as 18 layers captured in a CUDA graph;
+// PerfAdaptedDecode that of q/k/v with 16 adapters, with and without the shrink.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -162,6 +163,80 @@ TEST_F(CudaMatMulTest, PerfFusedDecode) {
         "| "
         "%.2f | %.2f | %.2fx |\n",
         rows, norm_separate / n, norm_staged / n, norm_separate / norm_staged);
+  }
+  made = MatMulContext::Create();  // releases the context on `stream`
+  cudaStreamDestroy(stream);
+}
+
+// The adapters' updates of the q/k/v products of 18 layers (16 adapters of rank 16 on all three,
+// a row each), per layer: none; with a LoraShrink launch before the products; and the products
+// with their epilogue alone (t computed beforehand): its cost without the shrink.
+TEST_F(CudaMatMulTest, PerfAdaptedDecode) {
+  if (!PerfRequested()) GTEST_SKIP() << "set FGNET_CUDA_PERF=1";
+  constexpr std::size_t kLayers = 18, kIn = 640, kAdapters = 16;
+  constexpr std::int32_t kRank = 16;
+  const std::size_t outs[3] = {1024, 256, 256};
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  auto made = MatMulContext::Create(stream);
+  ASSERT_TRUE(made.ok()) << made.error().message();
+  MatMulContext& ctx = *made;
+  std::vector<DeviceBuffer<std::uint16_t>> w;
+  std::vector<DeviceBuffer<float>> ab;
+  std::vector<LoraGroup> groups;  // [layer][site][adapter]
+  for (std::size_t l = 0; l < kLayers; ++l) {
+    for (std::size_t site = 0; site < 3; ++site) {
+      w.push_back(Upload(rng_.BF16(outs[site] * kIn, 0.05f)));
+      for (std::size_t g = 0; g < kAdapters; ++g) {
+        ab.push_back(Upload(rng_.Floats(kRank * kIn, 0.05f)));
+        ab.push_back(Upload(rng_.Floats(outs[site] * kRank, 0.05f)));
+        groups.push_back(
+            {ab[ab.size() - 2].data(), ab.back().data(), kRank, static_cast<std::int32_t>(g), 1});
+      }
+    }
+  }
+  const DeviceBuffer<LoraGroup> d_groups = Upload(groups);
+  const DeviceBuffer<float> d_x = Upload(rng_.Floats(kAdapters * kIn));
+  std::vector<DeviceBuffer<float>> y;
+  for (std::size_t site = 0; site < 3; ++site) y.push_back(Upload(rng_.Floats(16 * outs[site])));
+  auto flush = DeviceBuffer<std::uint8_t>::Allocate(256u << 20);
+  ASSERT_TRUE(flush.ok());
+  std::printf(
+      "\ndevice: %s; q/k/v of %zu layers, 16 adapters of rank 16 (a row each), in a CUDA graph "
+      "(L2 flushed; median of 21), us per layer\n",
+      device_name_.c_str(), kLayers);
+  std::printf("| rows | plain | shrink + epilogue | epilogue alone |\n|---|---|---|---|\n");
+  for (std::size_t rows : {1u, 4u, 8u, 16u}) {
+    const auto n = static_cast<std::int32_t>(rows);
+    const DeviceBuffer<std::int32_t> d_rows = Upload(Range(0, n)), d_adapter = Upload(Range(0, n));
+    const DeviceBuffer<float> d_scale = Upload(std::vector<float>(rows, 0.5f));
+    DeviceBuffer<float> d_t = Upload(std::vector<float>(kLayers * 3 * rows * kRank, 0.0f));
+    // mode: 0 plain; 1 the shrink and the epilogue; 2 the epilogue alone.
+    const auto run = [&](int mode) {
+      for (std::size_t l = 0; l < kLayers; ++l) {
+        const LoraGroup* lg = d_groups.data() + l * 3 * kAdapters;
+        float* t = d_t.data() + l * 3 * rows * kRank;
+        std::array<MatMulContext::MatMulOutput, 3> o{};
+        LoraEpilogue e;
+        e.rows = {d_rows.data(), 1, d_adapter.data(), d_scale.data(), kRank};
+        for (std::size_t s = 0; s < 3; ++s) {
+          o[s] = {w[3 * l + s].data(), outs[s], y[s].data()};
+          e.sites[s] = {lg + s * kAdapters, t + s * rows * kRank};
+        }
+        if (mode == 1 && !LoraShrink(d_x.data(), kIn, kIn, lg, 3 * kAdapters, kAdapters, kRank,
+                                     d_rows.data(), n, t, stream)
+                              .ok()) {
+          return false;
+        }
+        if (!ctx.MatMulMany(d_x.data(), rows, kIn, o, mode == 0 ? nullptr : &e).ok()) return false;
+      }
+      return true;
+    };
+    double us[3];
+    for (int mode = 0; mode < 3; ++mode) {
+      us[mode] = GraphMedianMicros([&] { return run(mode); }, stream, *flush) / kLayers;
+    }
+    std::printf("| %zu | %.2f | %.2f | %.2f |\n", rows, us[0], us[1], us[2]);
   }
   made = MatMulContext::Create();  // releases the context on `stream`
   cudaStreamDestroy(stream);
