@@ -55,7 +55,7 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     return cuda::LoraApply(in, ldx, in_dim, out, out_dim, out_dim,
                            d_lora_groups + shape.site_first[site], shape.site_count[site],
                            shape.site_rank[site], d_lora_rows, d_lora_scales, shape.lora_rows,
-                           lora_ws.as<float>(), stream);
+                           lora_ws.as<float>(), stream, shape.lora_group_rows);
   };
   const auto has_lora = [&](std::size_t layer, LoraModule module) {
     const std::size_t site = layer * kNumLoraModules + static_cast<std::size_t>(module);
@@ -85,10 +85,11 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     if (residual != nullptr) {
       return cuda::LoraShrinkOfResidual(*residual, c, in_dim, normed, site_groups, num_groups,
                                         n_adapters, shape.max_rank, d_lora_rows, shape.lora_rows,
-                                        lora_ws.as<float>(), stream);
+                                        lora_ws.as<float>(), stream, shape.lora_group_rows);
     }
     return cuda::LoraShrink(in, in_dim, in_dim, site_groups, num_groups, n_adapters, shape.max_rank,
-                            d_lora_rows, shape.lora_rows, lora_ws.as<float>(), stream);
+                            d_lora_rows, shape.lora_rows, lora_ws.as<float>(), stream,
+                            shape.lora_group_rows);
   };
   // The many-row path: the shrink, then one expand of all the sites into their outputs `sites`.
   const auto apply_lora_many = [&](std::size_t layer, std::initializer_list<LoraModule> modules,
@@ -97,9 +98,10 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
     if (!any_lora(layer, modules)) return Ok();
     FGNET_TRY(shrink_sites(layer, modules, in, in_dim));
     const std::size_t first = layer * kNumLoraModules + static_cast<std::size_t>(*modules.begin());
-    return cuda::LoraExpand(
-        std::span(sites.begin(), sites.size()), d_lora_groups + shape.site_first[first], n_adapters,
-        shape.max_rank, d_lora_rows, d_lora_scales, shape.lora_rows, lora_ws.as<float>(), stream);
+    return cuda::LoraExpand(std::span(sites.begin(), sites.size()),
+                            d_lora_groups + shape.site_first[first], n_adapters, shape.max_rank,
+                            d_lora_rows, d_lora_scales, shape.lora_rows, lora_ws.as<float>(),
+                            stream, shape.lora_group_rows);
   };
   // The epilogue path: the shrink, then `epilogue` names each site's groups and shrink result
   // (none where no adapter touches the module) for the products to add. With `residual`, `in` is

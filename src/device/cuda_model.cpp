@@ -396,6 +396,10 @@ Status CudaModel::Impl::RunPass(std::span<const PassSegment> segments) const {
     }
     shape.max_rank = *std::max_element(shape.site_rank.begin(), shape.site_rank.end());
     shape.lora_adapters = static_cast<std::int32_t>(lora.size());
+    for (const HostLoraGroup& g : lora) {
+      shape.lora_group_rows =
+          std::max(shape.lora_group_rows, static_cast<std::int32_t>(g.rows.size()));
+    }
   }
   shape.lora_rows = static_cast<std::int32_t>(lora_rows.size());
   // Decode-sized passes add the adapters' updates in the products' epilogue: per row the entries

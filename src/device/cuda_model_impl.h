@@ -201,16 +201,17 @@ struct PassShape {
   std::int32_t lora_rows = 0, max_rank = 0;
   std::vector<std::int32_t> site_first, site_count, site_rank;  // per (layer, module); empty
                                                                 // without adapters
-  std::int32_t lora_adapters = 0;  // adapters of the pass (groups a site)
-  bool lora_epilogue = false;      // adapters' updates in the products' epilogue
-  std::int32_t lora_per_row = 0;   // then: most adapters of one row
+  std::int32_t lora_adapters = 0;    // adapters of the pass (groups a site)
+  std::int32_t lora_group_rows = 0;  // most rows one adapter has (the grouped launches' grids)
+  bool lora_epilogue = false;        // adapters' updates in the products' epilogue
+  std::int32_t lora_per_row = 0;     // then: most adapters of one row
 
   std::string Key() const {
     std::string key;
     const auto put = [&key](std::int32_t v) { key.append(reinterpret_cast<const char*>(&v), 4); };
     for (std::int32_t v : {rows, seqs, max_pos, logit_rows, std::int32_t{argmax},
                            std::int32_t{full}, std::int32_t{top}, std::int32_t{filter}, lora_rows,
-                           max_rank, std::int32_t{lora_epilogue}, lora_per_row}) {
+                           max_rank, std::int32_t{lora_epilogue}, lora_per_row, lora_group_rows}) {
       put(v);
     }
     for (const auto* list : {&site_count, &site_rank})

@@ -32,7 +32,8 @@ struct LoraCase {
 };
 
 // Applies the groups on the device to y (random, poisoned nowhere: every row must keep its value
-// unless a group updates it) and compares with the double reference.
+// unless a group updates it) and compares with the double reference, launching blocks for all
+// rows of each group and for only as many as the largest group has (`group_rows`).
 void CheckLora(const LoraCase& c, Uniform& rng) {
   const std::vector<float> x = rng.Floats(c.batch * c.ldx);
   const std::vector<float> y0 = rng.Floats(c.batch * c.ldy, 2.0f);
@@ -69,17 +70,25 @@ void CheckLora(const LoraCase& c, Uniform& rng) {
   const auto total_rows = static_cast<std::int32_t>(row_index.size());
   auto d_groups = DeviceBuffer<LoraGroup>::FromHost(groups);
   ASSERT_TRUE(d_groups.ok());
-  DeviceBuffer<float> d_x = up(x), d_y = up(y0);
+  DeviceBuffer<float> d_x = up(x);
   DeviceBuffer<std::int32_t> d_rows = up(row_index);
   DeviceBuffer<float> d_scales = up(row_scale);
-  DeviceBuffer<float> d_ws =
-      up(std::vector<float>(static_cast<std::size_t>(max_rank) * total_rows, std::nanf("")));
-  const Status s = LoraApply(d_x.data(), c.ldx, c.in, d_y.data(), c.ldy, c.out, d_groups->data(),
-                             static_cast<std::int32_t>(groups.size()), max_rank, d_rows.data(),
-                             d_scales.data(), total_rows, d_ws.data());
-  ASSERT_TRUE(s.ok()) << s.error().message();
-  auto got = d_y.ToHost();
-  ASSERT_TRUE(got.ok());
+  // Launches for all rows of each group, and for the most rows a group has.
+  std::int32_t group_rows = 0;
+  for (const LoraGroup& g : groups) group_rows = std::max(group_rows, g.count);
+  std::vector<std::vector<float>> results;
+  for (const std::int32_t rows_a_group : {0, group_rows}) {
+    DeviceBuffer<float> d_y = up(y0);
+    DeviceBuffer<float> d_ws =
+        up(std::vector<float>(static_cast<std::size_t>(max_rank) * total_rows, std::nanf("")));
+    const Status s = LoraApply(d_x.data(), c.ldx, c.in, d_y.data(), c.ldy, c.out, d_groups->data(),
+                               static_cast<std::int32_t>(groups.size()), max_rank, d_rows.data(),
+                               d_scales.data(), total_rows, d_ws.data(), nullptr, rows_a_group);
+    ASSERT_TRUE(s.ok()) << s.error().message();
+    auto got = d_y.ToHost();
+    ASSERT_TRUE(got.ok());
+    results.push_back(std::move(*got));
+  }
 
   std::vector<double> want(y0.begin(), y0.end());
   std::vector<double> mag(y0.size());
@@ -107,9 +116,11 @@ void CheckLora(const LoraCase& c, Uniform& rng) {
       }
     }
   }
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    ASSERT_NEAR((*got)[i], want[i], 1e-5 * mag[i] + 1e-30)
-        << "row " << i / c.ldy << " column " << i % c.ldy;
+  for (const std::vector<float>& got : results) {
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      ASSERT_NEAR(got[i], want[i], 1e-5 * mag[i] + 1e-30)
+          << "row " << i / c.ldy << " column " << i % c.ldy;
+    }
   }
 }
 

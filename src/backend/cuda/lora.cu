@@ -245,6 +245,11 @@ __global__ void __launch_bounds__(kExpandThreads)
   }
 }
 
+// The rows a launch takes of each group: `group_rows` where it is set (and at most total_rows).
+std::int32_t GroupRows(std::int32_t group_rows, std::int32_t total_rows) {
+  return group_rows > 0 ? std::min(group_rows, total_rows) : total_rows;
+}
+
 Status CheckLoraSizes(const char* what, std::int32_t num_groups, std::int32_t max_rank,
                       std::int32_t total_rows) {
   if (max_rank <= 0 || max_rank > 1024) {
@@ -263,10 +268,10 @@ Status CheckLoraSizes(const char* what, std::int32_t num_groups, std::int32_t ma
 Status LaunchShrink(const float* x, std::size_t ldx, std::size_t in, const LoraGroup* groups,
                     std::int32_t num_groups, std::int32_t groups_per_slot, std::int32_t max_rank,
                     const std::int32_t* row_index, std::int32_t total_rows, float* workspace,
-                    Stream stream, const ResidualInput& residual = {}, float* normed = nullptr,
-                    std::int32_t pass_rows = 0) {
+                    Stream stream, std::int32_t group_rows, const ResidualInput& residual = {},
+                    float* normed = nullptr, std::int32_t pass_rows = 0) {
   const bool norm = residual.delta != nullptr;
-  const std::int32_t chunks = std::max(total_rows, norm ? pass_rows : 0);
+  const std::int32_t chunks = std::max(GroupRows(group_rows, total_rows), norm ? pass_rows : 0);
   const dim3 grid(static_cast<unsigned>((chunks + kLoraRows - 1) / kLoraRows),
                   static_cast<unsigned>((max_rank + kShrinkWarps - 1) / kShrinkWarps),
                   static_cast<unsigned>(num_groups + (norm ? 1 : 0)));
@@ -287,7 +292,7 @@ Status LaunchShrink(const float* x, std::size_t ldx, std::size_t in, const LoraG
 Status LaunchExpand(std::span<const LoraExpandSite> sites, const LoraGroup* groups,
                     std::int32_t num_groups, std::int32_t groups_per_slot, std::int32_t max_rank,
                     const std::int32_t* row_index, const float* row_scale, std::int32_t total_rows,
-                    const float* workspace, Stream stream) {
+                    const float* workspace, Stream stream, std::int32_t group_rows) {
   ExpandSites e{};
   std::size_t most = 0;
   for (std::size_t i = 0; i < sites.size(); ++i) {
@@ -296,9 +301,10 @@ Status LaunchExpand(std::span<const LoraExpandSite> sites, const LoraGroup* grou
     e.out[i] = static_cast<int>(sites[i].out);
     most = std::max(most, sites[i].out);
   }
-  const dim3 grid(static_cast<unsigned>((most + kExpandThreads - 1) / kExpandThreads),
-                  static_cast<unsigned>((total_rows + kLoraRows - 1) / kLoraRows),
-                  static_cast<unsigned>(num_groups));
+  const dim3 grid(
+      static_cast<unsigned>((most + kExpandThreads - 1) / kExpandThreads),
+      static_cast<unsigned>((GroupRows(group_rows, total_rows) + kLoraRows - 1) / kLoraRows),
+      static_cast<unsigned>(num_groups));
   const std::size_t smem = static_cast<std::size_t>(kLoraRows) * max_rank * sizeof(float);
   LoraExpandKernel<<<grid, kExpandThreads, smem, stream>>>(
       e, groups, max_rank, row_index, row_scale, total_rows, groups_per_slot, workspace);
@@ -310,23 +316,24 @@ Status LaunchExpand(std::span<const LoraExpandSite> sites, const LoraGroup* grou
 Status LoraApply(const float* x, std::size_t ldx, std::size_t in, float* y, std::size_t ldy,
                  std::size_t out, const LoraGroup* groups, std::int32_t num_groups,
                  std::int32_t max_rank, const std::int32_t* row_index, const float* row_scale,
-                 std::int32_t total_rows, float* workspace, Stream stream) {
+                 std::int32_t total_rows, float* workspace, Stream stream,
+                 std::int32_t group_rows) {
   if (num_groups <= 0 || total_rows <= 0 || in == 0 || out == 0) return Ok();
   FGNET_TRY(CheckLoraSizes("cuda::LoraApply", num_groups, max_rank, total_rows));
   if (in > kMaxDim || out > kMaxDim) {
     return MakeError("cuda::LoraApply: sizes in ", in, ", out ", out, " are too large");
   }
   FGNET_TRY(LaunchShrink(x, ldx, in, groups, num_groups, num_groups, max_rank, row_index,
-                         total_rows, workspace, stream));
+                         total_rows, workspace, stream, group_rows));
   const LoraExpandSite site{y, ldy, out};
   return LaunchExpand(std::span(&site, 1), groups, num_groups, num_groups, max_rank, row_index,
-                      row_scale, total_rows, workspace, stream);
+                      row_scale, total_rows, workspace, stream, group_rows);
 }
 
 Status LoraShrink(const float* x, std::size_t ldx, std::size_t in, const LoraGroup* groups,
                   std::int32_t num_groups, std::int32_t groups_per_slot, std::int32_t max_rank,
                   const std::int32_t* row_index, std::int32_t total_rows, float* workspace,
-                  Stream stream) {
+                  Stream stream, std::int32_t group_rows) {
   if (num_groups <= 0 || total_rows <= 0 || in == 0) return Ok();
   FGNET_TRY(CheckLoraSizes("cuda::LoraShrink", num_groups, max_rank, total_rows));
   if (groups_per_slot <= 0) {
@@ -334,14 +341,14 @@ Status LoraShrink(const float* x, std::size_t ldx, std::size_t in, const LoraGro
   }
   if (in > kMaxDim) return MakeError("cuda::LoraShrink: the input size ", in, " is too large");
   return LaunchShrink(x, ldx, in, groups, num_groups, groups_per_slot, max_rank, row_index,
-                      total_rows, workspace, stream);
+                      total_rows, workspace, stream, group_rows);
 }
 
 Status LoraShrinkOfResidual(const ResidualInput& residual, std::size_t rows, std::size_t in,
                             float* normed, const LoraGroup* groups, std::int32_t num_groups,
                             std::int32_t groups_per_slot, std::int32_t max_rank,
                             const std::int32_t* row_index, std::int32_t total_rows,
-                            float* workspace, Stream stream) {
+                            float* workspace, Stream stream, std::int32_t group_rows) {
   constexpr const char* kWhat = "cuda::LoraShrinkOfResidual";
   if (rows == 0) return Ok();
   if (residual.delta == nullptr || residual.residual == nullptr || residual.updated == nullptr ||
@@ -367,14 +374,14 @@ Status LoraShrinkOfResidual(const ResidualInput& residual, std::size_t rows, std
   FGNET_TRY(CheckLoraSizes(kWhat, num_groups + 1, max_rank, total_rows));
   if (groups_per_slot <= 0) return MakeError(kWhat, ": ", groups_per_slot, " groups per slot");
   return LaunchShrink(nullptr, in, in, groups, num_groups, groups_per_slot, max_rank, row_index,
-                      total_rows, workspace, stream, residual, normed,
+                      total_rows, workspace, stream, group_rows, residual, normed,
                       static_cast<std::int32_t>(rows));
 }
 
 Status LoraExpand(std::span<const LoraExpandSite> sites, const LoraGroup* groups,
                   std::int32_t groups_per_slot, std::int32_t max_rank,
                   const std::int32_t* row_index, const float* row_scale, std::int32_t total_rows,
-                  const float* workspace, Stream stream) {
+                  const float* workspace, Stream stream, std::int32_t group_rows) {
   if (sites.empty() || total_rows <= 0 || groups_per_slot <= 0) return Ok();
   if (sites.size() > static_cast<std::size_t>(kMaxLoraSites)) {
     return MakeError("cuda::LoraExpand: ", sites.size(), " sites exceed ", kMaxLoraSites);
@@ -387,7 +394,7 @@ Status LoraExpand(std::span<const LoraExpandSite> sites, const LoraGroup* groups
     }
   }
   return LaunchExpand(sites, groups, num_groups, groups_per_slot, max_rank, row_index, row_scale,
-                      total_rows, workspace, stream);
+                      total_rows, workspace, stream, group_rows);
 }
 
 }  // namespace fgnet::cuda

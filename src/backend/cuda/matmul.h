@@ -166,13 +166,17 @@ class MatMulContext {
 };
 
 // The grouped shrink (t = A x) and expand (y += s B t) of every group at one site, in two
-// launches whatever the number of groups. groups [num_groups], row_index / row_scale [total rows]
-// and `workspace` (max_rank * total rows floats) are device memory. A row may appear in several
-// groups (a weighted mix of adapters); their updates add up.
+// launches whatever the number of groups. `group_rows`, where set, is the most rows a group has
+// (every group's count at most that; 0: total_rows): the launches take blocks for that many rows
+// of each group (a decode pass of one row an adapter launches a block a group, not total_rows / 8).
+// The same holds for LoraShrink, LoraShrinkOfResidual and LoraExpand. groups [num_groups],
+// row_index / row_scale [total rows] and `workspace` (max_rank * total rows floats) are device
+// memory. A row may appear in several groups (a weighted mix of adapters); their updates add up.
 Status LoraApply(const float* x, std::size_t ldx, std::size_t in, float* y, std::size_t ldy,
                  std::size_t out, const LoraGroup* groups, std::int32_t num_groups,
                  std::int32_t max_rank, const std::int32_t* row_index, const float* row_scale,
-                 std::int32_t total_rows, float* workspace, Stream stream = nullptr);
+                 std::int32_t total_rows, float* workspace, Stream stream = nullptr,
+                 std::int32_t group_rows = 0);
 
 // The shrinks of several sites that share x (q/k/v; gate/up) in one launch: groups [num_groups]
 // are `slots` consecutive runs of groups_per_slot, run s writing its t = A x into slot s of
@@ -180,7 +184,7 @@ Status LoraApply(const float* x, std::size_t ldx, std::size_t in, float* y, std:
 Status LoraShrink(const float* x, std::size_t ldx, std::size_t in, const LoraGroup* groups,
                   std::int32_t num_groups, std::int32_t groups_per_slot, std::int32_t max_rank,
                   const std::int32_t* row_index, std::int32_t total_rows, float* workspace,
-                  Stream stream = nullptr);
+                  Stream stream = nullptr, std::int32_t group_rows = 0);
 
 // RMSNormAddToNorm of the residual input's `rows` rows of `in` values (into `normed` [rows, in],
 // and the new residual rows into residual.updated, which must not be residual.residual), and
@@ -193,7 +197,7 @@ Status LoraShrinkOfResidual(const ResidualInput& residual, std::size_t rows, std
                             float* normed, const LoraGroup* groups, std::int32_t num_groups,
                             std::int32_t groups_per_slot, std::int32_t max_rank,
                             const std::int32_t* row_index, std::int32_t total_rows,
-                            float* workspace, Stream stream = nullptr);
+                            float* workspace, Stream stream = nullptr, std::int32_t group_rows = 0);
 
 // The expands of several sites that share their groups' rows (q/k/v; gate/up) in one launch, after
 // a LoraShrink of the same runs of groups: run s of groups_per_slot groups adds
@@ -207,6 +211,6 @@ struct LoraExpandSite {
 Status LoraExpand(std::span<const LoraExpandSite> sites, const LoraGroup* groups,
                   std::int32_t groups_per_slot, std::int32_t max_rank,
                   const std::int32_t* row_index, const float* row_scale, std::int32_t total_rows,
-                  const float* workspace, Stream stream = nullptr);
+                  const float* workspace, Stream stream = nullptr, std::int32_t group_rows = 0);
 
 }  // namespace fgnet::cuda
