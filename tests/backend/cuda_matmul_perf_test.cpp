@@ -1,8 +1,9 @@
 // Perf mode of the CUDA matrix products (FGNET_CUDA_PERF=1; no assertions beyond the calls
 // succeeding): CudaMatMulTest.Perf prints the time of the 270M model's shapes on both paths and of
-// LoraApply; PerfFusedDecode the per-layer decode time of the fused products, and of q/k/v staging
-// a residual input, against separate calls, as 18 layers captured in a CUDA graph;
-// PerfAdaptedDecode that of q/k/v with 16 adapters, with and without the shrink.
+// LoraApply (16 and 64 adapters, a row each); PerfFusedDecode the per-layer decode time of the
+// fused products, and of q/k/v staging a residual input, against separate calls, as 18 layers
+// captured in a CUDA graph; PerfAdaptedDecode that of q/k/v with 16 adapters, with and without the
+// shrink.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -277,33 +278,41 @@ TEST_F(CudaMatMulTest, Perf) {
                   Path(rows), us, bytes / us * 1e-3, flops / us * 1e-6);
     }
   }
-  // LoRA: 16 rows, each with its own rank-16 adapter.
+  // LoRA: 16 and 64 rows, each with its own rank-16 adapter; launches for all rows of each group
+  // and for the one it has (group_rows 1).
   std::printf(
-      "\n| LoRA site | in -> out | rows x adapters x rank | time us |\n|---|---|---|---|\n");
+      "\n| LoRA site | in -> out | rows x adapters x rank | time us | group_rows 1 |\n"
+      "|---|---|---|---|---|\n");
   const Named lora_shapes[] = {{"gate/up", 2048, 640}, {"down", 640, 2048}};
-  const int adapters = 16, rank = 16;
-  for (const Named& s : lora_shapes) {
-    std::vector<DeviceBuffer<float>> a, b;
-    std::vector<LoraGroup> groups;
-    for (int g = 0; g < adapters; ++g) {
-      a.push_back(Upload(rng_.Floats(rank * s.in, 0.05f)));
-      b.push_back(Upload(rng_.Floats(s.out * rank, 0.05f)));
-      groups.push_back(
-          {.a = a.back().data(), .b = b.back().data(), .rank = rank, .first = g, .count = 1});
+  constexpr int kRank = 16;
+  for (const int adapters : {16, 64}) {
+    for (const Named& s : lora_shapes) {
+      std::vector<DeviceBuffer<float>> a, b;
+      std::vector<LoraGroup> groups;
+      for (int g = 0; g < adapters; ++g) {
+        a.push_back(Upload(rng_.Floats(kRank * s.in, 0.05f)));
+        b.push_back(Upload(rng_.Floats(s.out * kRank, 0.05f)));
+        groups.push_back(
+            {.a = a.back().data(), .b = b.back().data(), .rank = kRank, .first = g, .count = 1});
+      }
+      DeviceBuffer<LoraGroup> d_groups = Upload(groups);
+      DeviceBuffer<std::int32_t> d_rows = Upload(Range(0, adapters));
+      DeviceBuffer<float> d_scales = Upload(std::vector<float>(adapters, 0.5f));
+      auto ws = DeviceBuffer<float>::Allocate(kRank * adapters);
+      ASSERT_TRUE(ws.ok());
+      double us[2];
+      for (const int group_rows : {0, 1}) {
+        us[group_rows] = MedianMicros(
+            [&] {
+              return LoraApply(d_x.data(), s.in, s.in, d_y->data(), s.out, s.out, d_groups.data(),
+                               adapters, kRank, d_rows.data(), d_scales.data(), adapters,
+                               ws->data(), nullptr, group_rows);
+            },
+            *flush);
+      }
+      std::printf("| %s | %zu -> %zu | %d x %d x %d | %.2f | %.2f |\n", s.name, s.in, s.out,
+                  adapters, adapters, kRank, us[0], us[1]);
     }
-    DeviceBuffer<LoraGroup> d_groups = Upload(groups);
-    DeviceBuffer<std::int32_t> d_rows = Upload(Range(0, adapters));
-    DeviceBuffer<float> d_scales = Upload(std::vector<float>(adapters, 0.5f));
-    auto ws = DeviceBuffer<float>::Allocate(rank * adapters);
-    ASSERT_TRUE(ws.ok());
-    const double us = MedianMicros(
-        [&] {
-          return LoraApply(d_x.data(), s.in, s.in, d_y->data(), s.out, s.out, d_groups.data(),
-                           adapters, rank, d_rows.data(), d_scales.data(), adapters, ws->data());
-        },
-        *flush);
-    std::printf("| %s | %zu -> %zu | %d x %d x %d | %.2f |\n", s.name, s.in, s.out, adapters,
-                adapters, rank, us);
   }
 }
 
