@@ -171,7 +171,7 @@ TEST_F(CudaMatMulTest, PerfFusedDecode) {
 
 // The adapters' updates of the q/k/v products of 18 layers (16 adapters of rank 16 on all three,
 // a row each), per layer: none; with a LoraShrink launch before the products; and the products
-// with their epilogue alone (t computed beforehand): its cost without the shrink.
+// with their epilogue alone (t a buffer already in memory): its cost without the shrink.
 TEST_F(CudaMatMulTest, PerfAdaptedDecode) {
   if (!PerfRequested()) GTEST_SKIP() << "set FGNET_CUDA_PERF=1";
   constexpr std::size_t kLayers = 18, kIn = 640, kAdapters = 16;
