@@ -334,15 +334,24 @@ TEST_F(CudaMatMulTest, LoraShrinkOfResidualEqualsTheNormThenTheShrink) {
   }
   const DeviceBuffer<float> post = Upload(rng_.Floats(in, 0.5f)),
                             pre = Upload(rng_.Floats(in, 0.5f));
-  for (std::size_t rows : {1u, 5u, 16u, 40u}) {
-    SCOPED_TRACE(rows);
+  // Passes of 1 to 40 rows, and one of 16 rows of which each group has one (a decode pass's
+  // distinct adapters).
+  struct Pass {
+    std::size_t rows;
+    bool one_each;
+  };
+  for (const auto [rows, one_each] :
+       {Pass{1, false}, Pass{5, false}, Pass{16, false}, Pass{40, false}, Pass{16, true}}) {
+    SCOPED_TRACE(testing::Message() << rows << (one_each ? " rows, one a group" : " rows"));
     std::vector<std::int32_t> lora_rows, first(3), count(3);
     for (std::int32_t g = 0; g < 3; ++g) {
       first[g] = static_cast<std::int32_t>(lora_rows.size());
       for (std::size_t r = 0; r < rows; ++r) {
         const bool last = rows > 1 && r == rows - 1;
-        if (!last && (static_cast<std::int32_t>(r % 3) == g || (g == 1 && r == 0)))
-          lora_rows.push_back(static_cast<std::int32_t>(r));
+        const bool in_group = one_each
+                                  ? static_cast<std::int32_t>(r) == 4 * g + 1
+                                  : static_cast<std::int32_t>(r % 3) == g || (g == 1 && r == 0);
+        if (!last && in_group) lora_rows.push_back(static_cast<std::int32_t>(r));
       }
       count[g] = static_cast<std::int32_t>(lora_rows.size()) - first[g];
     }
@@ -370,21 +379,28 @@ TEST_F(CudaMatMulTest, LoraShrinkOfResidualEqualsTheNormThenTheShrink) {
     ASSERT_TRUE(LoraShrink(h1.data(), in, in, d_groups.data(), 9, 3, max_rank, d_rows.data(), total,
                            t1.data())
                     .ok());
-    // One.
-    DeviceBuffer<float> r2 = Upload(residual), u2 = nan(rows * in), h2 = nan(rows * in),
-                        t2 = nan(t_floats);
-    const ResidualInput input{d_delta.data(), r2.data(), u2.data(), post.data(), pre.data(), 1e-6f};
-    const Status s = LoraShrinkOfResidual(input, rows, in, h2.data(), d_groups.data(), 9, 3,
-                                          max_rank, d_rows.data(), total, t2.data());
-    ASSERT_TRUE(s.ok()) << s.error().message();
-    const auto same = [](const std::vector<float>& x, const std::vector<float>& y) {
-      return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
-    };
-    EXPECT_TRUE(same(Download(h2), Download(h1)));
-    EXPECT_TRUE(same(Download(u2), Download(r1)));
-    EXPECT_TRUE(same(Download(r2), residual));  // read, not written
-    // The shrink's slots hold results where a group has a rank row (NaN elsewhere in both).
-    EXPECT_TRUE(same(Download(t2), Download(t1)));
+    // One, launching blocks for all rows of each group and for the most rows a group has.
+    const std::int32_t most = *std::max_element(count.begin(), count.end());
+    for (const std::int32_t group_rows : {0, most}) {
+      SCOPED_TRACE(group_rows);
+      DeviceBuffer<float> r2 = Upload(residual), u2 = nan(rows * in), h2 = nan(rows * in),
+                          t2 = nan(t_floats);
+      const ResidualInput input{d_delta.data(), r2.data(),  u2.data(),
+                                post.data(),    pre.data(), 1e-6f};
+      const Status s =
+          LoraShrinkOfResidual(input, rows, in, h2.data(), d_groups.data(), 9, 3, max_rank,
+                               d_rows.data(), total, t2.data(), nullptr, group_rows);
+      ASSERT_TRUE(s.ok()) << s.error().message();
+      const auto same = [](const std::vector<float>& x, const std::vector<float>& y) {
+        return x.size() == y.size() &&
+               std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
+      };
+      EXPECT_TRUE(same(Download(h2), Download(h1)));
+      EXPECT_TRUE(same(Download(u2), Download(r1)));
+      EXPECT_TRUE(same(Download(r2), residual));  // read, not written
+      // The shrink's slots hold results where a group has a rank row (NaN elsewhere in both).
+      EXPECT_TRUE(same(Download(t2), Download(t1)));
+    }
   }
   // Arguments it does not take.
   DeviceBuffer<float> x = Upload(rng_.Floats(in)), y = Upload(rng_.Floats(in));
@@ -405,6 +421,23 @@ TEST_F(CudaMatMulTest, LoraApplyHandlesLargeGroups) {
   };
   CheckLora({.in = 640, .out = 2048, .ldx = 640, .ldy = 2048, .batch = 300, .groups = groups},
             rng_);
+}
+
+// A decode pass's distinct adapters: every group one row, which the launches sized by the most
+// rows a group has take with the one-row instances of the shrink. Ranks 16, 32 (two chunks of B
+// an expand thread), 3 (B rows not 16-byte loads) and 1; inputs of each span instance, and one
+// wider than a span.
+TEST_F(CudaMatMulTest, LoraApplyWithOneRowAGroup) {
+  const std::vector<HostGroup> groups = {
+      {16, {4}, {0.5f}}, {32, {0}, {1.0f}}, {3, {2}, {-2.0f}}, {1, {5}, {0.25f}}, {16, {1}, {1.5f}},
+  };
+  const Shape shapes[] = {{640, 1024}, {1024, 640}, {2048, 640}, {300, 2048}, {4099, 72}};
+  for (const Shape& s : shapes) {
+    SCOPED_TRACE(testing::Message() << "in " << s.in << " out " << s.out);
+    CheckLora(
+        {.in = s.in, .out = s.out, .ldx = s.in, .ldy = s.out + 1, .batch = 6, .groups = groups},
+        rng_);
+  }
 }
 
 }  // namespace
