@@ -300,7 +300,13 @@ Status CudaModel::Impl::Enqueue(const PassShape& shape, const kv::BlockPool& poo
       FGNET_TRY(
           apply_lora_many(l, {LoraModule::kGate, LoraModule::kUp}, h, hidden,
                           {{gate, intermediate, intermediate}, {up, intermediate, intermediate}}));
-      FGNET_TRY(cuda::GeluTanhMul(gate, up, c * intermediate, gate, stream));
+      // A many-row down product of BF16 weights takes the result's two BF16 terms, written
+      // beside it.
+      std::uint16_t* terms = nullptr;
+      if (!cuda::MatMulContext::TakesGemv(c) && !w.down.quantized()) {
+        FGNET_ASSIGN_OR_RETURN(terms, mm.InputTerms(gate, c, intermediate));
+      }
+      FGNET_TRY(cuda::GeluTanhMulSplit(gate, up, c * intermediate, gate, terms, stream));
     } else {
       // The down product reads only its terms of the result when it is plain.
       const bool terms_only = plain(l, {LoraModule::kDown}, {&w.down});
