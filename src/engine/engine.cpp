@@ -102,6 +102,14 @@ struct Engine::Impl {
   static RequestHandle Failed(const std::shared_ptr<Inbox>& inbox, Error error);
 };
 
+std::int64_t DefaultKVMemoryMiB(const Gemma3Config& config, const EngineOptions& options) {
+  const kv::KVLayout layout = kv::KVLayout::ForConfig(config, options.block_size, options.kv_dtype);
+  const std::int64_t context =
+      options.max_context > 0 ? options.max_context : config.max_position_embeddings;
+  const std::int64_t full = 8 * context * static_cast<std::int64_t>(layout.bytes_per_position());
+  return std::clamp<std::int64_t>(full >> 20, 1, 512);
+}
+
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Result<std::unique_ptr<Engine>> Engine::Create(const Model& model, std::string base_hash,
@@ -123,11 +131,7 @@ Result<std::unique_ptr<Engine>> Engine::Create(const Model& model, std::string b
   }
   const kv::KVLayout layout = kv::KVLayout::ForConfig(c, options.block_size, options.kv_dtype);
   if (options.kv_memory_mib < 0) return MakeError("engine: kv_memory_mib must not be negative");
-  if (options.kv_memory_mib == 0) {
-    const std::int64_t full =
-        8 * options.max_context * static_cast<std::int64_t>(layout.bytes_per_position());
-    options.kv_memory_mib = std::clamp<std::int64_t>(full >> 20, 1, 512);
-  }
+  if (options.kv_memory_mib == 0) options.kv_memory_mib = DefaultKVMemoryMiB(c, options);
   const std::int64_t blocks = options.kv_blocks > 0
                                   ? options.kv_blocks
                                   : options.kv_memory_mib * (std::int64_t{1} << 20) /

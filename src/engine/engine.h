@@ -186,6 +186,10 @@ struct EngineOptions {
   std::vector<std::int32_t> stop_ids;
 };
 
+// The KV pool in MiB that Engine::Create makes of `options` when kv_memory_mib and kv_blocks are
+// 0: room for 8 sequences of the full context (max_context, or the model's), at most 512 MiB.
+std::int64_t DefaultKVMemoryMiB(const Gemma3Config& config, const EngineOptions& options);
+
 // What CreatePrefix computes.
 struct PrefixRequest {
   std::vector<std::int32_t> prompt_ids;  // or

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "apps/fgnet/commands.h"
+#include "apps/fgnet/serve_bench.h"
 #include "model/peft.h"
 #include "model/synth.h"
 #include "run_app.h"
@@ -311,6 +312,27 @@ TEST(BenchServe, PrintsTheTableOnATinyModel) {
       EXPECT_GT(m["value"].get<double>(), 0);  // the steps outlast their forward passes
     }
   }
+}
+
+// Without --kv-mib the pool holds the largest decode run whole: 64 sequences of 128 + 128 tokens
+// of FunctionGemma-270M (36 KB of f32 KV a position) need more than the engine's 512 MiB.
+TEST(BenchServe, DefaultPoolHoldsTheLargestDecodeRun) {
+  const Gemma3Config config = Gemma3_270MConfig();
+  EngineOptions engine;
+  ServeBenchOptions o;
+  o.prompt_tokens = 128;
+  o.decode_tokens = 128;
+  o.concurrency = {1, 16, 64};
+  const std::int64_t bytes_per_position = 18 * 2 * 256 * 4;
+  EXPECT_EQ(ServeBenchKVMemoryMiB(config, engine, o),
+            (64 * (128 + 128 + 16) * bytes_per_position + (1 << 20) - 1) >> 20);
+  // Runs that fit keep the engine's default; bf16 KV halves the need.
+  o.concurrency = {1, 16};
+  EXPECT_EQ(ServeBenchKVMemoryMiB(config, engine, o), DefaultKVMemoryMiB(config, engine));
+  EXPECT_EQ(DefaultKVMemoryMiB(config, engine), 512);
+  o.concurrency = {64};
+  engine.kv_dtype = DType::kBF16;
+  EXPECT_EQ(ServeBenchKVMemoryMiB(config, engine, o), 512);
 }
 
 TEST(BenchServe, SizesOfZeroSkipMeasurements) {

@@ -53,6 +53,7 @@ Status RunBenchServe(const ParsedArgs& args, CommandIo& io) {
   e.max_running = args.Int("max-running");
   e.threads = ThreadsOption(args);
   e.stop_ids.clear();  // every sequence generates exactly --decode-tokens
+  if (!args.OptInt("kv-mib").has_value()) e.kv_memory_mib = ServeBenchKVMemoryMiB(config, e, o);
   io.err << "hashing the model's weights\n";
   const std::string base_hash = loaded->checkpoint->content_hash();
   FGNET_ASSIGN_OR_RETURN(
@@ -149,7 +150,9 @@ void AddBenchServeCommand(App& app) {
       .Default("4");
   c.AddInt("kv-mib", "N", "Memory of the paged KV pool in MiB.")
       .IntRange(1)
-      .DefaultNote("room for 8 sequences of the full context, at most 512 MiB");
+      .DefaultNote(
+          "the engine's (room for 8 sequences of the full context, at most 512 MiB), or room for "
+          "the largest --concurrency's prompts and new tokens where that is more");
   c.AddInt("max-batch-tokens", "N", "Tokens per forward step.").IntRange(1).Default("512");
   c.AddInt("block-size", "N", "Positions per KV block.").IntRange(1, 4096).Default("16");
   c.AddInt("max-running", "N", "Most sequences decoding at once.").IntRange(1).Default("256");

@@ -292,6 +292,17 @@ Status CompletionStatus(const Completion& c, std::string_view what) {
   return Ok();
 }
 
+std::int64_t ServeBenchKVMemoryMiB(const Gemma3Config& config, const EngineOptions& engine,
+                                   const ServeBenchOptions& o) {
+  const kv::KVLayout layout = kv::KVLayout::ForConfig(config, engine.block_size, engine.kv_dtype);
+  const std::int64_t most =
+      o.concurrency.empty() ? 0 : *std::max_element(o.concurrency.begin(), o.concurrency.end());
+  const std::int64_t positions = o.prompt_tokens + o.decode_tokens + engine.block_size;
+  const std::int64_t bytes =
+      most * positions * static_cast<std::int64_t>(layout.bytes_per_position());
+  return std::max(DefaultKVMemoryMiB(config, engine), (bytes + (std::int64_t{1} << 20) - 1) >> 20);
+}
+
 Result<ServeBenchResult> RunServeBench(Engine& engine, const Gemma3Config& config,
                                        AdapterRegistry* registry, const ServeBenchOptions& o,
                                        std::ostream& log) {

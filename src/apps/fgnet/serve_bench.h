@@ -81,6 +81,13 @@ Status CompletionStatus(const Completion& c, std::string_view what);
 
 // Runs every measurement on `engine`, whose stop ids must be empty. `registry` is the engine's
 // (random adapters "serve-bench-<i>" are added to it when lora_rank > 0); `log` gets progress.
+// The KV pool (MiB) of a serving benchmark without one set: the engine's default for `engine`, or
+// room for the largest decode run's sequences whole (prompt, new tokens and a block of slack
+// each) where that is more, so that the figure for N sequences is of N sequences decoding, not of
+// their preemption and recomputation.
+std::int64_t ServeBenchKVMemoryMiB(const Gemma3Config& config, const EngineOptions& engine,
+                                   const ServeBenchOptions& o);
+
 Result<ServeBenchResult> RunServeBench(Engine& engine, const Gemma3Config& config,
                                        AdapterRegistry* registry, const ServeBenchOptions& options,
                                        std::ostream& log);
