@@ -333,6 +333,12 @@ TEST(BenchServe, DefaultPoolHoldsTheLargestDecodeRun) {
   o.concurrency = {64};
   engine.kv_dtype = DType::kBF16;
   EXPECT_EQ(ServeBenchKVMemoryMiB(config, engine, o), 512);
+  // Past max_running, sequences wait their turn: the pool holds max_running of them.
+  engine.kv_dtype = DType::kF32;
+  engine.max_running = 128;
+  o.concurrency = {1024};
+  EXPECT_EQ(ServeBenchKVMemoryMiB(config, engine, o),
+            (128 * (128 + 128 + 16) * bytes_per_position + (1 << 20) - 1) >> 20);
 }
 
 TEST(BenchServe, SizesOfZeroSkipMeasurements) {

@@ -295,8 +295,10 @@ Status CompletionStatus(const Completion& c, std::string_view what) {
 std::int64_t ServeBenchKVMemoryMiB(const Gemma3Config& config, const EngineOptions& engine,
                                    const ServeBenchOptions& o) {
   const kv::KVLayout layout = kv::KVLayout::ForConfig(config, engine.block_size, engine.kv_dtype);
-  const std::int64_t most =
-      o.concurrency.empty() ? 0 : *std::max_element(o.concurrency.begin(), o.concurrency.end());
+  // Sequences decoding at once: the largest run, at most the engine's max_running.
+  const std::int64_t most = std::min(
+      engine.max_running,
+      o.concurrency.empty() ? 0 : *std::max_element(o.concurrency.begin(), o.concurrency.end()));
   const std::int64_t positions = o.prompt_tokens + o.decode_tokens + engine.block_size;
   const std::int64_t bytes =
       most * positions * static_cast<std::int64_t>(layout.bytes_per_position());

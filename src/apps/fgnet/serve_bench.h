@@ -83,8 +83,8 @@ Status CompletionStatus(const Completion& c, std::string_view what);
 // (random adapters "serve-bench-<i>" are added to it when lora_rank > 0); `log` gets progress.
 // The KV pool (MiB) of a serving benchmark without one set: the engine's default for `engine`, or
 // room for the largest decode run's sequences whole (prompt, new tokens and a block of slack
-// each) where that is more, so that the figure for N sequences is of N sequences decoding, not of
-// their preemption and recomputation.
+// each; at most max_running of them decode at once) where that is more, so that the figure for N
+// sequences is of N sequences decoding, not of their preemption and recomputation.
 std::int64_t ServeBenchKVMemoryMiB(const Gemma3Config& config, const EngineOptions& engine,
                                    const ServeBenchOptions& o);
 
