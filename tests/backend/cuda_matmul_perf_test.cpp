@@ -10,6 +10,8 @@
 #include <array>
 #include <cstdint>
 #include <cstdio>
+#include <optional>
+#include <utility>
 #include <vector>
 
 #include "backend/cuda/device.h"
@@ -19,6 +21,30 @@
 
 namespace fgnet::cuda {
 namespace {
+
+// A non-blocking stream for graph capture and a MatMulContext bound to it, released context
+// first.
+struct CaptureStream {
+  cudaStream_t stream = nullptr;
+  std::optional<MatMulContext> ctx;
+
+  CaptureStream() = default;
+  CaptureStream(const CaptureStream&) = delete;
+  CaptureStream& operator=(const CaptureStream&) = delete;
+  ~CaptureStream() {
+    ctx.reset();
+    if (stream != nullptr) cudaStreamDestroy(stream);
+  }
+  testing::AssertionResult Open() {
+    if (cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess) {
+      return testing::AssertionFailure() << "cudaStreamCreateWithFlags failed";
+    }
+    auto made = MatMulContext::Create(stream);
+    if (!made.ok()) return testing::AssertionFailure() << made.error().message();
+    ctx.emplace(std::move(*made));
+    return testing::AssertionSuccess();
+  }
+};
 
 // Median time in microseconds of one replay of the CUDA graph that `issue` captures on `stream`
 // (after one eager run), each replay timed with CUDA events after the L2 cache was flushed.
@@ -45,11 +71,10 @@ TEST_F(CudaMatMulTest, PerfFusedDecode) {
   if (!PerfRequested()) GTEST_SKIP() << "set FGNET_CUDA_PERF=1";
   // The 270M model's 18 layers, each with weights of its own (so that they come from memory).
   constexpr std::size_t kLayers = 18, kIn = 640, kQ = 1024, kKV = 256, kFF = 2048;
-  cudaStream_t stream = nullptr;
-  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
-  auto made = MatMulContext::Create(stream);
-  ASSERT_TRUE(made.ok()) << made.error().message();
-  MatMulContext& ctx = *made;
+  CaptureStream capture;
+  ASSERT_TRUE(capture.Open());
+  cudaStream_t stream = capture.stream;
+  MatMulContext& ctx = *capture.ctx;
   const std::size_t qkv = (kQ + 2 * kKV) * kIn, ff = kFF * kIn;
   DeviceBuffer<std::uint16_t> d_attn = Upload(rng_.BF16(kLayers * qkv, 0.05f));
   DeviceBuffer<std::uint16_t> d_mlp = Upload(rng_.BF16(kLayers * 2 * ff, 0.05f));
@@ -165,8 +190,6 @@ TEST_F(CudaMatMulTest, PerfFusedDecode) {
         "%.2f | %.2f | %.2fx |\n",
         rows, norm_separate / n, norm_staged / n, norm_separate / norm_staged);
   }
-  made = MatMulContext::Create();  // releases the context on `stream`
-  cudaStreamDestroy(stream);
 }
 
 // The adapters' updates of the q/k/v products of 18 layers (16 adapters of rank 16 on all three,
@@ -177,11 +200,10 @@ TEST_F(CudaMatMulTest, PerfAdaptedDecode) {
   constexpr std::size_t kLayers = 18, kIn = 640, kAdapters = 16;
   constexpr std::int32_t kRank = 16;
   const std::size_t outs[3] = {1024, 256, 256};
-  cudaStream_t stream = nullptr;
-  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
-  auto made = MatMulContext::Create(stream);
-  ASSERT_TRUE(made.ok()) << made.error().message();
-  MatMulContext& ctx = *made;
+  CaptureStream capture;
+  ASSERT_TRUE(capture.Open());
+  cudaStream_t stream = capture.stream;
+  MatMulContext& ctx = *capture.ctx;
   std::vector<DeviceBuffer<std::uint16_t>> w;
   std::vector<DeviceBuffer<float>> ab;
   std::vector<LoraGroup> groups;  // [layer][site][adapter]
@@ -239,8 +261,6 @@ TEST_F(CudaMatMulTest, PerfAdaptedDecode) {
     }
     std::printf("| %zu | %.2f | %.2f | %.2f |\n", rows, us[0], us[1], us[2]);
   }
-  made = MatMulContext::Create();  // releases the context on `stream`
-  cudaStreamDestroy(stream);
 }
 
 const char* Path(std::size_t rows) {

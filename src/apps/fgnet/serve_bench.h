@@ -79,8 +79,6 @@ std::string BenchAdapterName(std::int64_t i);
 Request GreedyRequest(std::vector<std::int32_t> prompt, std::int64_t max_tokens);
 Status CompletionStatus(const Completion& c, std::string_view what);
 
-// Runs every measurement on `engine`, whose stop ids must be empty. `registry` is the engine's
-// (random adapters "serve-bench-<i>" are added to it when lora_rank > 0); `log` gets progress.
 // The KV pool (MiB) of a serving benchmark without one set: the engine's default for `engine`, or
 // room for the largest decode run's sequences whole (prompt, new tokens and a block of slack
 // each; at most max_running of them decode at once) where that is more, so that the figure for N
@@ -88,6 +86,8 @@ Status CompletionStatus(const Completion& c, std::string_view what);
 std::int64_t ServeBenchKVMemoryMiB(const Gemma3Config& config, const EngineOptions& engine,
                                    const ServeBenchOptions& o);
 
+// Runs every measurement on `engine`, whose stop ids must be empty. `registry` is the engine's
+// (random adapters "serve-bench-<i>" are added to it when lora_rank > 0); `log` gets progress.
 Result<ServeBenchResult> RunServeBench(Engine& engine, const Gemma3Config& config,
                                        AdapterRegistry* registry, const ServeBenchOptions& options,
                                        std::ostream& log);
